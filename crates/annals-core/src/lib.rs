@@ -1,0 +1,21 @@
+//! The vocabulary every Annals layer speaks: stream names, global positions, stream revisions,
+//! expected revisions, events as written and as read, read filters, stream metadata and the domain
+//! errors an append or a read can end in.
+//!
+//! This crate does no I/O and knows nothing of threads or the network, so every other crate can
+//! depend on it and tests can build values without a store.
+
+mod error;
+mod event;
+mod filter;
+pub mod limits;
+mod metadata;
+mod name;
+mod position;
+
+pub use error::{DomainError, InputError};
+pub use event::{ContentType, EventRecord, NewEvent, Timestamp};
+pub use filter::{Filter, FilterError, FilterTarget};
+pub use metadata::StreamMetadata;
+pub use name::{EventType, StreamName};
+pub use position::{AppendResult, Direction, ExpectedRevision, Position, Revision};
