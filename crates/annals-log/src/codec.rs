@@ -1,0 +1,414 @@
+//! The commit record: how one append (or one tombstone) is framed, checksummed and decoded.
+//!
+//! ```text
+//! frame header (16 bytes)
+//!   0  u32  magic "ANRC"
+//!   4  u32  body length in bytes
+//!   8  u32  CRC-32C over bytes 4..8, 12..16 and the body
+//!   12 u8   kind (1 = events, 2 = tombstone)
+//!   13 [u8; 3] reserved, zero
+//! body
+//!   u64 first position, u64 first revision, i64 created (ns since the Unix epoch),
+//!   u32 event count, u16 stream name length, stream name
+//!   per event: [u8; 16] id, u8 content type, u8 reserved, u16 type length, u32 data length,
+//!              u32 metadata length, type, data, metadata
+//! ```
+//! All integers are little-endian. Events of one record have consecutive positions and revisions
+//! (a tombstone has one event at revision `i64::MAX`). The CRC is checked when encoding (the
+//! encoder re-parses what it wrote in debug builds) and on every decode.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use annals_core::{
+    ContentType, EventRecord, EventType, NewEvent, Position, Revision, StreamName, Timestamp,
+    limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX, STREAM_NAME_BYTES_MAX},
+};
+use bytes::Bytes;
+use uuid::Uuid;
+
+pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"ANRC");
+pub const FRAME_HEADER_BYTES: usize = 16;
+const BODY_FIXED_BYTES: usize = 8 + 8 + 8 + 4 + 2;
+const EVENT_HEADER_BYTES: usize = 16 + 1 + 1 + 2 + 4 + 4;
+
+/// Largest body a valid record can have; a larger length field marks a corrupt frame.
+pub const RECORD_BODY_BYTES_MAX: usize = BODY_FIXED_BYTES
+    + STREAM_NAME_BYTES_MAX
+    + APPEND_EVENTS_MAX * EVENT_HEADER_BYTES
+    + APPEND_BYTES_MAX;
+
+const _: () = assert!(FRAME_HEADER_BYTES == 16);
+const _: () = assert!(RECORD_BODY_BYTES_MAX < u32::MAX as usize);
+
+/// What a commit record holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RecordKind {
+    Events,
+    Tombstone,
+}
+
+impl RecordKind {
+    fn code(self) -> u8 {
+        match self {
+            RecordKind::Events => 1,
+            RecordKind::Tombstone => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(RecordKind::Events),
+            2 => Some(RecordKind::Tombstone),
+            _ => None,
+        }
+    }
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer bytes than the frame needs: a torn tail or a short buffer.
+    Truncated { needed: usize },
+    BadMagic,
+    BadLength(u32),
+    ChecksumMismatch { expected: u32, actual: u32 },
+    BadKind(u8),
+    BadBody(&'static str),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Truncated { needed } => write!(f, "truncated record ({needed} bytes needed)"),
+            FrameError::BadMagic => f.write_str("bad record magic"),
+            FrameError::BadLength(len) => write!(f, "impossible record length {len}"),
+            FrameError::ChecksumMismatch { expected, actual } => {
+                write!(f, "checksum mismatch (stored {expected:#010x}, computed {actual:#010x})")
+            }
+            FrameError::BadKind(k) => write!(f, "unknown record kind {k}"),
+            FrameError::BadBody(why) => write!(f, "malformed record body: {why}"),
+        }
+    }
+}
+
+/// The fixed part of a decoded commit record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitHeader {
+    pub kind: RecordKind,
+    pub first_position: Position,
+    pub first_revision: Revision,
+    pub created: Timestamp,
+    pub event_count: u32,
+}
+
+impl CommitHeader {
+    pub fn last_position(&self) -> Position {
+        Position(
+            self.first_position
+                .0
+                .saturating_add(u64::from(self.event_count).saturating_sub(1)),
+        )
+    }
+}
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn len_u32(n: usize) -> u32 {
+    // Lengths were validated against limits far below u32::MAX before encoding.
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Appends one framed commit record to `out`. The caller has validated the events against the
+/// limits in `annals_core::limits`.
+pub fn encode_commit(
+    out: &mut Vec<u8>,
+    kind: RecordKind,
+    stream: &StreamName,
+    first_position: Position,
+    first_revision: Revision,
+    created: Timestamp,
+    events: &[NewEvent],
+) {
+    let start = out.len();
+    put_u32(out, FRAME_MAGIC);
+    put_u32(out, 0); // length, patched below
+    put_u32(out, 0); // crc, patched below
+    out.push(kind.code());
+    out.extend_from_slice(&[0, 0, 0]);
+    put_u64(out, first_position.0);
+    put_u64(out, first_revision.0);
+    out.extend_from_slice(&created.0.to_le_bytes());
+    put_u32(out, len_u32(events.len()));
+    let name = stream.as_str().as_bytes();
+    put_u16(out, u16::try_from(name.len()).unwrap_or(u16::MAX));
+    out.extend_from_slice(name);
+    for e in events {
+        out.extend_from_slice(e.id.as_bytes());
+        out.push(e.content_type.code());
+        out.push(0);
+        let ty = e.event_type.as_str().as_bytes();
+        put_u16(out, u16::try_from(ty.len()).unwrap_or(u16::MAX));
+        put_u32(out, len_u32(e.data.len()));
+        put_u32(out, len_u32(e.metadata.len()));
+        out.extend_from_slice(ty);
+        out.extend_from_slice(&e.data);
+        out.extend_from_slice(&e.metadata);
+    }
+    let body_len = len_u32(out.len() - start - FRAME_HEADER_BYTES);
+    let frame = out.get_mut(start..).unwrap_or_default();
+    if let Some(len) = frame.get_mut(4..8) {
+        len.copy_from_slice(&body_len.to_le_bytes());
+    }
+    let crc = frame_crc(frame);
+    if let Some(c) = frame.get_mut(8..12) {
+        c.copy_from_slice(&crc.to_le_bytes());
+    }
+    debug_assert!(matches!(parse_frame(frame), Ok((_, _, n)) if n == frame.len()));
+}
+
+fn frame_crc(frame: &[u8]) -> u32 {
+    let len = frame.get(4..8).unwrap_or_default();
+    let rest = frame.get(12..).unwrap_or_default();
+    crc32c::crc32c_append(crc32c::crc32c(len), rest)
+}
+
+fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
+    buf.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+}
+fn u64_at(buf: &[u8], at: usize) -> Option<u64> {
+    buf.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
+    buf.get(at..at + 2)
+        .and_then(|s| s.try_into().ok())
+        .map(u16::from_le_bytes)
+}
+
+/// Checks the frame at the start of `buf`: returns its kind, its header and its total length.
+pub fn parse_frame(buf: &[u8]) -> Result<(RecordKind, CommitHeader, usize), FrameError> {
+    let Some(magic) = u32_at(buf, 0) else {
+        return Err(FrameError::Truncated {
+            needed: FRAME_HEADER_BYTES,
+        });
+    };
+    if magic != FRAME_MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    let body_len = u32_at(buf, 4).ok_or(FrameError::Truncated {
+        needed: FRAME_HEADER_BYTES,
+    })?;
+    let body_bytes = body_len as usize;
+    if !(BODY_FIXED_BYTES..=RECORD_BODY_BYTES_MAX).contains(&body_bytes) {
+        return Err(FrameError::BadLength(body_len));
+    }
+    let total = FRAME_HEADER_BYTES + body_bytes;
+    let Some(frame) = buf.get(..total) else {
+        return Err(FrameError::Truncated { needed: total });
+    };
+    let stored = u32_at(frame, 8).unwrap_or(0);
+    let actual = frame_crc(frame);
+    if stored != actual {
+        return Err(FrameError::ChecksumMismatch {
+            expected: stored,
+            actual,
+        });
+    }
+    let kind_code = frame.get(12).copied().unwrap_or(0);
+    let kind = RecordKind::from_code(kind_code).ok_or(FrameError::BadKind(kind_code))?;
+    let b = FRAME_HEADER_BYTES;
+    let header = CommitHeader {
+        kind,
+        first_position: Position(u64_at(frame, b).unwrap_or(0)),
+        first_revision: Revision(u64_at(frame, b + 8).unwrap_or(0)),
+        created: Timestamp(u64_at(frame, b + 16).unwrap_or(0) as i64),
+        event_count: u32_at(frame, b + 24).unwrap_or(0),
+    };
+    if header.event_count == 0 || header.first_position.0 == 0 {
+        return Err(FrameError::BadBody("no events or position 0"));
+    }
+    Ok((kind, header, total))
+}
+
+/// Hands out shared strings for stream names and event types, so decoding a run of records
+/// allocates each distinct name once. Bounded: it starts over when full.
+#[derive(Debug, Default)]
+pub struct Interner {
+    names: HashMap<Box<[u8]>, Arc<str>>,
+}
+
+const INTERNER_ENTRIES_MAX: usize = 4_096;
+
+impl Interner {
+    fn get(&mut self, bytes: &[u8]) -> Result<Arc<str>, FrameError> {
+        if let Some(s) = self.names.get(bytes) {
+            return Ok(Arc::clone(s));
+        }
+        let s: Arc<str> = Arc::from(
+            std::str::from_utf8(bytes).map_err(|_| FrameError::BadBody("name is not UTF-8"))?,
+        );
+        if self.names.len() >= INTERNER_ENTRIES_MAX {
+            self.names.clear();
+        }
+        self.names.insert(bytes.into(), Arc::clone(&s));
+        Ok(s)
+    }
+}
+
+/// Decodes every event of the valid frame at the start of `frame` into `out`, keeping those
+/// whose position is in `range` (inclusive). `frame` must have passed [`parse_frame`].
+pub fn decode_events(
+    frame: &Bytes,
+    header: &CommitHeader,
+    interner: &mut Interner,
+    range: (Position, Position),
+    mut out: impl FnMut(EventRecord),
+) -> Result<(), FrameError> {
+    let bad = FrameError::BadBody;
+    let body = frame.get(FRAME_HEADER_BYTES..).ok_or(bad("short"))?;
+    let name_len = u16_at(body, 28).ok_or(bad("short"))? as usize;
+    let mut at = BODY_FIXED_BYTES;
+    let name_bytes = body.get(at..at + name_len).ok_or(bad("stream name"))?;
+    let stream = StreamName::from_arc(interner.get(name_bytes)?)
+        .map_err(|_| bad("invalid stream name"))?;
+    at += name_len;
+    let is_tombstone = header.kind == RecordKind::Tombstone;
+    for i in 0..u64::from(header.event_count) {
+        let h = body.get(at..at + EVENT_HEADER_BYTES).ok_or(bad("event header"))?;
+        let ty_len = u16_at(h, 18).ok_or(bad("event header"))? as usize;
+        let data_len = u32_at(h, 20).ok_or(bad("event header"))? as usize;
+        let meta_len = u32_at(h, 24).ok_or(bad("event header"))? as usize;
+        let ty_at = at + EVENT_HEADER_BYTES;
+        let data_at = ty_at + ty_len;
+        let meta_at = data_at + data_len;
+        let end = meta_at + meta_len;
+        if end > body.len() {
+            return Err(bad("event overruns record"));
+        }
+        let position = Position(header.first_position.0 + i);
+        if position >= range.0 && position <= range.1 {
+            let id_bytes: [u8; 16] = h.get(..16).and_then(|s| s.try_into().ok()).ok_or(bad("id"))?;
+            let content_type =
+                ContentType::from_code(h.get(16).copied().unwrap_or(0)).ok_or(bad("content type"))?;
+            let ty = body.get(ty_at..data_at).ok_or(bad("type"))?;
+            let event_type =
+                EventType::from_arc(interner.get(ty)?).map_err(|_| bad("invalid event type"))?;
+            let base = FRAME_HEADER_BYTES;
+            out(EventRecord {
+                id: Uuid::from_bytes(id_bytes),
+                stream: stream.clone(),
+                revision: if is_tombstone {
+                    Revision::TOMBSTONE
+                } else {
+                    Revision(header.first_revision.0 + i)
+                },
+                position,
+                event_type,
+                content_type,
+                created: header.created,
+                data: frame.slice(base + data_at..base + meta_at),
+                metadata: frame.slice(base + meta_at..base + end),
+            });
+        }
+        at = end;
+    }
+    if at != body.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(())
+}
+
+/// The stream name of a valid frame, without decoding its events.
+pub fn frame_stream<'a>(frame: &'a [u8]) -> Option<&'a str> {
+    let body = frame.get(FRAME_HEADER_BYTES..)?;
+    let len = u16_at(body, 28)? as usize;
+    std::str::from_utf8(body.get(BODY_FIXED_BYTES..BODY_FIXED_BYTES + len)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Vec<NewEvent> {
+        (0..n)
+            .map(|i| NewEvent::json("Ty", format!("{{\"i\":{i}}}")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn round_trip() {
+        let stream = StreamName::new("order-1").unwrap();
+        let events = sample(3);
+        let mut buf = Vec::new();
+        encode_commit(
+            &mut buf,
+            RecordKind::Events,
+            &stream,
+            Position(10),
+            Revision(4),
+            Timestamp(77),
+            &events,
+        );
+        let (kind, header, len) = parse_frame(&buf).unwrap();
+        assert_eq!(kind, RecordKind::Events);
+        assert_eq!(len, buf.len());
+        assert_eq!(header.last_position(), Position(12));
+        assert_eq!(frame_stream(&buf), Some("order-1"));
+        let bytes = Bytes::from(buf);
+        let mut got = Vec::new();
+        decode_events(
+            &bytes,
+            &header,
+            &mut Interner::default(),
+            (Position(11), Position(12)),
+            |e| got.push(e),
+        )
+        .unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].revision, Revision(5));
+        assert_eq!(got[0].position, Position(11));
+        assert_eq!(got[0].id, events[1].id);
+        assert_eq!(got[1].data, events[2].data);
+        assert_eq!(got[1].created, Timestamp(77));
+    }
+
+    #[test]
+    fn every_bit_flip_is_caught() {
+        let stream = StreamName::new("s").unwrap();
+        let mut buf = Vec::new();
+        encode_commit(
+            &mut buf,
+            RecordKind::Events,
+            &stream,
+            Position(1),
+            Revision(0),
+            Timestamp(1),
+            &sample(1),
+        );
+        for byte in 0..buf.len() {
+            for bit in 0..8 {
+                let mut bad = buf.clone();
+                bad[byte] ^= 1 << bit;
+                assert!(parse_frame(&bad).is_err(), "flip at {byte}:{bit} not caught");
+            }
+        }
+        for cut in 0..buf.len() {
+            assert!(matches!(
+                parse_frame(&buf[..cut]),
+                Err(FrameError::Truncated { .. })
+            ));
+        }
+    }
+}

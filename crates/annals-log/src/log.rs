@@ -1,0 +1,600 @@
+//! The log: opening and recovering segment files, appending framed commit records, syncing them,
+//! and reading them back by address.
+//!
+//! One [`LogWriter`] (owned by the engine's writer thread) appends; any number of readers read up
+//! to [`Log::readable_end`], which only moves forward after the bytes below it are durable, so a
+//! reader never sees a record that a crash could take away.
+//!
+//! Recovery scans from a caller-given record boundary (the index checkpoint) to the end. A bad
+//! record within [`TORN_TAIL_WINDOW_BYTES`] of the end of the last segment is a torn tail: the
+//! segment is truncated there and the loss reported. A bad record anywhere else is corruption and
+//! an error naming the file and offset; the log never skips it silently.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use annals_core::Position;
+use bytes::{Bytes, BytesMut};
+use parking_lot::RwLock;
+
+use crate::codec::{self, CommitHeader, FRAME_HEADER_BYTES, FrameError};
+use crate::error::LogError;
+use crate::segment::{
+    SEGMENT_HEADER_BYTES, Segment, check_header, encode_header, parse_segment_name, segment_name,
+};
+use crate::storage::{Storage, StorageFile};
+
+/// Most bytes one group-commit batch may hold. A batch is closed before it would pass this, unless
+/// it is empty, and one record is always smaller, so no batch is larger.
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+const _: () = assert!(codec::RECORD_BODY_BYTES_MAX + FRAME_HEADER_BYTES <= BATCH_BYTES_MAX);
+
+/// Most batches written but not yet synced at any time. The writer gathers the next batch while the
+/// previous one syncs, so two can be in flight.
+pub const UNSYNCED_BATCHES_MAX: u64 = 2;
+
+/// The region at the end of the log where a crash can leave a torn or reordered write: everything
+/// that may have been written but not synced.
+pub const TORN_TAIL_WINDOW_BYTES: u64 = UNSYNCED_BATCHES_MAX * BATCH_BYTES_MAX as u64;
+
+/// Default size at which a new segment is started.
+pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
+
+/// Bytes read at a time by scans.
+const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How the log is set up.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Start a new segment once the current one reaches this many bytes.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Where recovery starts: a record boundary known to be durable and the position of the record
+/// there. [`RecoveryStart::BEGINNING`] scans the whole log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveryStart {
+    pub address: u64,
+    pub next_position: Position,
+}
+
+impl RecoveryStart {
+    pub const BEGINNING: RecoveryStart = RecoveryStart {
+        address: 0,
+        next_position: Position(1),
+    };
+}
+
+/// What recovery found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Address one past the last whole record.
+    pub end_address: u64,
+    /// Position the next record will get.
+    pub next_position: Position,
+    /// Records scanned from the recovery start.
+    pub records_scanned: u64,
+    /// Set when a torn tail was cut off: file, offset, bytes dropped, and why.
+    pub truncated: Option<Truncation>,
+    /// Segment files removed because their creation never completed.
+    pub removed_segments: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    pub file: String,
+    pub offset: u64,
+    pub bytes_dropped: u64,
+    pub reason: String,
+}
+
+/// A decoded record as scans and point reads return it: its address, header and whole frame.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub address: u64,
+    pub header: CommitHeader,
+    pub frame: Bytes,
+}
+
+impl Record {
+    /// Address one past this record.
+    pub fn end(&self) -> u64 {
+        self.address + self.frame.len() as u64
+    }
+}
+
+/// The shared, readable side of the log.
+#[derive(Debug)]
+pub struct Log {
+    storage: Arc<dyn Storage>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    readable_end: AtomicU64,
+    poisoned: AtomicBool,
+    config: LogConfig,
+}
+
+/// The single appender. Dropping it leaves the log readable.
+#[derive(Debug)]
+pub struct LogWriter {
+    log: Arc<Log>,
+    tail: Arc<Segment>,
+    write_end: u64,
+}
+
+/// A written, not yet durable, range: sync it with [`SyncTicket::sync`], then publish it.
+#[derive(Debug, Clone)]
+pub struct SyncTicket {
+    file: Arc<dyn StorageFile>,
+    name: String,
+    /// Address one past the written bytes.
+    pub end: u64,
+}
+
+impl SyncTicket {
+    /// `fdatasync`s the segment holding the range.
+    pub fn sync(&self, log: &Log) -> Result<(), LogError> {
+        if let Err(e) = self.file.sync() {
+            // After a failed fsync the kernel may have dropped the dirty pages; nothing written
+            // since the last good sync can be trusted, so the log refuses further work.
+            log.poisoned.store(true, Ordering::Release);
+            return Err(LogError::Io {
+                op: "sync",
+                file: self.name.clone(),
+                source: e,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Log {
+    /// Opens the log in `storage`, recovering from `start`.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        config: LogConfig,
+        start: RecoveryStart,
+    ) -> Result<(Arc<Log>, LogWriter, RecoveryReport), LogError> {
+        let mut report = RecoveryReport::default();
+        let mut bases: Vec<(u64, String)> = storage
+            .list()
+            .map_err(LogError::io("list", "data directory"))?
+            .into_iter()
+            .filter_map(|n| parse_segment_name(&n).map(|b| (b, n)))
+            .collect();
+        bases.sort();
+
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+        let count = bases.len();
+        for (i, (base, name)) in bases.into_iter().enumerate() {
+            let file = storage
+                .open(&name, false)
+                .map_err(LogError::io("open", &name))?;
+            let len = file.len().map_err(LogError::io("stat", &name))?;
+            let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+            let header_ok = if len >= SEGMENT_HEADER_BYTES {
+                file.read_at(&mut header, 0)
+                    .map_err(LogError::io("read", &name))?;
+                check_header(&header, base)
+            } else {
+                Err(format!("file is {len} bytes, shorter than a header"))
+            };
+            if let Err(reason) = header_ok {
+                // Only the newest segment can be half-created (its header is synced before any
+                // record goes in), and then it holds nothing acknowledged.
+                let is_last = i + 1 == count;
+                if is_last && len <= SEGMENT_HEADER_BYTES + TORN_TAIL_WINDOW_BYTES {
+                    tracing::warn!(file = %name, %reason, "removing half-created segment");
+                    storage.remove(&name).map_err(LogError::io("remove", &name))?;
+                    storage
+                        .sync_dir()
+                        .map_err(LogError::io("sync", "data directory"))?;
+                    report.removed_segments.push(name);
+                    continue;
+                }
+                return Err(LogError::BadSegmentHeader { file: name, reason });
+            }
+            if let Some(prev) = segments.last()
+                && prev.end() != base
+            {
+                return Err(LogError::SegmentGap {
+                    file: name,
+                    expected: prev.end(),
+                    found: base,
+                });
+            }
+            segments.push(Arc::new(Segment::new(base, name, file, base + len)));
+        }
+        if segments.is_empty() {
+            let base = 0;
+            segments.push(Arc::new(create_segment(storage.as_ref(), base)?));
+        }
+
+        let log = Arc::new(Log {
+            storage,
+            segments: RwLock::new(segments),
+            readable_end: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            config,
+        });
+        let (end, next_position) = log.recover(start, &mut report)?;
+        log.readable_end.store(end, Ordering::Release);
+        report.end_address = end;
+        report.next_position = next_position;
+        let tail = log.last_segment();
+        let writer = LogWriter {
+            log: Arc::clone(&log),
+            tail,
+            write_end: end,
+        };
+        Ok((log, writer, report))
+    }
+
+    fn last_segment(&self) -> Arc<Segment> {
+        let segs = self.segments.read();
+        // `open` always leaves at least one segment.
+        Arc::clone(segs.last().unwrap_or_else(|| unreachable!("log has no segment")))
+    }
+
+    fn segment_for(&self, address: u64) -> Result<Arc<Segment>, LogError> {
+        let segs = self.segments.read();
+        let i = segs.partition_point(|s| s.base <= address);
+        i.checked_sub(1)
+            .and_then(|i| segs.get(i))
+            .filter(|s| address >= s.first_record() && address <= s.end())
+            .map(Arc::clone)
+            .ok_or(LogError::AddressOutOfRange { address })
+    }
+
+    fn next_segment(&self, seg: &Segment) -> Option<Arc<Segment>> {
+        let segs = self.segments.read();
+        let i = segs.partition_point(|s| s.base <= seg.base);
+        segs.get(i).map(Arc::clone)
+    }
+
+    /// Address of the first record of the log.
+    pub fn start_address(&self) -> u64 {
+        let segs = self.segments.read();
+        segs.first().map(|s| s.first_record()).unwrap_or(SEGMENT_HEADER_BYTES)
+    }
+
+    /// Validates records from `start` to the end, cutting a torn tail.
+    fn recover(
+        &self,
+        start: RecoveryStart,
+        report: &mut RecoveryReport,
+    ) -> Result<(u64, Position), LogError> {
+        let first = self.start_address();
+        let mut address = if start.address == 0 { first } else { start.address };
+        let mut next = if start.address == 0 {
+            Position(1)
+        } else {
+            start.next_position
+        };
+        let mut seg = self
+            .segment_for(address)
+            .map_err(|_| LogError::BadRecoveryStart {
+                address,
+                reason: "not inside any segment".to_owned(),
+            })?;
+        let mut checked_start = start.address == 0;
+        loop {
+            if address == seg.end() {
+                match self.next_segment(&seg) {
+                    Some(n) => {
+                        seg = n;
+                        address = seg.first_record();
+                        continue;
+                    }
+                    None => return Ok((address, next)),
+                }
+            }
+            match self.read_frame_at(&seg, address, seg.end()) {
+                Ok(record) if record.header.first_position == next => {
+                    checked_start = true;
+                    next = Position(record.header.last_position().0 + 1);
+                    address = record.end();
+                    report.records_scanned += 1;
+                }
+                other => {
+                    let reason = match other {
+                        Ok(r) => format!(
+                            "record has position {}, expected {}",
+                            r.header.first_position, next
+                        ),
+                        Err(e) => e.to_string(),
+                    };
+                    if !checked_start {
+                        return Err(LogError::BadRecoveryStart { address, reason });
+                    }
+                    let is_last = self.next_segment(&seg).is_none();
+                    let remaining = seg.end() - address;
+                    if !is_last || remaining > TORN_TAIL_WINDOW_BYTES {
+                        return Err(LogError::Corrupt {
+                            file: seg.name.clone(),
+                            offset: address - seg.base,
+                            reason,
+                        });
+                    }
+                    let offset = address - seg.base;
+                    tracing::warn!(
+                        file = %seg.name, offset, bytes_dropped = remaining, %reason,
+                        "truncating torn log tail"
+                    );
+                    seg.file
+                        .set_len(offset)
+                        .map_err(LogError::io("truncate", &seg.name))?;
+                    seg.file.sync().map_err(LogError::io("sync", &seg.name))?;
+                    seg.set_end(address);
+                    report.truncated = Some(Truncation {
+                        file: seg.name.clone(),
+                        offset,
+                        bytes_dropped: remaining,
+                        reason,
+                    });
+                    return Ok((address, next));
+                }
+            }
+        }
+    }
+
+    /// Reads and checks the record at `address`, which must be below `limit`.
+    fn read_frame_at(&self, seg: &Segment, address: u64, limit: u64) -> Result<Record, FrameError> {
+        let avail = limit.saturating_sub(address);
+        let mut want = (FRAME_HEADER_BYTES as u64).min(avail) as usize;
+        let mut buf = vec![0u8; want];
+        let read = |buf: &mut [u8]| {
+            seg.file
+                .read_at(buf, address - seg.base)
+                .map_err(|_| FrameError::Truncated { needed: buf.len() })
+        };
+        read(&mut buf)?;
+        match codec::parse_frame(&buf) {
+            Err(FrameError::Truncated { needed }) if needed > want && (needed as u64) <= avail => {
+                want = needed;
+                buf.resize(want, 0);
+                read(&mut buf)?;
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let (_, header, len) = codec::parse_frame(&buf)?;
+        buf.truncate(len);
+        Ok(Record {
+            address,
+            header,
+            frame: Bytes::from(buf),
+        })
+    }
+
+    /// Address below which every byte is durable and may be read.
+    pub fn readable_end(&self) -> u64 {
+        self.readable_end.load(Ordering::Acquire)
+    }
+
+    /// Makes `end` readable; called after the bytes below it were synced.
+    pub fn publish(&self, end: u64) {
+        self.readable_end.fetch_max(end, Ordering::AcqRel);
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The whole record at `address` (below [`Log::readable_end`]).
+    pub fn read_record(&self, address: u64) -> Result<Record, LogError> {
+        let seg = self.segment_for(address)?;
+        let limit = seg.end().min(self.readable_end());
+        if address >= limit {
+            return Err(LogError::AddressOutOfRange { address });
+        }
+        self.read_frame_at(&seg, address, limit)
+            .map_err(|e| LogError::Corrupt {
+                file: seg.name.clone(),
+                offset: address - seg.base,
+                reason: e.to_string(),
+            })
+    }
+
+    /// A forward scan over whole records from `address` (a record boundary) to `end`.
+    pub fn scan(self: &Arc<Self>, address: u64, end: u64) -> Scanner {
+        Scanner {
+            log: Arc::clone(self),
+            address,
+            end,
+            buf: Bytes::new(),
+            buf_start: address,
+        }
+    }
+
+    /// Names of the segment files, oldest first.
+    pub fn segment_names(&self) -> Vec<String> {
+        self.segments.read().iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Sum of the segment files' lengths.
+    pub fn bytes(&self) -> u64 {
+        self.segments
+            .read()
+            .iter()
+            .map(|s| s.end() - s.base)
+            .sum()
+    }
+}
+
+fn create_segment(storage: &dyn Storage, base: u64) -> Result<Segment, LogError> {
+    let name = segment_name(base);
+    let file = storage
+        .open(&name, true)
+        .map_err(LogError::io("create", &name))?;
+    file.set_len(0).map_err(LogError::io("truncate", &name))?;
+    file.write_at(&encode_header(base), 0)
+        .map_err(LogError::io("write", &name))?;
+    file.sync().map_err(LogError::io("sync", &name))?;
+    storage
+        .sync_dir()
+        .map_err(LogError::io("sync", "data directory"))?;
+    Ok(Segment::new(base, name, file, base + SEGMENT_HEADER_BYTES))
+}
+
+impl LogWriter {
+    /// Address the next record will be written at.
+    pub fn write_end(&self) -> u64 {
+        self.write_end
+    }
+
+    /// Writes `bytes` (whole framed records) at the end of the log, starting a new segment first
+    /// if the current one is full. Returns the address written at and the ticket to sync.
+    ///
+    /// The caller keeps at most [`UNSYNCED_BATCHES_MAX`] batches of at most [`BATCH_BYTES_MAX`]
+    /// bytes written but not synced; recovery relies on that bound.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(u64, SyncTicket), LogError> {
+        if self.log.is_poisoned() {
+            return Err(LogError::Poisoned);
+        }
+        debug_assert!(bytes.len() <= BATCH_BYTES_MAX);
+        let used = self.write_end - self.tail.base;
+        if used > SEGMENT_HEADER_BYTES
+            && used + bytes.len() as u64 > self.log.config.segment_bytes_max
+        {
+            self.roll()?;
+        }
+        let address = self.write_end;
+        let offset = address - self.tail.base;
+        if let Err(e) = self.tail.file.write_at(bytes, offset) {
+            self.log.poisoned.store(true, Ordering::Release);
+            return Err(LogError::Io {
+                op: "write",
+                file: self.tail.name.clone(),
+                source: e,
+            });
+        }
+        self.write_end += bytes.len() as u64;
+        self.tail.set_end(self.write_end);
+        Ok((
+            address,
+            SyncTicket {
+                file: Arc::clone(&self.tail.file),
+                name: self.tail.name.clone(),
+                end: self.write_end,
+            },
+        ))
+    }
+
+    /// Seals the current segment (synced, so no torn record can precede the new one) and starts
+    /// the next.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let poison = |log: &Log, e: LogError| {
+            log.poisoned.store(true, Ordering::Release);
+            e
+        };
+        self.tail
+            .file
+            .sync()
+            .map_err(LogError::io("sync", &self.tail.name))
+            .map_err(|e| poison(&self.log, e))?;
+        let base = self.write_end;
+        let seg = Arc::new(
+            create_segment(self.log.storage.as_ref(), base).map_err(|e| poison(&self.log, e))?,
+        );
+        tracing::info!(file = %seg.name, "started new log segment");
+        self.log.segments.write().push(Arc::clone(&seg));
+        self.tail = seg;
+        self.write_end = base + SEGMENT_HEADER_BYTES;
+        Ok(())
+    }
+}
+
+/// Forward iteration over whole records, reading the log in large chunks.
+#[derive(Debug)]
+pub struct Scanner {
+    log: Arc<Log>,
+    address: u64,
+    end: u64,
+    buf: Bytes,
+    buf_start: u64,
+}
+
+impl Scanner {
+    /// Address of the next record the scan will return.
+    pub fn address(&self) -> u64 {
+        self.address
+    }
+
+    /// The next record, or `None` at `end`.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Record>, LogError> {
+        loop {
+            if self.address >= self.end {
+                return Ok(None);
+            }
+            let seg = self.log.segment_for(self.address)?;
+            if self.address == seg.end() {
+                match self.log.next_segment(&seg) {
+                    Some(n) => {
+                        self.address = n.first_record();
+                        self.buf = Bytes::new();
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            let in_buf = self.address - self.buf_start;
+            let avail = self.buf.len() as u64;
+            if in_buf < avail {
+                let slice = self.buf.slice(in_buf as usize..);
+                match codec::parse_frame(&slice) {
+                    Ok((_, header, len)) => {
+                        let record = Record {
+                            address: self.address,
+                            header,
+                            frame: slice.slice(..len),
+                        };
+                        self.address += len as u64;
+                        return Ok(Some(record));
+                    }
+                    Err(FrameError::Truncated { needed }) => {
+                        self.fill(&seg, needed.max(SCAN_CHUNK_BYTES))?;
+                        // A frame cut by the segment end (or `end`) cannot be completed.
+                        if (self.buf.len() as u64) < needed as u64 {
+                            return Err(LogError::Corrupt {
+                                file: seg.name.clone(),
+                                offset: self.address - seg.base,
+                                reason: format!("record of {needed} bytes runs past the end"),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        return Err(LogError::Corrupt {
+                            file: seg.name.clone(),
+                            offset: self.address - seg.base,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            } else {
+                self.fill(&seg, SCAN_CHUNK_BYTES)?;
+            }
+        }
+    }
+
+    /// Reads up to `want` bytes from the current address, within the segment and `end`.
+    fn fill(&mut self, seg: &Segment, want: usize) -> Result<(), LogError> {
+        let limit = seg.end().min(self.end);
+        let len = (limit.saturating_sub(self.address)).min(want as u64) as usize;
+        let mut buf = BytesMut::zeroed(len);
+        seg.file
+            .read_at(&mut buf, self.address - seg.base)
+            .map_err(LogError::io("read", &seg.name))?;
+        self.buf = buf.freeze();
+        self.buf_start = self.address;
+        Ok(())
+    }
+}
