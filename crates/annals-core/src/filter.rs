@@ -112,8 +112,8 @@ mod tests {
 
     #[test]
     fn prefixes_match_any() {
-        let f = Filter::prefixes(FilterTarget::EventType, vec!["Order".into(), "Cart".into()])
-            .unwrap();
+        let f =
+            Filter::prefixes(FilterTarget::EventType, vec!["Order".into(), "Cart".into()]).unwrap();
         assert!(f.matches_str("OrderPlaced"));
         assert!(f.matches_str("CartEmptied"));
         assert!(!f.matches_str("Shipped"));

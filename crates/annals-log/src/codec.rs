@@ -69,10 +69,15 @@ impl RecordKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrameError {
     /// Fewer bytes than the frame needs: a torn tail or a short buffer.
-    Truncated { needed: usize },
+    Truncated {
+        needed: usize,
+    },
     BadMagic,
     BadLength(u32),
-    ChecksumMismatch { expected: u32, actual: u32 },
+    ChecksumMismatch {
+        expected: u32,
+        actual: u32,
+    },
     BadKind(u8),
     BadBody(&'static str),
 }
@@ -80,11 +85,16 @@ pub enum FrameError {
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FrameError::Truncated { needed } => write!(f, "truncated record ({needed} bytes needed)"),
+            FrameError::Truncated { needed } => {
+                write!(f, "truncated record ({needed} bytes needed)")
+            }
             FrameError::BadMagic => f.write_str("bad record magic"),
             FrameError::BadLength(len) => write!(f, "impossible record length {len}"),
             FrameError::ChecksumMismatch { expected, actual } => {
-                write!(f, "checksum mismatch (stored {expected:#010x}, computed {actual:#010x})")
+                write!(
+                    f,
+                    "checksum mismatch (stored {expected:#010x}, computed {actual:#010x})"
+                )
             }
             FrameError::BadKind(k) => write!(f, "unknown record kind {k}"),
             FrameError::BadBody(why) => write!(f, "malformed record body: {why}"),
@@ -281,12 +291,14 @@ pub fn decode_events(
     let name_len = u16_at(body, 28).ok_or(bad("short"))? as usize;
     let mut at = BODY_FIXED_BYTES;
     let name_bytes = body.get(at..at + name_len).ok_or(bad("stream name"))?;
-    let stream = StreamName::from_arc(interner.get(name_bytes)?)
-        .map_err(|_| bad("invalid stream name"))?;
+    let stream =
+        StreamName::from_arc(interner.get(name_bytes)?).map_err(|_| bad("invalid stream name"))?;
     at += name_len;
     let is_tombstone = header.kind == RecordKind::Tombstone;
     for i in 0..u64::from(header.event_count) {
-        let h = body.get(at..at + EVENT_HEADER_BYTES).ok_or(bad("event header"))?;
+        let h = body
+            .get(at..at + EVENT_HEADER_BYTES)
+            .ok_or(bad("event header"))?;
         let ty_len = u16_at(h, 18).ok_or(bad("event header"))? as usize;
         let data_len = u32_at(h, 20).ok_or(bad("event header"))? as usize;
         let meta_len = u32_at(h, 24).ok_or(bad("event header"))? as usize;
@@ -299,9 +311,12 @@ pub fn decode_events(
         }
         let position = Position(header.first_position.0 + i);
         if position >= range.0 && position <= range.1 {
-            let id_bytes: [u8; 16] = h.get(..16).and_then(|s| s.try_into().ok()).ok_or(bad("id"))?;
-            let content_type =
-                ContentType::from_code(h.get(16).copied().unwrap_or(0)).ok_or(bad("content type"))?;
+            let id_bytes: [u8; 16] = h
+                .get(..16)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(bad("id"))?;
+            let content_type = ContentType::from_code(h.get(16).copied().unwrap_or(0))
+                .ok_or(bad("content type"))?;
             let ty = body.get(ty_at..data_at).ok_or(bad("type"))?;
             let event_type =
                 EventType::from_arc(interner.get(ty)?).map_err(|_| bad("invalid event type"))?;
@@ -401,7 +416,10 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(parse_frame(&bad).is_err(), "flip at {byte}:{bit} not caught");
+                assert!(
+                    parse_frame(&bad).is_err(),
+                    "flip at {byte}:{bit} not caught"
+                );
             }
         }
         for cut in 0..buf.len() {

@@ -35,7 +35,10 @@ pub enum LogError {
 }
 
 impl LogError {
-    pub(crate) fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(io::Error) -> LogError + 'a {
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        file: &'a str,
+    ) -> impl FnOnce(io::Error) -> LogError + 'a {
         move |source| LogError::Io {
             op,
             file: file.to_owned(),

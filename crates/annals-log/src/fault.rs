@@ -225,7 +225,9 @@ struct FaultFile {
 
 impl fmt::Debug for FaultFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultFile").field("name", &self.name).finish()
+        f.debug_struct("FaultFile")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -192,7 +192,9 @@ impl Log {
                 let is_last = i + 1 == count;
                 if is_last && len <= SEGMENT_HEADER_BYTES + TORN_TAIL_WINDOW_BYTES {
                     tracing::warn!(file = %name, %reason, "removing half-created segment");
-                    storage.remove(&name).map_err(LogError::io("remove", &name))?;
+                    storage
+                        .remove(&name)
+                        .map_err(LogError::io("remove", &name))?;
                     storage
                         .sync_dir()
                         .map_err(LogError::io("sync", "data directory"))?;
@@ -240,7 +242,10 @@ impl Log {
     fn last_segment(&self) -> Arc<Segment> {
         let segs = self.segments.read();
         // `open` always leaves at least one segment.
-        Arc::clone(segs.last().unwrap_or_else(|| unreachable!("log has no segment")))
+        Arc::clone(
+            segs.last()
+                .unwrap_or_else(|| unreachable!("log has no segment")),
+        )
     }
 
     fn segment_for(&self, address: u64) -> Result<Arc<Segment>, LogError> {
@@ -262,7 +267,9 @@ impl Log {
     /// Address of the first record of the log.
     pub fn start_address(&self) -> u64 {
         let segs = self.segments.read();
-        segs.first().map(|s| s.first_record()).unwrap_or(SEGMENT_HEADER_BYTES)
+        segs.first()
+            .map(|s| s.first_record())
+            .unwrap_or(SEGMENT_HEADER_BYTES)
     }
 
     /// Validates records from `start` to the end, cutting a torn tail.
@@ -272,7 +279,11 @@ impl Log {
         report: &mut RecoveryReport,
     ) -> Result<(u64, Position), LogError> {
         let first = self.start_address();
-        let mut address = if start.address == 0 { first } else { start.address };
+        let mut address = if start.address == 0 {
+            first
+        } else {
+            start.address
+        };
         let mut next = if start.address == 0 {
             Position(1)
         } else {
@@ -416,16 +427,16 @@ impl Log {
 
     /// Names of the segment files, oldest first.
     pub fn segment_names(&self) -> Vec<String> {
-        self.segments.read().iter().map(|s| s.name.clone()).collect()
+        self.segments
+            .read()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// Sum of the segment files' lengths.
     pub fn bytes(&self) -> u64 {
-        self.segments
-            .read()
-            .iter()
-            .map(|s| s.end() - s.base)
-            .sum()
+        self.segments.read().iter().map(|s| s.end() - s.base).sum()
     }
 }
 

@@ -1,0 +1,122 @@
+//! The index's vocabulary and the [`Index`] trait the engine uses.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use annals_core::{Direction, Position, Revision};
+
+use crate::error::IndexError;
+
+/// The sparse position map has an entry for the first record and for every record holding a
+/// multiple of this position, so finding position p scans at most this many events.
+pub const POSITION_BUCKET: u64 = 128;
+
+/// What the index covers: every record before `address` (exclusive), whose last position is
+/// `next_position - 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IndexCheckpoint {
+    pub address: u64,
+    pub next_position: Position,
+}
+
+/// A stream's state as indexed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamHead {
+    /// Dense id used in index keys.
+    pub id: u64,
+    /// Last revision written, `None` if only a tombstone was.
+    pub last_revision: Option<u64>,
+    /// Position of the stream's last record.
+    pub last_position: Position,
+    pub tombstoned: bool,
+}
+
+/// One committed record, reduced to what the index needs.
+#[derive(Clone, Debug)]
+pub struct IndexRecord {
+    pub address: u64,
+    pub stream: Arc<str>,
+    pub first_position: Position,
+    pub first_revision: Revision,
+    pub tombstone: bool,
+    /// The type of each event, in order.
+    pub event_types: Vec<Arc<str>>,
+}
+
+/// Records applied together, with the checkpoint they bring the index to.
+#[derive(Clone, Debug, Default)]
+pub struct IndexBatch {
+    pub records: Vec<IndexRecord>,
+    pub checkpoint: IndexCheckpoint,
+}
+
+/// Where one stream revision is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub revision: Revision,
+    pub position: Position,
+    /// Address of the record holding it.
+    pub address: u64,
+}
+
+/// One position in a posting list and the address of its record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Posting {
+    pub position: Position,
+    pub address: u64,
+}
+
+/// Which posting list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostingKind {
+    Category,
+    EventType,
+}
+
+/// Entry counts, for `annals check`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    pub streams: u64,
+    pub stream_entries: u64,
+    pub category_postings: u64,
+    pub type_postings: u64,
+    pub position_entries: u64,
+}
+
+/// The index as the engine sees it. Reads see every applied batch; only [`Index::flush`] makes
+/// them durable, which is safe because they can be re-derived from the log.
+pub trait Index: Send + Sync + Debug {
+    fn checkpoint(&self) -> Result<IndexCheckpoint, IndexError>;
+    /// Adds a batch of records (all after the current checkpoint) and moves the checkpoint.
+    fn apply(&self, batch: &IndexBatch) -> Result<(), IndexError>;
+    /// Makes everything applied durable.
+    fn flush(&self) -> Result<(), IndexError>;
+    fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError>;
+    /// Up to `limit` entries of stream `id` from revision `from` (inclusive) in `direction`.
+    fn stream_entries(
+        &self,
+        id: u64,
+        from: Revision,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Entry>, IndexError>;
+    /// Up to `limit` postings of `key` from `from` (inclusive) in `direction`.
+    fn postings(
+        &self,
+        kind: PostingKind,
+        key: &str,
+        from: Position,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Posting>, IndexError>;
+    /// The start of the record holding `position`, or of an earlier one: the greatest entry of the
+    /// sparse position map at or below `position`.
+    fn seek(&self, position: Position) -> Result<Option<Posting>, IndexError>;
+    fn stats(&self) -> Result<IndexStats, IndexError>;
+    /// Every stream name with its head, in name order, starting after `after`.
+    fn streams(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, StreamHead)>, IndexError>;
+}
