@@ -1,0 +1,543 @@
+//! The engine facade: opening a store (recovering the log, catching the index up), the write API
+//! in front of the writer thread, and shutdown.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+
+use annals_core::{
+    AppendResult, Direction, EventRecord, ExpectedRevision, InputError, METADATA_EVENT_TYPE,
+    NewEvent, Position, StreamMetadata, StreamName,
+    limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX},
+};
+use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexRecord, RedbIndex};
+use annals_log::codec::{Interner, RecordKind, decode_events};
+use annals_log::{FileStorage, Log, LogError, RecoveryReport, RecoveryStart, Storage};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{EngineConfig, REINDEX_BATCH_RECORDS_MAX, WRITER_QUEUE_APPENDS_MAX};
+use crate::error::EngineError;
+use crate::head::Head;
+use crate::rules::{MetaMap, MetaState};
+use crate::writer::{
+    RecentEvent, Shared, WriteKind, WriteRequest, Writer, WriterSettings, run_syncer,
+};
+
+/// What opening a store did.
+#[derive(Clone, Debug, Default)]
+pub struct OpenReport {
+    pub log: RecoveryReport,
+    /// The index was missing, damaged or ahead of the log and was rebuilt from the log.
+    pub index_rebuilt: bool,
+    /// Records applied to the index from the log while opening.
+    pub records_reindexed: u64,
+    /// The head position after opening.
+    pub head: Position,
+}
+
+/// An open store. Cheap to clone; all clones share one writer. The last clone dropped closes it.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) shared: Arc<Shared>,
+    requests: RwLock<Option<mpsc::Sender<WriteRequest>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        self.requests.write().take();
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) the store in directory `dir`.
+    pub fn open_dir(dir: &Path, config: EngineConfig) -> Result<(Engine, OpenReport), EngineError> {
+        let storage = FileStorage::open(dir).map_err(|e| LogError::Io {
+            op: "open",
+            file: dir.display().to_string(),
+            source: e,
+        })?;
+        Self::open(Arc::new(storage), config)
+    }
+
+    /// Opens the store held by `storage`.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        config: EngineConfig,
+    ) -> Result<(Engine, OpenReport), EngineError> {
+        let mut report = OpenReport::default();
+        let (index, checkpoint) = match open_index(storage.as_ref(), &config) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "index unreadable; rebuilding it from the log");
+                report.index_rebuilt = true;
+                RedbIndex::destroy(storage.as_ref())?;
+                open_index(storage.as_ref(), &config)?
+            }
+        };
+        let start = if checkpoint.address == 0 {
+            RecoveryStart::BEGINNING
+        } else {
+            RecoveryStart {
+                address: checkpoint.address,
+                next_position: checkpoint.next_position,
+            }
+        };
+        let (index, log, writer, log_report) = match Log::open(
+            Arc::clone(&storage),
+            config.log.clone(),
+            start,
+        ) {
+            Ok((log, writer, r)) => (index, log, writer, r),
+            Err(LogError::BadRecoveryStart { address, reason }) => {
+                // The index covers more than the log holds (the log's tail was lost or cut)
+                // or its checkpoint is garbage: it cannot be trusted, so rebuild it.
+                tracing::warn!(address, %reason, "index checkpoint does not match the log; rebuilding the index");
+                drop(index);
+                report.index_rebuilt = true;
+                RedbIndex::destroy(storage.as_ref())?;
+                let (index, _) = open_index(storage.as_ref(), &config)?;
+                let (log, writer, r) = Log::open(
+                    Arc::clone(&storage),
+                    config.log.clone(),
+                    RecoveryStart::BEGINNING,
+                )?;
+                (index, log, writer, r)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(t) = &log_report.truncated {
+            tracing::warn!(file = %t.file, offset = t.offset, bytes_dropped = t.bytes_dropped, reason = %t.reason, "recovered log: torn tail dropped");
+        }
+        let from = if report.index_rebuilt {
+            RecoveryStart::BEGINNING
+        } else {
+            start
+        };
+        report.records_reindexed = reindex(&log, &index, from, &log_report)?;
+        index.flush()?;
+        let head = Position(log_report.next_position.0 - 1);
+        report.head = head;
+        report.log = log_report;
+
+        let index = Arc::new(index);
+        let meta = load_metadata(&log, &index)?;
+        let shared = Arc::new(Shared {
+            log: Arc::clone(&log),
+            index: Arc::clone(&index),
+            head: Head::new(head),
+            meta: RwLock::new(meta),
+            stopped: Mutex::new(None),
+            has_stopped: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE_APPENDS_MAX);
+        let (sync_tx, sync_rx) = crossbeam_channel::bounded(0);
+        let inner = Arc::new(Inner {
+            shared: Arc::clone(&shared),
+            requests: RwLock::new(Some(tx)),
+            threads: Mutex::new(Vec::new()),
+        });
+        let engine = Engine { inner };
+        let recent = engine.recent_events(config.idempotency_window_events)?;
+        let writer = Writer::new(
+            Arc::clone(&shared),
+            writer,
+            WriterSettings {
+                stream_cache_entries_max: config.stream_cache_entries_max,
+                idempotency_window_events: config.idempotency_window_events,
+            },
+            log_report_next(&report),
+            recent,
+        );
+        let durability = config.durability;
+        let flush = config.index_flush_interval;
+        let syncer_shared = Arc::clone(&shared);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(f)
+                .map_err(|e| EngineError::Stopped(format!("cannot start {name} thread: {e}")))
+        };
+        let w = spawn("annals-writer", Box::new(move || writer.run(rx, sync_tx)))?;
+        let s = spawn(
+            "annals-sync",
+            Box::new(move || run_syncer(syncer_shared, sync_rx, durability, flush)),
+        )?;
+        engine.inner.threads.lock().extend([w, s]);
+        tracing::info!(
+            head = head.0,
+            reindexed = report.records_reindexed,
+            "store open"
+        );
+        Ok((engine, report))
+    }
+
+    /// Stops taking writes, finishes those in flight, flushes the index and waits for the
+    /// writer threads. Other clones see [`EngineError::Stopped`] afterwards.
+    pub fn close(&self) {
+        self.inner.shutdown();
+    }
+
+    /// The last durable position (0 when empty).
+    pub fn head(&self) -> Position {
+        self.inner.shared.head.get()
+    }
+
+    /// The log, for tools that verify or measure it.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.inner.shared.log
+    }
+
+    /// Appends `events` to `stream` if it satisfies `expected`. Blocks until durable. Must not be
+    /// called from async code; use [`Engine::append_async`] there.
+    pub fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, EngineError> {
+        validate_append(stream, &events)?;
+        self.submit_blocking(stream, expected, WriteKind::Append(events))
+    }
+
+    /// Async form of [`Engine::append`].
+    pub async fn append_async(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, EngineError> {
+        validate_append(stream, &events)?;
+        self.submit(stream, expected, WriteKind::Append(events))
+            .await
+    }
+
+    /// Soft-deletes `stream`: reads say not found; a later append restores it with revisions
+    /// continuing. Returns the position of the metadata event written.
+    pub fn delete(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult, EngineError> {
+        if stream.is_metadata_stream() {
+            return Err(InputError::CannotDeleteMetadataStream.into());
+        }
+        self.submit_blocking(stream, expected, WriteKind::SoftDelete)
+    }
+
+    pub async fn delete_async(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult, EngineError> {
+        if stream.is_metadata_stream() {
+            return Err(InputError::CannotDeleteMetadataStream.into());
+        }
+        self.submit(stream, expected, WriteKind::SoftDelete).await
+    }
+
+    /// Deletes `stream` forever: reads and appends fail with stream-deleted.
+    pub fn tombstone(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult, EngineError> {
+        if stream.is_metadata_stream() {
+            return Err(InputError::CannotDeleteMetadataStream.into());
+        }
+        self.submit_blocking(stream, expected, WriteKind::Tombstone)
+    }
+
+    pub async fn tombstone_async(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult, EngineError> {
+        if stream.is_metadata_stream() {
+            return Err(InputError::CannotDeleteMetadataStream.into());
+        }
+        self.submit(stream, expected, WriteKind::Tombstone).await
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<WriteRequest>, EngineError> {
+        self.inner
+            .requests
+            .read()
+            .clone()
+            .ok_or_else(|| self.inner.shared.stopped_error())
+    }
+
+    fn request(
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        kind: WriteKind,
+    ) -> (
+        WriteRequest,
+        oneshot::Receiver<Result<AppendResult, EngineError>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        (
+            WriteRequest {
+                stream: stream.clone(),
+                expected,
+                kind,
+                reply,
+            },
+            rx,
+        )
+    }
+
+    fn submit_blocking(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        kind: WriteKind,
+    ) -> Result<AppendResult, EngineError> {
+        let (req, rx) = Self::request(stream, expected, kind);
+        self.sender()?
+            .blocking_send(req)
+            .map_err(|_| self.inner.shared.stopped_error())?;
+        rx.blocking_recv()
+            .map_err(|_| self.inner.shared.stopped_error())?
+    }
+
+    async fn submit(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        kind: WriteKind,
+    ) -> Result<AppendResult, EngineError> {
+        let (req, rx) = Self::request(stream, expected, kind);
+        self.sender()?
+            .send(req)
+            .await
+            .map_err(|_| self.inner.shared.stopped_error())?;
+        rx.await.map_err(|_| self.inner.shared.stopped_error())?
+    }
+
+    /// The last `count` events of `$all` with their places, for the idempotency window.
+    fn recent_events(&self, count: usize) -> Result<Vec<RecentEvent>, EngineError> {
+        let mut out = Vec::new();
+        if count == 0 {
+            return Ok(out);
+        }
+        let head = self.head();
+        let from = Position(head.0.saturating_sub(count as u64 - 1).max(1));
+        let mut next = from;
+        while next <= head {
+            let page = self.read_all(next, Direction::Forwards, 65_536, None)?;
+            if page.events.is_empty() {
+                break;
+            }
+            for e in &page.events {
+                if !e.is_tombstone() {
+                    out.push((
+                        e.id,
+                        Arc::clone(e.stream.as_arc()),
+                        e.revision.0,
+                        e.position.0,
+                    ));
+                }
+            }
+            next = page.next;
+        }
+        Ok(out)
+    }
+}
+
+fn log_report_next(report: &OpenReport) -> Position {
+    report.log.next_position
+}
+
+fn open_index(
+    storage: &dyn Storage,
+    config: &EngineConfig,
+) -> Result<(RedbIndex, IndexCheckpoint), EngineError> {
+    let index = RedbIndex::open(storage, &config.index)?;
+    let checkpoint = index.checkpoint()?;
+    Ok((index, checkpoint))
+}
+
+/// Applies every record from `from` to the end of the log to the index.
+fn reindex(
+    log: &Arc<Log>,
+    index: &RedbIndex,
+    from: RecoveryStart,
+    report: &RecoveryReport,
+) -> Result<u64, EngineError> {
+    let start = if from.address == 0 {
+        log.start_address()
+    } else {
+        from.address
+    };
+    let mut scan = log.scan(start, report.end_address);
+    let mut batch = IndexBatch::default();
+    let mut interner = Interner::default();
+    let mut total = 0u64;
+    let mut last_report = std::time::Instant::now();
+    while let Some(rec) = scan.next()? {
+        let mut types = Vec::with_capacity(rec.header.event_count as usize);
+        let mut stream = None;
+        decode_events(
+            &rec.frame,
+            &rec.header,
+            &mut interner,
+            (rec.header.first_position, rec.header.last_position()),
+            |e| {
+                stream.get_or_insert_with(|| Arc::clone(e.stream.as_arc()));
+                types.push(Arc::clone(e.event_type.as_arc()));
+            },
+        )
+        .map_err(|e| LogError::Corrupt {
+            file: "log".to_owned(),
+            offset: rec.address,
+            reason: e.to_string(),
+        })?;
+        let Some(stream) = stream else { continue };
+        batch.records.push(IndexRecord {
+            address: rec.address,
+            stream,
+            first_position: rec.header.first_position,
+            first_revision: rec.header.first_revision,
+            tombstone: rec.header.kind == RecordKind::Tombstone,
+            event_types: types,
+        });
+        batch.checkpoint = IndexCheckpoint {
+            address: rec.end(),
+            next_position: Position(rec.header.last_position().0 + 1),
+        };
+        total += 1;
+        if batch.records.len() >= REINDEX_BATCH_RECORDS_MAX {
+            index.apply(&batch)?;
+            batch.records.clear();
+            if last_report.elapsed().as_secs() >= 2 {
+                tracing::info!(records = total, "re-indexing the log");
+                last_report = std::time::Instant::now();
+            }
+        }
+    }
+    if !batch.records.is_empty() {
+        index.apply(&batch)?;
+    }
+    Ok(total)
+}
+
+/// Reads the current metadata of every stream that has any (`$$` streams).
+fn load_metadata(log: &Arc<Log>, index: &RedbIndex) -> Result<MetaMap, EngineError> {
+    let mut meta = MetaMap::new();
+    let mut after = Some("$$".to_owned());
+    let mut interner = Interner::default();
+    loop {
+        let page = index.streams(after.as_deref(), 1_024)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        let mut done = false;
+        for (name, head) in page {
+            if !name.starts_with("$$") {
+                done = true;
+                break;
+            }
+            let Ok(stream) = StreamName::new(&name) else {
+                continue;
+            };
+            let Some(target) = stream.metadata_target() else {
+                continue;
+            };
+            let Some(last_rev) = head.last_revision else {
+                continue;
+            };
+            let entries = index.stream_entries(
+                head.id,
+                annals_core::Revision(last_rev),
+                Direction::Backwards,
+                1,
+            )?;
+            let Some(entry) = entries.first() else {
+                continue;
+            };
+            let record = log.read_record(entry.address)?;
+            let mut found: Option<EventRecord> = None;
+            decode_events(
+                &record.frame,
+                &record.header,
+                &mut interner,
+                (entry.position, entry.position),
+                |e| found = Some(e),
+            )
+            .map_err(|e| LogError::Corrupt {
+                file: "log".to_owned(),
+                offset: entry.address,
+                reason: e.to_string(),
+            })?;
+            if let Some(e) = found {
+                meta.insert(
+                    Arc::clone(target.as_arc()),
+                    Arc::new(MetaState::from_event(e.data)),
+                );
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    Ok(meta)
+}
+
+/// Checks an append against the input limits before it reaches the writer.
+fn validate_append(stream: &StreamName, events: &[NewEvent]) -> Result<(), EngineError> {
+    if events.is_empty() {
+        return Err(InputError::EmptyAppend.into());
+    }
+    if events.len() > APPEND_EVENTS_MAX {
+        return Err(InputError::TooManyEvents {
+            count: events.len(),
+            max: APPEND_EVENTS_MAX,
+        }
+        .into());
+    }
+    let mut size = 0usize;
+    for e in events {
+        e.validate()?;
+        size += e.size_bytes();
+    }
+    if size > APPEND_BYTES_MAX {
+        return Err(InputError::AppendTooLarge {
+            size,
+            max: APPEND_BYTES_MAX,
+        }
+        .into());
+    }
+    if events.len() > 1 {
+        let mut ids = HashSet::with_capacity(events.len());
+        if !events.iter().all(|e| ids.insert(e.id)) {
+            return Err(InputError::DuplicateEventId.into());
+        }
+    }
+    if stream.is_metadata_stream() {
+        for e in events {
+            if e.event_type.as_str() != METADATA_EVENT_TYPE {
+                return Err(InputError::InvalidMetadataAppend.into());
+            }
+            StreamMetadata::parse(&e.data)?;
+        }
+    }
+    Ok(())
+}

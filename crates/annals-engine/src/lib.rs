@@ -1,0 +1,27 @@
+//! Annals's engine: the single writer with group commit, optimistic concurrency and idempotent
+//! appends; reads of streams, `$all`, categories and event types with stream-metadata rules; the
+//! committed-head signal; catch-up/live subscriptions; and the store check.
+//!
+//! Data paths (see ARCHITECTURE.md): an append goes caller → bounded queue → writer thread (check,
+//! assign, encode, write) → sync thread (`fdatasync`, index, publish head) → caller. A read goes
+//! index → log → metadata rules. A subscription pages the log and waits on the head.
+
+mod check;
+mod config;
+mod engine;
+mod error;
+mod head;
+mod read;
+mod rules;
+mod subscription;
+mod writer;
+
+pub use check::CheckReport;
+pub use config::{
+    BATCH_APPENDS_MAX, Durability, EngineConfig, IDEMPOTENCY_WINDOW_EVENTS, INDEX_FLUSH_INTERVAL,
+    STREAM_CACHE_ENTRIES_MAX, WRITER_QUEUE_APPENDS_MAX,
+};
+pub use engine::{Engine, OpenReport};
+pub use error::EngineError;
+pub use read::{AllPage, READ_SCAN_EVENTS_MAX};
+pub use subscription::{SUBSCRIPTION_PAGE_EVENTS_MAX, Subscription, SubscriptionPage};

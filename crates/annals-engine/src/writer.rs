@@ -1,0 +1,659 @@
+//! The single writer and its sync thread: group commit with optimistic concurrency and idempotent
+//! retries.
+//!
+//! The writer thread takes every waiting request (up to [`BATCH_APPENDS_MAX`] and
+//! [`BATCH_BYTES_MAX`]), checks each against the stream heads it knows (including batches still
+//! syncing), assigns revisions and dense positions, encodes one commit record per request and
+//! writes the batch with one write. It then hands the batch to the sync thread through a
+//! rendezvous channel and starts gathering the next one while the previous one syncs, so at most
+//! [`annals_log::UNSYNCED_BATCHES_MAX`] batches are ever written but not durable.
+//!
+//! The sync thread `fdatasync`s, makes the bytes readable, applies the batch to the index,
+//! publishes the new head and only then answers every request of the batch (failures too, so no
+//! answer depends on state that might not become durable). A failed write or sync stops the
+//! engine: after an fsync error nothing since the last good sync can be trusted.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use annals_core::{
+    AppendResult, DomainError, EventType, ExpectedRevision, METADATA_EVENT_TYPE, NewEvent,
+    Position, Revision, StreamMetadata, StreamName, TOMBSTONE_EVENT_TYPE, Timestamp,
+};
+use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexRecord, RedbIndex};
+use annals_log::codec::{RecordKind, encode_commit};
+use annals_log::{BATCH_BYTES_MAX, Log, LogWriter, SyncTicket};
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::config::{BATCH_APPENDS_MAX, Durability};
+use crate::error::EngineError;
+use crate::head::Head;
+use crate::rules::{MetaMap, MetaState};
+
+pub(crate) type Reply = oneshot::Sender<Result<AppendResult, EngineError>>;
+
+/// What a request asks the writer to do to `stream`.
+#[derive(Debug)]
+pub(crate) enum WriteKind {
+    Append(Vec<NewEvent>),
+    /// Write `$tb = i64::MAX` to the stream's metadata.
+    SoftDelete,
+    Tombstone,
+}
+
+#[derive(Debug)]
+pub(crate) struct WriteRequest {
+    pub(crate) stream: StreamName,
+    pub(crate) expected: ExpectedRevision,
+    pub(crate) kind: WriteKind,
+    pub(crate) reply: Reply,
+}
+
+impl WriteRequest {
+    /// An upper bound of the bytes this request adds to a batch.
+    fn encoded_bytes_max(&self) -> usize {
+        let name = self.stream.as_str().len() + 2;
+        let events = match &self.kind {
+            WriteKind::Append(events) => events.iter().map(|e| e.size_bytes() + 28).sum(),
+            WriteKind::SoftDelete | WriteKind::Tombstone => 4_096,
+        };
+        // Room for an undelete metadata record written ahead of the events.
+        2 * (16 + 34 + name) + events + 4_096
+    }
+}
+
+/// What the writer knows of a stream.
+#[derive(Clone, Copy, Debug)]
+struct StreamState {
+    next_revision: u64,
+    last_position: u64,
+    tombstoned: bool,
+}
+
+impl StreamState {
+    const NEW: StreamState = StreamState {
+        next_revision: 0,
+        last_position: 0,
+        tombstoned: false,
+    };
+
+    fn current(&self) -> Option<u64> {
+        self.next_revision.checked_sub(1)
+    }
+}
+
+/// Where an event id was written, for idempotent retries.
+#[derive(Clone, Debug)]
+struct IdPlace {
+    stream: Arc<str>,
+    revision: u64,
+    position: u64,
+}
+
+/// One batch on its way to durability.
+pub(crate) struct SyncJob {
+    ticket: Option<SyncTicket>,
+    index: IndexBatch,
+    replies: Vec<(Reply, Result<AppendResult, EngineError>)>,
+    last_position: Position,
+    meta_updates: Vec<(Arc<str>, Arc<MetaState>)>,
+}
+
+/// State shared between the engine and its two threads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) log: Arc<Log>,
+    pub(crate) index: Arc<RedbIndex>,
+    pub(crate) head: Head,
+    /// Published metadata: what readers apply.
+    pub(crate) meta: RwLock<MetaMap>,
+    /// Set when the engine stopped taking writes, with the reason.
+    pub(crate) stopped: Mutex<Option<String>>,
+    pub(crate) has_stopped: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn stop(&self, reason: String) {
+        let mut s = self.stopped.lock();
+        if s.is_none() {
+            tracing::error!(%reason, "engine stopped taking writes");
+            *s = Some(reason);
+        }
+        self.has_stopped.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn stopped_error(&self) -> EngineError {
+        EngineError::Stopped(
+            self.stopped
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "closed".to_owned()),
+        )
+    }
+}
+
+pub(crate) struct WriterSettings {
+    pub(crate) stream_cache_entries_max: usize,
+    pub(crate) idempotency_window_events: usize,
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    log: LogWriter,
+    settings: WriterSettings,
+    streams: HashMap<Arc<str>, StreamState>,
+    /// Metadata as the writer knows it, including batches not yet durable.
+    meta: MetaMap,
+    recent_ids: HashMap<Uuid, IdPlace>,
+    recent_order: VecDeque<Uuid>,
+    next_position: u64,
+    carry: Option<WriteRequest>,
+}
+
+/// Event ids and places of recent events, to seed the idempotency window on open.
+pub(crate) type RecentEvent = (Uuid, Arc<str>, u64, u64);
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        log: LogWriter,
+        settings: WriterSettings,
+        next_position: Position,
+        recent: Vec<RecentEvent>,
+    ) -> Self {
+        let meta = shared.meta.read().clone();
+        let mut w = Self {
+            shared,
+            log,
+            settings,
+            streams: HashMap::new(),
+            meta,
+            recent_ids: HashMap::new(),
+            recent_order: VecDeque::new(),
+            next_position: next_position.0,
+            carry: None,
+        };
+        for (id, stream, revision, position) in recent {
+            w.remember(id, stream, revision, position);
+        }
+        w
+    }
+
+    fn remember(&mut self, id: Uuid, stream: Arc<str>, revision: u64, position: u64) {
+        if self.settings.idempotency_window_events == 0 {
+            return;
+        }
+        if self.recent_order.len() >= self.settings.idempotency_window_events
+            && let Some(old) = self.recent_order.pop_front()
+        {
+            self.recent_ids.remove(&old);
+        }
+        self.recent_ids.insert(
+            id,
+            IdPlace {
+                stream,
+                revision,
+                position,
+            },
+        );
+        self.recent_order.push_back(id);
+    }
+
+    /// Runs until every request sender is gone, then lets the sync thread drain.
+    pub(crate) fn run(
+        mut self,
+        mut requests: mpsc::Receiver<WriteRequest>,
+        sync: crossbeam_channel::Sender<SyncJob>,
+    ) {
+        let mut buf: Vec<u8> = Vec::with_capacity(1024 * 1024);
+        loop {
+            let first = match self.carry.take() {
+                Some(r) => r,
+                None => match requests.blocking_recv() {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            if self.shared.has_stopped.load(Ordering::Acquire) {
+                let _ = first.reply.send(Err(self.shared.stopped_error()));
+                continue;
+            }
+            buf.clear();
+            let mut job = SyncJob {
+                ticket: None,
+                index: IndexBatch::default(),
+                replies: Vec::new(),
+                last_position: Position(self.next_position - 1),
+                meta_updates: Vec::new(),
+            };
+            let batch_start = self.log.write_end();
+            self.process(first, &mut buf, &mut job, batch_start);
+            while job.replies.len() < BATCH_APPENDS_MAX {
+                let Ok(req) = requests.try_recv() else { break };
+                if !buf.is_empty() && buf.len() + req.encoded_bytes_max() > BATCH_BYTES_MAX {
+                    self.carry = Some(req);
+                    break;
+                }
+                self.process(req, &mut buf, &mut job, batch_start);
+            }
+            if !buf.is_empty() {
+                match self.log.append(&buf) {
+                    Ok((address, ticket)) => {
+                        // The log may have started a new segment: rebase record addresses.
+                        if address != batch_start {
+                            let shift = address - batch_start;
+                            for r in &mut job.index.records {
+                                r.address += shift;
+                            }
+                        }
+                        job.index.checkpoint = IndexCheckpoint {
+                            address: ticket.end,
+                            next_position: Position(self.next_position),
+                        };
+                        job.ticket = Some(ticket);
+                    }
+                    Err(e) => {
+                        self.shared.stop(format!("log write failed: {e}"));
+                        for (_, result) in &mut job.replies {
+                            *result = Err(self.shared.stopped_error());
+                        }
+                        job.index = IndexBatch::default();
+                        job.meta_updates.clear();
+                    }
+                }
+            }
+            job.last_position = Position(self.next_position - 1);
+            if sync.send(job).is_err() {
+                break;
+            }
+            self.evict();
+        }
+    }
+
+    /// Forgets streams already durable and indexed once the cache is over its bound.
+    fn evict(&mut self) {
+        if self.streams.len() > self.settings.stream_cache_entries_max {
+            let indexed = self.shared.head.get().0;
+            self.streams.retain(|_, s| s.last_position > indexed);
+        }
+    }
+
+    fn state(&mut self, stream: &StreamName) -> Result<StreamState, EngineError> {
+        if let Some(s) = self.streams.get(stream.as_str()) {
+            return Ok(*s);
+        }
+        let s = match self.shared.index.stream_head(stream.as_str())? {
+            Some(h) => StreamState {
+                next_revision: h.last_revision.map_or(0, |r| r + 1),
+                last_position: h.last_position.0,
+                tombstoned: h.tombstoned,
+            },
+            None => StreamState::NEW,
+        };
+        self.streams.insert(Arc::clone(stream.as_arc()), s);
+        Ok(s)
+    }
+
+    fn process(
+        &mut self,
+        req: WriteRequest,
+        buf: &mut Vec<u8>,
+        job: &mut SyncJob,
+        batch_start: u64,
+    ) {
+        let result = self.check_and_encode(&req, buf, job, batch_start);
+        job.replies.push((req.reply, result));
+    }
+
+    fn check_and_encode(
+        &mut self,
+        req: &WriteRequest,
+        buf: &mut Vec<u8>,
+        job: &mut SyncJob,
+        batch_start: u64,
+    ) -> Result<AppendResult, EngineError> {
+        let stream = &req.stream;
+        let state = self.state(stream)?;
+        if state.tombstoned {
+            return Err(DomainError::StreamDeleted {
+                stream: stream.to_string(),
+            }
+            .into());
+        }
+        if let Some(target) = stream.metadata_target()
+            && self.state(&target)?.tombstoned
+        {
+            return Err(DomainError::StreamDeleted {
+                stream: target.to_string(),
+            }
+            .into());
+        }
+        if let WriteKind::Append(events) = &req.kind
+            && let Some(result) = self.idempotent_result(stream, req.expected, events)?
+        {
+            return Ok(result);
+        }
+        if !req.expected.is_satisfied_by(state.current()) {
+            return Err(DomainError::WrongExpectedRevision {
+                stream: stream.to_string(),
+                expected: req.expected,
+                actual: state.current(),
+            }
+            .into());
+        }
+        match &req.kind {
+            WriteKind::Append(events) => {
+                let soft_deleted = self
+                    .meta
+                    .get(stream.as_str())
+                    .is_some_and(|m| m.rules.is_soft_deleted());
+                if soft_deleted && !stream.is_metadata_stream() {
+                    // Appending to a soft-deleted stream restores it from here on, as KurrentDB
+                    // does: its metadata gets `$tb` = the first new revision.
+                    let json = undelete_json(
+                        self.meta.get(stream.as_str()).map(|m| &m.json[..]),
+                        state.next_revision,
+                    );
+                    self.write_metadata(stream, json, buf, job, batch_start)?;
+                }
+                let result = self.encode(
+                    stream,
+                    RecordKind::Events,
+                    events,
+                    state,
+                    buf,
+                    job,
+                    batch_start,
+                );
+                if let Some(target) = stream.metadata_target()
+                    && let Some(last) = events.last()
+                {
+                    let m = Arc::new(MetaState::from_event(last.data.clone()));
+                    self.meta
+                        .insert(Arc::clone(target.as_arc()), Arc::clone(&m));
+                    job.meta_updates.push((Arc::clone(target.as_arc()), m));
+                }
+                Ok(result)
+            }
+            WriteKind::SoftDelete => {
+                let json = Bytes::from(StreamMetadata::soft_delete_json(
+                    self.meta.get(stream.as_str()).map(|m| &m.json[..]),
+                ));
+                let position = self.write_metadata(stream, json, buf, job, batch_start)?;
+                Ok(AppendResult {
+                    next_revision: Revision(state.next_revision.saturating_sub(1)),
+                    position,
+                })
+            }
+            WriteKind::Tombstone => {
+                let event = NewEvent {
+                    id: Uuid::new_v4(),
+                    event_type: EventType::new(TOMBSTONE_EVENT_TYPE)?,
+                    content_type: annals_core::ContentType::Binary,
+                    data: Bytes::new(),
+                    metadata: Bytes::new(),
+                };
+                let result = self.encode(
+                    stream,
+                    RecordKind::Tombstone,
+                    std::slice::from_ref(&event),
+                    state,
+                    buf,
+                    job,
+                    batch_start,
+                );
+                Ok(result)
+            }
+        }
+    }
+
+    /// Appends one `$metadata` event to `$$stream`; returns its position.
+    fn write_metadata(
+        &mut self,
+        stream: &StreamName,
+        json: Bytes,
+        buf: &mut Vec<u8>,
+        job: &mut SyncJob,
+        batch_start: u64,
+    ) -> Result<Position, EngineError> {
+        let meta_stream = stream.metadata_stream()?;
+        let meta_state = self.state(&meta_stream)?;
+        let event = NewEvent {
+            id: Uuid::new_v4(),
+            event_type: EventType::new(METADATA_EVENT_TYPE)?,
+            content_type: annals_core::ContentType::Json,
+            data: json.clone(),
+            metadata: Bytes::new(),
+        };
+        let r = self.encode(
+            &meta_stream,
+            RecordKind::Events,
+            std::slice::from_ref(&event),
+            meta_state,
+            buf,
+            job,
+            batch_start,
+        );
+        let m = Arc::new(MetaState::from_event(json));
+        self.meta
+            .insert(Arc::clone(stream.as_arc()), Arc::clone(&m));
+        job.meta_updates.push((Arc::clone(stream.as_arc()), m));
+        Ok(r.position)
+    }
+
+    /// A retry of an append already written at its place returns the original result.
+    fn idempotent_result(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendResult>, EngineError> {
+        let Some(first) = events.first().and_then(|e| self.recent_ids.get(&e.id)) else {
+            return Ok(None);
+        };
+        if *first.stream != *stream.as_str()
+            || !expected.is_satisfied_by(first.revision.checked_sub(1))
+        {
+            return Ok(None);
+        }
+        let mut last = first;
+        for (i, e) in events.iter().enumerate() {
+            match self.recent_ids.get(&e.id) {
+                Some(p)
+                    if *p.stream == *stream.as_str() && p.revision == first.revision + i as u64 =>
+                {
+                    last = p;
+                }
+                _ => {
+                    // Part of the append was written before: neither a clean retry nor new.
+                    return Err(DomainError::WrongExpectedRevision {
+                        stream: stream.to_string(),
+                        expected,
+                        actual: self.streams.get(stream.as_str()).and_then(|s| s.current()),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(Some(AppendResult {
+            next_revision: Revision(last.revision),
+            position: Position(last.position),
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &mut self,
+        stream: &StreamName,
+        kind: RecordKind,
+        events: &[NewEvent],
+        state: StreamState,
+        buf: &mut Vec<u8>,
+        job: &mut SyncJob,
+        batch_start: u64,
+    ) -> AppendResult {
+        let first_position = Position(self.next_position);
+        let tombstone = kind == RecordKind::Tombstone;
+        let first_revision = if tombstone {
+            Revision::TOMBSTONE
+        } else {
+            Revision(state.next_revision)
+        };
+        let address = batch_start + buf.len() as u64;
+        encode_commit(
+            buf,
+            kind,
+            stream,
+            first_position,
+            first_revision,
+            Timestamp::now(),
+            events,
+        );
+        let n = events.len() as u64;
+        self.next_position += n;
+        let last_position = self.next_position - 1;
+        let arc = Arc::clone(stream.as_arc());
+        let new_state = if tombstone {
+            StreamState {
+                next_revision: state.next_revision,
+                last_position,
+                tombstoned: true,
+            }
+        } else {
+            for (i, e) in events.iter().enumerate() {
+                let i = i as u64;
+                self.remember(
+                    e.id,
+                    Arc::clone(&arc),
+                    state.next_revision + i,
+                    first_position.0 + i,
+                );
+            }
+            StreamState {
+                next_revision: state.next_revision + n,
+                last_position,
+                tombstoned: false,
+            }
+        };
+        self.streams.insert(Arc::clone(&arc), new_state);
+        job.index.records.push(IndexRecord {
+            address,
+            stream: arc,
+            first_position,
+            first_revision,
+            tombstone,
+            event_types: events
+                .iter()
+                .map(|e| Arc::clone(e.event_type.as_arc()))
+                .collect(),
+        });
+        AppendResult {
+            next_revision: if tombstone {
+                Revision(state.next_revision.saturating_sub(1))
+            } else {
+                Revision(new_state.next_revision - 1)
+            },
+            position: Position(last_position),
+        }
+    }
+}
+
+fn undelete_json(previous: Option<&[u8]>, truncate_before: u64) -> Bytes {
+    let mut obj = previous
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    obj.insert("$tb".to_owned(), serde_json::Value::from(truncate_before));
+    Bytes::from(serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default())
+}
+
+/// The sync thread: makes batches durable, indexes them, publishes, answers.
+pub(crate) fn run_syncer(
+    shared: Arc<Shared>,
+    jobs: crossbeam_channel::Receiver<SyncJob>,
+    durability: Durability,
+    flush_interval: Duration,
+) {
+    let mut last_flush = Instant::now();
+    let mut dirty = false;
+    loop {
+        let job = match jobs.recv_timeout(flush_interval) {
+            Ok(job) => job,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if dirty {
+                    flush_index(&shared);
+                    dirty = false;
+                    last_flush = Instant::now();
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        let SyncJob {
+            ticket,
+            index,
+            mut replies,
+            last_position,
+            meta_updates,
+        } = job;
+        let mut failure: Option<String> = None;
+        if shared.has_stopped.load(Ordering::Acquire) {
+            failure = Some("an earlier batch failed".to_owned());
+        } else if let Some(ticket) = &ticket {
+            if durability == Durability::Fsync
+                && let Err(e) = ticket.sync(&shared.log)
+            {
+                failure = Some(format!("sync failed: {e}"));
+            }
+            if failure.is_none() {
+                shared.log.publish(ticket.end);
+                if let Err(e) = shared.index.apply(&index) {
+                    failure = Some(format!("index update failed: {e}"));
+                } else {
+                    dirty = true;
+                }
+            }
+        }
+        match failure {
+            Some(reason) => {
+                shared.stop(reason);
+                for (reply, _) in replies.drain(..) {
+                    let _ = reply.send(Err(shared.stopped_error()));
+                }
+            }
+            None => {
+                if !meta_updates.is_empty() {
+                    let mut meta = shared.meta.write();
+                    for (stream, m) in meta_updates {
+                        meta.insert(stream, m);
+                    }
+                }
+                shared.head.publish(last_position);
+                for (reply, result) in replies.drain(..) {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        if dirty && last_flush.elapsed() >= flush_interval {
+            flush_index(&shared);
+            dirty = false;
+            last_flush = Instant::now();
+        }
+    }
+    if dirty {
+        flush_index(&shared);
+    }
+}
+
+fn flush_index(shared: &Shared) {
+    if let Err(e) = shared.index.flush() {
+        // The index is derived: a lost flush only means more re-indexing on the next open.
+        tracing::warn!(error = %e, "index flush failed");
+    }
+}
