@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The one gate: what CI and people run alike. Installs what the tests need if it is missing, then
+# checks formatting, lints, and runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo not found; install the Rust toolchain (rustup, stable >= 1.90) first" >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
