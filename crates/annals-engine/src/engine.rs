@@ -99,6 +99,8 @@ impl Engine {
             RecoveryStart {
                 address: checkpoint.address,
                 next_position: checkpoint.next_position,
+                previous_record: (checkpoint.last_record_address != 0)
+                    .then_some(checkpoint.last_record_address),
             }
         };
         let (index, log, writer, log_report) = match Log::open(
@@ -423,6 +425,7 @@ fn reindex(
         batch.checkpoint = IndexCheckpoint {
             address: rec.end(),
             next_position: Position(rec.header.last_position().0 + 1),
+            last_record_address: rec.address,
         };
         total += 1;
         if batch.records.len() >= REINDEX_BATCH_RECORDS_MAX {

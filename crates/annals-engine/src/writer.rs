@@ -255,6 +255,7 @@ impl Writer {
                         job.index.checkpoint = IndexCheckpoint {
                             address: ticket.end,
                             next_position: Position(self.next_position),
+                            last_record_address: job.index.records.last().map_or(0, |r| r.address),
                         };
                         job.ticket = Some(ticket);
                     }
@@ -582,12 +583,27 @@ pub(crate) fn run_syncer(
 ) {
     let mut last_flush = Instant::now();
     let mut dirty = false;
+    // Without per-batch syncs, the log is synced before each durable index commit, so a durable
+    // index checkpoint never points past durable log data.
+    let mut unsynced: Option<SyncTicket> = None;
+    let flush_index = |shared: &Shared, unsynced: &mut Option<SyncTicket>| {
+        if let Some(ticket) = unsynced.take()
+            && let Err(e) = ticket.sync(&shared.log)
+        {
+            tracing::warn!(error = %e, "log sync before index flush failed");
+            return;
+        }
+        if let Err(e) = shared.index.flush() {
+            // The index is derived: a lost flush only means more re-indexing on the next open.
+            tracing::warn!(error = %e, "index flush failed");
+        }
+    };
     loop {
         let job = match jobs.recv_timeout(flush_interval) {
             Ok(job) => job,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 if dirty {
-                    flush_index(&shared);
+                    flush_index(&shared, &mut unsynced);
                     dirty = false;
                     last_flush = Instant::now();
                 }
@@ -612,6 +628,9 @@ pub(crate) fn run_syncer(
                 failure = Some(format!("sync failed: {e}"));
             }
             if failure.is_none() {
+                if durability == Durability::None {
+                    unsynced = Some(ticket.clone());
+                }
                 shared.log.publish(ticket.end);
                 if let Err(e) = shared.index.apply(&index) {
                     failure = Some(format!("index update failed: {e}"));
@@ -641,19 +660,12 @@ pub(crate) fn run_syncer(
             }
         }
         if dirty && last_flush.elapsed() >= flush_interval {
-            flush_index(&shared);
+            flush_index(&shared, &mut unsynced);
             dirty = false;
             last_flush = Instant::now();
         }
     }
     if dirty {
-        flush_index(&shared);
-    }
-}
-
-fn flush_index(shared: &Shared) {
-    if let Err(e) = shared.index.flush() {
-        // The index is derived: a lost flush only means more re-indexing on the next open.
-        tracing::warn!(error = %e, "index flush failed");
+        flush_index(&shared, &mut unsynced);
     }
 }

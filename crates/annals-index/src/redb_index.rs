@@ -41,6 +41,7 @@ const POSITIONS: TableDefinition<u64, u64> = TableDefinition::new("positions");
 const META_ADDRESS: &str = "checkpoint_address";
 const META_NEXT_POSITION: &str = "checkpoint_next_position";
 const META_NEXT_STREAM_ID: &str = "next_stream_id";
+const META_LAST_RECORD: &str = "checkpoint_last_record";
 
 const FLAG_TOMBSTONED: u64 = 1;
 
@@ -126,6 +127,7 @@ impl Index for RedbIndex {
         Ok(IndexCheckpoint {
             address: get(META_ADDRESS)?.unwrap_or(0),
             next_position: Position(get(META_NEXT_POSITION)?.unwrap_or(1)),
+            last_record_address: get(META_LAST_RECORD)?.unwrap_or(0),
         })
     }
 
@@ -198,6 +200,7 @@ impl Index for RedbIndex {
             meta.insert(META_NEXT_STREAM_ID, next_id)?;
             meta.insert(META_ADDRESS, batch.checkpoint.address)?;
             meta.insert(META_NEXT_POSITION, batch.checkpoint.next_position.0)?;
+            meta.insert(META_LAST_RECORD, batch.checkpoint.last_record_address)?;
         }
         txn.commit()?;
         Ok(())
@@ -418,6 +421,7 @@ mod tests {
             checkpoint: IndexCheckpoint {
                 address: 400,
                 next_position: Position(5),
+                last_record_address: 300,
             },
         };
         idx.apply(&batch).unwrap();

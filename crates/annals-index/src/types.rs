@@ -17,6 +17,9 @@ pub const POSITION_BUCKET: u64 = 128;
 pub struct IndexCheckpoint {
     pub address: u64,
     pub next_position: Position,
+    /// Address of the last record covered (the one ending at `address`), 0 if none. Lets
+    /// recovery prove `address` is a record boundary.
+    pub last_record_address: u64,
 }
 
 /// A stream's state as indexed.

@@ -346,7 +346,7 @@ pub fn decode_events(
 }
 
 /// The stream name of a valid frame, without decoding its events.
-pub fn frame_stream<'a>(frame: &'a [u8]) -> Option<&'a str> {
+pub fn frame_stream(frame: &[u8]) -> Option<&str> {
     let body = frame.get(FRAME_HEADER_BYTES..)?;
     let len = u16_at(body, 28)? as usize;
     std::str::from_utf8(body.get(BODY_FIXED_BYTES..BODY_FIXED_BYTES + len)?).ok()

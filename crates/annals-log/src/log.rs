@@ -64,12 +64,17 @@ impl Default for LogConfig {
 pub struct RecoveryStart {
     pub address: u64,
     pub next_position: Position,
+    /// Address of the record that ends at `address`, if the caller knows it. It proves that
+    /// `address` is a record boundary, so a bad record right there is a torn tail to cut, not a
+    /// sign that the start is wrong.
+    pub previous_record: Option<u64>,
 }
 
 impl RecoveryStart {
     pub const BEGINNING: RecoveryStart = RecoveryStart {
         address: 0,
         next_position: Position(1),
+        previous_record: None,
     };
 }
 
@@ -190,7 +195,7 @@ impl Log {
                 // Only the newest segment can be half-created (its header is synced before any
                 // record goes in), and then it holds nothing acknowledged.
                 let is_last = i + 1 == count;
-                if is_last && len <= SEGMENT_HEADER_BYTES + TORN_TAIL_WINDOW_BYTES {
+                if is_last && len <= SEGMENT_HEADER_BYTES {
                     tracing::warn!(file = %name, %reason, "removing half-created segment");
                     storage
                         .remove(&name)
@@ -250,7 +255,7 @@ impl Log {
 
     fn segment_for(&self, address: u64) -> Result<Arc<Segment>, LogError> {
         let segs = self.segments.read();
-        let i = segs.partition_point(|s| s.base <= address);
+        let i = segs.partition_point(|s| s.base < address);
         i.checked_sub(1)
             .and_then(|i| segs.get(i))
             .filter(|s| address >= s.first_record() && address <= s.end())
@@ -296,6 +301,26 @@ impl Log {
                 reason: "not inside any segment".to_owned(),
             })?;
         let mut checked_start = start.address == 0;
+        if let Some(previous) = start.previous_record {
+            let proven = self
+                .segment_for(previous)
+                .ok()
+                .and_then(|prev_seg| self.read_frame_at(&prev_seg, previous, prev_seg.end()).ok());
+            match proven {
+                Some(r) if r.end() == start.address && r.header.last_position().next() == next => {
+                    checked_start = true;
+                }
+                _ => {
+                    return Err(LogError::BadRecoveryStart {
+                        address,
+                        reason: format!(
+                            "no record at {previous} ends there at position {}",
+                            next.0 - 1
+                        ),
+                    });
+                }
+            }
+        }
         loop {
             if address == seg.end() {
                 match self.next_segment(&seg) {

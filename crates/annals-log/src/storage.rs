@@ -22,6 +22,10 @@ pub trait Storage: Send + Sync + Debug + 'static {
 
 /// One open file. Offsets are absolute; there is no cursor, so the file can be shared by readers
 /// and the single writer without locking.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "mirrors the system calls; emptiness is never asked"
+)]
 pub trait StorageFile: Send + Sync + Debug {
     /// Fills `buf` from `offset`; reading past the end is an `UnexpectedEof` error.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
