@@ -23,7 +23,7 @@ use crate::error::EngineError;
 use crate::head::Head;
 use crate::rules::{MetaMap, MetaState};
 use crate::writer::{
-    RecentEvent, Shared, WriteKind, WriteRequest, Writer, WriterSettings, run_syncer,
+    RecentEvent, Shared, WriteKind, WriteRequest, Writer, WriterSettings, run_indexer, run_syncer,
 };
 
 /// What opening a store did.
@@ -152,6 +152,8 @@ impl Engine {
         });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_APPENDS_MAX);
         let (sync_tx, sync_rx) = crossbeam_channel::bounded(0);
+        // One batch may wait between the sync and index threads; it is already durable.
+        let (index_tx, index_rx) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {
             shared: Arc::clone(&shared),
             requests: RwLock::new(Some(tx)),
@@ -172,6 +174,7 @@ impl Engine {
         let durability = config.durability;
         let flush = config.index_flush_interval;
         let syncer_shared = Arc::clone(&shared);
+        let indexer_shared = Arc::clone(&shared);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.to_owned())
@@ -181,9 +184,13 @@ impl Engine {
         let w = spawn("annals-writer", Box::new(move || writer.run(rx, sync_tx)))?;
         let s = spawn(
             "annals-sync",
-            Box::new(move || run_syncer(syncer_shared, sync_rx, durability, flush)),
+            Box::new(move || run_syncer(syncer_shared, sync_rx, index_tx, durability)),
         )?;
-        engine.inner.threads.lock().extend([w, s]);
+        let i = spawn(
+            "annals-index",
+            Box::new(move || run_indexer(indexer_shared, index_rx, durability, flush)),
+        )?;
+        engine.inner.threads.lock().extend([w, s, i]);
         tracing::info!(
             head = head.0,
             reindexed = report.records_reindexed,

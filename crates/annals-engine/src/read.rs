@@ -255,9 +255,11 @@ impl Engine {
         let shared = &self.inner.shared;
         let head = shared.head.get();
         let mut upto = from.min(head);
+        // Nothing considered yet: a page that looks at nothing (limit 0) says to go on from
+        // `upto`, and has reached the end only if there is nothing below.
         let mut page = AllPage {
             events: Vec::new(),
-            next: Position(0),
+            next: upto,
             end_reached: false,
         };
         let mut interner = Interner::default();

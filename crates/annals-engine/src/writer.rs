@@ -8,10 +8,12 @@
 //! rendezvous channel and starts gathering the next one while the previous one syncs, so at most
 //! [`annals_log::UNSYNCED_BATCHES_MAX`] batches are ever written but not durable.
 //!
-//! The sync thread `fdatasync`s, makes the bytes readable, applies the batch to the index,
-//! publishes the new head and only then answers every request of the batch (failures too, so no
-//! answer depends on state that might not become durable). A failed write or sync stops the
-//! engine: after an fsync error nothing since the last good sync can be trusted.
+//! The sync thread `fdatasync`s and makes the bytes readable; the index thread applies the batch
+//! to the index, publishes the new head and only then answers every request of the batch
+//! (failures too, so no answer depends on state that might not become durable). The three
+//! threads form a pipeline: while batch N is indexed, N + 1 syncs and N + 2 is gathered. A failed
+//! write or sync stops the engine: after an fsync error nothing since the last good sync can be
+//! trusted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -574,8 +576,43 @@ fn undelete_json(previous: Option<&[u8]>, truncate_before: u64) -> Bytes {
     Bytes::from(serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default())
 }
 
-/// The sync thread: makes batches durable, indexes them, publishes, answers.
+/// The sync thread: makes batches durable and readable, then hands them to the index thread, so
+/// the next batch's `fdatasync` overlaps this one's indexing.
 pub(crate) fn run_syncer(
+    shared: Arc<Shared>,
+    jobs: crossbeam_channel::Receiver<SyncJob>,
+    indexer: crossbeam_channel::Sender<SyncJob>,
+    durability: Durability,
+) {
+    for mut job in jobs {
+        let mut failure: Option<String> = None;
+        if shared.has_stopped.load(Ordering::Acquire) {
+            failure = Some("an earlier batch failed".to_owned());
+        } else if let Some(ticket) = &job.ticket {
+            if durability == Durability::Fsync
+                && let Err(e) = ticket.sync(&shared.log)
+            {
+                failure = Some(format!("sync failed: {e}"));
+            } else {
+                shared.log.publish(ticket.end);
+            }
+        }
+        if let Some(reason) = failure {
+            shared.stop(reason);
+            for (reply, _) in job.replies.drain(..) {
+                let _ = reply.send(Err(shared.stopped_error()));
+            }
+            continue;
+        }
+        if indexer.send(job).is_err() {
+            break;
+        }
+    }
+}
+
+/// The index thread: applies durable batches to the index, publishes metadata and the head, and
+/// answers the batch's callers; makes the index durable every `flush_interval`.
+pub(crate) fn run_indexer(
     shared: Arc<Shared>,
     jobs: crossbeam_channel::Receiver<SyncJob>,
     durability: Durability,
@@ -583,6 +620,7 @@ pub(crate) fn run_syncer(
 ) {
     let mut last_flush = Instant::now();
     let mut dirty = false;
+    let mut failed = false;
     // Without per-batch syncs, the log is synced before each durable index commit, so a durable
     // index checkpoint never points past durable log data.
     let mut unsynced: Option<SyncTicket> = None;
@@ -618,46 +656,32 @@ pub(crate) fn run_syncer(
             last_position,
             meta_updates,
         } = job;
-        let mut failure: Option<String> = None;
-        if shared.has_stopped.load(Ordering::Acquire) {
-            failure = Some("an earlier batch failed".to_owned());
-        } else if let Some(ticket) = &ticket {
-            if durability == Durability::Fsync
-                && let Err(e) = ticket.sync(&shared.log)
-            {
-                failure = Some(format!("sync failed: {e}"));
-            }
-            if failure.is_none() {
+        if !failed && ticket.is_some() {
+            if let Err(e) = shared.index.apply(&index) {
+                failed = true;
+                shared.stop(format!("index update failed: {e}"));
+            } else {
+                dirty = true;
                 if durability == Durability::None {
-                    unsynced = Some(ticket.clone());
-                }
-                shared.log.publish(ticket.end);
-                if let Err(e) = shared.index.apply(&index) {
-                    failure = Some(format!("index update failed: {e}"));
-                } else {
-                    dirty = true;
+                    unsynced = ticket;
                 }
             }
         }
-        match failure {
-            Some(reason) => {
-                shared.stop(reason);
-                for (reply, _) in replies.drain(..) {
-                    let _ = reply.send(Err(shared.stopped_error()));
-                }
+        if failed {
+            for (reply, _) in replies.drain(..) {
+                let _ = reply.send(Err(shared.stopped_error()));
             }
-            None => {
-                if !meta_updates.is_empty() {
-                    let mut meta = shared.meta.write();
-                    for (stream, m) in meta_updates {
-                        meta.insert(stream, m);
-                    }
-                }
-                shared.head.publish(last_position);
-                for (reply, result) in replies.drain(..) {
-                    let _ = reply.send(result);
-                }
+            continue;
+        }
+        if !meta_updates.is_empty() {
+            let mut meta = shared.meta.write();
+            for (stream, m) in meta_updates {
+                meta.insert(stream, m);
             }
+        }
+        shared.head.publish(last_position);
+        for (reply, result) in replies.drain(..) {
+            let _ = reply.send(result);
         }
         if dirty && last_flush.elapsed() >= flush_interval {
             flush_index(&shared, &mut unsynced);

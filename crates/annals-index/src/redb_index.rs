@@ -3,8 +3,11 @@
 //! Tables:
 //! - `meta`: the checkpoint and the next stream id;
 //! - `streams`: name → (id, next revision, last position, flags);
-//! - `stream_events`: (stream id, revision) → (position, record address);
-//! - `categories`, `event_types`: (name, position) → record address;
+//! - `stream_events`: (stream id, first revision of a record) → (first position, record address,
+//!   event count): one entry per record, so a 100-event append costs one insert, not 100;
+//! - `categories`: (category, first position of a record) → (record address, event count);
+//! - `event_types`: (type, first position of a run of events of that type within a record) →
+//!   (record address, run length);
 //! - `positions`: first position of a record → its address, sparse (see [`POSITION_BUCKET`]).
 //!
 //! Each batch is one write transaction committed without fsync; [`Index::flush`] commits durably.
@@ -32,10 +35,10 @@ pub const INDEX_FILE: &str = "index.redb";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STREAMS: TableDefinition<&str, (u64, u64, u64, u64)> = TableDefinition::new("streams");
-const STREAM_EVENTS: TableDefinition<(u64, u64), (u64, u64)> =
+const STREAM_EVENTS: TableDefinition<(u64, u64), (u64, u64, u64)> =
     TableDefinition::new("stream_events");
-const CATEGORIES: TableDefinition<(&str, u64), u64> = TableDefinition::new("categories");
-const EVENT_TYPES: TableDefinition<(&str, u64), u64> = TableDefinition::new("event_types");
+const CATEGORIES: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("categories");
+const EVENT_TYPES: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("event_types");
 const POSITIONS: TableDefinition<u64, u64> = TableDefinition::new("positions");
 
 const META_ADDRESS: &str = "checkpoint_address";
@@ -179,13 +182,16 @@ impl Index for RedbIndex {
                             rec.address, rec.first_revision.0
                         )));
                     }
-                    let category = category_of(name);
+                    events.insert((id, next_revision), (first, rec.address, count))?;
+                    categories.insert((category_of(name), first), (rec.address, count))?;
+                    let mut run_start = 0usize;
                     for (i, ty) in rec.event_types.iter().enumerate() {
-                        let i = i as u64;
-                        let pos = first + i;
-                        events.insert((id, next_revision + i), (pos, rec.address))?;
-                        categories.insert((category, pos), rec.address)?;
-                        types.insert((&**ty, pos), rec.address)?;
+                        let next_differs = rec.event_types.get(i + 1).is_none_or(|n| n != ty);
+                        if next_differs {
+                            let run = (i + 1 - run_start) as u64;
+                            types.insert((&**ty, first + run_start as u64), (rec.address, run))?;
+                            run_start = i + 1;
+                        }
                     }
                     next_revision += count;
                 }
@@ -230,25 +236,51 @@ impl Index for RedbIndex {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(STREAM_EVENTS)?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        let to_entry = |k: (u64, u64), v: (u64, u64)| Entry {
-            revision: Revision(k.1),
-            position: Position(v.0),
-            address: v.1,
+        // The record holding `from` starts at or before it.
+        let start = table
+            .range((id, 0)..=(id, from.0))?
+            .next_back()
+            .transpose()?
+            .map_or(from.0, |(k, _)| k.value().1);
+        let expand = |out: &mut Vec<Entry>, k: (u64, u64), v: (u64, u64, u64)| {
+            let (first_rev, (first_pos, address, count)) = (k.1, v);
+            let room = limit.saturating_sub(out.len());
+            let revs = first_rev..first_rev + count;
+            let entry = |r: u64| Entry {
+                revision: Revision(r),
+                position: Position(first_pos + (r - first_rev)),
+                address,
+            };
+            match direction {
+                Direction::Forwards => {
+                    out.extend(revs.filter(|r| *r >= from.0).take(room).map(entry))
+                }
+                Direction::Backwards => {
+                    out.extend(revs.rev().filter(|r| *r <= from.0).take(room).map(entry))
+                }
+            }
         };
         match direction {
             Direction::Forwards => {
-                for item in table.range((id, from.0)..=(id, u64::MAX))?.take(limit) {
+                for item in table.range((id, start)..=(id, u64::MAX))? {
+                    if out.len() >= limit {
+                        break;
+                    }
                     let (k, v) = item?;
-                    out.push(to_entry(k.value(), v.value()));
+                    expand(&mut out, k.value(), v.value());
                 }
             }
             Direction::Backwards => {
-                for item in table.range((id, 0)..=(id, from.0))?.rev().take(limit) {
+                for item in table.range((id, 0)..=(id, from.0))?.rev() {
+                    if out.len() >= limit {
+                        break;
+                    }
                     let (k, v) = item?;
-                    out.push(to_entry(k.value(), v.value()));
+                    expand(&mut out, k.value(), v.value());
                 }
             }
         }
+        out.truncate(limit);
         Ok(out)
     }
 
@@ -266,34 +298,50 @@ impl Index for RedbIndex {
             PostingKind::EventType => EVENT_TYPES,
         })?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        let range = match direction {
-            Direction::Forwards => table.range((key, from.0)..=(key, u64::MAX))?,
-            Direction::Backwards => table.range((key, 0)..=(key, from.0))?,
-        };
-        let mut push = |item: Result<
-            (
-                redb::AccessGuard<'_, (&str, u64)>,
-                redb::AccessGuard<'_, u64>,
-            ),
-            redb::StorageError,
-        >|
-         -> Result<(), IndexError> {
-            let (k, v) = item?;
-            out.push(Posting {
-                position: Position(k.value().1),
-                address: v.value(),
-            });
-            Ok(())
+        // The run holding `from` starts at or before it.
+        let start = table
+            .range((key, 0)..=(key, from.0))?
+            .next_back()
+            .transpose()?
+            .map_or(from.0, |(k, _)| k.value().1);
+        let expand = |out: &mut Vec<Posting>, first: u64, (address, count): (u64, u64)| {
+            let room = limit.saturating_sub(out.len());
+            let positions = first..first + count;
+            let mut push = |p: u64| {
+                out.push(Posting {
+                    position: Position(p),
+                    address,
+                })
+            };
+            match direction {
+                Direction::Forwards => positions
+                    .filter(|p| *p >= from.0)
+                    .take(room)
+                    .for_each(&mut push),
+                Direction::Backwards => positions
+                    .rev()
+                    .filter(|p| *p <= from.0)
+                    .take(room)
+                    .for_each(&mut push),
+            }
         };
         match direction {
             Direction::Forwards => {
-                for item in range.take(limit) {
-                    push(item)?;
+                for item in table.range((key, start)..=(key, u64::MAX))? {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, v) = item?;
+                    expand(&mut out, k.value().1, v.value());
                 }
             }
             Direction::Backwards => {
-                for item in range.rev().take(limit) {
-                    push(item)?;
+                for item in table.range((key, 0)..=(key, from.0))?.rev() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, v) = item?;
+                    expand(&mut out, k.value().1, v.value());
                 }
             }
         }

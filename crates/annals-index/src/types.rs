@@ -76,7 +76,8 @@ pub enum PostingKind {
     EventType,
 }
 
-/// Entry counts, for `annals check`.
+/// Entry counts, for `annals check`. Stream entries and postings are counted per record (or
+/// per run of one event type), as stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IndexStats {
     pub streams: u64,

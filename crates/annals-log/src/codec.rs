@@ -253,26 +253,41 @@ pub fn parse_frame(buf: &[u8]) -> Result<(RecordKind, CommitHeader, usize), Fram
 }
 
 /// Hands out shared strings for stream names and event types, so decoding a run of records
-/// allocates each distinct name once. Bounded: it starts over when full.
+/// allocates each distinct name once. Consecutive events mostly repeat the last name seen, which
+/// is checked first without hashing. Bounded: the map starts over when full.
 #[derive(Debug, Default)]
 pub struct Interner {
     names: HashMap<Box<[u8]>, Arc<str>>,
+    recent: [Option<Arc<str>>; 2],
 }
 
 const INTERNER_ENTRIES_MAX: usize = 4_096;
 
 impl Interner {
-    fn get(&mut self, bytes: &[u8]) -> Result<Arc<str>, FrameError> {
-        if let Some(s) = self.names.get(bytes) {
+    /// `slot` picks which recent name to compare with first (0: streams, 1: types).
+    fn get(&mut self, slot: usize, bytes: &[u8]) -> Result<Arc<str>, FrameError> {
+        if let Some(Some(s)) = self.recent.get(slot)
+            && s.as_bytes() == bytes
+        {
             return Ok(Arc::clone(s));
         }
-        let s: Arc<str> = Arc::from(
-            std::str::from_utf8(bytes).map_err(|_| FrameError::BadBody("name is not UTF-8"))?,
-        );
-        if self.names.len() >= INTERNER_ENTRIES_MAX {
-            self.names.clear();
+        let s = match self.names.get(bytes) {
+            Some(s) => Arc::clone(s),
+            None => {
+                let s: Arc<str> = Arc::from(
+                    std::str::from_utf8(bytes)
+                        .map_err(|_| FrameError::BadBody("name is not UTF-8"))?,
+                );
+                if self.names.len() >= INTERNER_ENTRIES_MAX {
+                    self.names.clear();
+                }
+                self.names.insert(bytes.into(), Arc::clone(&s));
+                s
+            }
+        };
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = Some(Arc::clone(&s));
         }
-        self.names.insert(bytes.into(), Arc::clone(&s));
         Ok(s)
     }
 }
@@ -292,7 +307,7 @@ pub fn decode_events(
     let mut at = BODY_FIXED_BYTES;
     let name_bytes = body.get(at..at + name_len).ok_or(bad("stream name"))?;
     let stream =
-        StreamName::from_arc(interner.get(name_bytes)?).map_err(|_| bad("invalid stream name"))?;
+        StreamName::from_arc(interner.get(0, name_bytes)?).map_err(|_| bad("invalid stream name"))?;
     at += name_len;
     let is_tombstone = header.kind == RecordKind::Tombstone;
     for i in 0..u64::from(header.event_count) {
@@ -319,7 +334,7 @@ pub fn decode_events(
                 .ok_or(bad("content type"))?;
             let ty = body.get(ty_at..data_at).ok_or(bad("type"))?;
             let event_type =
-                EventType::from_arc(interner.get(ty)?).map_err(|_| bad("invalid event type"))?;
+                EventType::from_arc(interner.get(1, ty)?).map_err(|_| bad("invalid event type"))?;
             let base = FRAME_HEADER_BYTES;
             out(EventRecord {
                 id: Uuid::from_bytes(id_bytes),
