@@ -136,6 +136,28 @@ impl EventRecord {
     }
 }
 
+/// A committed event borrowed from a read buffer: what fast replays hand to a visitor without
+/// allocating or counting references per event.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct EventView<'a> {
+    pub id: Uuid,
+    pub stream: &'a str,
+    pub revision: Revision,
+    pub position: Position,
+    pub event_type: &'a str,
+    pub content_type: ContentType,
+    pub created: Timestamp,
+    pub data: &'a [u8],
+    pub metadata: &'a [u8],
+}
+
+impl EventView<'_> {
+    /// True for the `$streamDeleted` event a tombstone writes.
+    pub fn is_tombstone(&self) -> bool {
+        self.revision == Revision::TOMBSTONE
+    }
+}
+
 /// Event type of the event a tombstone writes, as in KurrentDB.
 pub const TOMBSTONE_EVENT_TYPE: &str = "$streamDeleted";
 

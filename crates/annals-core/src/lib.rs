@@ -15,7 +15,8 @@ mod position;
 
 pub use error::{DomainError, InputError};
 pub use event::{
-    ContentType, EventRecord, METADATA_EVENT_TYPE, NewEvent, TOMBSTONE_EVENT_TYPE, Timestamp,
+    ContentType, EventRecord, EventView, METADATA_EVENT_TYPE, NewEvent, TOMBSTONE_EVENT_TYPE,
+    Timestamp,
 };
 pub use filter::{Filter, FilterError, FilterTarget};
 pub use metadata::{SOFT_DELETE_TRUNCATE_BEFORE, StreamMetadata};

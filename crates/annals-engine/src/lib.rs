@@ -12,6 +12,7 @@ mod engine;
 mod error;
 mod head;
 mod read;
+mod replay;
 mod rules;
 mod subscription;
 mod writer;

@@ -196,3 +196,84 @@ fn idempotent_retry_returns_original() {
     assert_eq!(first, after, "window survives reopen");
     assert_eq!(engine.head(), Position(2));
 }
+
+#[test]
+fn replay_all_matches_read_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        log: annals_log::LogConfig {
+            segment_bytes_max: 4_096,
+        },
+        ..EngineConfig::default()
+    };
+    let (engine, _) = Engine::open_dir(dir.path(), config).unwrap();
+    for i in 0..200 {
+        let events = (0..(i % 4 + 1)).map(|k| ev("T", i * 10 + k)).collect();
+        engine
+            .append(
+                &name(&format!("s-{}", i % 7)),
+                ExpectedRevision::Any,
+                events,
+            )
+            .unwrap();
+    }
+    engine
+        .tombstone(&name("s-3"), ExpectedRevision::Any)
+        .unwrap();
+    let head = engine.head();
+    for from in [0, 1, 2, 57, 300, head.0, head.0 + 1] {
+        let mut expected = Vec::new();
+        let mut next = Position(from);
+        loop {
+            let page = engine
+                .read_all(next, Direction::Forwards, 97, None)
+                .unwrap();
+            if page.events.is_empty() {
+                break;
+            }
+            expected.extend(page.events);
+            next = page.next;
+        }
+        let mut got = Vec::new();
+        let end = engine
+            .replay_all(Position(from), |e| {
+                got.push((
+                    e.position,
+                    e.id,
+                    e.stream.to_owned(),
+                    e.revision,
+                    e.data.to_vec(),
+                ));
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        let want: Vec<_> = expected
+            .iter()
+            .map(|e| {
+                (
+                    e.position,
+                    e.id,
+                    e.stream.to_string(),
+                    e.revision,
+                    e.data.to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "from {from}");
+        let want_end = if from <= head.0 { head.0 + 1 } else { from };
+        assert_eq!(end, Position(want_end), "from {from}");
+    }
+    // Stopping early returns the position after the last event visited.
+    let mut n = 0;
+    let end = engine
+        .replay_all(Position(10), |_| {
+            n += 1;
+            if n == 5 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(end, Position(15));
+}

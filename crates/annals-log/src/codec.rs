@@ -18,10 +18,12 @@
 //! encoder re-parses what it wrote in debug builds) and on every decode.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use annals_core::{
-    ContentType, EventRecord, EventType, NewEvent, Position, Revision, StreamName, Timestamp,
+    ContentType, EventRecord, EventType, EventView, NewEvent, Position, Revision, StreamName,
+    Timestamp,
     limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX, STREAM_NAME_BYTES_MAX},
 };
 use bytes::Bytes;
@@ -306,8 +308,8 @@ pub fn decode_events(
     let name_len = u16_at(body, 28).ok_or(bad("short"))? as usize;
     let mut at = BODY_FIXED_BYTES;
     let name_bytes = body.get(at..at + name_len).ok_or(bad("stream name"))?;
-    let stream =
-        StreamName::from_arc(interner.get(0, name_bytes)?).map_err(|_| bad("invalid stream name"))?;
+    let stream = StreamName::from_arc(interner.get(0, name_bytes)?)
+        .map_err(|_| bad("invalid stream name"))?;
     at += name_len;
     let is_tombstone = header.kind == RecordKind::Tombstone;
     for i in 0..u64::from(header.event_count) {
@@ -358,6 +360,78 @@ pub fn decode_events(
         return Err(bad("trailing bytes"));
     }
     Ok(())
+}
+
+/// Calls `visit` with a borrowed view of every event of the valid frame `frame` whose position is
+/// in `range` (inclusive), until it breaks. `frame` must have passed [`parse_frame`]. Nothing is
+/// allocated.
+pub fn visit_events(
+    frame: &[u8],
+    header: &CommitHeader,
+    range: (Position, Position),
+    visit: &mut impl FnMut(&EventView<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, FrameError> {
+    let bad = FrameError::BadBody;
+    let body = frame.get(FRAME_HEADER_BYTES..).ok_or(bad("short"))?;
+    let name_len = u16_at(body, 28).ok_or(bad("short"))? as usize;
+    let mut at = BODY_FIXED_BYTES;
+    let stream = body
+        .get(at..at + name_len)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or(bad("stream name"))?;
+    at += name_len;
+    let is_tombstone = header.kind == RecordKind::Tombstone;
+    for i in 0..u64::from(header.event_count) {
+        let h = body
+            .get(at..at + EVENT_HEADER_BYTES)
+            .ok_or(bad("event header"))?;
+        let ty_len = u16_at(h, 18).ok_or(bad("event header"))? as usize;
+        let data_len = u32_at(h, 20).ok_or(bad("event header"))? as usize;
+        let meta_len = u32_at(h, 24).ok_or(bad("event header"))? as usize;
+        let ty_at = at + EVENT_HEADER_BYTES;
+        let data_at = ty_at + ty_len;
+        let meta_at = data_at + data_len;
+        let end = meta_at + meta_len;
+        let position = Position(header.first_position.0 + i);
+        if position > range.1 {
+            return Ok(ControlFlow::Continue(()));
+        }
+        if position >= range.0 {
+            let id_bytes: [u8; 16] = h
+                .get(..16)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(bad("id"))?;
+            let content_type = ContentType::from_code(h.get(16).copied().unwrap_or(0))
+                .ok_or(bad("content type"))?;
+            let event_type = body
+                .get(ty_at..data_at)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or(bad("event type"))?;
+            let view = EventView {
+                id: Uuid::from_bytes(id_bytes),
+                stream,
+                revision: if is_tombstone {
+                    Revision::TOMBSTONE
+                } else {
+                    Revision(header.first_revision.0 + i)
+                },
+                position,
+                event_type,
+                content_type,
+                created: header.created,
+                data: body.get(data_at..meta_at).ok_or(bad("data"))?,
+                metadata: body.get(meta_at..end).ok_or(bad("metadata"))?,
+            };
+            if visit(&view).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        at = end;
+    }
+    if at != body.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(ControlFlow::Continue(()))
 }
 
 /// The stream name of a valid frame, without decoding its events.
