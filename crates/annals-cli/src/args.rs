@@ -1,0 +1,269 @@
+//! The command line: every subcommand and its options, as clap derives them. Parsing only; the
+//! commands themselves live in their own modules.
+
+use std::path::PathBuf;
+
+use annals_core::ExpectedRevision;
+use annals_engine::Durability;
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// Annals, an event store.
+#[derive(Debug, Parser)]
+#[command(name = "annals", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open a store and hold it until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Append one event to a stream; prints its revision and position.
+    Append(AppendArgs),
+    /// Read a stream, one JSON line per event.
+    Read(ReadArgs),
+    /// Read `$all`, one JSON line per event, optionally filtered.
+    ReadAll(ReadAllArgs),
+    /// Verify every record and the index; exits non-zero if anything is wrong.
+    Check(CheckArgs),
+    /// Test load generator: concurrent single-event appends, one `ack` line per durable append.
+    #[command(hide = true)]
+    Load(LoadArgs),
+    /// Measure the store against the same disk's own limits, in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// When appends are acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// After `fdatasync`.
+    Fsync,
+    /// After the write reaches the OS (a machine crash can lose acknowledged appends).
+    None,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(d: DurabilityArg) -> Self {
+        match d {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::None => Durability::None,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Store directory (created if missing).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
+    pub durability: DurabilityArg,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").args(["json", "file"])))]
+pub struct AppendArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    pub stream: String,
+    /// any, no_stream, stream_exists, or the stream's current revision.
+    #[arg(long, default_value = "any", value_parser = parse_expected)]
+    pub expected: ExpectedRevision,
+    /// Event type.
+    #[arg(long = "type", default_value = "Event")]
+    pub event_type: String,
+    /// Event data, which must be JSON.
+    #[arg(long)]
+    pub json: Option<String>,
+    /// Read the event data from this file (stored as JSON if it parses, else as binary).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Event id (a UUID); a retry with the same id is idempotent. Random by default.
+    #[arg(long)]
+    pub id: Option<uuid::Uuid>,
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
+    pub durability: DurabilityArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    pub stream: String,
+    /// First revision to read (default: the first, or the last when reading backwards).
+    #[arg(long)]
+    pub from: Option<u64>,
+    #[arg(long)]
+    pub backwards: bool,
+    /// Most events to print (default: all).
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("filter").args(["stream_prefix", "type_prefix", "stream_regex", "type_regex"])
+))]
+pub struct ReadAllArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// First position to read (default: the first, or the last when reading backwards).
+    #[arg(long)]
+    pub from: Option<u64>,
+    #[arg(long)]
+    pub backwards: bool,
+    /// Most events to print (default: all).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Only streams starting with this prefix (repeat for any of several).
+    #[arg(long)]
+    pub stream_prefix: Vec<String>,
+    /// Only event types starting with this prefix (repeat for any of several).
+    #[arg(long)]
+    pub type_prefix: Vec<String>,
+    /// Only streams matching this regex.
+    #[arg(long)]
+    pub stream_regex: Option<String>,
+    /// Only event types matching this regex.
+    #[arg(long)]
+    pub type_regex: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Store directory.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Concurrent writer threads.
+    #[arg(long, default_value_t = 8)]
+    pub writers: u32,
+    /// Events to append in all (each append holds one).
+    #[arg(long, default_value_t = 1_000)]
+    pub events: u64,
+    /// Streams to spread the appends over, at random.
+    #[arg(long, default_value_t = 100)]
+    pub streams: u32,
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
+    pub durability: DurabilityArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Concurrent durable appends against a plain write+fdatasync loop of the same batches.
+    Append(BenchAppendArgs),
+    /// Reading all of `$all` against a plain sequential read of the segment files.
+    Replay(BenchReplayArgs),
+    /// Random whole 100-event stream reads.
+    ReadStream(BenchReadStreamArgs),
+    /// Fill a store with events quickly (no fsync), up to a total; used by `bench replay`.
+    #[command(hide = true)]
+    Fill(BenchFillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAppendArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub writers: u32,
+    /// Events to append in all.
+    #[arg(long, default_value_t = 50_000)]
+    pub events: u64,
+    /// Events per append (~200 bytes each).
+    #[arg(long, default_value_t = 1)]
+    pub batch: u32,
+    /// Streams to spread the appends over, at random.
+    #[arg(long, default_value_t = 10_000)]
+    pub streams: u32,
+    /// Engine and baseline alternate this many times, since the disk's fsync speed drifts.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// End with one JSON line of the figures.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReplayArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Events the store should hold; it is filled up to this first.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Engine and baseline alternate this many times.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReadStreamArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Streams of 100 events each to read from.
+    #[arg(long, default_value_t = 1_000)]
+    pub streams: u32,
+    /// Stream reads to time.
+    #[arg(long, default_value_t = 20_000)]
+    pub reads: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFillArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Events the store should hold in all.
+    #[arg(long)]
+    pub events: u64,
+    /// Streams to spread the appends over.
+    #[arg(long, default_value_t = 10_000)]
+    pub streams: u32,
+    /// Events per append.
+    #[arg(long, default_value_t = 100)]
+    pub batch: u32,
+}
+
+/// Parses `any`, `no_stream`, `stream_exists` or a revision number.
+fn parse_expected(s: &str) -> Result<ExpectedRevision, String> {
+    match s {
+        "any" => Ok(ExpectedRevision::Any),
+        "no_stream" | "no-stream" => Ok(ExpectedRevision::NoStream),
+        "stream_exists" | "stream-exists" => Ok(ExpectedRevision::StreamExists),
+        n => n.parse().map(ExpectedRevision::Exact).map_err(|_| {
+            format!("expected any, no_stream, stream_exists or a revision number, not {n:?}")
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn expected_revision_parses() {
+        assert_eq!(parse_expected("any"), Ok(ExpectedRevision::Any));
+        assert_eq!(parse_expected("no_stream"), Ok(ExpectedRevision::NoStream));
+        assert_eq!(
+            parse_expected("stream_exists"),
+            Ok(ExpectedRevision::StreamExists)
+        );
+        assert_eq!(parse_expected("7"), Ok(ExpectedRevision::Exact(7)));
+        assert!(parse_expected("-1").is_err());
+    }
+}

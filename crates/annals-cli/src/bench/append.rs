@@ -1,0 +1,272 @@
+//! `annals bench append`: many writer threads append ~200-byte events with fsync durability; the
+//! baseline is the disk's own group-commit ceiling, a plain loop of `write_all` + `sync_data` of
+//! batches as large as the engine's were (events per segment sync, measured by the probe).
+//!
+//! Engine and baseline alternate in rounds, so a flip of the disk between fast and slow fsync
+//! periods hits both sides alike.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use annals_core::{ContentType, EventType, ExpectedRevision, NewEvent, StreamName};
+use annals_engine::{Durability, Engine, EngineConfig};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use rand::Rng;
+use serde::Serialize;
+
+use super::probe::{ProbedStorage, SyncProbe};
+use super::report::{emit, round2};
+use super::{EVENT_TYPE, event_data, latency_histogram, micros, take, with_progress};
+use crate::args::BenchAppendArgs;
+use crate::store;
+
+/// File the baseline loop writes in the data directory; removed afterwards.
+const BASELINE_FILE: &str = "bench-baseline.tmp";
+/// Least time a baseline round may run, so a tiny engine round still gets a fair sample.
+const BASELINE_ROUND_MIN: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    bench: &'static str,
+    writers: u32,
+    batch: u32,
+    events: u64,
+    rounds: u32,
+    elapsed_s: f64,
+    events_per_s: f64,
+    appends_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+    group_commits: u64,
+    batch_events_avg: f64,
+    batch_bytes_avg: f64,
+    fsync_p50_us: u64,
+    fsync_p99_us: u64,
+    baseline_events_per_s: f64,
+    baseline_fsync_p50_us: u64,
+    baseline_fsync_p99_us: u64,
+    ratio: f64,
+}
+
+/// Totals of the baseline side over all rounds.
+#[derive(Debug)]
+struct Baseline {
+    events: f64,
+    elapsed: Duration,
+    fsync_us: Histogram<u64>,
+}
+
+pub(super) fn run(args: &BenchAppendArgs) -> anyhow::Result<ExitCode> {
+    if args.writers == 0 || args.batch == 0 || args.rounds == 0 || args.streams == 0 {
+        bail!("--writers, --batch, --rounds and --streams must be at least 1");
+    }
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let probe = Arc::new(SyncProbe::new());
+    let storage = ProbedStorage::open(&args.data, Arc::clone(&probe))
+        .with_context(|| format!("cannot open store {}", args.data.display()))?;
+    let config = EngineConfig {
+        durability: Durability::Fsync,
+        ..EngineConfig::default()
+    };
+    let (engine, report) = Engine::open(Arc::new(storage), config)
+        .with_context(|| format!("cannot open store {}", args.data.display()))?;
+    store::log_open_report(&args.data, &report);
+    let result = measure(&engine, &probe, args);
+    engine.close();
+    let _ = std::fs::remove_file(args.data.join(BASELINE_FILE));
+    let figures = result?;
+    emit(&figures, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn measure(engine: &Engine, probe: &SyncProbe, args: &BenchAppendArgs) -> anyhow::Result<Figures> {
+    let mut baseline_file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(args.data.join(BASELINE_FILE))
+        .context("cannot create the baseline file")?;
+    let data = event_data();
+    let mut latency_us = latency_histogram();
+    let mut engine_elapsed = Duration::ZERO;
+    let (mut events, mut syncs, mut bytes, mut appends) = (0u64, 0u64, 0u64, 0u64);
+    let mut baseline = Baseline {
+        events: 0.0,
+        elapsed: Duration::ZERO,
+        fsync_us: latency_histogram(),
+    };
+    for round in 0..u64::from(args.rounds) {
+        let share = args.events / u64::from(args.rounds)
+            + u64::from(round < args.events % u64::from(args.rounds));
+        let (syncs0, bytes0) = (probe.syncs(), engine.log().bytes());
+        let started = Instant::now();
+        let done = run_writers(engine, args, share, &data, &mut latency_us)?;
+        let elapsed = started.elapsed();
+        let round_syncs = probe.syncs() - syncs0;
+        let round_bytes = engine.log().bytes() - bytes0;
+        engine_elapsed += elapsed;
+        events += done.events;
+        appends += done.appends;
+        syncs += round_syncs;
+        bytes += round_bytes;
+        if round_syncs == 0 {
+            continue;
+        }
+        let batch_bytes = round_bytes / round_syncs;
+        let batch_events = done.events as f64 / round_syncs as f64;
+        let (batches, baseline_elapsed) = run_baseline(
+            &mut baseline_file,
+            batch_bytes,
+            round_syncs,
+            (elapsed * 2).max(BASELINE_ROUND_MIN),
+            &mut baseline.fsync_us,
+        )?;
+        baseline.events += batches as f64 * batch_events;
+        baseline.elapsed += baseline_elapsed;
+        eprintln!(
+            "bench append: round {}/{}: engine {:.0} events/s (batch {:.1} events), baseline {:.0} events/s",
+            round + 1,
+            args.rounds,
+            done.events as f64 / elapsed.as_secs_f64(),
+            batch_events,
+            batches as f64 * batch_events / baseline_elapsed.as_secs_f64(),
+        );
+    }
+    let fsync_us = probe.latency_us();
+    let events_per_s = events as f64 / engine_elapsed.as_secs_f64();
+    let baseline_events_per_s = baseline.events / baseline.elapsed.as_secs_f64().max(1e-9);
+    Ok(Figures {
+        bench: "append",
+        writers: args.writers,
+        batch: args.batch,
+        events,
+        rounds: args.rounds,
+        elapsed_s: round2(engine_elapsed.as_secs_f64()),
+        events_per_s: round2(events_per_s),
+        appends_per_s: round2(appends as f64 / engine_elapsed.as_secs_f64()),
+        p50_us: latency_us.value_at_quantile(0.5),
+        p99_us: latency_us.value_at_quantile(0.99),
+        p999_us: latency_us.value_at_quantile(0.999),
+        max_us: latency_us.max(),
+        group_commits: syncs,
+        batch_events_avg: round2(events as f64 / syncs.max(1) as f64),
+        batch_bytes_avg: round2(bytes as f64 / syncs.max(1) as f64),
+        fsync_p50_us: fsync_us.value_at_quantile(0.5),
+        fsync_p99_us: fsync_us.value_at_quantile(0.99),
+        baseline_events_per_s: round2(baseline_events_per_s),
+        baseline_fsync_p50_us: baseline.fsync_us.value_at_quantile(0.5),
+        baseline_fsync_p99_us: baseline.fsync_us.value_at_quantile(0.99),
+        ratio: if baseline_events_per_s > 0.0 {
+            (events_per_s / baseline_events_per_s * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        },
+    })
+}
+
+#[derive(Debug, Default)]
+struct Done {
+    events: u64,
+    appends: u64,
+}
+
+/// Appends `events` events from `args.writers` threads, `args.batch` per append, recording each
+/// append's latency.
+fn run_writers(
+    engine: &Engine,
+    args: &BenchAppendArgs,
+    events: u64,
+    data: &Bytes,
+    latency_us: &mut Histogram<u64>,
+) -> anyhow::Result<Done> {
+    let event_type = EventType::new(EVENT_TYPE)?;
+    let remaining = AtomicU64::new(events);
+    let acked = AtomicU64::new(0);
+    let per_writer = with_progress("bench append", events, &acked, || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..args.writers)
+                .map(|_| {
+                    let (remaining, acked, event_type) = (&remaining, &acked, &event_type);
+                    s.spawn(move || -> anyhow::Result<(Histogram<u64>, u64)> {
+                        let mut rng = rand::rng();
+                        let mut hist = latency_histogram();
+                        let mut appends = 0u64;
+                        loop {
+                            let n = take(remaining, u64::from(args.batch));
+                            if n == 0 {
+                                break;
+                            }
+                            let stream = StreamName::new(format!(
+                                "bench-{}",
+                                rng.random_range(0..args.streams)
+                            ))?;
+                            let batch = (0..n)
+                                .map(|_| NewEvent {
+                                    id: uuid::Uuid::new_v4(),
+                                    event_type: event_type.clone(),
+                                    content_type: ContentType::Json,
+                                    data: data.clone(),
+                                    metadata: Bytes::new(),
+                                })
+                                .collect();
+                            let started = Instant::now();
+                            engine.append(&stream, ExpectedRevision::Any, batch)?;
+                            hist.saturating_record(micros(started.elapsed()));
+                            appends += 1;
+                            acked.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Ok((hist, appends))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("writer thread panicked")))
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    let mut done = Done::default();
+    for r in per_writer {
+        let (hist, appends) = r?;
+        latency_us
+            .add(&hist)
+            .context("merging latency histograms")?;
+        done.appends += appends;
+    }
+    done.events = acked.load(Ordering::Relaxed);
+    Ok(done)
+}
+
+/// Writes `batches` batches of `batch_bytes` bytes to `file`, each followed by `sync_data`,
+/// stopping early after `time_max`. Returns the batches done and the time taken.
+fn run_baseline(
+    file: &mut File,
+    batch_bytes: u64,
+    batches: u64,
+    time_max: Duration,
+    fsync_us: &mut Histogram<u64>,
+) -> anyhow::Result<(u64, Duration)> {
+    let buf = vec![0x5a_u8; usize::try_from(batch_bytes.max(1))?];
+    let started = Instant::now();
+    let mut done = 0;
+    while done < batches && started.elapsed() < time_max {
+        file.write_all(&buf).context("baseline write")?;
+        let t = Instant::now();
+        file.sync_data().context("baseline sync")?;
+        fsync_us.saturating_record(micros(t.elapsed()));
+        done += 1;
+    }
+    Ok((done, started.elapsed()))
+}

@@ -1,0 +1,160 @@
+//! `annals bench read-stream`: reads whole 100-event streams chosen at random, one at a time, and
+//! reports the latency of each read and the reads per second. Streams are filled first where they
+//! hold fewer than 100 events (no fsync: the fill is not what is measured).
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use annals_core::{
+    ContentType, Direction, DomainError, EventType, ExpectedRevision, NewEvent, Revision,
+    StreamName,
+};
+use annals_engine::{Durability, Engine};
+use anyhow::{bail, ensure};
+use bytes::Bytes;
+use rand::Rng;
+use serde::Serialize;
+
+use super::report::{emit, round2};
+use super::{EVENT_TYPE, event_data, latency_histogram, micros, with_progress};
+use crate::args::BenchReadStreamArgs;
+use crate::store;
+
+/// Events in every stream this bench reads.
+const STREAM_EVENTS: u64 = 100;
+/// Threads filling streams.
+const FILL_WRITERS: u32 = 4;
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    bench: &'static str,
+    streams: u32,
+    reads: u64,
+    elapsed_s: f64,
+    reads_per_s: f64,
+    events_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+}
+
+pub(super) fn run(args: &BenchReadStreamArgs) -> anyhow::Result<ExitCode> {
+    if args.streams == 0 || args.reads == 0 {
+        bail!("--streams and --reads must be at least 1");
+    }
+    let (engine, _) = store::open(&args.data, Durability::None)?;
+    let result = fill(&engine, args.streams).and_then(|()| measure(&engine, args));
+    engine.close();
+    emit(&result?, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stream_name(i: u32) -> anyhow::Result<StreamName> {
+    Ok(StreamName::new(format!("rs-{i}"))?)
+}
+
+/// Tops every stream `rs-0` .. `rs-{streams-1}` up to [`STREAM_EVENTS`] events.
+fn fill(engine: &Engine, streams: u32) -> anyhow::Result<()> {
+    let event_type = EventType::new(EVENT_TYPE)?;
+    let data = event_data();
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    with_progress("bench read-stream fill", u64::from(streams), &done, || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..FILL_WRITERS)
+                .map(|_| {
+                    let (next, done, event_type, data) = (&next, &done, &event_type, &data);
+                    s.spawn(move || -> anyhow::Result<()> {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= u64::from(streams) {
+                                return Ok(());
+                            }
+                            top_up(engine, &stream_name(u32::try_from(i)?)?, event_type, data)?;
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("fill thread panicked")))
+            })
+        })
+    })
+}
+
+/// Appends to `stream` what it lacks of [`STREAM_EVENTS`] events.
+fn top_up(
+    engine: &Engine,
+    stream: &StreamName,
+    event_type: &EventType,
+    data: &Bytes,
+) -> anyhow::Result<()> {
+    let held = match engine.read_stream(stream, Revision::END, Direction::Backwards, 1) {
+        Ok(events) => events.first().map_or(0, |e| e.revision.0 + 1),
+        Err(e) if matches!(e.domain(), Some(DomainError::StreamNotFound { .. })) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    if held >= STREAM_EVENTS {
+        return Ok(());
+    }
+    let expected = match held {
+        0 => ExpectedRevision::NoStream,
+        n => ExpectedRevision::Exact(n - 1),
+    };
+    let events = (held..STREAM_EVENTS)
+        .map(|_| NewEvent {
+            id: uuid::Uuid::new_v4(),
+            event_type: event_type.clone(),
+            content_type: ContentType::Json,
+            data: data.clone(),
+            metadata: Bytes::new(),
+        })
+        .collect();
+    engine.append(stream, expected, events)?;
+    Ok(())
+}
+
+fn measure(engine: &Engine, args: &BenchReadStreamArgs) -> anyhow::Result<Figures> {
+    let mut rng = rand::rng();
+    let mut latency_us = latency_histogram();
+    let done = AtomicU64::new(0);
+    let started = Instant::now();
+    with_progress("bench read-stream", args.reads, &done, || {
+        for _ in 0..args.reads {
+            let stream = stream_name(rng.random_range(0..args.streams))?;
+            let t = Instant::now();
+            let events = engine.read_stream(
+                &stream,
+                Revision(0),
+                Direction::Forwards,
+                STREAM_EVENTS as usize,
+            )?;
+            latency_us.saturating_record(micros(t.elapsed()));
+            ensure!(
+                events.len() as u64 == STREAM_EVENTS,
+                "{stream} has {} events, expected {STREAM_EVENTS}",
+                events.len()
+            );
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let reads_per_s = args.reads as f64 / elapsed;
+    Ok(Figures {
+        bench: "read-stream",
+        streams: args.streams,
+        reads: args.reads,
+        elapsed_s: round2(elapsed),
+        reads_per_s: round2(reads_per_s),
+        events_per_s: round2(reads_per_s * STREAM_EVENTS as f64),
+        p50_us: latency_us.value_at_quantile(0.5),
+        p99_us: latency_us.value_at_quantile(0.99),
+        p999_us: latency_us.value_at_quantile(0.999),
+        max_us: latency_us.max(),
+    })
+}

@@ -1,0 +1,35 @@
+//! The `annals` command-line tool as a library, so the binary stays a thin parser: serving a
+//! store, appending and reading from the shell, checking a store, a load generator for crash
+//! tests, and benchmarks that measure the engine against the same disk's raw limits in one run.
+//!
+//! Output goes to stdout only through [`output`] and the benchmark report; logs go to stderr
+//! through `tracing`.
+
+mod args;
+mod bench;
+mod check;
+mod output;
+mod read;
+mod serve;
+mod store;
+mod write;
+
+use std::process::ExitCode;
+
+pub use args::{
+    AppendArgs, BenchAppendArgs, BenchCommand, BenchFillArgs, BenchReadStreamArgs, BenchReplayArgs,
+    CheckArgs, Cli, Command, DurabilityArg, LoadArgs, ReadAllArgs, ReadArgs, ServeArgs,
+};
+
+/// Runs one command; the exit code says whether it found a problem (e.g. `check`).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(a) => serve::run(&a),
+        Command::Append(a) => write::append(&a),
+        Command::Read(a) => read::stream(&a),
+        Command::ReadAll(a) => read::all(&a),
+        Command::Check(a) => check::run(&a),
+        Command::Load(a) => write::load(&a),
+        Command::Bench(b) => bench::run(b),
+    }
+}

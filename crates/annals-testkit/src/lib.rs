@@ -1,0 +1,19 @@
+//! Test support for Annals, used by the engine's integration tests and nowhere else.
+//!
+//! - [`Model`]: a plain in-memory reference model of the store — a `Vec` of events in `$all` order
+//!   and a map of stream states — that applies the same rules as the engine (expected revisions,
+//!   idempotent retries, soft delete and undelete, tombstones, max-count metadata). Tests run the
+//!   same random operations against both and demand the same answers.
+//! - [`random`]: seeded random events, so a failing run is reproduced from its seed alone.
+//! - [`compare`]: compares engine answers (events, `$all` pages, errors) with model answers and
+//!   says exactly where they differ.
+//!
+//! The model is written from the engine's documented and implemented semantics, not from its code
+//! paths: it is deliberately naive (linear scans, no index), so a bug in the engine's indexes,
+//! caches or recovery shows up as a difference.
+
+pub mod compare;
+mod model;
+pub mod random;
+
+pub use model::{Model, ModelError, ModelEvent, ModelPage};
