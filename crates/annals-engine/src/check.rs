@@ -124,7 +124,7 @@ impl Engine {
                         );
                     }
                 }
-                if report.events % 100_000 == 0 {
+                if report.events.is_multiple_of(100_000) {
                     progress(report.events);
                 }
             }

@@ -12,7 +12,7 @@ use annals_core::{
     NewEvent, Position, StreamMetadata, StreamName,
     limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX},
 };
-use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexRecord, RedbIndex};
+use annals_index::{INDEX_FILE, Index, IndexBatch, IndexCheckpoint, IndexRecord, RedbIndex};
 use annals_log::codec::{Interner, RecordKind, decode_events};
 use annals_log::{FileStorage, Log, LogError, RecoveryReport, RecoveryStart, Storage};
 use parking_lot::{Mutex, RwLock};
@@ -23,7 +23,7 @@ use crate::error::EngineError;
 use crate::head::Head;
 use crate::rules::{MetaMap, MetaState};
 use crate::writer::{
-    RecentEvent, Shared, WriteKind, WriteRequest, Writer, WriterSettings, run_indexer, run_syncer,
+    BatchSlot, RecentEvent, Shared, WriteKind, WriteRequest, Writer, WriterSettings, run_indexer, run_syncer,
 };
 
 /// What opening a store did.
@@ -64,6 +64,8 @@ impl Inner {
         for t in threads {
             let _ = t.join();
         }
+        // Every acknowledged append is published by now; subscribers waiting for more stop.
+        self.shared.head.close();
     }
 }
 
@@ -84,6 +86,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<(Engine, OpenReport), EngineError> {
         let mut report = OpenReport::default();
+        let index_missing = index_missing(storage.as_ref());
         let (index, checkpoint) = match open_index(storage.as_ref(), &config) {
             Ok(found) => found,
             Err(e) => {
@@ -103,7 +106,7 @@ impl Engine {
                     .then_some(checkpoint.last_record_address),
             }
         };
-        let (index, log, writer, log_report) = match Log::open(
+        let (index, log, log_writer, log_report) = match Log::open(
             Arc::clone(&storage),
             config.log.clone(),
             start,
@@ -135,6 +138,11 @@ impl Engine {
             start
         };
         report.records_reindexed = reindex(&log, &index, from, &log_report)?;
+        // A missing or empty index file opens as a new, empty index, which the line above just
+        // rebuilt from the whole log.
+        if index_missing && report.records_reindexed > 0 {
+            report.index_rebuilt = true;
+        }
         index.flush()?;
         let head = Position(log_report.next_position.0 - 1);
         report.head = head;
@@ -151,7 +159,7 @@ impl Engine {
             has_stopped: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_APPENDS_MAX);
-        let (sync_tx, sync_rx) = crossbeam_channel::bounded(0);
+        let slot = Arc::new(BatchSlot::default());
         // One batch may wait between the sync and index threads; it is already durable.
         let (index_tx, index_rx) = crossbeam_channel::bounded(1);
         let inner = Arc::new(Inner {
@@ -163,7 +171,6 @@ impl Engine {
         let recent = engine.recent_events(config.idempotency_window_events)?;
         let writer = Writer::new(
             Arc::clone(&shared),
-            writer,
             WriterSettings {
                 stream_cache_entries_max: config.stream_cache_entries_max,
                 idempotency_window_events: config.idempotency_window_events,
@@ -181,10 +188,11 @@ impl Engine {
                 .spawn(f)
                 .map_err(|e| EngineError::Stopped(format!("cannot start {name} thread: {e}")))
         };
-        let w = spawn("annals-writer", Box::new(move || writer.run(rx, sync_tx)))?;
+        let writer_slot = Arc::clone(&slot);
+        let w = spawn("annals-writer", Box::new(move || writer.run(rx, writer_slot)))?;
         let s = spawn(
             "annals-sync",
-            Box::new(move || run_syncer(syncer_shared, sync_rx, index_tx, durability)),
+            Box::new(move || run_syncer(syncer_shared, slot, log_writer, index_tx, durability)),
         )?;
         let i = spawn(
             "annals-index",
@@ -374,6 +382,14 @@ impl Engine {
 
 fn log_report_next(report: &OpenReport) -> Position {
     report.log.next_position
+}
+
+/// Whether the index file is missing or empty.
+fn index_missing(storage: &dyn Storage) -> bool {
+    storage
+        .open(INDEX_FILE, false)
+        .and_then(|f| f.len())
+        .map_or(true, |len| len == 0)
 }
 
 fn open_index(

@@ -84,17 +84,22 @@ impl Subscription {
     }
 
     /// The next page: at once while catching up, or when new events are durable once live. A
-    /// filtered page may be empty, to report progress through its checkpoint.
+    /// filtered page may be empty, to report progress through its checkpoint. Once the engine is
+    /// closed and every event up to its head was delivered, [`EngineError::Stopped`].
     pub async fn next_page(&mut self) -> Result<SubscriptionPage, EngineError> {
         loop {
             self.head.borrow_and_update();
             if let Some(page) = self.poll_page()? {
                 return Ok(page);
             }
-            if self.head.changed().await.is_err() {
-                return Err(EngineError::Stopped("engine closed".to_owned()));
+            if self.closed() || self.head.changed().await.is_err() {
+                return Err(closed_error());
             }
         }
+    }
+
+    fn closed(&self) -> bool {
+        self.engine.inner.shared.head.is_closed()
     }
 
     /// Blocking form of [`Subscription::next_page`]; `None` if nothing came within `timeout`.
@@ -105,11 +110,21 @@ impl Subscription {
         if let Some(page) = self.poll_page()? {
             return Ok(Some(page));
         }
+        if self.closed() {
+            return Err(closed_error());
+        }
         self.engine
             .inner
             .shared
             .head
             .wait_past(Position(self.next.0 - 1), timeout);
-        self.poll_page()
+        match self.poll_page()? {
+            None if self.closed() => Err(closed_error()),
+            page => Ok(page),
+        }
     }
+}
+
+fn closed_error() -> EngineError {
+    EngineError::Stopped("engine closed".to_owned())
 }

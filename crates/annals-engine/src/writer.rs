@@ -1,17 +1,17 @@
 //! The single writer and its sync thread: group commit with optimistic concurrency and idempotent
 //! retries.
 //!
-//! The writer thread takes every waiting request (up to [`BATCH_APPENDS_MAX`] and
-//! [`BATCH_BYTES_MAX`]), checks each against the stream heads it knows (including batches still
-//! syncing), assigns revisions and dense positions, encodes one commit record per request and
-//! writes the batch with one write. It then hands the batch to the sync thread through a
-//! rendezvous channel and starts gathering the next one while the previous one syncs, so at most
-//! [`annals_log::UNSYNCED_BATCHES_MAX`] batches are ever written but not durable.
+//! The writer thread takes requests as they arrive, checks each against the stream heads it knows
+//! (including batches still syncing), assigns revisions and dense positions, and encodes one
+//! commit record per request into the open batch (up to [`BATCH_APPENDS_MAX`] requests and
+//! [`BATCH_BYTES_MAX`] bytes). The sync thread takes the open batch the moment it is free, writes
+//! it with one write and `fdatasync`s it; everything that arrived meanwhile, already checked,
+//! forms the next batch. So batches grow with load, and only one batch is ever written but not
+//! durable (within [`annals_log::UNSYNCED_BATCHES_MAX`]).
 //!
-//! The sync thread `fdatasync`s and makes the bytes readable; the index thread applies the batch
-//! to the index, publishes the new head and only then answers every request of the batch
-//! (failures too, so no answer depends on state that might not become durable). The three
-//! threads form a pipeline: while batch N is indexed, N + 1 syncs and N + 2 is gathered. A failed
+//! The index thread then applies the batch to the index, publishes the new head and only then
+//! answers every request of the batch (failures too, so no answer depends on state that might
+//! not become durable). While batch N is indexed, N + 1 syncs and N + 2 is gathered. A failed
 //! write or sync stops the engine: after an fsync error nothing since the last good sync can be
 //! trusted.
 
@@ -28,7 +28,7 @@ use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexRecord, RedbIndex};
 use annals_log::codec::{RecordKind, encode_commit};
 use annals_log::{BATCH_BYTES_MAX, Log, LogWriter, SyncTicket};
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -106,6 +106,42 @@ pub(crate) struct SyncJob {
     meta_updates: Vec<(Arc<str>, Arc<MetaState>)>,
 }
 
+impl SyncJob {
+    fn new(last_position: Position) -> Self {
+        Self {
+            ticket: None,
+            index: IndexBatch::default(),
+            replies: Vec::new(),
+            last_position,
+            meta_updates: Vec::new(),
+        }
+    }
+}
+
+/// The batch the writer fills while the sync thread writes and syncs the previous one.
+#[derive(Default)]
+pub(crate) struct OpenBatch {
+    buf: Vec<u8>,
+    job: Option<SyncJob>,
+    /// No more requests fit; the writer waits until the sync thread takes the batch.
+    full: bool,
+    /// The writer has stopped; the sync thread drains and ends.
+    closed: bool,
+}
+
+/// Hand-over point between the writer and the sync thread.
+#[derive(Default)]
+pub(crate) struct BatchSlot {
+    state: Mutex<OpenBatch>,
+    changed: Condvar,
+}
+
+impl std::fmt::Debug for BatchSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchSlot").finish_non_exhaustive()
+    }
+}
+
 /// State shared between the engine and its two threads.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -147,7 +183,6 @@ pub(crate) struct WriterSettings {
 /// The writer thread's state.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    log: LogWriter,
     settings: WriterSettings,
     streams: HashMap<Arc<str>, StreamState>,
     /// Metadata as the writer knows it, including batches not yet durable.
@@ -164,7 +199,6 @@ pub(crate) type RecentEvent = (Uuid, Arc<str>, u64, u64);
 impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        log: LogWriter,
         settings: WriterSettings,
         next_position: Position,
         recent: Vec<RecentEvent>,
@@ -172,7 +206,6 @@ impl Writer {
         let meta = shared.meta.read().clone();
         let mut w = Self {
             shared,
-            log,
             settings,
             streams: HashMap::new(),
             meta,
@@ -208,12 +241,7 @@ impl Writer {
     }
 
     /// Runs until every request sender is gone, then lets the sync thread drain.
-    pub(crate) fn run(
-        mut self,
-        mut requests: mpsc::Receiver<WriteRequest>,
-        sync: crossbeam_channel::Sender<SyncJob>,
-    ) {
-        let mut buf: Vec<u8> = Vec::with_capacity(1024 * 1024);
+    pub(crate) fn run(mut self, mut requests: mpsc::Receiver<WriteRequest>, slot: Arc<BatchSlot>) {
         loop {
             let first = match self.carry.take() {
                 Some(r) => r,
@@ -222,60 +250,42 @@ impl Writer {
                     None => break,
                 },
             };
-            if self.shared.has_stopped.load(Ordering::Acquire) {
-                let _ = first.reply.send(Err(self.shared.stopped_error()));
-                continue;
+            let mut open = slot.state.lock();
+            while open.full {
+                slot.changed.wait(&mut open);
             }
-            buf.clear();
-            let mut job = SyncJob {
-                ticket: None,
-                index: IndexBatch::default(),
-                replies: Vec::new(),
-                last_position: Position(self.next_position - 1),
-                meta_updates: Vec::new(),
-            };
-            let batch_start = self.log.write_end();
-            self.process(first, &mut buf, &mut job, batch_start);
-            while job.replies.len() < BATCH_APPENDS_MAX {
+            self.add(first, &mut open);
+            while !open.full {
                 let Ok(req) = requests.try_recv() else { break };
-                if !buf.is_empty() && buf.len() + req.encoded_bytes_max() > BATCH_BYTES_MAX {
-                    self.carry = Some(req);
-                    break;
-                }
-                self.process(req, &mut buf, &mut job, batch_start);
+                self.add(req, &mut open);
             }
-            if !buf.is_empty() {
-                match self.log.append(&buf) {
-                    Ok((address, ticket)) => {
-                        // The log may have started a new segment: rebase record addresses.
-                        if address != batch_start {
-                            let shift = address - batch_start;
-                            for r in &mut job.index.records {
-                                r.address += shift;
-                            }
-                        }
-                        job.index.checkpoint = IndexCheckpoint {
-                            address: ticket.end,
-                            next_position: Position(self.next_position),
-                            last_record_address: job.index.records.last().map_or(0, |r| r.address),
-                        };
-                        job.ticket = Some(ticket);
-                    }
-                    Err(e) => {
-                        self.shared.stop(format!("log write failed: {e}"));
-                        for (_, result) in &mut job.replies {
-                            *result = Err(self.shared.stopped_error());
-                        }
-                        job.index = IndexBatch::default();
-                        job.meta_updates.clear();
-                    }
-                }
-            }
-            job.last_position = Position(self.next_position - 1);
-            if sync.send(job).is_err() {
-                break;
-            }
+            drop(open);
+            slot.changed.notify_all();
             self.evict();
+        }
+        slot.state.lock().closed = true;
+        slot.changed.notify_all();
+    }
+
+    /// Checks and encodes one request into the open batch, or keeps it for the next batch if
+    /// this one is full.
+    fn add(&mut self, req: WriteRequest, open: &mut OpenBatch) {
+        if self.shared.has_stopped.load(Ordering::Acquire) {
+            let _ = req.reply.send(Err(self.shared.stopped_error()));
+            return;
+        }
+        if !open.buf.is_empty() && open.buf.len() + req.encoded_bytes_max() > BATCH_BYTES_MAX {
+            self.carry = Some(req);
+            open.full = true;
+            return;
+        }
+        let last = Position(self.next_position - 1);
+        let job = open.job.get_or_insert_with(|| SyncJob::new(last));
+        // Record addresses are offsets into the batch until the sync thread writes it.
+        self.process(req, &mut open.buf, job, 0);
+        job.last_position = Position(self.next_position - 1);
+        if job.replies.len() >= BATCH_APPENDS_MAX {
+            open.full = true;
         }
     }
 
@@ -576,25 +586,58 @@ fn undelete_json(previous: Option<&[u8]>, truncate_before: u64) -> Bytes {
     Bytes::from(serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default())
 }
 
-/// The sync thread: makes batches durable and readable, then hands them to the index thread, so
-/// the next batch's `fdatasync` overlaps this one's indexing.
+/// The sync thread: takes the open batch as soon as it is free, writes it with one write,
+/// `fdatasync`s it, makes it readable, and hands it to the index thread, so the next batch's
+/// sync overlaps this one's indexing.
 pub(crate) fn run_syncer(
     shared: Arc<Shared>,
-    jobs: crossbeam_channel::Receiver<SyncJob>,
+    slot: Arc<BatchSlot>,
+    mut log: LogWriter,
     indexer: crossbeam_channel::Sender<SyncJob>,
     durability: Durability,
 ) {
-    for mut job in jobs {
+    loop {
+        let (buf, mut job) = {
+            let mut open = slot.state.lock();
+            let job = loop {
+                if let Some(job) = open.job.take() {
+                    break job;
+                }
+                if open.closed {
+                    return;
+                }
+                slot.changed.wait(&mut open);
+            };
+            let buf = std::mem::take(&mut open.buf);
+            open.full = false;
+            drop(open);
+            slot.changed.notify_all();
+            (buf, job)
+        };
         let mut failure: Option<String> = None;
         if shared.has_stopped.load(Ordering::Acquire) {
             failure = Some("an earlier batch failed".to_owned());
-        } else if let Some(ticket) = &job.ticket {
-            if durability == Durability::Fsync
-                && let Err(e) = ticket.sync(&shared.log)
-            {
-                failure = Some(format!("sync failed: {e}"));
-            } else {
-                shared.log.publish(ticket.end);
+        } else if !buf.is_empty() {
+            match log.append(&buf) {
+                Ok((address, ticket)) => {
+                    for r in &mut job.index.records {
+                        r.address += address;
+                    }
+                    job.index.checkpoint = IndexCheckpoint {
+                        address: ticket.end,
+                        next_position: job.last_position.next(),
+                        last_record_address: job.index.records.last().map_or(0, |r| r.address),
+                    };
+                    if durability == Durability::Fsync
+                        && let Err(e) = ticket.sync(&shared.log)
+                    {
+                        failure = Some(format!("sync failed: {e}"));
+                    } else {
+                        shared.log.publish(ticket.end);
+                    }
+                    job.ticket = Some(ticket);
+                }
+                Err(e) => failure = Some(format!("log write failed: {e}")),
             }
         }
         if let Some(reason) = failure {
