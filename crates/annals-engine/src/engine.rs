@@ -23,7 +23,8 @@ use crate::error::EngineError;
 use crate::head::Head;
 use crate::rules::{MetaMap, MetaState};
 use crate::writer::{
-    BatchSlot, RecentEvent, Shared, WriteKind, WriteRequest, Writer, WriterSettings, run_indexer, run_syncer,
+    BatchSlot, RecentEvent, Shared, WriteKind, WriteRequest, Writer, WriterSettings, run_indexer,
+    run_syncer,
 };
 
 /// What opening a store did.
@@ -189,7 +190,10 @@ impl Engine {
                 .map_err(|e| EngineError::Stopped(format!("cannot start {name} thread: {e}")))
         };
         let writer_slot = Arc::clone(&slot);
-        let w = spawn("annals-writer", Box::new(move || writer.run(rx, writer_slot)))?;
+        let w = spawn(
+            "annals-writer",
+            Box::new(move || writer.run(rx, writer_slot)),
+        )?;
         let s = spawn(
             "annals-sync",
             Box::new(move || run_syncer(syncer_shared, slot, log_writer, index_tx, durability)),

@@ -7,6 +7,8 @@
 //! - [`random`]: seeded random events, so a failing run is reproduced from its seed alone.
 //! - [`compare`]: compares engine answers (events, `$all` pages, errors) with model answers and
 //!   says exactly where they differ.
+//! - [`verify`]: checks a store reopened after a crash against the appends sent to it.
+//! - [`storage`]: storage wrappers that check the order of writes and syncs.
 //!
 //! The model is written from the engine's documented and implemented semantics, not from its code
 //! paths: it is deliberately naive (linear scans, no index), so a bug in the engine's indexes,
@@ -15,5 +17,7 @@
 pub mod compare;
 mod model;
 pub mod random;
+pub mod storage;
+pub mod verify;
 
 pub use model::{Model, ModelError, ModelEvent, ModelPage};

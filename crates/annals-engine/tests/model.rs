@@ -1,0 +1,536 @@
+//! The engine against the reference model of `annals-testkit`: random sequences of appends (every
+//! expected-revision kind, right and wrong), retries of earlier appends (whole, partial, elsewhere),
+//! metadata writes, soft deletes, tombstones, stream and `$all` reads in both directions with
+//! limits and filters, and reopening the store, on [`FaultStorage`] with the default config. Every
+//! answer must be the model's answer: the same result, the same error, the same events.
+//!
+//! A failure prints its seed; `ANNALS_MODEL_SEED=<seed>` replays just that one and
+//! `ANNALS_MODEL_SEEDS=<n>` runs more. Seeds that once failed stay below as named tests.
+
+use std::sync::Arc;
+
+use annals_core::{
+    Direction, ExpectedRevision, Filter, FilterTarget, NewEvent, Position, Revision, StreamName,
+};
+use annals_engine::{Engine, EngineConfig};
+use annals_log::{FaultStorage, LogConfig};
+use annals_testkit::compare::{compare_events, compare_outcome, compare_page, compare_read};
+use annals_testkit::{Model, random};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+const STREAMS: [&str; 4] = ["order-1", "order-2", "cart-1", "user-7"];
+/// Operations per seed.
+const OPS_PER_SEED: usize = 150;
+/// Seeds run by `engine_matches_model` unless `ANNALS_MODEL_SEEDS` says otherwise.
+const SEEDS_DEFAULT: u64 = 100;
+
+fn name(s: &str) -> StreamName {
+    StreamName::new(s).unwrap()
+}
+
+/// One past append, kept for retries.
+#[derive(Clone, Debug)]
+struct Sent {
+    stream: StreamName,
+    expected: ExpectedRevision,
+    events: Vec<NewEvent>,
+}
+
+struct Run {
+    seed: u64,
+    config: EngineConfig,
+    rng: StdRng,
+    storage: FaultStorage,
+    engine: Option<Engine>,
+    model: Model,
+    sent: Vec<Sent>,
+    /// What was done, for the failure message.
+    log: Vec<String>,
+}
+
+impl Run {
+    fn new(seed: u64, config: EngineConfig) -> Self {
+        let storage = FaultStorage::new();
+        let (engine, _) = Engine::open(Arc::new(storage.clone()), config.clone()).unwrap();
+        Self {
+            seed,
+            config,
+            rng: random::rng(seed),
+            storage,
+            engine: Some(engine),
+            model: Model::new(),
+            sent: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        self.engine.as_ref().unwrap()
+    }
+
+    fn fail(&self, what: String) -> String {
+        let tail: Vec<_> = self.log.iter().rev().take(25).rev().cloned().collect();
+        format!(
+            "seed {} (replay with ANNALS_MODEL_SEED={}), op {}: {what}\nlast operations:\n  {}",
+            self.seed,
+            self.seed,
+            self.log.len(),
+            tail.join("\n  ")
+        )
+    }
+
+    fn pick_stream(&mut self) -> StreamName {
+        let i = self.rng.random_range(0..STREAMS.len());
+        name(STREAMS[i])
+    }
+
+    /// A stream to delete: now and then a `$$` stream, which must be refused.
+    fn pick_deletable(&mut self) -> StreamName {
+        let stream = self.pick_stream();
+        if self.rng.random_range(0..10) == 0 {
+            stream.metadata_stream().unwrap()
+        } else {
+            stream
+        }
+    }
+
+    fn expected_for(&mut self, stream: &str) -> ExpectedRevision {
+        let current = self.model.current(stream);
+        match self.rng.random_range(0..12) {
+            0..=2 => ExpectedRevision::Any,
+            3 => ExpectedRevision::NoStream,
+            4 => ExpectedRevision::StreamExists,
+            5..=9 => ExpectedRevision::Exact(current.unwrap_or(0)),
+            _ => ExpectedRevision::Exact(self.rng.random_range(0..current.unwrap_or(0) + 3)),
+        }
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        let roll = self.rng.random_range(0..1000);
+        match roll {
+            0..=329 => {
+                let stream = self.pick_stream();
+                let expected = self.expected_for(stream.as_str());
+                // Mostly small appends; some long enough to read from their middle and to
+                // cross the index's 128-position buckets.
+                let count_max = if self.rng.random_range(0..6) == 0 {
+                    24
+                } else {
+                    4
+                };
+                let events = random::random_events(&mut self.rng, count_max, 40);
+                self.append(stream, expected, events)
+            }
+            330..=449 => self.retry(),
+            450..=519 => self.set_metadata(),
+            520..=569 => {
+                let stream = self.pick_deletable();
+                let expected = self.expected_for(stream.as_str());
+                self.log.push(format!("delete {stream} {expected}"));
+                let e = self.engine().delete(&stream, expected);
+                let m = self.model.delete(&stream, expected);
+                compare_outcome(&e, &m).map_err(|d| self.fail(d))
+            }
+            570..=577 => {
+                let stream = self.pick_deletable();
+                let expected = self.expected_for(stream.as_str());
+                self.log.push(format!("tombstone {stream} {expected}"));
+                let e = self.engine().tombstone(&stream, expected);
+                let m = self.model.tombstone(&stream, expected);
+                compare_outcome(&e, &m).map_err(|d| self.fail(d))
+            }
+            578..=589 => {
+                // Malformed requests: refused the same way, nothing written.
+                let stream = self.pick_stream();
+                if self.rng.random_bool(0.5) {
+                    self.append(stream, ExpectedRevision::Any, Vec::new())
+                } else {
+                    let e = random::random_event(&mut self.rng, 10);
+                    self.append(stream, ExpectedRevision::Any, vec![e.clone(), e])
+                }
+            }
+            590..=749 => self.read_stream(),
+            750..=909 => self.read_all(),
+            910..=979 => self.read_postings(),
+            _ => self.reopen(),
+        }
+    }
+
+    fn append(
+        &mut self,
+        stream: StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<(), String> {
+        self.log.push(format!(
+            "append {stream} {expected} ids {:?}",
+            events
+                .iter()
+                .map(|e| e.id.as_u128() as u16)
+                .collect::<Vec<_>>()
+        ));
+        let e = self.engine().append(&stream, expected, events.clone());
+        let m = self.model.append(&stream, expected, &events);
+        compare_outcome(&e, &m).map_err(|d| self.fail(d))?;
+        if !events.is_empty() {
+            self.sent.push(Sent {
+                stream,
+                expected,
+                events,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends the ids of an earlier append again: the same request, or with another expected
+    /// revision, or only its tail, or mixed with new events, or to another stream.
+    fn retry(&mut self) -> Result<(), String> {
+        if self.sent.is_empty() {
+            return Ok(());
+        }
+        let i = self.rng.random_range(0..self.sent.len());
+        let Sent {
+            mut stream,
+            mut expected,
+            mut events,
+        } = self.sent[i].clone();
+        match self.rng.random_range(0..10) {
+            0..=3 => {}
+            4 => expected = ExpectedRevision::Any,
+            5 => expected = self.expected_for(stream.as_str()),
+            6 if events.len() > 1 => {
+                let skip = self.rng.random_range(1..events.len());
+                events.drain(..skip);
+                expected = self.expected_for(stream.as_str());
+            }
+            7 => events.push(random::random_event(&mut self.rng, 10)),
+            8 => {
+                let at = self.rng.random_range(0..=events.len());
+                events.insert(at, random::random_event(&mut self.rng, 10));
+            }
+            _ => {
+                stream = self.pick_stream();
+                expected = ExpectedRevision::Any;
+            }
+        }
+        self.append(stream, expected, events)
+    }
+
+    fn set_metadata(&mut self) -> Result<(), String> {
+        let stream = self.pick_stream();
+        let meta = stream.metadata_stream().unwrap();
+        let json = match self.rng.random_range(0..10) {
+            0..=4 => format!(r#"{{"$maxCount":{}}}"#, self.rng.random_range(0..5)),
+            5 => format!(
+                r#"{{"$maxCount":{},"$tb":{}}}"#,
+                self.rng.random_range(1..6),
+                self.rng.random_range(0..6)
+            ),
+            6 => format!(r#"{{"$tb":{}}}"#, self.rng.random_range(0..8)),
+            7 => r#"{"custom":"kept"}"#.to_owned(),
+            8 => "{}".to_owned(),
+            _ => r#"{"$maxCount":-1}"#.to_owned(),
+        };
+        let mut event = NewEvent::json("$metadata", json).unwrap();
+        event.id = random::random_id(&mut self.rng);
+        if self.rng.random_range(0..20) == 0 {
+            event.event_type = annals_core::EventType::new("NotMetadata").unwrap();
+        }
+        let expected = if self.rng.random_bool(0.8) {
+            ExpectedRevision::Any
+        } else {
+            self.expected_for(meta.as_str())
+        };
+        self.append(meta, expected, vec![event])
+    }
+
+    fn read_stream(&mut self) -> Result<(), String> {
+        let stream = match self.rng.random_range(0..10) {
+            0 => self.pick_stream().metadata_stream().unwrap(),
+            1 => name("never-written"),
+            _ => self.pick_stream(),
+        };
+        let current = self.model.current(stream.as_str()).unwrap_or(0);
+        let direction = if self.rng.random_bool(0.5) {
+            Direction::Forwards
+        } else {
+            Direction::Backwards
+        };
+        let from = match self.rng.random_range(0..4) {
+            0 if direction == Direction::Backwards => Revision::END,
+            0 => Revision(0),
+            _ => Revision(self.rng.random_range(0..current + 3)),
+        };
+        let limit = if self.rng.random_range(0..5) == 0 {
+            10_000
+        } else {
+            self.rng.random_range(0..7)
+        };
+        self.log.push(format!(
+            "read {stream} from {from:?} {direction:?} limit {limit}"
+        ));
+        let e = self.engine().read_stream(&stream, from, direction, limit);
+        let m = self.model.read_stream(&stream, from, direction, limit);
+        compare_read(&e, &m).map_err(|d| self.fail(d))
+    }
+
+    fn read_all(&mut self) -> Result<(), String> {
+        let head = self.model.head().0;
+        let direction = if self.rng.random_bool(0.5) {
+            Direction::Forwards
+        } else {
+            Direction::Backwards
+        };
+        let from = match self.rng.random_range(0..5) {
+            0 if direction == Direction::Backwards => Position::END,
+            0 => Position::START,
+            _ => Position(self.rng.random_range(0..head + 3)),
+        };
+        let limit = if self.rng.random_range(0..5) == 0 {
+            10_000
+        } else {
+            self.rng.random_range(0..9)
+        };
+        let filter = match self.rng.random_range(0..10) {
+            0 => Some(Filter::prefixes(FilterTarget::StreamName, vec!["order".into()]).unwrap()),
+            1 => Some(
+                Filter::prefixes(
+                    FilterTarget::StreamName,
+                    vec!["cart-1".into(), "user".into()],
+                )
+                .unwrap(),
+            ),
+            2 => Some(Filter::prefixes(FilterTarget::StreamName, vec!["$$".into()]).unwrap()),
+            3 => Some(Filter::prefixes(FilterTarget::EventType, vec!["Order".into()]).unwrap()),
+            4 => Some(Filter::regex(FilterTarget::StreamName, r"^(?!\$).*-[12]$").unwrap()),
+            _ => None,
+        };
+        self.log.push(format!(
+            "read $all from {from:?} {direction:?} limit {limit} filter {filter:?}"
+        ));
+        let e = self
+            .engine()
+            .read_all(from, direction, limit, filter.as_ref())
+            .map_err(|e| self.fail(format!("read_all failed: {e}")))?;
+        let m = self.model.read_all(from, direction, limit, filter.as_ref());
+        compare_page(&e, &m).map_err(|d| self.fail(d))
+    }
+
+    /// A category or event-type read, which applies every stream's metadata rules.
+    fn read_postings(&mut self) -> Result<(), String> {
+        let head = self.model.head().0;
+        let direction = if self.rng.random_bool(0.5) {
+            Direction::Forwards
+        } else {
+            Direction::Backwards
+        };
+        let from = match self.rng.random_range(0..4) {
+            0 if direction == Direction::Backwards => Position::END,
+            0 => Position::START,
+            _ => Position(self.rng.random_range(0..head + 3)),
+        };
+        let limit = if self.rng.random_range(0..4) == 0 {
+            10_000
+        } else {
+            self.rng.random_range(0..7)
+        };
+        if self.rng.random_bool(0.5) {
+            let categories = ["order", "cart", "user", "$$order", "none"];
+            let category = categories[self.rng.random_range(0..categories.len())];
+            self.log.push(format!(
+                "read category {category} from {from:?} {direction:?} limit {limit}"
+            ));
+            let e = self
+                .engine()
+                .read_category(category, from, direction, limit);
+            let m = Ok(self.model.read_category(category, from, direction, limit));
+            compare_read(&e, &m).map_err(|d| self.fail(d))
+        } else {
+            let types: Vec<&str> = random::EVENT_TYPES
+                .iter()
+                .copied()
+                .chain(["$metadata", "$streamDeleted"])
+                .collect();
+            let ty = types[self.rng.random_range(0..types.len())];
+            self.log.push(format!(
+                "read type {ty} from {from:?} {direction:?} limit {limit}"
+            ));
+            let e = self.engine().read_event_type(ty, from, direction, limit);
+            let m = Ok(self.model.read_event_type(ty, from, direction, limit));
+            compare_read(&e, &m).map_err(|d| self.fail(d))
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), String> {
+        self.log.push("reopen".to_owned());
+        let engine = self.engine.take().unwrap();
+        engine.close();
+        drop(engine);
+        let (engine, report) = Engine::open(Arc::new(self.storage.clone()), self.config.clone())
+            .map_err(|e| self.fail(format!("reopen failed: {e}")))?;
+        self.engine = Some(engine);
+        if report.head != self.model.head() || report.log.truncated.is_some() {
+            return Err(self.fail(format!("reopen report {report:?}")));
+        }
+        Ok(())
+    }
+
+    /// Everything in `$all`, the head and the store check agree with the model.
+    fn final_check(&mut self) -> Result<(), String> {
+        let head = self.model.head();
+        if self.engine().head() != head {
+            return Err(self.fail(format!("head {:?}, model {head:?}", self.engine().head())));
+        }
+        let all = self
+            .engine()
+            .read_all(Position::START, Direction::Forwards, 100_000, None)
+            .map_err(|e| self.fail(e.to_string()))?;
+        compare_events(&all.events, self.model.events()).map_err(|d| self.fail(d))?;
+        let check = self
+            .engine()
+            .check(|_| {})
+            .map_err(|e| self.fail(e.to_string()))?;
+        if !check.problems.is_empty() || check.events != head.0 {
+            return Err(self.fail(format!("check: {check:?}")));
+        }
+        Ok(())
+    }
+}
+
+/// Names the seed if a run panics instead of returning a difference.
+struct SeedGuard(u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "panicked in seed {} (replay with ANNALS_MODEL_SEED={})",
+                self.0, self.0
+            );
+        }
+    }
+}
+
+/// Runs `ops` random operations from `seed`; `Err` describes the first difference.
+fn run_seed(seed: u64, ops: usize, config: &EngineConfig) -> Result<(), String> {
+    let _guard = SeedGuard(seed);
+    let mut run = Run::new(seed, config.clone());
+    for _ in 0..ops {
+        run.step()?;
+    }
+    run.final_check()?;
+    // Reopened, the store still agrees.
+    run.reopen()?;
+    run.final_check()
+}
+
+fn env_u64(key: &str) -> Option<u64> {
+    std::env::var(key).ok().and_then(|v| v.parse().ok())
+}
+
+/// Runs the seeds the environment asks for, or `0..seeds_default`, and fails naming the first
+/// failing seed.
+fn run_seeds(seeds_default: u64, config: &EngineConfig) {
+    if let Some(seed) = env_u64("ANNALS_MODEL_SEED") {
+        if let Err(e) = run_seed(seed, OPS_PER_SEED, config) {
+            panic!("{e}");
+        }
+        return;
+    }
+    let seeds = env_u64("ANNALS_MODEL_SEEDS").unwrap_or(seeds_default);
+    let failures: Vec<String> = (0..seeds)
+        .filter_map(|seed| run_seed(seed, OPS_PER_SEED, config).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {seeds} seeds failed; the first:\n{}",
+        failures.len(),
+        failures[0]
+    );
+}
+
+#[test]
+fn engine_matches_model() {
+    run_seeds(SEEDS_DEFAULT, &EngineConfig::default());
+}
+
+/// The same with 4 KiB segments, so reads, scans and reopens cross many segment boundaries.
+#[test]
+fn engine_matches_model_with_small_segments() {
+    let config = EngineConfig {
+        log: LogConfig {
+            segment_bytes_max: 4096,
+        },
+        ..EngineConfig::default()
+    };
+    run_seeds(SEEDS_DEFAULT / 4, &config);
+}
+
+/// The same append sent from several threads at once (a client retrying before its first try
+/// was answered) is written once; every sender gets the one result.
+#[test]
+fn concurrent_retries_of_one_append_write_it_once() {
+    let storage = FaultStorage::new();
+    let (engine, _) = Engine::open(Arc::new(storage), EngineConfig::default()).unwrap();
+    let mut rng = random::rng(77);
+    for round in 0..30u64 {
+        let stream = name(&format!("dup-{}", round % 3));
+        let events = random::random_events(&mut rng, 4, 20);
+        let expected = ExpectedRevision::Any;
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let engine = engine.clone();
+                    let (stream, events) = (stream.clone(), events.clone());
+                    s.spawn(move || engine.append(&stream, expected, events).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            results.iter().all(|r| *r == results[0]),
+            "round {round}: {results:?}"
+        );
+        let n = events.len() as u64;
+        assert_eq!(
+            engine.head(),
+            results[0].position,
+            "round {round}: written more than once"
+        );
+        let stored = engine
+            .read_all(
+                Position(results[0].position.0 + 1 - n),
+                Direction::Forwards,
+                100,
+                None,
+            )
+            .unwrap()
+            .events;
+        assert_eq!(
+            stored.iter().map(|e| e.id).collect::<Vec<_>>(),
+            events.iter().map(|e| e.id).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Regression (found by the model, seed 0): a backwards `$all` read with limit 0 answered
+/// `next = 0, end_reached = true` — "nothing below" — although it looked at nothing.
+#[test]
+fn read_all_backwards_with_limit_zero_looks_at_nothing() {
+    let (engine, _) = Engine::open(Arc::new(FaultStorage::new()), EngineConfig::default()).unwrap();
+    let events = random::random_events(&mut random::rng(3), 4, 10);
+    let n = events.len() as u64;
+    engine
+        .append(&name("z-1"), ExpectedRevision::Any, events)
+        .unwrap();
+    let page = engine
+        .read_all(Position(n), Direction::Backwards, 0, None)
+        .unwrap();
+    assert!(page.events.is_empty());
+    assert_eq!((page.next, page.end_reached), (Position(n), false));
+    let empty = engine
+        .read_all(Position(0), Direction::Backwards, 0, None)
+        .unwrap();
+    assert_eq!((empty.next, empty.end_reached), (Position(0), true));
+}
