@@ -72,6 +72,17 @@ impl Engine {
         let Some(last) = head.last_revision else {
             return Err(not_found());
         };
+        // The index may already hold a batch whose head is not yet published; a stream that only
+        // exists in that batch does not exist yet for readers.
+        if head.last_position > published {
+            let first =
+                shared
+                    .index
+                    .stream_entries(head.id, Revision(0), Direction::Forwards, 1)?;
+            if first.first().is_none_or(|e| e.position > published) {
+                return Err(not_found());
+            }
+        }
         let meta = shared.meta.read().get(stream.as_str()).cloned();
         let vis = Visibility::of(&head, meta.as_deref(), Timestamp::now());
         if vis.hidden {

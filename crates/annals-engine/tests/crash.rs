@@ -664,7 +664,7 @@ fn bit_flip_in_a_sealed_segment_refuses_to_open() {
 
 #[test]
 fn bit_flip_far_from_the_tail_refuses_to_open() {
-    // Five appends of 2 × 3.9 MB: the first record is more than the 32 MiB torn-tail window from
+    // Five appends of 2 × 3.9 MB: the first record is more than the torn-tail window (16 MiB) from
     // the end of the one segment.
     let config = lazy_index(EngineConfig::default());
     let f = flips_setup(&config, 5, 3_900_000);

@@ -30,9 +30,9 @@ use crate::storage::{Storage, StorageFile};
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 const _: () = assert!(codec::RECORD_BODY_BYTES_MAX + FRAME_HEADER_BYTES <= BATCH_BYTES_MAX);
 
-/// Most batches written but not yet synced at any time. The writer gathers the next batch while the
-/// previous one syncs, so two can be in flight.
-pub const UNSYNCED_BATCHES_MAX: u64 = 2;
+/// Most batches written but not yet synced at any time. The engine's sync thread writes a batch
+/// and syncs it before it writes the next; the writer only gathers the next one in memory.
+pub const UNSYNCED_BATCHES_MAX: u64 = 1;
 
 /// The region at the end of the log where a crash can leave a torn or reordered write: everything
 /// that may have been written but not synced.
