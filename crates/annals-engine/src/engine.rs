@@ -145,7 +145,7 @@ impl Engine {
             report.index_rebuilt = true;
         }
         index.flush()?;
-        let head = Position(log_report.next_position.0 - 1);
+        let head = Position(log_report.next_position.0.saturating_sub(1));
         report.head = head;
         report.log = log_report;
 
@@ -451,7 +451,7 @@ fn reindex(
         });
         batch.checkpoint = IndexCheckpoint {
             address: rec.end(),
-            next_position: Position(rec.header.last_position().0 + 1),
+            next_position: rec.header.last_position().next(),
             last_record_address: rec.address,
         };
         total += 1;

@@ -147,7 +147,7 @@ impl Engine {
                 break;
             }
             cursor = match direction {
-                Direction::Forwards => last_entry.revision.0 + 1,
+                Direction::Forwards => last_entry.revision.0.saturating_add(1),
                 Direction::Backwards => match last_entry.revision.0.checked_sub(1) {
                     Some(c) => c,
                     None => break,
@@ -221,7 +221,7 @@ impl Engine {
             if stream_ok {
                 let room = limit - page.events.len();
                 let hi_limited = if filter.is_none() {
-                    Position(hi.0.min(lo.0 + room as u64 - 1))
+                    Position(hi.0.min(lo.0.saturating_add(room as u64 - 1)))
                 } else {
                     hi
                 };

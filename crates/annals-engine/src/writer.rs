@@ -24,7 +24,7 @@ use annals_core::{
     AppendResult, DomainError, EventType, ExpectedRevision, METADATA_EVENT_TYPE, NewEvent,
     Position, Revision, StreamMetadata, StreamName, TOMBSTONE_EVENT_TYPE, Timestamp,
 };
-use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexRecord, RedbIndex};
+use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexError, IndexRecord, RedbIndex};
 use annals_log::codec::{RecordKind, encode_commit};
 use annals_log::{BATCH_BYTES_MAX, Log, LogWriter, SyncTicket};
 use bytes::Bytes;
@@ -302,6 +302,14 @@ impl Writer {
             return Ok(*s);
         }
         let s = match self.shared.index.stream_head(stream.as_str())? {
+            // Revisions stay below the tombstone's; a head at or past it is damage, and counting
+            // on from it could overflow.
+            Some(h) if h.last_revision.is_some_and(|r| r >= Revision::TOMBSTONE.0) => {
+                return Err(IndexError::Inconsistent(format!(
+                    "stream {stream}: head {h:?} is past the tombstone revision"
+                ))
+                .into());
+            }
             Some(h) => StreamState {
                 next_revision: h.last_revision.map_or(0, |r| r + 1),
                 last_position: h.last_position.0,
@@ -479,7 +487,8 @@ impl Writer {
         for (i, e) in events.iter().enumerate() {
             match self.recent_ids.get(&e.id) {
                 Some(p)
-                    if *p.stream == *stream.as_str() && p.revision == first.revision + i as u64 =>
+                    if *p.stream == *stream.as_str()
+                        && first.revision.checked_add(i as u64) == Some(p.revision) =>
                 {
                     last = p;
                 }

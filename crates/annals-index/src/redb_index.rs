@@ -119,7 +119,22 @@ impl RedbIndex {
 }
 
 fn needs_position_entry(first: u64, last: u64) -> bool {
-    first == 1 || last / POSITION_BUCKET > (first - 1) / POSITION_BUCKET
+    first == 1 || last / POSITION_BUCKET > first.saturating_sub(1) / POSITION_BUCKET
+}
+
+/// The end (exclusive) of a run of `count` numbers from `first`, as stored in an entry of `table`
+/// keyed by `key`: an end past `u64::MAX` means the index file is damaged.
+fn run_end(
+    table: &str,
+    key: impl std::fmt::Debug,
+    first: u64,
+    count: u64,
+) -> Result<u64, IndexError> {
+    first.checked_add(count).ok_or_else(|| {
+        IndexError::Inconsistent(format!(
+            "{table} entry {key:?}: {count} from {first} passes the largest number"
+        ))
+    })
 }
 
 impl Index for RedbIndex {
@@ -158,7 +173,7 @@ impl Index for RedbIndex {
                         Some(h) => h.value(),
                         None => {
                             let id = next_id;
-                            next_id += 1;
+                            next_id = run_end("meta", META_NEXT_STREAM_ID, id, 1)?;
                             (id, 0, 0, 0)
                         }
                     },
@@ -172,7 +187,7 @@ impl Index for RedbIndex {
                     )));
                 }
                 let first = rec.first_position.0;
-                let last = first + count - 1;
+                let last = run_end("record", rec.address, first, count)? - 1;
                 if rec.tombstone {
                     flags |= FLAG_TOMBSTONED;
                 } else {
@@ -193,7 +208,7 @@ impl Index for RedbIndex {
                             run_start = i + 1;
                         }
                     }
-                    next_revision += count;
+                    next_revision = run_end("streams", name, next_revision, count)?;
                 }
                 if needs_position_entry(first, last) {
                     positions.insert(first, rec.address)?;
@@ -245,20 +260,27 @@ impl Index for RedbIndex {
         let expand = |out: &mut Vec<Entry>, k: (u64, u64), v: (u64, u64, u64)| {
             let (first_rev, (first_pos, address, count)) = (k.1, v);
             let room = limit.saturating_sub(out.len());
-            let revs = first_rev..first_rev + count;
+            let revs = first_rev..run_end("stream_events", k, first_rev, count)?;
+            // The positions run alongside the revisions, so their end must fit too.
+            run_end("stream_events", k, first_pos, count)?;
             let entry = |r: u64| Entry {
                 revision: Revision(r),
                 position: Position(first_pos + (r - first_rev)),
                 address,
             };
+            // Clamp the run to `from` first, so a huge count from a damaged entry costs nothing.
             match direction {
                 Direction::Forwards => {
-                    out.extend(revs.filter(|r| *r >= from.0).take(room).map(entry))
+                    out.extend((revs.start.max(from.0)..revs.end).take(room).map(entry))
                 }
-                Direction::Backwards => {
-                    out.extend(revs.rev().filter(|r| *r <= from.0).take(room).map(entry))
-                }
+                Direction::Backwards => out.extend(
+                    (revs.start..revs.end.min(from.0.saturating_add(1)))
+                        .rev()
+                        .take(room)
+                        .map(entry),
+                ),
             }
+            Ok::<(), IndexError>(())
         };
         match direction {
             Direction::Forwards => {
@@ -267,7 +289,7 @@ impl Index for RedbIndex {
                         break;
                     }
                     let (k, v) = item?;
-                    expand(&mut out, k.value(), v.value());
+                    expand(&mut out, k.value(), v.value())?;
                 }
             }
             Direction::Backwards => {
@@ -276,7 +298,7 @@ impl Index for RedbIndex {
                         break;
                     }
                     let (k, v) = item?;
-                    expand(&mut out, k.value(), v.value());
+                    expand(&mut out, k.value(), v.value())?;
                 }
             }
         }
@@ -306,24 +328,25 @@ impl Index for RedbIndex {
             .map_or(from.0, |(k, _)| k.value().1);
         let expand = |out: &mut Vec<Posting>, first: u64, (address, count): (u64, u64)| {
             let room = limit.saturating_sub(out.len());
-            let positions = first..first + count;
+            let positions = first..run_end("postings", (key, first), first, count)?;
             let mut push = |p: u64| {
                 out.push(Posting {
                     position: Position(p),
                     address,
                 })
             };
+            // Clamp the run to `from` first, so a huge count from a damaged entry costs nothing.
             match direction {
-                Direction::Forwards => positions
-                    .filter(|p| *p >= from.0)
+                Direction::Forwards => (positions.start.max(from.0)..positions.end)
                     .take(room)
                     .for_each(&mut push),
-                Direction::Backwards => positions
+                Direction::Backwards => (positions.start
+                    ..positions.end.min(from.0.saturating_add(1)))
                     .rev()
-                    .filter(|p| *p <= from.0)
                     .take(room)
                     .for_each(&mut push),
             }
+            Ok::<(), IndexError>(())
         };
         match direction {
             Direction::Forwards => {
@@ -332,7 +355,7 @@ impl Index for RedbIndex {
                         break;
                     }
                     let (k, v) = item?;
-                    expand(&mut out, k.value().1, v.value());
+                    expand(&mut out, k.value().1, v.value())?;
                 }
             }
             Direction::Backwards => {
@@ -341,7 +364,7 @@ impl Index for RedbIndex {
                         break;
                     }
                     let (k, v) = item?;
-                    expand(&mut out, k.value().1, v.value());
+                    expand(&mut out, k.value().1, v.value())?;
                 }
             }
         }
@@ -441,6 +464,8 @@ impl<T: Index + ?Sized> Index for Arc<T> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
     use super::*;
     use crate::types::IndexRecord;
     use annals_log::FaultStorage;
@@ -513,5 +538,34 @@ mod tests {
             checkpoint: IndexCheckpoint::default(),
         };
         assert!(matches!(idx.apply(&bad), Err(IndexError::Inconsistent(_))));
+    }
+
+    #[test]
+    fn damaged_counts_are_errors_not_overflows() {
+        let storage = FaultStorage::new();
+        let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
+        // Entries whose runs pass u64::MAX, as a damaged index file could hold them.
+        let txn = idx.db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(STREAM_EVENTS).unwrap();
+            events.insert((7, 0), (u64::MAX, 64, 2)).unwrap();
+            let mut categories = txn.open_table(CATEGORIES).unwrap();
+            categories.insert(("order", u64::MAX), (64, 2)).unwrap();
+        }
+        txn.commit().unwrap();
+        for direction in [Direction::Forwards, Direction::Backwards] {
+            let entries = idx.stream_entries(7, Revision(0), direction, 10);
+            assert!(matches!(entries, Err(IndexError::Inconsistent(_))));
+            let postings =
+                idx.postings(PostingKind::Category, "order", Position::END, direction, 10);
+            assert!(matches!(postings, Err(IndexError::Inconsistent(_))));
+        }
+        // A record whose positions would pass u64::MAX is refused too.
+        let bad = IndexBatch {
+            records: vec![rec(64, "order-1", u64::MAX, 0, 2)],
+            checkpoint: IndexCheckpoint::default(),
+        };
+        assert!(matches!(idx.apply(&bad), Err(IndexError::Inconsistent(_))));
+        assert!(!needs_position_entry(0, 5));
     }
 }

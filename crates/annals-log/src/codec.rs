@@ -122,6 +122,15 @@ impl CommitHeader {
                 .saturating_add(u64::from(self.event_count).saturating_sub(1)),
         )
     }
+
+    /// Whether every event's position (and, for events, revision) and the one after the last fit
+    /// in a `u64`, so decoding can count from the first without overflow.
+    fn numbers_fit(&self) -> bool {
+        let count = u64::from(self.event_count);
+        self.first_position.0.checked_add(count).is_some()
+            && (self.kind == RecordKind::Tombstone
+                || self.first_revision.0.checked_add(count).is_some())
+    }
 }
 
 fn put_u16(out: &mut Vec<u8>, v: u16) {
@@ -251,7 +260,33 @@ pub fn parse_frame(buf: &[u8]) -> Result<(RecordKind, CommitHeader, usize), Fram
     if header.event_count == 0 || header.first_position.0 == 0 {
         return Err(FrameError::BadBody("no events or position 0"));
     }
+    // Readers size buffers by the event count and count past the last position and revision, so
+    // values the CRC vouches for must still be possible.
+    let count = u64::from(header.event_count);
+    if count * EVENT_HEADER_BYTES as u64 > (body_bytes - BODY_FIXED_BYTES) as u64 {
+        return Err(FrameError::BadBody("more events than the body holds"));
+    }
+    if !header.numbers_fit() {
+        return Err(FrameError::BadBody("positions or revisions overflow"));
+    }
     Ok((kind, header, total))
+}
+
+/// The fixed header of the event at `at` in `body`, and the offsets of its type, data and
+/// metadata and of the byte after it. The lengths come from disk, so the sums are checked; whether
+/// the event ends within the body is the caller's to check.
+fn event_at(body: &[u8], at: usize) -> Result<(&[u8], [usize; 4]), FrameError> {
+    let bad_header = || FrameError::BadBody("event header");
+    let ty_at = at.checked_add(EVENT_HEADER_BYTES).ok_or_else(bad_header)?;
+    let h = body.get(at..ty_at).ok_or_else(bad_header)?;
+    let ty_len = u16_at(h, 18).ok_or_else(bad_header)? as usize;
+    let data_len = u32_at(h, 20).ok_or_else(bad_header)? as usize;
+    let meta_len = u32_at(h, 24).ok_or_else(bad_header)? as usize;
+    let overrun = || FrameError::BadBody("event overruns record");
+    let data_at = ty_at.checked_add(ty_len).ok_or_else(overrun)?;
+    let meta_at = data_at.checked_add(data_len).ok_or_else(overrun)?;
+    let end = meta_at.checked_add(meta_len).ok_or_else(overrun)?;
+    Ok((h, [ty_at, data_at, meta_at, end]))
 }
 
 /// Hands out shared strings for stream names and event types, so decoding a run of records
@@ -311,18 +346,12 @@ pub fn decode_events(
     let stream = StreamName::from_arc(interner.get(0, name_bytes)?)
         .map_err(|_| bad("invalid stream name"))?;
     at += name_len;
+    if !header.numbers_fit() {
+        return Err(bad("positions or revisions overflow"));
+    }
     let is_tombstone = header.kind == RecordKind::Tombstone;
     for i in 0..u64::from(header.event_count) {
-        let h = body
-            .get(at..at + EVENT_HEADER_BYTES)
-            .ok_or(bad("event header"))?;
-        let ty_len = u16_at(h, 18).ok_or(bad("event header"))? as usize;
-        let data_len = u32_at(h, 20).ok_or(bad("event header"))? as usize;
-        let meta_len = u32_at(h, 24).ok_or(bad("event header"))? as usize;
-        let ty_at = at + EVENT_HEADER_BYTES;
-        let data_at = ty_at + ty_len;
-        let meta_at = data_at + data_len;
-        let end = meta_at + meta_len;
+        let (h, [ty_at, data_at, meta_at, end]) = event_at(body, at)?;
         if end > body.len() {
             return Err(bad("event overruns record"));
         }
@@ -380,18 +409,12 @@ pub fn visit_events(
         .and_then(|b| std::str::from_utf8(b).ok())
         .ok_or(bad("stream name"))?;
     at += name_len;
+    if !header.numbers_fit() {
+        return Err(bad("positions or revisions overflow"));
+    }
     let is_tombstone = header.kind == RecordKind::Tombstone;
     for i in 0..u64::from(header.event_count) {
-        let h = body
-            .get(at..at + EVENT_HEADER_BYTES)
-            .ok_or(bad("event header"))?;
-        let ty_len = u16_at(h, 18).ok_or(bad("event header"))? as usize;
-        let data_len = u32_at(h, 20).ok_or(bad("event header"))? as usize;
-        let meta_len = u32_at(h, 24).ok_or(bad("event header"))? as usize;
-        let ty_at = at + EVENT_HEADER_BYTES;
-        let data_at = ty_at + ty_len;
-        let meta_at = data_at + data_len;
-        let end = meta_at + meta_len;
+        let (h, [ty_at, data_at, meta_at, end]) = event_at(body, at)?;
         let position = Position(header.first_position.0 + i);
         if position > range.1 {
             return Ok(ControlFlow::Continue(()));
@@ -443,6 +466,12 @@ pub fn frame_stream(frame: &[u8]) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "a test fails by panicking"
+    )]
+
     use super::*;
 
     fn sample(n: usize) -> Vec<NewEvent> {
@@ -517,5 +546,48 @@ mod tests {
                 Err(FrameError::Truncated { .. })
             ));
         }
+    }
+
+    /// Frames whose CRC is right but whose numbers are impossible are refused, and decoding with
+    /// such a header fails instead of overflowing.
+    #[test]
+    fn impossible_numbers_are_refused() {
+        let stream = StreamName::new("s").unwrap();
+        let mut good = Vec::new();
+        encode_commit(
+            &mut good,
+            RecordKind::Events,
+            &stream,
+            Position(1),
+            Revision(0),
+            Timestamp(1),
+            &sample(2),
+        );
+        let b = FRAME_HEADER_BYTES;
+        let resealed = |at: usize, bytes: &[u8]| {
+            let mut frame = good.clone();
+            frame[at..at + bytes.len()].copy_from_slice(bytes);
+            let crc = frame_crc(&frame);
+            frame[8..12].copy_from_slice(&crc.to_le_bytes());
+            frame
+        };
+        for (at, bytes) in [
+            (b, u64::MAX.to_le_bytes().to_vec()),
+            (b + 8, (u64::MAX - 1).to_le_bytes().to_vec()),
+            (b + 24, u32::MAX.to_le_bytes().to_vec()),
+        ] {
+            assert!(matches!(
+                parse_frame(&resealed(at, &bytes)),
+                Err(FrameError::BadBody(_))
+            ));
+        }
+        let (_, mut header, _) = parse_frame(&good).unwrap();
+        header.first_position = Position(u64::MAX);
+        let all = (Position(1), Position::END);
+        let frame = Bytes::from(good);
+        let decoded = decode_events(&frame, &header, &mut Interner::default(), all, |_| {});
+        assert!(matches!(decoded, Err(FrameError::BadBody(_))));
+        let visited = visit_events(&frame, &header, all, &mut |_| ControlFlow::Continue(()));
+        assert!(matches!(visited, Err(FrameError::BadBody(_))));
     }
 }

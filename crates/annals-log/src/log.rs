@@ -72,7 +72,7 @@ impl FrameAssembler {
     fn corrupt(seg: &Segment, address: u64, reason: String) -> LogError {
         LogError::Corrupt {
             file: seg.name.clone(),
-            offset: address - seg.base,
+            offset: address.saturating_sub(seg.base),
             reason,
         }
     }
@@ -99,7 +99,8 @@ impl FrameAssembler {
             loop {
                 match codec::parse_frame(&self.carry) {
                     Ok((_, header, frame_len)) => {
-                        let flow = visit(self.carry_address, &header, &self.carry[..frame_len]);
+                        let frame = self.carry.get(..frame_len).unwrap_or_default();
+                        let flow = visit(self.carry_address, &header, frame);
                         self.carry.clear();
                         if flow.is_break() {
                             return Ok(flow);
@@ -107,9 +108,22 @@ impl FrameAssembler {
                         break;
                     }
                     Err(FrameError::Truncated { needed }) => {
-                        let take = (needed - self.carry.len()).min(data.len() - at);
+                        // `parse_frame` only says truncated when it needs more than it has; were
+                        // it ever otherwise, this loop would take nothing and spin.
+                        let Some(missing) = needed
+                            .checked_sub(self.carry.len())
+                            .filter(|&missing| missing > 0)
+                        else {
+                            return Err(Self::corrupt(
+                                &seg,
+                                self.carry_address,
+                                format!("record of {needed} bytes reported as truncated"),
+                            ));
+                        };
+                        let rest = data.get(at..).unwrap_or_default();
+                        let take = missing.min(rest.len());
                         self.carry
-                            .extend_from_slice(data.get(at..at + take).unwrap_or_default());
+                            .extend_from_slice(rest.get(..take).unwrap_or_default());
                         at += take;
                         if self.carry.len() < needed {
                             if chunk.segment_end {
@@ -346,7 +360,14 @@ impl Log {
                     found: base,
                 });
             }
-            segments.push(Arc::new(Segment::new(base, name, file, base + len)));
+            // The base comes from the file name: a segment must end inside the address space.
+            let Some(end) = base.checked_add(len) else {
+                return Err(LogError::BadSegmentHeader {
+                    file: name,
+                    reason: format!("base {base} plus length {len} passes the largest address"),
+                });
+            };
+            segments.push(Arc::new(Segment::new(base, name, file, end)));
         }
         if segments.is_empty() {
             let base = 0;
@@ -423,6 +444,13 @@ impl Log {
         } else {
             start.next_position
         };
+        if next.0 == 0 {
+            // Position 0 comes before the first event: the caller's checkpoint is corrupt.
+            return Err(LogError::BadRecoveryStart {
+                address,
+                reason: "next position 0".to_owned(),
+            });
+        }
         let mut seg = self
             .segment_for(address)
             .map_err(|_| LogError::BadRecoveryStart {
@@ -464,7 +492,7 @@ impl Log {
             match self.read_frame_at(&seg, address, seg.end()) {
                 Ok(record) if record.header.first_position == next => {
                     checked_start = true;
-                    next = Position(record.header.last_position().0 + 1);
+                    next = record.header.last_position().next();
                     address = record.end();
                     report.records_scanned += 1;
                 }
@@ -731,6 +759,13 @@ impl LogWriter {
             return Err(LogError::Poisoned);
         }
         debug_assert!(bytes.len() <= BATCH_BYTES_MAX);
+        // Room for a new segment's header too, so neither path below can overflow.
+        let room = bytes.len() as u64 + SEGMENT_HEADER_BYTES;
+        if self.write_end.checked_add(room).is_none() {
+            return Err(LogError::AddressOutOfRange {
+                address: self.write_end,
+            });
+        }
         let used = self.write_end - self.tail.base;
         if used > SEGMENT_HEADER_BYTES
             && used + bytes.len() as u64 > self.log.config.segment_bytes_max
@@ -872,6 +907,13 @@ impl Scanner {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        reason = "a test fails by panicking"
+    )]
+
     use super::*;
     use crate::FaultStorage;
     use crate::codec::{RecordKind, encode_commit};
@@ -941,6 +983,34 @@ mod tests {
             assert_eq!(seen, 10);
             assert_eq!(stopped, expected[9].0 + expected[9].1.len() as u64);
         }
+    }
+
+    #[test]
+    fn recovery_refuses_position_zero() {
+        let log = filled(3);
+        let storage = Arc::clone(&log.storage);
+        let end = log.readable_end();
+        drop(log);
+        let start = RecoveryStart {
+            address: end,
+            next_position: Position(0),
+            previous_record: None,
+        };
+        let opened = Log::open(storage, LogConfig::default(), start);
+        assert!(matches!(opened, Err(LogError::BadRecoveryStart { .. })));
+    }
+
+    #[test]
+    fn segment_past_the_largest_address_is_refused() {
+        let storage = FaultStorage::new();
+        let base = u64::MAX - 10;
+        storage.set_bytes(&segment_name(base), encode_header(base).to_vec());
+        let opened = Log::open(
+            Arc::new(storage),
+            LogConfig::default(),
+            RecoveryStart::BEGINNING,
+        );
+        assert!(matches!(opened, Err(LogError::BadSegmentHeader { .. })));
     }
 
     #[test]
