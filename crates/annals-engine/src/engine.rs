@@ -23,8 +23,8 @@ use crate::error::EngineError;
 use crate::head::Head;
 use crate::rules::{MetaMap, MetaState};
 use crate::writer::{
-    BatchSlot, RecentEvent, Shared, WriteKind, WriteRequest, Writer, WriterSettings, run_indexer,
-    run_syncer,
+    BatchSlot, INDEX_MERGE_BATCHES_MAX, RecentEvent, Shared, WriteKind, WriteRequest, Writer,
+    WriterSettings, run_indexer, run_syncer,
 };
 
 /// What opening a store did.
@@ -161,8 +161,8 @@ impl Engine {
         });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_APPENDS_MAX);
         let slot = Arc::new(BatchSlot::default());
-        // One batch may wait between the sync and index threads; it is already durable.
-        let (index_tx, index_rx) = crossbeam_channel::bounded(1);
+        // Synced batches may queue for the index thread, which indexes those waiting together.
+        let (index_tx, index_rx) = crossbeam_channel::bounded(INDEX_MERGE_BATCHES_MAX);
         let inner = Arc::new(Inner {
             shared: Arc::clone(&shared),
             requests: RwLock::new(Some(tx)),

@@ -662,6 +662,9 @@ pub(crate) fn run_syncer(
     }
 }
 
+/// Most synced batches the index thread applies in one index transaction.
+pub(crate) const INDEX_MERGE_BATCHES_MAX: usize = 64;
+
 /// The index thread: applies durable batches to the index, publishes metadata and the head, and
 /// answers the batch's callers; makes the index durable every `flush_interval`.
 pub(crate) fn run_indexer(
@@ -701,39 +704,58 @@ pub(crate) fn run_indexer(
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
-        let SyncJob {
-            ticket,
-            index,
-            mut replies,
-            last_position,
-            meta_updates,
-        } = job;
-        if !failed && ticket.is_some() {
-            if let Err(e) = shared.index.apply(&index) {
+        // Batches that synced while the last one was being indexed are indexed together: one
+        // index transaction's fixed cost is then shared, so indexing keeps up with small batches.
+        let mut jobs_now = vec![job];
+        while jobs_now.len() < INDEX_MERGE_BATCHES_MAX {
+            match jobs.try_recv() {
+                Ok(more) => jobs_now.push(more),
+                Err(_) => break,
+            }
+        }
+        let mut merged = IndexBatch::default();
+        let mut last_ticket = None;
+        for job in &mut jobs_now {
+            if job.ticket.is_some() {
+                merged.records.append(&mut job.index.records);
+                merged.checkpoint = job.index.checkpoint;
+                last_ticket = job.ticket.take();
+            }
+        }
+        if !failed && last_ticket.is_some() {
+            if let Err(e) = shared.index.apply(&merged) {
                 failed = true;
                 shared.stop(format!("index update failed: {e}"));
             } else {
                 dirty = true;
                 if durability == Durability::None {
-                    unsynced = ticket;
+                    unsynced = last_ticket;
                 }
             }
         }
-        if failed {
-            for (reply, _) in replies.drain(..) {
-                let _ = reply.send(Err(shared.stopped_error()));
+        for job in jobs_now {
+            let SyncJob {
+                mut replies,
+                last_position,
+                meta_updates,
+                ..
+            } = job;
+            if failed {
+                for (reply, _) in replies.drain(..) {
+                    let _ = reply.send(Err(shared.stopped_error()));
+                }
+                continue;
             }
-            continue;
-        }
-        if !meta_updates.is_empty() {
-            let mut meta = shared.meta.write();
-            for (stream, m) in meta_updates {
-                meta.insert(stream, m);
+            if !meta_updates.is_empty() {
+                let mut meta = shared.meta.write();
+                for (stream, m) in meta_updates {
+                    meta.insert(stream, m);
+                }
             }
-        }
-        shared.head.publish(last_position);
-        for (reply, result) in replies.drain(..) {
-            let _ = reply.send(result);
+            shared.head.publish(last_position);
+            for (reply, result) in replies.drain(..) {
+                let _ = reply.send(result);
+            }
         }
         if dirty && last_flush.elapsed() >= flush_interval {
             flush_index(&shared, &mut unsynced);
