@@ -258,9 +258,7 @@ impl Engine {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<AppendResult, EngineError> {
-        if stream.is_metadata_stream() {
-            return Err(InputError::CannotDeleteMetadataStream.into());
-        }
+        deletable(stream)?;
         self.submit_blocking(stream, expected, WriteKind::SoftDelete)
     }
 
@@ -269,9 +267,7 @@ impl Engine {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<AppendResult, EngineError> {
-        if stream.is_metadata_stream() {
-            return Err(InputError::CannotDeleteMetadataStream.into());
-        }
+        deletable(stream)?;
         self.submit(stream, expected, WriteKind::SoftDelete).await
     }
 
@@ -281,9 +277,7 @@ impl Engine {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<AppendResult, EngineError> {
-        if stream.is_metadata_stream() {
-            return Err(InputError::CannotDeleteMetadataStream.into());
-        }
+        deletable(stream)?;
         self.submit_blocking(stream, expected, WriteKind::Tombstone)
     }
 
@@ -292,9 +286,7 @@ impl Engine {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<AppendResult, EngineError> {
-        if stream.is_metadata_stream() {
-            return Err(InputError::CannotDeleteMetadataStream.into());
-        }
+        deletable(stream)?;
         self.submit(stream, expected, WriteKind::Tombstone).await
     }
 
@@ -529,6 +521,14 @@ fn load_metadata(log: &Arc<Log>, index: &RedbIndex) -> Result<MetaMap, EngineErr
         }
     }
     Ok(meta)
+}
+
+/// Metadata streams are deleted with their stream, never on their own.
+fn deletable(stream: &StreamName) -> Result<(), EngineError> {
+    if stream.is_metadata_stream() {
+        return Err(InputError::CannotDeleteMetadataStream.into());
+    }
+    Ok(())
 }
 
 /// Checks an append against the input limits before it reaches the writer.
