@@ -34,6 +34,8 @@ impl Engine {
             log_bytes: log.bytes(),
             ..CheckReport::default()
         };
+        // Counts and stream listings cover committed entries only.
+        index.commit_staged()?;
         let head = shared.head.get();
         let mut scan = log.scan(log.start_address(), log.readable_end());
         let mut interner = Interner::default();

@@ -9,8 +9,8 @@
 //! forms the next batch. So batches grow with load, and only one batch is ever written but not
 //! durable (within [`annals_log::UNSYNCED_BATCHES_MAX`]).
 //!
-//! The index thread then applies the batch to the index, publishes the new head and only then
-//! answers every request of the batch (failures too, so no answer depends on state that might
+//! The index thread then stages the batch in the index (in memory, visible to reads), publishes
+//! the new head and only then answers every request of the batch (failures too, so no answer depends on state that might
 //! not become durable). While batch N is indexed, N + 1 syncs and N + 2 is gathered. A failed
 //! write or sync stops the engine: after an fsync error nothing since the last good sync can be
 //! trusted.
@@ -722,8 +722,9 @@ pub(crate) fn run_indexer(
                 last_ticket = job.ticket.take();
             }
         }
-        if !failed && last_ticket.is_some() {
-            if let Err(e) = shared.index.apply(&merged) {
+        let staged = !failed && last_ticket.is_some();
+        if staged {
+            if let Err(e) = shared.index.stage(&merged) {
                 failed = true;
                 shared.stop(format!("index update failed: {e}"));
             } else {
@@ -756,6 +757,14 @@ pub(crate) fn run_indexer(
             for (reply, result) in replies.drain(..) {
                 let _ = reply.send(result);
             }
+        }
+        // Answered from the staged index; now write it to the store while the next batch syncs.
+        if staged
+            && !failed
+            && let Err(e) = shared.index.commit_staged()
+        {
+            failed = true;
+            shared.stop(format!("index commit failed: {e}"));
         }
         if dirty && last_flush.elapsed() >= flush_interval {
             flush_index(&shared, &mut unsynced);

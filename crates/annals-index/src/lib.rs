@@ -19,6 +19,7 @@
 mod error;
 mod redb_backend;
 mod redb_index;
+mod staged;
 mod types;
 
 pub use error::IndexError;

@@ -10,14 +10,17 @@
 //!   (record address, run length);
 //! - `positions`: first position of a record → its address, sparse (see [`POSITION_BUCKET`]).
 //!
-//! Each batch is one write transaction committed without fsync; [`Index::flush`] commits durably.
+//! Batches are staged in memory first ([`crate::staged`]) and committed to redb without fsync,
+//! several per transaction; [`Index::flush`] commits durably.
 //! redb was chosen over fjall for its faster range reads and lack of background threads (see
 //! ARCHITECTURE.md).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use annals_core::{Direction, Position, Revision, category_of};
+use parking_lot::{Mutex, RwLock};
+
+use annals_core::{Direction, Position, Revision};
 use annals_log::Storage;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -25,6 +28,7 @@ use redb::{
 
 use crate::error::IndexError;
 use crate::redb_backend::Backend;
+use crate::staged::{HeadTuple, Staged, StagedBatch, StagedRecord};
 use crate::types::{
     Entry, Index, IndexBatch, IndexCheckpoint, IndexStats, POSITION_BUCKET, Posting, PostingKind,
     StreamHead,
@@ -45,6 +49,7 @@ const META_ADDRESS: &str = "checkpoint_address";
 const META_NEXT_POSITION: &str = "checkpoint_next_position";
 const META_NEXT_STREAM_ID: &str = "next_stream_id";
 const META_LAST_RECORD: &str = "checkpoint_last_record";
+const META_GENERATION: &str = "staged_generation";
 
 const FLAG_TOMBSTONED: u64 = 1;
 
@@ -67,9 +72,10 @@ impl Default for RedbIndexConfig {
 #[derive(Debug)]
 pub struct RedbIndex {
     db: Database,
+    staged: RwLock<Staged>,
+    /// One commit at a time, so committed heads and generations only move forwards.
+    commit_lock: Mutex<()>,
 }
-
-type HeadTuple = (u64, u64, u64, u64);
 
 fn head_from(t: HeadTuple) -> StreamHead {
     let (id, next_revision, last_position, flags) = t;
@@ -92,16 +98,30 @@ impl RedbIndex {
             .create_with_backend(Backend(file))?;
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
-        {
-            txn.open_table(META)?;
+        let (next_id, generation) = {
+            let meta = txn.open_table(META)?;
             txn.open_table(STREAMS)?;
             txn.open_table(STREAM_EVENTS)?;
             txn.open_table(CATEGORIES)?;
             txn.open_table(EVENT_TYPES)?;
             txn.open_table(POSITIONS)?;
-        }
+            let get =
+                |k| -> Result<Option<u64>, IndexError> { Ok(meta.get(k)?.map(|v| v.value())) };
+            (
+                get(META_NEXT_STREAM_ID)?.unwrap_or(1),
+                get(META_GENERATION)?.unwrap_or(0),
+            )
+        };
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            staged: RwLock::new(Staged {
+                batches: Vec::new(),
+                next_generation: generation.saturating_add(1),
+                next_id,
+            }),
+            commit_lock: Mutex::new(()),
+        })
     }
 
     /// Removes the index file so the next open starts empty (used when the index is damaged or
@@ -115,6 +135,19 @@ impl RedbIndex {
         storage
             .sync_dir()
             .map_err(|e| IndexError::Store(redb::StorageError::Io(e).into()))
+    }
+
+    /// A consistent view: the staged batches a fresh redb snapshot does not yet hold, and that
+    /// snapshot. The staged list is taken first, so a commit in between is seen exactly once.
+    fn view(&self) -> Result<(Vec<Arc<StagedBatch>>, redb::ReadTransaction), IndexError> {
+        let mut staged = self.staged.read().batches.clone();
+        let txn = self.db.begin_read()?;
+        let committed = txn
+            .open_table(META)?
+            .get(META_GENERATION)?
+            .map_or(0, |v| v.value());
+        staged.retain(|b| b.generation > committed);
+        Ok((staged, txn))
     }
 }
 
@@ -137,8 +170,70 @@ fn run_end(
     })
 }
 
+/// Appends the part of one run (`count` numbers from `first`, the matching positions from
+/// `first_pos`) at or beyond `from` in `direction`, up to `limit` items in `out`.
+#[allow(clippy::too_many_arguments)]
+fn push_run<T>(
+    out: &mut Vec<T>,
+    first: u64,
+    first_pos: u64,
+    count: u64,
+    from: u64,
+    direction: Direction,
+    limit: usize,
+    make: impl Fn(u64, u64) -> T,
+) -> Result<(), IndexError> {
+    let end = run_end("run", first, first, count)?;
+    // The positions run alongside, so their end must fit too.
+    run_end("run", first_pos, first_pos, count)?;
+    let room = limit.saturating_sub(out.len());
+    let item = |n: u64| make(n, first_pos + (n - first));
+    // Clamp the run to `from` first, so a huge count from a damaged entry costs nothing.
+    match direction {
+        Direction::Forwards => out.extend((first.max(from)..end).take(room).map(item)),
+        Direction::Backwards => out.extend(
+            (first..end.min(from.saturating_add(1)))
+                .rev()
+                .take(room)
+                .map(item),
+        ),
+    }
+    Ok(())
+}
+
+/// Items of the staged runs, in `direction` order, appended to `out` up to `limit`.
+#[allow(clippy::too_many_arguments)]
+fn push_staged<T>(
+    out: &mut Vec<T>,
+    runs: &[(u64, u64, u64, u64)],
+    from: u64,
+    direction: Direction,
+    limit: usize,
+    make: impl Fn(u64, u64, u64) -> T,
+) -> Result<(), IndexError> {
+    let mut push = |&(first, first_pos, count, address): &(u64, u64, u64, u64)| {
+        push_run(
+            out,
+            first,
+            first_pos,
+            count,
+            from,
+            direction,
+            limit,
+            |n, p| make(n, p, address),
+        )
+    };
+    match direction {
+        Direction::Forwards => runs.iter().try_for_each(&mut push),
+        Direction::Backwards => runs.iter().rev().try_for_each(&mut push),
+    }
+}
+
 impl Index for RedbIndex {
     fn checkpoint(&self) -> Result<IndexCheckpoint, IndexError> {
+        if let Some(b) = self.staged.read().batches.last() {
+            return Ok(b.checkpoint);
+        }
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let get = |k| -> Result<Option<u64>, IndexError> { Ok(meta.get(k)?.map(|v| v.value())) };
@@ -149,7 +244,78 @@ impl Index for RedbIndex {
         })
     }
 
-    fn apply(&self, batch: &IndexBatch) -> Result<(), IndexError> {
+    fn stage(&self, batch: &IndexBatch) -> Result<(), IndexError> {
+        let mut staged = self.staged.write();
+        let txn = self.db.begin_read()?;
+        let streams = txn.open_table(STREAMS)?;
+        let mut next_id = staged.next_id;
+        let mut heads: HashMap<Arc<str>, HeadTuple> = HashMap::new();
+        let mut records = Vec::with_capacity(batch.records.len());
+        for rec in &batch.records {
+            let name: &str = &rec.stream;
+            let head = match heads.get(name).copied().or_else(|| staged.head(name)) {
+                Some(h) => h,
+                None => match streams.get(name)? {
+                    Some(h) => h.value(),
+                    None => {
+                        let id = next_id;
+                        next_id = run_end("meta", META_NEXT_STREAM_ID, id, 1)?;
+                        (id, 0, 0, 0)
+                    }
+                },
+            };
+            let (id, mut next_revision, _, mut flags) = head;
+            let count = rec.event_types.len() as u64;
+            if count == 0 {
+                return Err(IndexError::Inconsistent(format!(
+                    "record at {} has no events",
+                    rec.address
+                )));
+            }
+            let first = rec.first_position.0;
+            let last = run_end("record", rec.address, first, count)? - 1;
+            let first_revision = next_revision;
+            if rec.tombstone {
+                flags |= FLAG_TOMBSTONED;
+            } else {
+                if rec.first_revision.0 != next_revision {
+                    return Err(IndexError::Inconsistent(format!(
+                        "stream {name}: record at {} starts at revision {}, expected {next_revision}",
+                        rec.address, rec.first_revision.0
+                    )));
+                }
+                next_revision = run_end("streams", name, next_revision, count)?;
+            }
+            records.push(StagedRecord {
+                id,
+                address: rec.address,
+                stream: Arc::clone(&rec.stream),
+                first_position: first,
+                first_revision,
+                tombstone: rec.tombstone,
+                event_types: rec.event_types.clone(),
+            });
+            heads.insert(Arc::clone(&rec.stream), (id, next_revision, last, flags));
+        }
+        let generation = staged.next_generation;
+        staged.batches.push(Arc::new(StagedBatch {
+            generation,
+            records,
+            heads,
+            next_id,
+            checkpoint: batch.checkpoint,
+        }));
+        staged.next_generation = generation.saturating_add(1);
+        staged.next_id = next_id;
+        Ok(())
+    }
+
+    fn commit_staged(&self) -> Result<(), IndexError> {
+        let _one_at_a_time = self.commit_lock.lock();
+        let batches = self.staged.read().batches.clone();
+        let Some(newest) = batches.last() else {
+            return Ok(());
+        };
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
         {
@@ -159,75 +325,49 @@ impl Index for RedbIndex {
             let mut categories = txn.open_table(CATEGORIES)?;
             let mut types = txn.open_table(EVENT_TYPES)?;
             let mut positions = txn.open_table(POSITIONS)?;
-            let mut next_id = meta
-                .get(META_NEXT_STREAM_ID)?
-                .map(|v| v.value())
-                .unwrap_or(1);
-            // Heads touched in this batch, written once at the end.
             let mut heads: HashMap<&str, HeadTuple> = HashMap::new();
-            for rec in &batch.records {
-                let name: &str = &rec.stream;
-                let head = match heads.get(name) {
-                    Some(h) => *h,
-                    None => match streams.get(name)? {
-                        Some(h) => h.value(),
-                        None => {
-                            let id = next_id;
-                            next_id = run_end("meta", META_NEXT_STREAM_ID, id, 1)?;
-                            (id, 0, 0, 0)
-                        }
-                    },
-                };
-                let (id, mut next_revision, _, mut flags) = head;
-                let count = rec.event_types.len() as u64;
-                if count == 0 {
-                    return Err(IndexError::Inconsistent(format!(
-                        "record at {} has no events",
-                        rec.address
-                    )));
-                }
-                let first = rec.first_position.0;
-                let last = run_end("record", rec.address, first, count)? - 1;
-                if rec.tombstone {
-                    flags |= FLAG_TOMBSTONED;
-                } else {
-                    if rec.first_revision.0 != next_revision {
-                        return Err(IndexError::Inconsistent(format!(
-                            "stream {name}: record at {} starts at revision {}, expected {next_revision}",
-                            rec.address, rec.first_revision.0
-                        )));
-                    }
-                    events.insert((id, next_revision), (first, rec.address, count))?;
-                    categories.insert((category_of(name), first), (rec.address, count))?;
-                    let mut run_start = 0usize;
-                    for (i, ty) in rec.event_types.iter().enumerate() {
-                        let next_differs = rec.event_types.get(i + 1).is_none_or(|n| n != ty);
-                        if next_differs {
-                            let run = (i + 1 - run_start) as u64;
-                            types.insert((&**ty, first + run_start as u64), (rec.address, run))?;
-                            run_start = i + 1;
+            for batch in &batches {
+                for r in &batch.records {
+                    let count = r.count();
+                    if !r.tombstone {
+                        events.insert(
+                            (r.id, r.first_revision),
+                            (r.first_position, r.address, count),
+                        )?;
+                        categories.insert((r.category(), r.first_position), (r.address, count))?;
+                        for (ty, first, run) in r.type_runs() {
+                            types.insert((&**ty, first), (r.address, run))?;
                         }
                     }
-                    next_revision = run_end("streams", name, next_revision, count)?;
+                    let last = r.first_position.saturating_add(count.saturating_sub(1));
+                    if needs_position_entry(r.first_position, last) {
+                        positions.insert(r.first_position, r.address)?;
+                    }
                 }
-                if needs_position_entry(first, last) {
-                    positions.insert(first, rec.address)?;
+                for (name, head) in &batch.heads {
+                    heads.insert(name, *head);
                 }
-                heads.insert(name, (id, next_revision, last, flags));
             }
             for (name, head) in heads {
                 streams.insert(name, head)?;
             }
-            meta.insert(META_NEXT_STREAM_ID, next_id)?;
-            meta.insert(META_ADDRESS, batch.checkpoint.address)?;
-            meta.insert(META_NEXT_POSITION, batch.checkpoint.next_position.0)?;
-            meta.insert(META_LAST_RECORD, batch.checkpoint.last_record_address)?;
+            meta.insert(META_NEXT_STREAM_ID, newest.next_id)?;
+            meta.insert(META_ADDRESS, newest.checkpoint.address)?;
+            meta.insert(META_NEXT_POSITION, newest.checkpoint.next_position.0)?;
+            meta.insert(META_LAST_RECORD, newest.checkpoint.last_record_address)?;
+            meta.insert(META_GENERATION, newest.generation)?;
         }
         txn.commit()?;
+        let committed = newest.generation;
+        self.staged
+            .write()
+            .batches
+            .retain(|b| b.generation > committed);
         Ok(())
     }
 
     fn flush(&self) -> Result<(), IndexError> {
+        self.commit_staged()?;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
@@ -236,7 +376,10 @@ impl Index for RedbIndex {
     }
 
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let (staged, txn) = self.view()?;
+        if let Some(h) = staged.iter().rev().find_map(|b| b.heads.get(stream)) {
+            return Ok(Some(head_from(*h)));
+        }
         let streams = txn.open_table(STREAMS)?;
         Ok(streams.get(stream)?.map(|h| head_from(h.value())))
     }
@@ -248,39 +391,52 @@ impl Index for RedbIndex {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Entry>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(STREAM_EVENTS)?;
+        let (staged, txn) = self.view()?;
+        // Staged records of this stream: (first revision, first position, count, address).
+        let runs: Vec<(u64, u64, u64, u64)> = staged
+            .iter()
+            .flat_map(|b| b.records.iter())
+            .filter(|r| r.id == id && !r.tombstone)
+            .map(|r| (r.first_revision, r.first_position, r.count(), r.address))
+            .collect();
+        let make = |revision, position, address| Entry {
+            revision: Revision(revision),
+            position: Position(position),
+            address,
+        };
         let mut out = Vec::with_capacity(limit.min(1024));
+        // Staged revisions all follow the committed ones.
+        if direction == Direction::Backwards {
+            push_staged(&mut out, &runs, from.0, direction, limit, make)?;
+        }
+        let table = txn.open_table(STREAM_EVENTS)?;
         // The record holding `from` starts at or before it.
         let start = table
             .range((id, 0)..=(id, from.0))?
             .next_back()
             .transpose()?
             .map_or(from.0, |(k, _)| k.value().1);
-        let expand = |out: &mut Vec<Entry>, k: (u64, u64), v: (u64, u64, u64)| {
-            let (first_rev, (first_pos, address, count)) = (k.1, v);
-            let room = limit.saturating_sub(out.len());
-            let revs = first_rev..run_end("stream_events", k, first_rev, count)?;
-            // The positions run alongside the revisions, so their end must fit too.
-            run_end("stream_events", k, first_pos, count)?;
-            let entry = |r: u64| Entry {
-                revision: Revision(r),
-                position: Position(first_pos + (r - first_rev)),
-                address,
-            };
-            // Clamp the run to `from` first, so a huge count from a damaged entry costs nothing.
-            match direction {
-                Direction::Forwards => {
-                    out.extend((revs.start.max(from.0)..revs.end).take(room).map(entry))
-                }
-                Direction::Backwards => out.extend(
-                    (revs.start..revs.end.min(from.0.saturating_add(1)))
-                        .rev()
-                        .take(room)
-                        .map(entry),
-                ),
-            }
-            Ok::<(), IndexError>(())
+        let committed = |item: Result<
+            (
+                redb::AccessGuard<'_, (u64, u64)>,
+                redb::AccessGuard<'_, (u64, u64, u64)>,
+            ),
+            redb::StorageError,
+        >,
+                         out: &mut Vec<Entry>|
+         -> Result<(), IndexError> {
+            let (k, v) = item?;
+            let ((_, first_rev), (first_pos, address, count)) = (k.value(), v.value());
+            push_run(
+                out,
+                first_rev,
+                first_pos,
+                count,
+                from.0,
+                direction,
+                limit,
+                |r, p| make(r, p, address),
+            )
         };
         match direction {
             Direction::Forwards => {
@@ -288,17 +444,16 @@ impl Index for RedbIndex {
                     if out.len() >= limit {
                         break;
                     }
-                    let (k, v) = item?;
-                    expand(&mut out, k.value(), v.value())?;
+                    committed(item, &mut out)?;
                 }
+                push_staged(&mut out, &runs, from.0, direction, limit, make)?;
             }
             Direction::Backwards => {
                 for item in table.range((id, 0)..=(id, from.0))?.rev() {
                     if out.len() >= limit {
                         break;
                     }
-                    let (k, v) = item?;
-                    expand(&mut out, k.value(), v.value())?;
+                    committed(item, &mut out)?;
                 }
             }
         }
@@ -314,39 +469,58 @@ impl Index for RedbIndex {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Posting>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let (staged, txn) = self.view()?;
+        // Staged runs of this key: (first position, first position, count, address).
+        let mut runs: Vec<(u64, u64, u64, u64)> = Vec::new();
+        for r in staged
+            .iter()
+            .flat_map(|b| b.records.iter())
+            .filter(|r| !r.tombstone)
+        {
+            match kind {
+                PostingKind::Category => {
+                    if r.category() == key {
+                        runs.push((r.first_position, r.first_position, r.count(), r.address));
+                    }
+                }
+                PostingKind::EventType => {
+                    for (ty, first, run) in r.type_runs() {
+                        if &**ty == key {
+                            runs.push((first, first, run, r.address));
+                        }
+                    }
+                }
+            }
+        }
+        let make = |position, _, address| Posting {
+            position: Position(position),
+            address,
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        if direction == Direction::Backwards {
+            push_staged(&mut out, &runs, from.0, direction, limit, make)?;
+        }
         let table = txn.open_table(match kind {
             PostingKind::Category => CATEGORIES,
             PostingKind::EventType => EVENT_TYPES,
         })?;
-        let mut out = Vec::with_capacity(limit.min(1024));
         // The run holding `from` starts at or before it.
         let start = table
             .range((key, 0)..=(key, from.0))?
             .next_back()
             .transpose()?
             .map_or(from.0, |(k, _)| k.value().1);
-        let expand = |out: &mut Vec<Posting>, first: u64, (address, count): (u64, u64)| {
-            let room = limit.saturating_sub(out.len());
-            let positions = first..run_end("postings", (key, first), first, count)?;
-            let mut push = |p: u64| {
-                out.push(Posting {
-                    position: Position(p),
-                    address,
-                })
-            };
-            // Clamp the run to `from` first, so a huge count from a damaged entry costs nothing.
-            match direction {
-                Direction::Forwards => (positions.start.max(from.0)..positions.end)
-                    .take(room)
-                    .for_each(&mut push),
-                Direction::Backwards => (positions.start
-                    ..positions.end.min(from.0.saturating_add(1)))
-                    .rev()
-                    .take(room)
-                    .for_each(&mut push),
-            }
-            Ok::<(), IndexError>(())
+        let committed = |first: u64, (address, count): (u64, u64), out: &mut Vec<Posting>| {
+            push_run(
+                out,
+                first,
+                first,
+                count,
+                from.0,
+                direction,
+                limit,
+                |p, _| make(p, p, address),
+            )
         };
         match direction {
             Direction::Forwards => {
@@ -355,8 +529,9 @@ impl Index for RedbIndex {
                         break;
                     }
                     let (k, v) = item?;
-                    expand(&mut out, k.value().1, v.value())?;
+                    committed(k.value().1, v.value(), &mut out)?;
                 }
+                push_staged(&mut out, &runs, from.0, direction, limit, make)?;
             }
             Direction::Backwards => {
                 for item in table.range((key, 0)..=(key, from.0))?.rev() {
@@ -364,21 +539,39 @@ impl Index for RedbIndex {
                         break;
                     }
                     let (k, v) = item?;
-                    expand(&mut out, k.value().1, v.value())?;
+                    committed(k.value().1, v.value(), &mut out)?;
                 }
             }
         }
+        out.truncate(limit);
         Ok(out)
     }
 
     fn seek(&self, position: Position) -> Result<Option<Posting>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let (staged, txn) = self.view()?;
+        // Any staged record start at or below `position` is a valid place to scan from.
+        let from_staged = staged
+            .iter()
+            .flat_map(|b| b.records.iter())
+            .filter(|r| r.first_position <= position.0)
+            .map(|r| Posting {
+                position: Position(r.first_position),
+                address: r.address,
+            })
+            .max_by_key(|p| p.position);
         let table = txn.open_table(POSITIONS)?;
-        let found = table.range(..=position.0)?.next_back().transpose()?;
-        Ok(found.map(|(k, v)| Posting {
-            position: Position(k.value()),
-            address: v.value(),
-        }))
+        let committed = table
+            .range(..=position.0)?
+            .next_back()
+            .transpose()?
+            .map(|(k, v)| Posting {
+                position: Position(k.value()),
+                address: v.value(),
+            });
+        Ok(match (committed, from_staged) {
+            (Some(c), Some(s)) => Some(if s.position > c.position { s } else { c }),
+            (c, s) => c.or(s),
+        })
     }
 
     fn stats(&self) -> Result<IndexStats, IndexError> {
@@ -421,6 +614,12 @@ impl<T: Index + ?Sized> Index for Arc<T> {
     }
     fn apply(&self, batch: &IndexBatch) -> Result<(), IndexError> {
         (**self).apply(batch)
+    }
+    fn stage(&self, batch: &IndexBatch) -> Result<(), IndexError> {
+        (**self).stage(batch)
+    }
+    fn commit_staged(&self) -> Result<(), IndexError> {
+        (**self).commit_staged()
     }
     fn flush(&self) -> Result<(), IndexError> {
         (**self).flush()

@@ -91,9 +91,17 @@ pub struct IndexStats {
 /// them durable, which is safe because they can be re-derived from the log.
 pub trait Index: Send + Sync + Debug {
     fn checkpoint(&self) -> Result<IndexCheckpoint, IndexError>;
-    /// Adds a batch of records (all after the current checkpoint) and moves the checkpoint.
-    fn apply(&self, batch: &IndexBatch) -> Result<(), IndexError>;
-    /// Makes everything applied durable.
+    /// Adds a batch of records (all after the current checkpoint) in memory, visible to reads at
+    /// once, and moves the checkpoint; [`Index::commit_staged`] writes it to the store.
+    fn stage(&self, batch: &IndexBatch) -> Result<(), IndexError>;
+    /// Writes every staged batch to the store, in one transaction (not durable).
+    fn commit_staged(&self) -> Result<(), IndexError>;
+    /// Stages and commits a batch.
+    fn apply(&self, batch: &IndexBatch) -> Result<(), IndexError> {
+        self.stage(batch)?;
+        self.commit_staged()
+    }
+    /// Commits what is staged and makes everything durable.
     fn flush(&self) -> Result<(), IndexError>;
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError>;
     /// Up to `limit` entries of stream `id` from revision `from` (inclusive) in `direction`.
@@ -116,8 +124,9 @@ pub trait Index: Send + Sync + Debug {
     /// The start of the record holding `position`, or of an earlier one: the greatest entry of the
     /// sparse position map at or below `position`.
     fn seek(&self, position: Position) -> Result<Option<Posting>, IndexError>;
+    /// Counts of committed entries (call [`Index::commit_staged`] first to count everything).
     fn stats(&self) -> Result<IndexStats, IndexError>;
-    /// Every stream name with its head, in name order, starting after `after`.
+    /// Every committed stream name with its head, in name order, starting after `after`.
     fn streams(
         &self,
         after: Option<&str>,
