@@ -23,8 +23,8 @@ use crate::error::EngineError;
 use crate::head::Head;
 use crate::rules::{MetaMap, MetaState};
 use crate::writer::{
-    BatchSlot, INDEX_MERGE_BATCHES_MAX, RecentEvent, Shared, WriteKind, WriteRequest, Writer,
-    WriterSettings, run_indexer, run_syncer,
+    BatchSlot, FlushState, INDEX_MERGE_BATCHES_MAX, RecentEvent, Shared, WriteKind, WriteRequest,
+    Writer, WriterSettings, run_index_flusher, run_indexer, run_syncer,
 };
 
 /// What opening a store did.
@@ -183,6 +183,11 @@ impl Engine {
         let flush = config.index_flush_interval;
         let syncer_shared = Arc::clone(&shared);
         let indexer_shared = Arc::clone(&shared);
+        let flusher_shared = Arc::clone(&shared);
+        let flush_state = Arc::new(Mutex::new(FlushState::default()));
+        let indexer_flush = Arc::clone(&flush_state);
+        // Never sent on: the flush thread ends when the index thread drops its end.
+        let (flush_stop_tx, flush_stop_rx) = crossbeam_channel::bounded::<()>(0);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.to_owned())
@@ -200,9 +205,16 @@ impl Engine {
         )?;
         let i = spawn(
             "annals-index",
-            Box::new(move || run_indexer(indexer_shared, index_rx, durability, flush)),
+            Box::new(move || {
+                run_indexer(indexer_shared, index_rx, indexer_flush, durability);
+                drop(flush_stop_tx);
+            }),
         )?;
-        engine.inner.threads.lock().extend([w, s, i]);
+        let f = spawn(
+            "annals-flush",
+            Box::new(move || run_index_flusher(flusher_shared, flush_state, flush_stop_rx, flush)),
+        )?;
+        engine.inner.threads.lock().extend([w, s, i, f]);
         tracing::info!(
             head = head.0,
             reindexed = report.records_reindexed,

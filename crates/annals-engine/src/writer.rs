@@ -662,43 +662,88 @@ pub(crate) fn run_syncer(
     }
 }
 
-/// Most synced batches the index thread applies in one index transaction.
+/// Most synced batches the index thread stages at once.
 pub(crate) const INDEX_MERGE_BATCHES_MAX: usize = 64;
+/// Staged records that make the index thread commit them to the store at once; fewer wait for
+/// [`INDEX_COMMIT_INTERVAL`]. Reads scan the staged records, so this also bounds that scan.
+pub(crate) const INDEX_COMMIT_RECORDS_MIN: usize = 2_048;
+/// Longest a staged record waits to be committed to the store.
+pub(crate) const INDEX_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
 
-/// The index thread: applies durable batches to the index, publishes metadata and the head, and
-/// answers the batch's callers; makes the index durable every `flush_interval`.
+/// What the flush thread should make durable next.
+#[derive(Default)]
+pub(crate) struct FlushState {
+    /// The index changed since the last durable commit.
+    dirty: bool,
+    /// Without per-batch syncs: the newest written batch, to sync before the index commit, so a
+    /// durable index checkpoint never points past durable log data.
+    unsynced: Option<SyncTicket>,
+}
+
+/// The flush thread: every `interval`, makes the index durable (one redb commit with fsync), off
+/// the path of appends; a final flush when the index thread ends.
+pub(crate) fn run_index_flusher(
+    shared: Arc<Shared>,
+    state: Arc<Mutex<FlushState>>,
+    stop: crossbeam_channel::Receiver<()>,
+    interval: Duration,
+) {
+    loop {
+        let stopping = matches!(
+            stop.recv_timeout(interval),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        );
+        let (dirty, unsynced) = {
+            let mut s = state.lock();
+            (std::mem::take(&mut s.dirty), s.unsynced.take())
+        };
+        if dirty {
+            flush_index(&shared, unsynced);
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+fn flush_index(shared: &Shared, unsynced: Option<SyncTicket>) {
+    if let Some(ticket) = unsynced
+        && let Err(e) = ticket.sync(&shared.log)
+    {
+        tracing::warn!(error = %e, "log sync before index flush failed");
+        return;
+    }
+    if let Err(e) = shared.index.flush() {
+        // The index is derived: a lost flush only means more re-indexing on the next open.
+        tracing::warn!(error = %e, "index flush failed");
+    }
+}
+
+/// The index thread: stages durable batches in the index, publishes metadata and the head,
+/// answers the batch's callers, and commits staged batches to the index store now and then.
 pub(crate) fn run_indexer(
     shared: Arc<Shared>,
     jobs: crossbeam_channel::Receiver<SyncJob>,
+    flush: Arc<Mutex<FlushState>>,
     durability: Durability,
-    flush_interval: Duration,
 ) {
-    let mut last_flush = Instant::now();
-    let mut dirty = false;
     let mut failed = false;
-    // Without per-batch syncs, the log is synced before each durable index commit, so a durable
-    // index checkpoint never points past durable log data.
-    let mut unsynced: Option<SyncTicket> = None;
-    let flush_index = |shared: &Shared, unsynced: &mut Option<SyncTicket>| {
-        if let Some(ticket) = unsynced.take()
-            && let Err(e) = ticket.sync(&shared.log)
-        {
-            tracing::warn!(error = %e, "log sync before index flush failed");
-            return;
-        }
-        if let Err(e) = shared.index.flush() {
-            // The index is derived: a lost flush only means more re-indexing on the next open.
-            tracing::warn!(error = %e, "index flush failed");
+    let mut staged_records = 0usize;
+    let mut last_commit = Instant::now();
+    let commit = |shared: &Shared, failed: &mut bool| {
+        if let Err(e) = shared.index.commit_staged() {
+            *failed = true;
+            shared.stop(format!("index commit failed: {e}"));
         }
     };
     loop {
-        let job = match jobs.recv_timeout(flush_interval) {
+        let job = match jobs.recv_timeout(INDEX_COMMIT_INTERVAL) {
             Ok(job) => job,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if dirty {
-                    flush_index(&shared, &mut unsynced);
-                    dirty = false;
-                    last_flush = Instant::now();
+                if staged_records > 0 && !failed {
+                    commit(&shared, &mut failed);
+                    staged_records = 0;
+                    last_commit = Instant::now();
                 }
                 continue;
             }
@@ -728,9 +773,10 @@ pub(crate) fn run_indexer(
                 failed = true;
                 shared.stop(format!("index update failed: {e}"));
             } else {
-                dirty = true;
+                let mut f = flush.lock();
+                f.dirty = true;
                 if durability == Durability::None {
-                    unsynced = last_ticket;
+                    f.unsynced = last_ticket;
                 }
             }
         }
@@ -758,21 +804,22 @@ pub(crate) fn run_indexer(
                 let _ = reply.send(result);
             }
         }
-        // Answered from the staged index; now write it to the store while the next batch syncs.
-        if staged
-            && !failed
-            && let Err(e) = shared.index.commit_staged()
-        {
-            failed = true;
-            shared.stop(format!("index commit failed: {e}"));
+        // Answered from the staged index. A store transaction has a fixed cost, so staged batches
+        // are committed together, once enough records or time have gathered.
+        if staged {
+            staged_records += merged.records.len();
         }
-        if dirty && last_flush.elapsed() >= flush_interval {
-            flush_index(&shared, &mut unsynced);
-            dirty = false;
-            last_flush = Instant::now();
+        if staged_records > 0
+            && !failed
+            && (staged_records >= INDEX_COMMIT_RECORDS_MIN
+                || last_commit.elapsed() >= INDEX_COMMIT_INTERVAL)
+        {
+            commit(&shared, &mut failed);
+            staged_records = 0;
+            last_commit = Instant::now();
         }
     }
-    if dirty {
-        flush_index(&shared, &mut unsynced);
+    if staged_records > 0 && !failed {
+        commit(&shared, &mut failed);
     }
 }

@@ -170,6 +170,15 @@ fn run_end(
     })
 }
 
+/// One entry of `stream_events` as a range yields it.
+type StreamEventItem<'a> = Result<
+    (
+        redb::AccessGuard<'a, (u64, u64)>,
+        redb::AccessGuard<'a, (u64, u64, u64)>,
+    ),
+    redb::StorageError,
+>;
+
 /// Appends the part of one run (`count` numbers from `first`, the matching positions from
 /// `first_pos`) at or beyond `from` in `direction`, up to `limit` items in `out`.
 #[allow(clippy::too_many_arguments)]
@@ -416,28 +425,21 @@ impl Index for RedbIndex {
             .next_back()
             .transpose()?
             .map_or(from.0, |(k, _)| k.value().1);
-        let committed = |item: Result<
-            (
-                redb::AccessGuard<'_, (u64, u64)>,
-                redb::AccessGuard<'_, (u64, u64, u64)>,
-            ),
-            redb::StorageError,
-        >,
-                         out: &mut Vec<Entry>|
-         -> Result<(), IndexError> {
-            let (k, v) = item?;
-            let ((_, first_rev), (first_pos, address, count)) = (k.value(), v.value());
-            push_run(
-                out,
-                first_rev,
-                first_pos,
-                count,
-                from.0,
-                direction,
-                limit,
-                |r, p| make(r, p, address),
-            )
-        };
+        let committed =
+            |item: StreamEventItem<'_>, out: &mut Vec<Entry>| -> Result<(), IndexError> {
+                let (k, v) = item?;
+                let ((_, first_rev), (first_pos, address, count)) = (k.value(), v.value());
+                push_run(
+                    out,
+                    first_rev,
+                    first_pos,
+                    count,
+                    from.0,
+                    direction,
+                    limit,
+                    |r, p| make(r, p, address),
+                )
+            };
         match direction {
             Direction::Forwards => {
                 for item in table.range((id, start)..=(id, u64::MAX))? {
@@ -766,5 +768,89 @@ mod tests {
         };
         assert!(matches!(idx.apply(&bad), Err(IndexError::Inconsistent(_))));
         assert!(!needs_position_entry(0, 5));
+    }
+
+    /// Reads give the same answers whether a batch is only staged or committed, and never see a
+    /// staged batch twice once it is committed.
+    #[test]
+    fn staged_batches_read_like_committed_ones() {
+        let storage = FaultStorage::new();
+        let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
+        let cp = |address, next| IndexCheckpoint {
+            address,
+            next_position: Position(next),
+            last_record_address: 0,
+        };
+        idx.apply(&IndexBatch {
+            records: vec![rec(64, "order-1", 1, 0, 2), rec(200, "cart-1", 3, 0, 1)],
+            checkpoint: cp(300, 4),
+        })
+        .unwrap();
+        let mut second = rec(300, "order-1", 4, 2, 3);
+        second.event_types = vec![Arc::from("Ty"), Arc::from("Other"), Arc::from("Ty")];
+        idx.stage(&IndexBatch {
+            records: vec![second, rec(400, "order-2", 7, 0, 1)],
+            checkpoint: cp(500, 8),
+        })
+        .unwrap();
+        let answers = |idx: &RedbIndex| {
+            let head = idx.stream_head("order-1").unwrap().unwrap();
+            let fwd = idx
+                .stream_entries(head.id, Revision(1), Direction::Forwards, 10)
+                .unwrap();
+            let back = idx
+                .stream_entries(head.id, Revision(3), Direction::Backwards, 3)
+                .unwrap();
+            let cat = idx
+                .postings(
+                    PostingKind::Category,
+                    "order",
+                    Position(2),
+                    Direction::Forwards,
+                    10,
+                )
+                .unwrap();
+            let ty_back = idx
+                .postings(
+                    PostingKind::EventType,
+                    "Ty",
+                    Position::END,
+                    Direction::Backwards,
+                    10,
+                )
+                .unwrap();
+            let new_stream = idx.stream_head("order-2").unwrap().map(|h| h.last_position);
+            (
+                head.last_revision,
+                fwd.iter()
+                    .map(|e| (e.revision.0, e.position.0, e.address))
+                    .collect::<Vec<_>>(),
+                back.iter().map(|e| e.revision.0).collect::<Vec<_>>(),
+                cat.iter().map(|p| p.position.0).collect::<Vec<_>>(),
+                ty_back.iter().map(|p| p.position.0).collect::<Vec<_>>(),
+                new_stream,
+                idx.checkpoint().unwrap().next_position,
+            )
+        };
+        let staged = answers(&idx);
+        assert_eq!(staged.0, Some(4));
+        assert_eq!(
+            staged.1,
+            vec![(1, 2, 64), (2, 4, 300), (3, 5, 300), (4, 6, 300)]
+        );
+        assert_eq!(staged.2, vec![3, 2, 1]);
+        assert_eq!(staged.3, vec![2, 4, 5, 6, 7]);
+        assert_eq!(staged.4, vec![7, 6, 4, 3, 2, 1]);
+        assert_eq!(staged.5, Some(Position(7)));
+        assert_eq!(staged.6, Position(8));
+        // A staged record start is a tighter place to scan from than the sparse map's.
+        assert_eq!(idx.seek(Position(6)).unwrap().map(|p| p.address), Some(300));
+        idx.commit_staged().unwrap();
+        assert_eq!(answers(&idx), staged);
+        assert_eq!(idx.seek(Position(6)).unwrap().map(|p| p.address), Some(64));
+        // Committing again with nothing staged changes nothing.
+        idx.commit_staged().unwrap();
+        assert_eq!(answers(&idx), staged);
+        assert_eq!(idx.stats().unwrap().streams, 3);
     }
 }

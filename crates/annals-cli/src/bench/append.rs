@@ -30,6 +30,8 @@ use crate::store;
 const BASELINE_FILE: &str = "bench-baseline.tmp";
 /// Least time a baseline round may run, so a tiny engine round still gets a fair sample.
 const BASELINE_ROUND_MIN: Duration = Duration::from_millis(500);
+/// Worker threads of the writers' async runtime: one per core of the machine the targets are set for.
+const BENCH_RUNTIME_THREADS: usize = 2;
 
 #[derive(Debug, Serialize)]
 struct Figures {
@@ -179,8 +181,9 @@ struct Done {
     appends: u64,
 }
 
-/// Appends `events` events from `args.writers` threads, `args.batch` per append, recording each
-/// append's latency.
+/// Appends `events` events from `args.writers` concurrent writers, `args.batch` per append,
+/// recording each append's latency. The writers are tasks on a two-thread async runtime, as in
+/// the server, rather than 64 OS threads whose wake-ups would dominate on a 2-core machine.
 fn run_writers(
     engine: &Engine,
     args: &BenchAppendArgs,
@@ -189,27 +192,34 @@ fn run_writers(
     latency_us: &mut Histogram<u64>,
 ) -> anyhow::Result<Done> {
     let event_type = EventType::new(EVENT_TYPE)?;
-    let remaining = AtomicU64::new(events);
-    let acked = AtomicU64::new(0);
+    let remaining = Arc::new(AtomicU64::new(events));
+    let acked = Arc::new(AtomicU64::new(0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(BENCH_RUNTIME_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the writers' runtime")?;
     let per_writer = with_progress("bench append", events, &acked, || {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..args.writers)
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..args.writers)
                 .map(|_| {
-                    let (remaining, acked, event_type) = (&remaining, &acked, &event_type);
-                    s.spawn(move || -> anyhow::Result<(Histogram<u64>, u64)> {
-                        let mut rng = rand::rng();
+                    let (remaining, acked) = (Arc::clone(&remaining), Arc::clone(&acked));
+                    let (engine, event_type, data) =
+                        (engine.clone(), event_type.clone(), data.clone());
+                    let (batch, streams) = (args.batch, args.streams);
+                    tokio::spawn(async move {
                         let mut hist = latency_histogram();
                         let mut appends = 0u64;
                         loop {
-                            let n = take(remaining, u64::from(args.batch));
+                            let n = take(&remaining, u64::from(batch));
                             if n == 0 {
                                 break;
                             }
                             let stream = StreamName::new(format!(
                                 "bench-{}",
-                                rng.random_range(0..args.streams)
+                                rand::rng().random_range(0..streams)
                             ))?;
-                            let batch = (0..n)
+                            let events = (0..n)
                                 .map(|_| NewEvent {
                                     id: uuid::Uuid::new_v4(),
                                     event_type: event_type.clone(),
@@ -219,22 +229,25 @@ fn run_writers(
                                 })
                                 .collect();
                             let started = Instant::now();
-                            engine.append(&stream, ExpectedRevision::Any, batch)?;
+                            engine
+                                .append_async(&stream, ExpectedRevision::Any, events)
+                                .await?;
                             hist.saturating_record(micros(started.elapsed()));
                             appends += 1;
                             acked.fetch_add(n, Ordering::Relaxed);
                         }
-                        Ok((hist, appends))
+                        anyhow::Ok((hist, appends))
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("writer thread panicked")))
-                })
-                .collect::<Vec<_>>()
+            let mut results = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                results.push(
+                    task.await
+                        .unwrap_or_else(|e| Err(anyhow::anyhow!("writer task failed: {e}"))),
+                );
+            }
+            results
         })
     });
     let mut done = Done::default();
