@@ -730,18 +730,21 @@ pub(crate) fn run_indexer(
     let mut failed = false;
     let mut staged_records = 0usize;
     let mut last_commit = Instant::now();
-    let commit = |shared: &Shared, failed: &mut bool| {
-        if let Err(e) = shared.index.commit_staged() {
+    // Returns whether the staged batches were committed; a durable flush under way holds the
+    // store, and then they simply stay staged a little longer rather than hold up answers.
+    let commit = |shared: &Shared, failed: &mut bool| match shared.index.try_commit_staged() {
+        Ok(done) => done,
+        Err(e) => {
             *failed = true;
             shared.stop(format!("index commit failed: {e}"));
+            false
         }
     };
     loop {
         let job = match jobs.recv_timeout(INDEX_COMMIT_INTERVAL) {
             Ok(job) => job,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if staged_records > 0 && !failed {
-                    commit(&shared, &mut failed);
+                if staged_records > 0 && !failed && commit(&shared, &mut failed) {
                     staged_records = 0;
                     last_commit = Instant::now();
                 }
@@ -813,13 +816,16 @@ pub(crate) fn run_indexer(
             && !failed
             && (staged_records >= INDEX_COMMIT_RECORDS_MIN
                 || last_commit.elapsed() >= INDEX_COMMIT_INTERVAL)
+            && commit(&shared, &mut failed)
         {
-            commit(&shared, &mut failed);
             staged_records = 0;
             last_commit = Instant::now();
         }
     }
-    if staged_records > 0 && !failed {
-        commit(&shared, &mut failed);
+    if staged_records > 0
+        && !failed
+        && let Err(e) = shared.index.commit_staged()
+    {
+        shared.stop(format!("index commit failed: {e}"));
     }
 }

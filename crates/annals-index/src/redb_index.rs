@@ -149,6 +149,62 @@ impl RedbIndex {
         staged.retain(|b| b.generation > committed);
         Ok((staged, txn))
     }
+
+    /// Writes every staged batch to redb in one transaction; the caller holds `commit_lock`.
+    fn commit_staged_locked(&self) -> Result<(), IndexError> {
+        let batches = self.staged.read().batches.clone();
+        let Some(newest) = batches.last() else {
+            return Ok(());
+        };
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut streams = txn.open_table(STREAMS)?;
+            let mut events = txn.open_table(STREAM_EVENTS)?;
+            let mut categories = txn.open_table(CATEGORIES)?;
+            let mut types = txn.open_table(EVENT_TYPES)?;
+            let mut positions = txn.open_table(POSITIONS)?;
+            let mut heads: HashMap<&str, HeadTuple> = HashMap::new();
+            for batch in &batches {
+                for r in &batch.records {
+                    let count = r.count();
+                    if !r.tombstone {
+                        events.insert(
+                            (r.id, r.first_revision),
+                            (r.first_position, r.address, count),
+                        )?;
+                        categories.insert((r.category(), r.first_position), (r.address, count))?;
+                        for (ty, first, run) in r.type_runs() {
+                            types.insert((&**ty, first), (r.address, run))?;
+                        }
+                    }
+                    let last = r.first_position.saturating_add(count.saturating_sub(1));
+                    if needs_position_entry(r.first_position, last) {
+                        positions.insert(r.first_position, r.address)?;
+                    }
+                }
+                for (name, head) in &batch.heads {
+                    heads.insert(name, *head);
+                }
+            }
+            for (name, head) in heads {
+                streams.insert(name, head)?;
+            }
+            meta.insert(META_NEXT_STREAM_ID, newest.next_id)?;
+            meta.insert(META_ADDRESS, newest.checkpoint.address)?;
+            meta.insert(META_NEXT_POSITION, newest.checkpoint.next_position.0)?;
+            meta.insert(META_LAST_RECORD, newest.checkpoint.last_record_address)?;
+            meta.insert(META_GENERATION, newest.generation)?;
+        }
+        txn.commit()?;
+        let committed = newest.generation;
+        self.staged
+            .write()
+            .batches
+            .retain(|b| b.generation > committed);
+        Ok(())
+    }
 }
 
 fn needs_position_entry(first: u64, last: u64) -> bool {
@@ -321,62 +377,19 @@ impl Index for RedbIndex {
 
     fn commit_staged(&self) -> Result<(), IndexError> {
         let _one_at_a_time = self.commit_lock.lock();
-        let batches = self.staged.read().batches.clone();
-        let Some(newest) = batches.last() else {
-            return Ok(());
-        };
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let mut streams = txn.open_table(STREAMS)?;
-            let mut events = txn.open_table(STREAM_EVENTS)?;
-            let mut categories = txn.open_table(CATEGORIES)?;
-            let mut types = txn.open_table(EVENT_TYPES)?;
-            let mut positions = txn.open_table(POSITIONS)?;
-            let mut heads: HashMap<&str, HeadTuple> = HashMap::new();
-            for batch in &batches {
-                for r in &batch.records {
-                    let count = r.count();
-                    if !r.tombstone {
-                        events.insert(
-                            (r.id, r.first_revision),
-                            (r.first_position, r.address, count),
-                        )?;
-                        categories.insert((r.category(), r.first_position), (r.address, count))?;
-                        for (ty, first, run) in r.type_runs() {
-                            types.insert((&**ty, first), (r.address, run))?;
-                        }
-                    }
-                    let last = r.first_position.saturating_add(count.saturating_sub(1));
-                    if needs_position_entry(r.first_position, last) {
-                        positions.insert(r.first_position, r.address)?;
-                    }
-                }
-                for (name, head) in &batch.heads {
-                    heads.insert(name, *head);
-                }
-            }
-            for (name, head) in heads {
-                streams.insert(name, head)?;
-            }
-            meta.insert(META_NEXT_STREAM_ID, newest.next_id)?;
-            meta.insert(META_ADDRESS, newest.checkpoint.address)?;
-            meta.insert(META_NEXT_POSITION, newest.checkpoint.next_position.0)?;
-            meta.insert(META_LAST_RECORD, newest.checkpoint.last_record_address)?;
-            meta.insert(META_GENERATION, newest.generation)?;
+        self.commit_staged_locked()
+    }
+
+    fn try_commit_staged(&self) -> Result<bool, IndexError> {
+        match self.commit_lock.try_lock() {
+            Some(_one_at_a_time) => self.commit_staged_locked().map(|()| true),
+            None => Ok(false),
         }
-        txn.commit()?;
-        let committed = newest.generation;
-        self.staged
-            .write()
-            .batches
-            .retain(|b| b.generation > committed);
-        Ok(())
     }
 
     fn flush(&self) -> Result<(), IndexError> {
-        self.commit_staged()?;
+        let _one_at_a_time = self.commit_lock.lock();
+        self.commit_staged_locked()?;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
@@ -622,6 +635,9 @@ impl<T: Index + ?Sized> Index for Arc<T> {
     }
     fn commit_staged(&self) -> Result<(), IndexError> {
         (**self).commit_staged()
+    }
+    fn try_commit_staged(&self) -> Result<bool, IndexError> {
+        (**self).try_commit_staged()
     }
     fn flush(&self) -> Result<(), IndexError> {
         (**self).flush()

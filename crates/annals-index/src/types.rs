@@ -96,6 +96,11 @@ pub trait Index: Send + Sync + Debug {
     fn stage(&self, batch: &IndexBatch) -> Result<(), IndexError>;
     /// Writes every staged batch to the store, in one transaction (not durable).
     fn commit_staged(&self) -> Result<(), IndexError>;
+    /// Like [`Index::commit_staged`], unless a commit or flush is under way: then it returns
+    /// `false` at once and the batches stay staged.
+    fn try_commit_staged(&self) -> Result<bool, IndexError> {
+        self.commit_staged().map(|()| true)
+    }
     /// Stages and commits a batch.
     fn apply(&self, batch: &IndexBatch) -> Result<(), IndexError> {
         self.stage(batch)?;
