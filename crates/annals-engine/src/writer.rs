@@ -664,15 +664,18 @@ pub(crate) fn run_syncer(
 
 /// Most synced batches the index thread stages at once.
 pub(crate) const INDEX_MERGE_BATCHES_MAX: usize = 64;
-/// Staged records that make the index thread commit them to the store at once; fewer wait for
-/// [`INDEX_COMMIT_INTERVAL`]. Reads scan the staged records, so this also bounds that scan.
-pub(crate) const INDEX_COMMIT_RECORDS_MIN: usize = 2_048;
-/// Longest a staged record waits to be committed to the store.
+/// Most records staged and not yet committed before the index thread commits them itself.
+pub(crate) const STAGED_RECORDS_MAX: usize = 65_536;
+
+/// How often staged index batches are committed to the store. Reads scan the staged records, so
+/// this also bounds that scan.
 pub(crate) const INDEX_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
 
-/// What the flush thread should make durable next.
+/// What the index store thread should do next.
 #[derive(Default)]
 pub(crate) struct FlushState {
+    /// Records staged since the last commit to the store.
+    uncommitted: usize,
     /// The index changed since the last durable commit.
     dirty: bool,
     /// Without per-batch syncs: the newest written batch, to sync before the index commit, so a
@@ -680,25 +683,36 @@ pub(crate) struct FlushState {
     unsynced: Option<SyncTicket>,
 }
 
-/// The flush thread: every `interval`, makes the index durable (one redb commit with fsync), off
-/// the path of appends; a final flush when the index thread ends.
+/// The index store thread: every [`INDEX_COMMIT_INTERVAL`] commits what the index thread staged
+/// to the store (one transaction for all of it), and every `interval` makes the index durable;
+/// all off the path of answers. A final flush when the index thread ends.
 pub(crate) fn run_index_flusher(
     shared: Arc<Shared>,
     state: Arc<Mutex<FlushState>>,
     stop: crossbeam_channel::Receiver<()>,
     interval: Duration,
 ) {
+    let mut last_flush = Instant::now();
     loop {
         let stopping = matches!(
-            stop.recv_timeout(interval),
+            stop.recv_timeout(INDEX_COMMIT_INTERVAL),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected)
         );
-        let (dirty, unsynced) = {
-            let mut s = state.lock();
-            (std::mem::take(&mut s.dirty), s.unsynced.take())
-        };
-        if dirty {
-            flush_index(&shared, unsynced);
+        let uncommitted = std::mem::take(&mut state.lock().uncommitted);
+        if uncommitted > 0
+            && let Err(e) = shared.index.commit_staged()
+        {
+            shared.stop(format!("index commit failed: {e}"));
+        }
+        if stopping || last_flush.elapsed() >= interval {
+            let (dirty, unsynced) = {
+                let mut s = state.lock();
+                (std::mem::take(&mut s.dirty), s.unsynced.take())
+            };
+            if dirty {
+                flush_index(&shared, unsynced);
+            }
+            last_flush = Instant::now();
         }
         if stopping {
             return;
@@ -719,8 +733,8 @@ fn flush_index(shared: &Shared, unsynced: Option<SyncTicket>) {
     }
 }
 
-/// The index thread: stages durable batches in the index, publishes metadata and the head,
-/// answers the batch's callers, and commits staged batches to the index store now and then.
+/// The index thread: stages durable batches in the index, publishes metadata and the head, and
+/// answers the batch's callers.
 pub(crate) fn run_indexer(
     shared: Arc<Shared>,
     jobs: crossbeam_channel::Receiver<SyncJob>,
@@ -728,30 +742,8 @@ pub(crate) fn run_indexer(
     durability: Durability,
 ) {
     let mut failed = false;
-    let mut staged_records = 0usize;
-    let mut last_commit = Instant::now();
-    // Returns whether the staged batches were committed; a durable flush under way holds the
-    // store, and then they simply stay staged a little longer rather than hold up answers.
-    let commit = |shared: &Shared, failed: &mut bool| match shared.index.try_commit_staged() {
-        Ok(done) => done,
-        Err(e) => {
-            *failed = true;
-            shared.stop(format!("index commit failed: {e}"));
-            false
-        }
-    };
     loop {
-        let job = match jobs.recv_timeout(INDEX_COMMIT_INTERVAL) {
-            Ok(job) => job,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if staged_records > 0 && !failed && commit(&shared, &mut failed) {
-                    staged_records = 0;
-                    last_commit = Instant::now();
-                }
-                continue;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-        };
+        let Ok(job) = jobs.recv() else { break };
         // Batches that synced while the last one was being indexed are indexed together: one
         // index transaction's fixed cost is then shared, so indexing keeps up with small batches.
         let mut jobs_now = vec![job];
@@ -778,6 +770,17 @@ pub(crate) fn run_indexer(
             } else {
                 let mut f = flush.lock();
                 f.dirty = true;
+                f.uncommitted += merged.records.len();
+                // Reads scan what is staged: if the store thread falls behind, commit here.
+                if f.uncommitted > STAGED_RECORDS_MAX {
+                    f.uncommitted = 0;
+                    drop(f);
+                    if let Err(e) = shared.index.commit_staged() {
+                        failed = true;
+                        shared.stop(format!("index commit failed: {e}"));
+                    }
+                    f = flush.lock();
+                }
                 if durability == Durability::None {
                     f.unsynced = last_ticket;
                 }
@@ -807,25 +810,5 @@ pub(crate) fn run_indexer(
                 let _ = reply.send(result);
             }
         }
-        // Answered from the staged index. A store transaction has a fixed cost, so staged batches
-        // are committed together, once enough records or time have gathered.
-        if staged {
-            staged_records += merged.records.len();
-        }
-        if staged_records > 0
-            && !failed
-            && (staged_records >= INDEX_COMMIT_RECORDS_MIN
-                || last_commit.elapsed() >= INDEX_COMMIT_INTERVAL)
-            && commit(&shared, &mut failed)
-        {
-            staged_records = 0;
-            last_commit = Instant::now();
-        }
-    }
-    if staged_records > 0
-        && !failed
-        && let Err(e) = shared.index.commit_staged()
-    {
-        shared.stop(format!("index commit failed: {e}"));
     }
 }
