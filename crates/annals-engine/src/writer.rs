@@ -669,7 +669,7 @@ pub(crate) const STAGED_RECORDS_MAX: usize = 65_536;
 
 /// How often staged index batches are committed to the store. Reads scan the staged records, so
 /// this also bounds that scan.
-pub(crate) const INDEX_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
+pub(crate) const INDEX_COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What the index store thread should do next.
 #[derive(Default)]
