@@ -61,10 +61,13 @@ impl Drop for Inner {
 impl Inner {
     fn shutdown(&self) {
         self.requests.write().take();
-        let threads: Vec<_> = self.threads.lock().drain(..).collect();
-        for t in threads {
+        // Joined under the lock, so a concurrent `close` waits for the same threads instead of
+        // finding the list empty and returning (and closing the head) while they still drain.
+        let mut threads = self.threads.lock();
+        for t in threads.drain(..) {
             let _ = t.join();
         }
+        drop(threads);
         // Every acknowledged append is published by now; subscribers waiting for more stop.
         self.shared.head.close();
     }

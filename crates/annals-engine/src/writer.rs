@@ -656,8 +656,13 @@ pub(crate) fn run_syncer(
             }
             continue;
         }
-        if indexer.send(job).is_err() {
-            break;
+        if let Err(crossbeam_channel::SendError(mut job)) = indexer.send(job) {
+            // The index thread is gone (it can only have panicked): answer, and keep taking
+            // batches so the writer never waits on a full batch nobody takes.
+            shared.stop("the index thread ended".to_owned());
+            for (reply, _) in job.replies.drain(..) {
+                let _ = reply.send(Err(shared.stopped_error()));
+            }
         }
     }
 }
