@@ -1,4 +1,4 @@
-//! Concurrency review: `Engine::close` from two clones at once.
+//! Shutdown: `Engine::close` from two clones at once must not return before the final index flush.
 
 use std::io;
 use std::sync::mpsc;
