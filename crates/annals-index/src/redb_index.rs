@@ -117,6 +117,7 @@ impl RedbIndex {
             db,
             staged: RwLock::new(Staged {
                 batches: Vec::new(),
+                heads: HashMap::new(),
                 next_generation: generation.saturating_add(1),
                 next_id,
             }),
@@ -198,11 +199,7 @@ impl RedbIndex {
             meta.insert(META_GENERATION, newest.generation)?;
         }
         txn.commit()?;
-        let committed = newest.generation;
-        self.staged
-            .write()
-            .batches
-            .retain(|b| b.generation > committed);
+        self.staged.write().committed(newest.generation);
         Ok(())
     }
 }
@@ -318,7 +315,11 @@ impl Index for RedbIndex {
         let mut records = Vec::with_capacity(batch.records.len());
         for rec in &batch.records {
             let name: &str = &rec.stream;
-            let head = match heads.get(name).copied().or_else(|| staged.head(name)) {
+            let head = match heads
+                .get(name)
+                .copied()
+                .or_else(|| staged.head(name).map(|(h, _)| h))
+            {
                 Some(h) => h,
                 None => match streams.get(name)? {
                     Some(h) => h.value(),
@@ -363,6 +364,9 @@ impl Index for RedbIndex {
             heads.insert(Arc::clone(&rec.stream), (id, next_revision, last, flags));
         }
         let generation = staged.next_generation;
+        for (name, head) in &heads {
+            staged.heads.insert(Arc::clone(name), (*head, generation));
+        }
         staged.batches.push(Arc::new(StagedBatch {
             generation,
             records,
@@ -398,9 +402,18 @@ impl Index for RedbIndex {
     }
 
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError> {
-        let (staged, txn) = self.view()?;
-        if let Some(h) = staged.iter().rev().find_map(|b| b.heads.get(stream)) {
-            return Ok(Some(head_from(*h)));
+        // As in `view`: the staged head first, then the snapshot, which wins if it already holds
+        // the generation that wrote the staged head.
+        let staged = self.staged.read().head(stream);
+        let txn = self.db.begin_read()?;
+        if let Some((head, generation)) = staged {
+            let committed = txn
+                .open_table(META)?
+                .get(META_GENERATION)?
+                .map_or(0, |v| v.value());
+            if generation > committed {
+                return Ok(Some(head_from(head)));
+            }
         }
         let streams = txn.open_table(STREAMS)?;
         Ok(streams.get(stream)?.map(|h| head_from(h.value())))

@@ -74,16 +74,23 @@ pub(crate) struct StagedBatch {
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
     pub(crate) batches: Vec<Arc<StagedBatch>>,
+    /// The newest staged head of each stream and the generation that wrote it, so a head is one
+    /// lookup however many batches are staged.
+    pub(crate) heads: HashMap<Arc<str>, (HeadTuple, u64)>,
     pub(crate) next_generation: u64,
     pub(crate) next_id: u64,
 }
 
 impl Staged {
-    /// The newest staged head of `stream`.
-    pub(crate) fn head(&self, stream: &str) -> Option<HeadTuple> {
-        self.batches
-            .iter()
-            .rev()
-            .find_map(|b| b.heads.get(stream).copied())
+    /// The newest staged head of `stream` with its generation.
+    pub(crate) fn head(&self, stream: &str) -> Option<(HeadTuple, u64)> {
+        self.heads.get(stream).copied()
+    }
+
+    /// Forgets what generations up to `committed` staged: redb holds it now.
+    pub(crate) fn committed(&mut self, committed: u64) {
+        self.batches.retain(|b| b.generation > committed);
+        self.heads
+            .retain(|_, (_, generation)| *generation > committed);
     }
 }
