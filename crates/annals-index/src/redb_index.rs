@@ -166,15 +166,18 @@ impl RedbIndex {
             let mut categories = txn.open_table(CATEGORIES)?;
             let mut types = txn.open_table(EVENT_TYPES)?;
             let mut positions = txn.open_table(POSITIONS)?;
+            // Entries are inserted in key order: neighbours land in the same B-tree pages, which
+            // redb then copies and hashes once per transaction instead of once per entry.
             let mut heads: HashMap<&str, HeadTuple> = HashMap::new();
+            let mut stream_entries = Vec::new();
             for batch in &batches {
                 for r in &batch.records {
                     let count = r.count();
                     if !r.tombstone {
-                        events.insert(
+                        stream_entries.push((
                             (r.id, r.first_revision),
                             (r.first_position, r.address, count),
-                        )?;
+                        ));
                         categories.insert((r.category(), r.first_position), (r.address, count))?;
                         for (ty, first, run) in r.type_runs() {
                             types.insert((&**ty, first), (r.address, run))?;
@@ -189,6 +192,12 @@ impl RedbIndex {
                     heads.insert(name, *head);
                 }
             }
+            stream_entries.sort_unstable_by_key(|(k, _)| *k);
+            for (k, v) in stream_entries {
+                events.insert(k, v)?;
+            }
+            let mut heads: Vec<(&str, HeadTuple)> = heads.into_iter().collect();
+            heads.sort_unstable_by_key(|(name, _)| *name);
             for (name, head) in heads {
                 streams.insert(name, head)?;
             }
