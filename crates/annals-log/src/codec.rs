@@ -339,56 +339,43 @@ pub fn decode_events(
     mut out: impl FnMut(EventRecord),
 ) -> Result<(), FrameError> {
     let bad = FrameError::BadBody;
-    let body = frame.get(FRAME_HEADER_BYTES..).ok_or(bad("short"))?;
-    let name_len = u16_at(body, 28).ok_or(bad("short"))? as usize;
-    let mut at = BODY_FIXED_BYTES;
-    let name_bytes = body.get(at..at + name_len).ok_or(bad("stream name"))?;
-    let stream = StreamName::from_arc(interner.get(0, name_bytes)?)
-        .map_err(|_| bad("invalid stream name"))?;
-    at += name_len;
-    if !header.numbers_fit() {
-        return Err(bad("positions or revisions overflow"));
-    }
-    let is_tombstone = header.kind == RecordKind::Tombstone;
-    for i in 0..u64::from(header.event_count) {
-        let (h, [ty_at, data_at, meta_at, end]) = event_at(body, at)?;
-        if end > body.len() {
-            return Err(bad("event overruns record"));
+    let mut failure = None;
+    // Every event is visited, so the whole record is checked, not just the range.
+    let whole = (header.first_position, header.last_position());
+    // A break means `failure` is set; it is returned below.
+    let _flow = visit_events(frame, header, whole, &mut |v| {
+        if v.position < range.0 || v.position > range.1 {
+            return ControlFlow::Continue(());
         }
-        let position = Position(header.first_position.0 + i);
-        if position >= range.0 && position <= range.1 {
-            let id_bytes: [u8; 16] = h
-                .get(..16)
-                .and_then(|s| s.try_into().ok())
-                .ok_or(bad("id"))?;
-            let content_type = ContentType::from_code(h.get(16).copied().unwrap_or(0))
-                .ok_or(bad("content type"))?;
-            let ty = body.get(ty_at..data_at).ok_or(bad("type"))?;
-            let event_type =
-                EventType::from_arc(interner.get(1, ty)?).map_err(|_| bad("invalid event type"))?;
-            let base = FRAME_HEADER_BYTES;
-            out(EventRecord {
-                id: Uuid::from_bytes(id_bytes),
-                stream: stream.clone(),
-                revision: if is_tombstone {
-                    Revision::TOMBSTONE
-                } else {
-                    Revision(header.first_revision.0 + i)
-                },
-                position,
-                event_type,
-                content_type,
-                created: header.created,
-                data: frame.slice(base + data_at..base + meta_at),
-                metadata: frame.slice(base + meta_at..base + end),
-            });
+        let names = interner.get(0, v.stream.as_bytes()).and_then(|stream| {
+            let stream = StreamName::from_arc(stream).map_err(|_| bad("invalid stream name"))?;
+            let event_type = EventType::from_arc(interner.get(1, v.event_type.as_bytes())?)
+                .map_err(|_| bad("invalid event type"))?;
+            Ok((stream, event_type))
+        });
+        match names {
+            Ok((stream, event_type)) => {
+                out(EventRecord {
+                    id: v.id,
+                    stream,
+                    revision: v.revision,
+                    position: v.position,
+                    event_type,
+                    content_type: v.content_type,
+                    created: v.created,
+                    // The views are slices of `frame`, so these share its buffer.
+                    data: frame.slice_ref(v.data),
+                    metadata: frame.slice_ref(v.metadata),
+                });
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
         }
-        at = end;
-    }
-    if at != body.len() {
-        return Err(bad("trailing bytes"));
-    }
-    Ok(())
+    })?;
+    failure.map_or(Ok(()), Err)
 }
 
 /// Calls `visit` with a borrowed view of every event of the valid frame `frame` whose position is
