@@ -23,8 +23,8 @@ use crate::error::EngineError;
 use crate::head::Head;
 use crate::rules::{MetaMap, MetaState};
 use crate::writer::{
-    BatchSlot, FlushState, INDEX_MERGE_BATCHES_MAX, RecentEvent, Shared, WriteKind, WriteRequest,
-    Writer, WriterSettings, run_index_flusher, run_indexer, run_syncer,
+    BatchSlot, FlushState, Indexer, RecentEvent, Shared, WriteKind, WriteRequest, Writer,
+    WriterSettings, run_index_flusher, run_syncer,
 };
 
 /// What opening a store did.
@@ -164,8 +164,6 @@ impl Engine {
         });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_APPENDS_MAX);
         let slot = Arc::new(BatchSlot::default());
-        // Synced batches may queue for the index thread, which indexes those waiting together.
-        let (index_tx, index_rx) = crossbeam_channel::bounded(INDEX_MERGE_BATCHES_MAX);
         let inner = Arc::new(Inner {
             shared: Arc::clone(&shared),
             requests: RwLock::new(Some(tx)),
@@ -189,7 +187,7 @@ impl Engine {
         let flusher_shared = Arc::clone(&shared);
         let flush_state = Arc::new(Mutex::new(FlushState::default()));
         let indexer_flush = Arc::clone(&flush_state);
-        // Never sent on: the flush thread ends when the index thread drops its end.
+        // Never sent on: the flush thread ends when the sync thread drops its end.
         let (flush_stop_tx, flush_stop_rx) = crossbeam_channel::bounded::<()>(0);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -202,14 +200,11 @@ impl Engine {
             "annals-writer",
             Box::new(move || writer.run(rx, writer_slot)),
         )?;
+        let indexer = Indexer::new(indexer_shared, indexer_flush, durability);
         let s = spawn(
             "annals-sync",
-            Box::new(move || run_syncer(syncer_shared, slot, log_writer, index_tx, durability)),
-        )?;
-        let i = spawn(
-            "annals-index",
             Box::new(move || {
-                run_indexer(indexer_shared, index_rx, indexer_flush, durability);
+                run_syncer(syncer_shared, slot, log_writer, indexer, durability);
                 drop(flush_stop_tx);
             }),
         )?;
@@ -217,7 +212,7 @@ impl Engine {
             "annals-flush",
             Box::new(move || run_index_flusher(flusher_shared, flush_state, flush_stop_rx, flush)),
         )?;
-        engine.inner.threads.lock().extend([w, s, i, f]);
+        engine.inner.threads.lock().extend([w, s, f]);
         tracing::info!(
             head = head.0,
             reindexed = report.records_reindexed,

@@ -9,11 +9,14 @@
 //! forms the next batch. So batches grow with load, and only one batch is ever written but not
 //! durable (within [`annals_log::UNSYNCED_BATCHES_MAX`]).
 //!
-//! The index thread then stages the batch in the index (in memory, visible to reads), publishes
-//! the new head and only then answers every request of the batch (failures too, so no answer depends on state that might
-//! not become durable). While batch N is indexed, N + 1 syncs and N + 2 is gathered. A failed
-//! write or sync stops the engine: after an fsync error nothing since the last good sync can be
-//! trusted.
+//! Right after the sync the same thread stages the batch in the index (in memory, visible to
+//! reads), publishes the new head and only then answers every request of the batch (failures
+//! too, so no answer depends on state that might not become durable). While batch N is synced and
+//! indexed, N + 1 is gathered. Indexing on the sync thread rather than on a thread of its own
+//! costs ~70 µs per batch on the sync path but saves a thread hand-off per batch, which on a
+//! 2-core machine took longer: 64 writers got ~30% more appends per second (docs/benchmarks.md).
+//! A failed write or sync stops the engine: after an fsync error nothing since the last good sync
+//! can be trusted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -596,13 +599,12 @@ fn undelete_json(previous: Option<&[u8]>, truncate_before: u64) -> Bytes {
 }
 
 /// The sync thread: takes the open batch as soon as it is free, writes it with one write,
-/// `fdatasync`s it, makes it readable, and hands it to the index thread, so the next batch's
-/// sync overlaps this one's indexing.
+/// `fdatasync`s it, makes it readable, then indexes it and answers its callers.
 pub(crate) fn run_syncer(
     shared: Arc<Shared>,
     slot: Arc<BatchSlot>,
     mut log: LogWriter,
-    indexer: crossbeam_channel::Sender<SyncJob>,
+    mut indexer: Indexer,
     durability: Durability,
 ) {
     loop {
@@ -656,20 +658,11 @@ pub(crate) fn run_syncer(
             }
             continue;
         }
-        if let Err(crossbeam_channel::SendError(mut job)) = indexer.send(job) {
-            // The index thread is gone (it can only have panicked): answer, and keep taking
-            // batches so the writer never waits on a full batch nobody takes.
-            shared.stop("the index thread ended".to_owned());
-            for (reply, _) in job.replies.drain(..) {
-                let _ = reply.send(Err(shared.stopped_error()));
-            }
-        }
+        indexer.index(job);
     }
 }
 
-/// Most synced batches the index thread stages at once.
-pub(crate) const INDEX_MERGE_BATCHES_MAX: usize = 64;
-/// Most records staged and not yet committed before the index thread commits them itself.
+/// Most records staged and not yet committed before the sync thread commits them itself.
 pub(crate) const STAGED_RECORDS_MAX: usize = 65_536;
 
 /// How often staged index batches are committed to the store. Reads scan the staged records, so
@@ -688,9 +681,9 @@ pub(crate) struct FlushState {
     unsynced: Option<SyncTicket>,
 }
 
-/// The index store thread: every [`INDEX_COMMIT_INTERVAL`] commits what the index thread staged
+/// The index store thread: every [`INDEX_COMMIT_INTERVAL`] commits what the sync thread staged
 /// to the store (one transaction for all of it), and every `interval` makes the index durable;
-/// all off the path of answers. A final flush when the index thread ends.
+/// all off the path of answers. A final flush when the sync thread ends.
 pub(crate) fn run_index_flusher(
     shared: Arc<Shared>,
     state: Arc<Mutex<FlushState>>,
@@ -738,82 +731,77 @@ fn flush_index(shared: &Shared, unsynced: Option<SyncTicket>) {
     }
 }
 
-/// The index thread: stages durable batches in the index, publishes metadata and the head, and
-/// answers the batch's callers.
-pub(crate) fn run_indexer(
+/// Stages synced batches in the index, publishes metadata and the head, and answers the batches'
+/// callers.
+pub(crate) struct Indexer {
     shared: Arc<Shared>,
-    jobs: crossbeam_channel::Receiver<SyncJob>,
     flush: Arc<Mutex<FlushState>>,
     durability: Durability,
-) {
-    let mut failed = false;
-    loop {
-        let Ok(job) = jobs.recv() else { break };
-        // Batches that synced while the last one was being indexed are indexed together: one
-        // index transaction's fixed cost is then shared, so indexing keeps up with small batches.
-        let mut jobs_now = vec![job];
-        while jobs_now.len() < INDEX_MERGE_BATCHES_MAX {
-            match jobs.try_recv() {
-                Ok(more) => jobs_now.push(more),
-                Err(_) => break,
-            }
+    failed: bool,
+}
+
+impl Indexer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        flush: Arc<Mutex<FlushState>>,
+        durability: Durability,
+    ) -> Self {
+        Self {
+            shared,
+            flush,
+            durability,
+            failed: false,
         }
-        let mut merged = IndexBatch::default();
-        let mut last_ticket = None;
-        for job in &mut jobs_now {
-            if job.ticket.is_some() {
-                merged.records.append(&mut job.index.records);
-                merged.checkpoint = job.index.checkpoint;
-                last_ticket = job.ticket.take();
-            }
-        }
-        let staged = !failed && last_ticket.is_some();
-        if staged {
-            if let Err(e) = shared.index.stage(&merged) {
-                failed = true;
+    }
+
+    /// Stages a synced batch in the index and answers its callers.
+    pub(crate) fn index(&mut self, job: SyncJob) {
+        let SyncJob {
+            ticket,
+            index: batch,
+            mut replies,
+            last_position,
+            meta_updates,
+        } = job;
+        let shared = &self.shared;
+        if !self.failed && ticket.is_some() {
+            if let Err(e) = shared.index.stage(&batch) {
+                self.failed = true;
                 shared.stop(format!("index update failed: {e}"));
             } else {
-                let mut f = flush.lock();
+                let mut f = self.flush.lock();
                 f.dirty = true;
-                f.uncommitted += merged.records.len();
+                f.uncommitted += batch.records.len();
                 // Reads scan what is staged: if the store thread falls behind, commit here.
                 if f.uncommitted > STAGED_RECORDS_MAX {
                     f.uncommitted = 0;
                     drop(f);
                     if let Err(e) = shared.index.commit_staged() {
-                        failed = true;
+                        self.failed = true;
                         shared.stop(format!("index commit failed: {e}"));
                     }
-                    f = flush.lock();
+                    f = self.flush.lock();
                 }
-                if durability == Durability::None {
-                    f.unsynced = last_ticket;
+                if self.durability == Durability::None {
+                    f.unsynced = ticket;
                 }
             }
         }
-        for job in jobs_now {
-            let SyncJob {
-                mut replies,
-                last_position,
-                meta_updates,
-                ..
-            } = job;
-            if failed {
-                for (reply, _) in replies.drain(..) {
-                    let _ = reply.send(Err(shared.stopped_error()));
-                }
-                continue;
+        if self.failed {
+            for (reply, _) in replies.drain(..) {
+                let _ = reply.send(Err(shared.stopped_error()));
             }
-            if !meta_updates.is_empty() {
-                let mut meta = shared.meta.write();
-                for (stream, m) in meta_updates {
-                    meta.insert(stream, m);
-                }
+            return;
+        }
+        if !meta_updates.is_empty() {
+            let mut meta = shared.meta.write();
+            for (stream, m) in meta_updates {
+                meta.insert(stream, m);
             }
-            shared.head.publish(last_position);
-            for (reply, result) in replies.drain(..) {
-                let _ = reply.send(result);
-            }
+        }
+        shared.head.publish(last_position);
+        for (reply, result) in replies.drain(..) {
+            let _ = reply.send(result);
         }
     }
 }

@@ -47,6 +47,7 @@ fn small_segments() -> EngineConfig {
     EngineConfig {
         log: LogConfig {
             segment_bytes_max: 8192,
+            ..Default::default()
         },
         ..EngineConfig::default()
     }
@@ -345,7 +346,15 @@ fn crash_while_opening_is_recovered_by_the_next_open() {
 /// The name of the store's last segment and its bytes.
 fn last_segment(engine: &Engine, storage: &FaultStorage) -> (String, Vec<u8>) {
     let seg = engine.log().segment_names().last().unwrap().clone();
-    let bytes = storage.bytes(&seg).unwrap();
+    let mut bytes = storage.bytes(&seg).unwrap();
+    // Past the log's end the writer leaves only preallocated zeros.
+    let base: u64 = seg.strip_suffix(".seg").unwrap().parse().unwrap();
+    let end = usize::try_from(engine.log().readable_end() - base).unwrap();
+    assert!(
+        bytes[end..].iter().all(|&b| b == 0),
+        "non-zero bytes past the log end of {seg}"
+    );
+    bytes.truncate(end);
     (seg, bytes)
 }
 
@@ -422,7 +431,10 @@ fn check_torn(
     config: &EngineConfig,
 ) -> Result<OpenReport, String> {
     let storage = base.crash_image();
-    let len = bytes.len() as u64;
+    let data_end = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1);
     storage.set_bytes(&setup.segment, bytes);
     let (engine, report) = open(&storage, config).map_err(|e| format!("open: {e}"))?;
     let all = read_everything(&engine);
@@ -438,13 +450,16 @@ fn check_torn(
     if all.len() != want_len {
         return Err(format!("{} events, want {want_len}", all.len()));
     }
-    let cut_expected = !whole && len > setup.before.len() as u64;
+    // Zeros after the last non-zero byte are preallocated space, dropped without a report.
+    let before = setup.before.len() as u64;
+    let data_end = data_end.max(before);
+    let cut_expected = !whole && data_end > before;
     match (&report.log.truncated, cut_expected) {
         (None, false) => {}
         (Some(t), true)
             if t.file == setup.segment
-                && t.offset == setup.before.len() as u64
-                && t.bytes_dropped == len - setup.before.len() as u64 => {}
+                && t.offset == before
+                && t.bytes_dropped == data_end - before => {}
         (t, _) => {
             return Err(format!(
                 "truncation report {t:?}, expected a cut: {cut_expected}"
@@ -517,6 +532,11 @@ fn torn_last_write_at_every_byte_is_all_or_nothing() {
             !report.index_rebuilt,
             "cut at {cut}: the index checkpoint was still good"
         );
+        // The write stopped at `cut` inside preallocated zeros.
+        let mut preallocated = setup.after[..cut].to_vec();
+        preallocated.resize(hi + 4096, 0);
+        check_torn(&setup, &setup.image, preallocated, whole, &config)
+            .unwrap_or_else(|e| panic!("{}", ctx("cut short in zeros", e)));
         // The file grew but the rest of the write never landed.
         if !whole {
             let mut zeroed = setup.after.clone();

@@ -33,6 +33,7 @@ fn write_fixture(dir: &Path) {
         durability: Durability::Fsync,
         log: LogConfig {
             segment_bytes_max: 2048,
+            ..Default::default()
         },
         ..EngineConfig::default()
     };

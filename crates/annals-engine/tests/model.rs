@@ -461,6 +461,7 @@ fn engine_matches_model_with_small_segments() {
     let config = EngineConfig {
         log: LogConfig {
             segment_bytes_max: 4096,
+            ..Default::default()
         },
         ..EngineConfig::default()
     };

@@ -203,6 +203,7 @@ fn replay_all_matches_read_all() {
     let config = EngineConfig {
         log: annals_log::LogConfig {
             segment_bytes_max: 4_096,
+            ..Default::default()
         },
         ..EngineConfig::default()
     };

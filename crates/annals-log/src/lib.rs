@@ -26,9 +26,9 @@ pub use error::LogError;
 pub use fault::FaultStorage;
 pub use file_storage::FileStorage;
 pub use log::{
-    BATCH_BYTES_MAX, Log, LogConfig, LogWriter, Record, RecoveryReport, RecoveryStart,
-    SEGMENT_BYTES_MAX_DEFAULT, Scanner, SyncTicket, TORN_TAIL_WINDOW_BYTES, Truncation,
-    UNSYNCED_BATCHES_MAX,
+    BATCH_BYTES_MAX, Log, LogConfig, LogWriter, PREALLOCATE_BYTES_DEFAULT, Record, RecoveryReport,
+    RecoveryStart, SEGMENT_BYTES_MAX_DEFAULT, Scanner, SyncTicket, TORN_TAIL_WINDOW_BYTES,
+    Truncation, UNSYNCED_BATCHES_MAX,
 };
 pub use segment::{FORMAT_VERSION, SEGMENT_HEADER_BYTES};
 pub use storage::{Storage, StorageFile};

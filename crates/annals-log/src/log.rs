@@ -186,17 +186,32 @@ impl FrameAssembler {
     }
 }
 
+/// How far past the written end the writer keeps the tail segment filled with zeros.
+///
+/// `fdatasync` of a write into blocks the file already has written (zeros) commits no file-system
+/// metadata; a write that grows the file must also commit the new size and block allocation.
+/// On ext4 that makes each group commit's sync 1.5–2× faster (docs/benchmarks.md). `fallocate`
+/// alone does not help: its unwritten extents still need converting at the sync. Recovery treats
+/// zeros after the last record as unused space (invariant L7 in the storage format).
+pub const PREALLOCATE_BYTES_DEFAULT: u64 = 4 * 1024 * 1024;
+
+/// Zeros written per call while preallocating.
+const ZERO_CHUNK_BYTES: usize = 256 * 1024;
+
 /// How the log is set up.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
     /// Start a new segment once the current one reaches this many bytes.
     pub segment_bytes_max: u64,
+    /// Zeros kept written ahead of the tail (0: grow the file with each batch).
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+            preallocate_bytes: PREALLOCATE_BYTES_DEFAULT,
         }
     }
 }
@@ -230,7 +245,8 @@ pub struct RecoveryReport {
     pub next_position: Position,
     /// Records scanned from the recovery start.
     pub records_scanned: u64,
-    /// Set when a torn tail was cut off: file, offset, bytes dropped, and why.
+    /// Set when a torn tail was cut off: file, offset, bytes dropped (up to the last non-zero
+    /// byte; zeros after it are preallocated space, dropped silently), and why.
     pub truncated: Option<Truncation>,
     /// Segment files removed because their creation never completed.
     pub removed_segments: Vec<String>,
@@ -275,6 +291,8 @@ pub struct LogWriter {
     log: Arc<Log>,
     tail: Arc<Segment>,
     write_end: u64,
+    /// Address up to which the tail segment's file has been written (records or zeros).
+    file_end: u64,
 }
 
 /// A written, not yet durable, range: sync it with [`SyncTicket::sync`], then publish it.
@@ -390,6 +408,7 @@ impl Log {
             log: Arc::clone(&log),
             tail,
             write_end: end,
+            file_end: end,
         };
         Ok((log, writer, report))
     }
@@ -504,12 +523,20 @@ impl Log {
                         ),
                         Err(e) => e.to_string(),
                     };
-                    if !checked_start {
+                    // Zeros at the end of the newest segment are preallocated space; what lies
+                    // between the last whole record and the last non-zero byte is the torn
+                    // batch, if anything. Sealed segments were cut to their last record.
+                    let is_last = self.next_segment(&seg).is_none();
+                    let data_end = if is_last {
+                        nonzero_end(&seg, address, seg.end())?
+                    } else {
+                        seg.end()
+                    };
+                    let dropped = data_end - address;
+                    if dropped > 0 && !checked_start {
                         return Err(LogError::BadRecoveryStart { address, reason });
                     }
-                    let is_last = self.next_segment(&seg).is_none();
-                    let remaining = seg.end() - address;
-                    if !is_last || remaining > TORN_TAIL_WINDOW_BYTES {
+                    if !is_last || dropped > TORN_TAIL_WINDOW_BYTES {
                         return Err(LogError::Corrupt {
                             file: seg.name.clone(),
                             offset: address - seg.base,
@@ -517,21 +544,25 @@ impl Log {
                         });
                     }
                     let offset = address - seg.base;
-                    tracing::warn!(
-                        file = %seg.name, offset, bytes_dropped = remaining, %reason,
-                        "truncating torn log tail"
-                    );
+                    if dropped > 0 {
+                        tracing::warn!(
+                            file = %seg.name, offset, bytes_dropped = dropped, %reason,
+                            "truncating torn log tail"
+                        );
+                        report.truncated = Some(Truncation {
+                            file: seg.name.clone(),
+                            offset,
+                            bytes_dropped: dropped,
+                            reason,
+                        });
+                    } else {
+                        tracing::debug!(file = %seg.name, offset, "dropping preallocated zeros");
+                    }
                     seg.file
                         .set_len(offset)
                         .map_err(LogError::io("truncate", &seg.name))?;
                     seg.file.sync().map_err(LogError::io("sync", &seg.name))?;
                     seg.set_end(address);
-                    report.truncated = Some(Truncation {
-                        file: seg.name.clone(),
-                        offset,
-                        bytes_dropped: remaining,
-                        reason,
-                    });
                     return Ok((address, next));
                 }
             }
@@ -728,6 +759,26 @@ impl Log {
     }
 }
 
+/// Address one past the last non-zero byte of `seg` in `[from, to)`, or `from` if all are zero.
+/// Reads backwards in [`SCAN_CHUNK_BYTES`] pieces.
+fn nonzero_end(seg: &Segment, from: u64, to: u64) -> Result<u64, LogError> {
+    let mut buf = vec![0u8; SCAN_CHUNK_BYTES];
+    let mut end = to;
+    while end > from {
+        let n = (end - from).min(SCAN_CHUNK_BYTES as u64);
+        let start = end - n;
+        let piece = buf.get_mut(..n as usize).unwrap_or_default();
+        seg.file
+            .read_at(piece, start - seg.base)
+            .map_err(LogError::io("read", &seg.name))?;
+        if let Some(i) = piece.iter().rposition(|&b| b != 0) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
+}
+
 fn create_segment(storage: &dyn Storage, base: u64) -> Result<Segment, LogError> {
     let name = segment_name(base);
     let file = storage
@@ -774,6 +825,10 @@ impl LogWriter {
         }
         let address = self.write_end;
         let offset = address - self.tail.base;
+        let end = address + bytes.len() as u64;
+        if end > self.file_end {
+            self.preallocate(end)?;
+        }
         if let Err(e) = self.tail.file.write_at(bytes, offset) {
             self.log.poisoned.store(true, Ordering::Release);
             return Err(LogError::Io {
@@ -782,7 +837,8 @@ impl LogWriter {
                 source: e,
             });
         }
-        self.write_end += bytes.len() as u64;
+        self.write_end = end;
+        self.file_end = self.file_end.max(end);
         self.tail.set_end(self.write_end);
         Ok((
             address,
@@ -794,8 +850,36 @@ impl LogWriter {
         ))
     }
 
-    /// Seals the current segment (synced, so no torn record can precede the new one) and starts
-    /// the next.
+    /// Writes zeros after `end` (where the batch about to be written ends) up to
+    /// [`LogConfig::preallocate_bytes`] past it, within the segment. Not synced here: the batch's
+    /// own sync makes them durable with it, and recovery reads zeros as unused space.
+    fn preallocate(&mut self, end: u64) -> Result<(), LogError> {
+        let config = &self.log.config;
+        let segment_end = self.tail.base.saturating_add(config.segment_bytes_max);
+        let target = end
+            .saturating_add(config.preallocate_bytes)
+            .min(segment_end);
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+        let mut at = end.max(self.file_end);
+        while at < target {
+            let n = (target - at).min(ZERO_CHUNK_BYTES as u64);
+            let piece = zeros.get(..n as usize).unwrap_or_default();
+            if let Err(e) = self.tail.file.write_at(piece, at - self.tail.base) {
+                self.log.poisoned.store(true, Ordering::Release);
+                return Err(LogError::Io {
+                    op: "write",
+                    file: self.tail.name.clone(),
+                    source: e,
+                });
+            }
+            at += n;
+        }
+        self.file_end = self.file_end.max(at);
+        Ok(())
+    }
+
+    /// Seals the current segment (synced and cut to its last record, so no torn record and no
+    /// zeros can precede the new one) and starts the next.
     fn roll(&mut self) -> Result<(), LogError> {
         let poison = |log: &Log, e: LogError| {
             log.poisoned.store(true, Ordering::Release);
@@ -806,6 +890,18 @@ impl LogWriter {
             .sync()
             .map_err(LogError::io("sync", &self.tail.name))
             .map_err(|e| poison(&self.log, e))?;
+        if self.file_end > self.write_end {
+            self.tail
+                .file
+                .set_len(self.write_end - self.tail.base)
+                .map_err(LogError::io("truncate", &self.tail.name))
+                .map_err(|e| poison(&self.log, e))?;
+            self.tail
+                .file
+                .sync()
+                .map_err(LogError::io("sync", &self.tail.name))
+                .map_err(|e| poison(&self.log, e))?;
+        }
         let base = self.write_end;
         let seg = Arc::new(
             create_segment(self.log.storage.as_ref(), base).map_err(|e| poison(&self.log, e))?,
@@ -814,6 +910,7 @@ impl LogWriter {
         self.log.segments.write().push(Arc::clone(&seg));
         self.tail = seg;
         self.write_end = base + SEGMENT_HEADER_BYTES;
+        self.file_end = self.write_end;
         Ok(())
     }
 }
@@ -924,6 +1021,7 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(FaultStorage::new());
         let config = LogConfig {
             segment_bytes_max: 2_000,
+            ..Default::default()
         };
         let (log, mut writer, _) = Log::open(storage, config, RecoveryStart::BEGINNING).unwrap();
         let stream = StreamName::new("s").unwrap();

@@ -21,6 +21,7 @@ use uuid::Uuid;
 fn small_segments() -> LogConfig {
     LogConfig {
         segment_bytes_max: 4096,
+        ..Default::default()
     }
 }
 
@@ -240,6 +241,26 @@ fn only_segment(log: &Log) -> String {
     names[0].clone()
 }
 
+/// The bytes of `segment` up to `end` (an address in it), after checking that the writer left
+/// nothing but preallocated zeros after them.
+fn written_bytes(storage: &FaultStorage, segment: &str, end: u64) -> Vec<u8> {
+    let mut bytes = storage.bytes(segment).unwrap();
+    let len = usize::try_from(end - segment_base(segment)).unwrap();
+    assert!(
+        bytes[len..].iter().all(|&b| b == 0),
+        "non-zero bytes after the log end of {segment}"
+    );
+    bytes.truncate(len);
+    bytes
+}
+
+/// `bytes` followed by `n` zeros, as a preallocated tail leaves them.
+fn with_zeros(bytes: &[u8], n: usize) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out.resize(bytes.len() + n, 0);
+    out
+}
+
 /// `bytes` with one bit flipped at `at`.
 fn flipped(bytes: &[u8], at: u64) -> Vec<u8> {
     let mut out = bytes.to_vec();
@@ -279,8 +300,15 @@ fn assert_corrupt(result: Result<Opened, LogError>, file: &str, offset: u64) {
 /// and checks that recovery kept exactly `kept`, cut everything after them, and that the cut is
 /// durable and a second open is clean.
 fn assert_recovers_to(storage: &FaultStorage, segment: &str, kept: &[Written], case: &str) {
-    let file_len = storage.bytes(segment).unwrap().len() as u64;
     let kept_end = kept.last().map_or(SEGMENT_HEADER_BYTES, Written::end);
+    // Zeros after the last non-zero byte are preallocated space, cut without a report.
+    let data_end = storage
+        .bytes(segment)
+        .unwrap()
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
+        .max(kept_end);
     let (log, _writer, report) = open_ok(storage, LogConfig::default(), RecoveryStart::BEGINNING);
     assert_eq!(report.end_address, kept_end, "{case}: end address");
     assert_eq!(
@@ -298,7 +326,7 @@ fn assert_recovers_to(storage: &FaultStorage, segment: &str, kept: &[Written], c
         .truncated
         .as_ref()
         .map(|t| (t.file.as_str(), t.offset, t.bytes_dropped));
-    let expected = (file_len > kept_end).then_some((segment, kept_end, file_len - kept_end));
+    let expected = (data_end > kept_end).then_some((segment, kept_end, data_end - kept_end));
     assert_eq!(
         truncated, expected,
         "{case}: truncation (file, offset, bytes dropped)"
@@ -338,9 +366,8 @@ fn torn_last_batch_is_cut_at_every_byte_offset() {
     let durable_end = app.written.last().unwrap().end();
     app.commit(&[2, 1, 3], 30).unwrap();
     let segment = only_segment(&app.log);
-    let bytes = storage.bytes(&segment).unwrap();
     let full_end = app.written.last().unwrap().end();
-    assert_eq!(bytes.len() as u64, full_end);
+    let bytes = written_bytes(&storage, &segment, full_end);
     let written = app.written.clone();
     drop(app);
 
@@ -355,7 +382,74 @@ fn torn_last_batch_is_cut_at_every_byte_offset() {
         zeroed[cut..].fill(0);
         let storage = storage_with(&[(&segment, zeroed)]);
         assert_recovers_to(&storage, &segment, &kept, &format!("zeroed from {k}"));
+
+        // The batch torn inside preallocated space: its first bytes, then zeros.
+        let storage = storage_with(&[(&segment, with_zeros(&bytes[..cut], 4096))]);
+        assert_recovers_to(
+            &storage,
+            &segment,
+            &kept,
+            &format!("cut at {k}, zeros after"),
+        );
     }
+
+    // Preallocated zeros count for nothing, however far past the torn-tail window they reach.
+    let window = usize::try_from(TORN_TAIL_WINDOW_BYTES).unwrap();
+    let k = (durable_end + full_end) / 2;
+    let kept: Vec<Written> = written.iter().filter(|w| w.end() <= k).cloned().collect();
+    let cut = usize::try_from(k).unwrap();
+    let storage = storage_with(&[(&segment, with_zeros(&bytes[..cut], 2 * window))]);
+    assert_recovers_to(
+        &storage,
+        &segment,
+        &kept,
+        "torn batch, zeros past the window",
+    );
+}
+
+#[test]
+fn torn_bytes_past_the_window_inside_zeros_are_corruption() {
+    // A crash tears at most one batch; non-zero bytes further out than the window, even with
+    // zeros before them, are damage to the log, not a torn tail.
+    let storage = FaultStorage::new();
+    let app = write_log(&storage, LogConfig::default(), &mixed_batches(4), 30);
+    let segment = only_segment(&app.log);
+    let end = app.written.last().unwrap().end();
+    let bytes = written_bytes(&storage, &segment, end);
+    let window = usize::try_from(TORN_TAIL_WINDOW_BYTES).unwrap();
+    let mut damaged = with_zeros(&bytes, window + 100);
+    damaged[bytes.len() + window + 10] = 0x5a;
+    let storage = storage_with(&[(&segment, damaged)]);
+    assert_corrupt(
+        open(&storage, LogConfig::default(), RecoveryStart::BEGINNING),
+        &segment,
+        end,
+    );
+
+    // A hole of zeros over the first record, the records after it intact: within one batch of
+    // the end that cannot be told from a torn batch, so it is cut and reported; further out it
+    // is corruption.
+    let (first, _) = app.written.split_first().unwrap();
+    let start = usize::try_from(first.address).unwrap();
+    let mut holed = bytes.clone();
+    holed[start..start + first.frame.len()].fill(0);
+    let storage = storage_with(&[(&segment, with_zeros(&holed, 4096))]);
+    let (_, _, report) = open_ok(&storage, LogConfig::default(), RecoveryStart::BEGINNING);
+    let t = report
+        .truncated
+        .expect("the hole and what follows are cut and reported");
+    assert_eq!(
+        (t.offset, t.bytes_dropped),
+        (first.address, end - first.address)
+    );
+    let mut far = with_zeros(&holed, window);
+    far[bytes.len() + window - 1] = 0x5a;
+    let storage = storage_with(&[(&segment, far)]);
+    assert_corrupt(
+        open(&storage, LogConfig::default(), RecoveryStart::BEGINNING),
+        &segment,
+        first.address,
+    );
 }
 
 // 2. Lost un-synced writes.
@@ -486,6 +580,10 @@ fn bit_flip_in_the_last_record_is_cut_as_a_torn_tail() {
     let app = write_log(&storage, LogConfig::default(), &mixed_batches(5), 30);
     let segment = only_segment(&app.log);
     let bytes = storage.bytes(&segment).unwrap();
+    assert!(
+        bytes.len() as u64 > app.written.last().unwrap().end(),
+        "the writer preallocates"
+    );
     let (last, kept) = app.written.split_last().unwrap();
     for at in last.address..last.end() {
         let storage = storage_with(&[(&segment, flipped(&bytes, at))]);
@@ -507,8 +605,8 @@ fn bit_flip_beyond_the_torn_tail_window_is_corruption() {
     let batch_refs: Vec<&[u64]> = batches.iter().map(Vec::as_slice).collect();
     let app = write_log(&storage, LogConfig::default(), &batch_refs, DATA);
     let segment = only_segment(&app.log);
-    let bytes = storage.bytes(&segment).unwrap();
-    let end = bytes.len() as u64;
+    let end = app.written.last().unwrap().end();
+    let bytes = written_bytes(&storage, &segment, end);
     assert!(end - app.written[1].address > TORN_TAIL_WINDOW_BYTES);
 
     // The first record that starts within the window of the end is the oldest one a crash could
@@ -606,7 +704,7 @@ fn corruption_before_a_later_recovery_start_is_found_by_reads() {
     let storage = FaultStorage::new();
     let app = write_log(&storage, LogConfig::default(), &mixed_batches(8), 50);
     let segment = only_segment(&app.log);
-    let bytes = storage.bytes(&segment).unwrap();
+    let bytes = written_bytes(&storage, &segment, app.written.last().unwrap().end());
     let (bad, start) = (&app.written[2], &app.written[5]);
     let storage = storage_with(&[(&segment, flipped(&bytes, bad.address + 30))]);
 
@@ -1003,7 +1101,8 @@ fn file_storage_round_trip_lock_and_torn_tail() {
         .write(true)
         .open(dir.path().join(newest))
         .unwrap();
-    file.set_len(last.address - base + 7).unwrap();
+    // The frame's first four bytes (its magic) are non-zero.
+    file.set_len(last.address - base + 4).unwrap();
     drop(file);
     let storage = FileStorage::open(dir.path()).unwrap();
     let (log, _writer, report) = Log::open(
@@ -1015,7 +1114,7 @@ fn file_storage_round_trip_lock_and_torn_tail() {
     let t = report.truncated.expect("torn tail cut");
     assert_eq!(
         (t.file.as_str(), t.offset, t.bytes_dropped),
-        (newest.as_str(), last.address - base, 7)
+        (newest.as_str(), last.address - base, 4)
     );
     assert_log_holds(&log, &written[..written.len() - 1]);
     let on_disk = std::fs::metadata(dir.path().join(newest)).unwrap().len();

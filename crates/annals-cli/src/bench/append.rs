@@ -1,12 +1,16 @@
 //! `annals bench append`: many writer threads append ~200-byte events with fsync durability; the
 //! baseline is the disk's own group-commit ceiling, a plain loop of `write_all` + `sync_data` of
-//! batches as large as the engine's were (events per segment sync, measured by the probe).
+//! batches as large as the engine's were (events per segment sync, measured by the probe),
+//! appending to a growing file. A second baseline runs the same loop over a file filled with
+//! zeros beforehand, as the engine's log is (`prealloc_*` fields): the ceiling when each sync
+//! commits no file-system metadata.
 //!
 //! Engine and baseline alternate in rounds, so a flip of the disk between fast and slow fsync
 //! periods hits both sides alike.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +30,10 @@ use super::{EVENT_TYPE, event_data, latency_histogram, micros, take, with_progre
 use crate::args::BenchAppendArgs;
 use crate::store;
 
-/// File the baseline loop writes in the data directory; removed afterwards.
+/// File the baseline loops write in the data directory; removed afterwards.
 const BASELINE_FILE: &str = "bench-baseline.tmp";
+/// Zeros written at a time when preallocating the second baseline's file.
+const PREALLOC_CHUNK_BYTES: usize = 1024 * 1024;
 /// Least time a baseline round may run, so a tiny engine round still gets a fair sample.
 const BASELINE_ROUND_MIN: Duration = Duration::from_millis(500);
 /// Worker threads of the writers' async runtime: one per core of the machine the targets are set for.
@@ -52,10 +58,15 @@ struct Figures {
     batch_bytes_avg: f64,
     fsync_p50_us: u64,
     fsync_p99_us: u64,
+    fsync_mean_us: f64,
     baseline_events_per_s: f64,
     baseline_fsync_p50_us: u64,
     baseline_fsync_p99_us: u64,
+    baseline_fsync_mean_us: f64,
     ratio: f64,
+    prealloc_baseline_events_per_s: f64,
+    prealloc_baseline_fsync_mean_us: f64,
+    prealloc_ratio: f64,
 }
 
 /// Totals of the baseline side over all rounds.
@@ -91,21 +102,13 @@ pub(super) fn run(args: &BenchAppendArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn measure(engine: &Engine, probe: &SyncProbe, args: &BenchAppendArgs) -> anyhow::Result<Figures> {
-    let mut baseline_file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(args.data.join(BASELINE_FILE))
-        .context("cannot create the baseline file")?;
+    let baseline_path = args.data.join(BASELINE_FILE);
     let data = event_data();
     let mut latency_us = latency_histogram();
     let mut engine_elapsed = Duration::ZERO;
     let (mut events, mut syncs, mut bytes, mut appends) = (0u64, 0u64, 0u64, 0u64);
-    let mut baseline = Baseline {
-        events: 0.0,
-        elapsed: Duration::ZERO,
-        fsync_us: latency_histogram(),
-    };
+    let mut baseline = Baseline::new();
+    let mut prealloc = Baseline::new();
     for round in 0..u64::from(args.rounds) {
         let share = args.events / u64::from(args.rounds)
             + u64::from(round < args.events % u64::from(args.rounds));
@@ -125,27 +128,44 @@ fn measure(engine: &Engine, probe: &SyncProbe, args: &BenchAppendArgs) -> anyhow
         }
         let batch_bytes = round_bytes / round_syncs;
         let batch_events = done.events as f64 / round_syncs as f64;
-        let (batches, baseline_elapsed) = run_baseline(
-            &mut baseline_file,
+        let time_max = (elapsed * 2).max(BASELINE_ROUND_MIN);
+        let growing = baseline.run(
+            &baseline_path,
+            false,
             batch_bytes,
+            batch_events,
             round_syncs,
-            (elapsed * 2).max(BASELINE_ROUND_MIN),
-            &mut baseline.fsync_us,
+            time_max,
         )?;
-        baseline.events += batches as f64 * batch_events;
-        baseline.elapsed += baseline_elapsed;
+        let zeroed = prealloc.run(
+            &baseline_path,
+            true,
+            batch_bytes,
+            batch_events,
+            round_syncs,
+            time_max,
+        )?;
         eprintln!(
-            "bench append: round {}/{}: engine {:.0} events/s (batch {:.1} events), baseline {:.0} events/s",
+            "bench append: round {}/{}: engine {:.0} events/s (batch {:.1} events), baseline {:.0} events/s, preallocated baseline {:.0} events/s",
             round + 1,
             args.rounds,
             done.events as f64 / elapsed.as_secs_f64(),
             batch_events,
-            batches as f64 * batch_events / baseline_elapsed.as_secs_f64(),
+            growing,
+            zeroed,
         );
     }
     let fsync_us = probe.latency_us();
     let events_per_s = events as f64 / engine_elapsed.as_secs_f64();
-    let baseline_events_per_s = baseline.events / baseline.elapsed.as_secs_f64().max(1e-9);
+    let baseline_events_per_s = baseline.events_per_s();
+    let prealloc_events_per_s = prealloc.events_per_s();
+    let ratio = |base: f64| {
+        if base > 0.0 {
+            (events_per_s / base * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        }
+    };
     Ok(Figures {
         bench: "append",
         writers: args.writers,
@@ -164,14 +184,15 @@ fn measure(engine: &Engine, probe: &SyncProbe, args: &BenchAppendArgs) -> anyhow
         batch_bytes_avg: round2(bytes as f64 / syncs.max(1) as f64),
         fsync_p50_us: fsync_us.value_at_quantile(0.5),
         fsync_p99_us: fsync_us.value_at_quantile(0.99),
+        fsync_mean_us: round2(fsync_us.mean()),
         baseline_events_per_s: round2(baseline_events_per_s),
         baseline_fsync_p50_us: baseline.fsync_us.value_at_quantile(0.5),
         baseline_fsync_p99_us: baseline.fsync_us.value_at_quantile(0.99),
-        ratio: if baseline_events_per_s > 0.0 {
-            (events_per_s / baseline_events_per_s * 1000.0).round() / 1000.0
-        } else {
-            0.0
-        },
+        baseline_fsync_mean_us: round2(baseline.fsync_us.mean()),
+        ratio: ratio(baseline_events_per_s),
+        prealloc_baseline_events_per_s: round2(prealloc_events_per_s),
+        prealloc_baseline_fsync_mean_us: round2(prealloc.fsync_us.mean()),
+        prealloc_ratio: ratio(prealloc_events_per_s),
     })
 }
 
@@ -265,24 +286,65 @@ fn run_writers(
     Ok(done)
 }
 
-/// Writes `batches` batches of `batch_bytes` bytes to `file`, each followed by `sync_data`,
-/// stopping early after `time_max`. Returns the batches done and the time taken.
-fn run_baseline(
-    file: &mut File,
-    batch_bytes: u64,
-    batches: u64,
-    time_max: Duration,
-    fsync_us: &mut Histogram<u64>,
-) -> anyhow::Result<(u64, Duration)> {
-    let buf = vec![0x5a_u8; usize::try_from(batch_bytes.max(1))?];
-    let started = Instant::now();
-    let mut done = 0;
-    while done < batches && started.elapsed() < time_max {
-        file.write_all(&buf).context("baseline write")?;
-        let t = Instant::now();
-        file.sync_data().context("baseline sync")?;
-        fsync_us.saturating_record(micros(t.elapsed()));
-        done += 1;
+impl Baseline {
+    fn new() -> Self {
+        Self {
+            events: 0.0,
+            elapsed: Duration::ZERO,
+            fsync_us: latency_histogram(),
+        }
     }
-    Ok((done, started.elapsed()))
+
+    fn events_per_s(&self) -> f64 {
+        self.events / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Writes `batches` batches of `batch_bytes` bytes to a fresh file at `path`, each followed
+    /// by `sync_data`, stopping early after `time_max`; with `zeroed`, over a file first filled
+    /// with zeros and synced (not timed). Adds the events those batches stand for and returns
+    /// this round's rate.
+    fn run(
+        &mut self,
+        path: &Path,
+        zeroed: bool,
+        batch_bytes: u64,
+        batch_events: f64,
+        batches: u64,
+        time_max: Duration,
+    ) -> anyhow::Result<f64> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .context("cannot create the baseline file")?;
+        if zeroed {
+            let zeros = vec![0u8; PREALLOC_CHUNK_BYTES];
+            let mut left = batch_bytes.saturating_mul(batches);
+            while left > 0 {
+                let n = left.min(PREALLOC_CHUNK_BYTES as u64);
+                file.write_all(zeros.get(..n as usize).unwrap_or_default())
+                    .context("baseline preallocation")?;
+                left -= n;
+            }
+            file.sync_all().context("baseline preallocation sync")?;
+            file.seek(SeekFrom::Start(0)).context("baseline seek")?;
+        }
+        let buf = vec![0x5a_u8; usize::try_from(batch_bytes.max(1))?];
+        let started = Instant::now();
+        let mut done = 0;
+        while done < batches && started.elapsed() < time_max {
+            file.write_all(&buf).context("baseline write")?;
+            let t = Instant::now();
+            file.sync_data().context("baseline sync")?;
+            self.fsync_us.saturating_record(micros(t.elapsed()));
+            done += 1;
+        }
+        let elapsed = started.elapsed();
+        let events = done as f64 * batch_events;
+        self.events += events;
+        self.elapsed += elapsed;
+        Ok(events / elapsed.as_secs_f64().max(1e-9))
+    }
 }

@@ -218,6 +218,7 @@ fn check_names_the_corrupt_record() {
     let config = EngineConfig {
         log: LogConfig {
             segment_bytes_max: 4_096,
+            ..Default::default()
         },
         ..EngineConfig::default()
     };
