@@ -1,0 +1,20 @@
+//! What Annals's network APIs share, and the listener that serves them.
+//!
+//! [`ServerState`] is what every handler gets: the engine, the [`Limits`] and the [`Metrics`].
+//! The gRPC API (`annals-grpc`) and the HTTP/JSON API (`annals-http`) each build an
+//! [`axum::Router`] from it; `annals serve` merges the two and hands the result to [`serve`],
+//! which accepts connections on one socket and speaks HTTP/1.1 and HTTP/2 (cleartext h2c, or TLS
+//! with ALPN) on each, so KurrentDB clients and HTTP clients share port 2113.
+
+mod limits;
+mod listen;
+mod metrics;
+mod state;
+
+pub use limits::{
+    APPEND_BYTES_MAX, CONNECTIONS_MAX, EVENT_BYTES_MAX, EVENTS_PER_APPEND_MAX, Limits,
+    READ_COUNT_MAX, REQUEST_BYTES_MAX, SUBSCRIPTIONS_MAX,
+};
+pub use listen::{SHUTDOWN_GRACE, ServeError, TlsFiles, serve};
+pub use metrics::{Api, Metrics};
+pub use state::ServerState;

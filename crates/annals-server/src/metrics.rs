@@ -1,0 +1,250 @@
+//! Prometheus metrics of the network APIs (served as text at `/metrics` by the HTTP API): appends
+//! and their latency, reads, subscriptions, connections and the head position.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::EncodeLabelValue;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Which API served a request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Api {
+    Grpc,
+    Http,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabel {
+    api: Api,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    api: Api,
+    outcome: &'static str,
+}
+
+/// Counters, gauges and histograms; every method is cheap and never fails.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    appends: Family<OutcomeLabel, Counter>,
+    append_events: Family<ApiLabel, Counter>,
+    append_seconds: Family<ApiLabel, Histogram>,
+    reads: Family<ApiLabel, Counter>,
+    read_events: Family<ApiLabel, Counter>,
+    subscriptions_active: Family<ApiLabel, Gauge>,
+    subscriptions: Family<ApiLabel, Counter>,
+    connections_active: Gauge,
+    connections_refused: Counter,
+    head_position: Gauge,
+    /// Serializes rendering (the registry encodes through `&self`, the head is set just before).
+    render: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("annals");
+        let appends = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "appends",
+            "Appends answered, by API and outcome (ok, wrong_expected_version, rejected, error)",
+            appends.clone(),
+        );
+        let append_events = Family::<ApiLabel, Counter>::default();
+        registry.register("append_events", "Events appended", append_events.clone());
+        let append_seconds = Family::<ApiLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        registry.register(
+            "append_duration_seconds",
+            "Time from an append's arrival to its answer",
+            append_seconds.clone(),
+        );
+        let reads = Family::<ApiLabel, Counter>::default();
+        registry.register("reads", "Read requests", reads.clone());
+        let read_events = Family::<ApiLabel, Counter>::default();
+        registry.register(
+            "read_events",
+            "Events returned by reads",
+            read_events.clone(),
+        );
+        let subscriptions_active = Family::<ApiLabel, Gauge>::default();
+        registry.register(
+            "subscriptions_active",
+            "Live subscriptions",
+            subscriptions_active.clone(),
+        );
+        let subscriptions = Family::<ApiLabel, Counter>::default();
+        registry.register(
+            "subscriptions",
+            "Subscriptions started",
+            subscriptions.clone(),
+        );
+        let connections_active = Gauge::default();
+        registry.register(
+            "connections_active",
+            "Open client connections",
+            connections_active.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the connection limit was reached",
+            connections_refused.clone(),
+        );
+        let head_position = Gauge::default();
+        registry.register(
+            "head_position",
+            "Global position of the last durable event",
+            head_position.clone(),
+        );
+        Self {
+            registry,
+            appends,
+            append_events,
+            append_seconds,
+            reads,
+            read_events,
+            subscriptions_active,
+            subscriptions,
+            connections_active,
+            connections_refused,
+            head_position,
+            render: Mutex::new(()),
+        }
+    }
+
+    /// One append answered: `outcome` is `ok`, `wrong_expected_version`, `rejected` (bad input,
+    /// deleted stream, limits) or `error`.
+    pub fn append(&self, api: Api, outcome: &'static str, events: u64, took: Duration) {
+        self.appends
+            .get_or_create(&OutcomeLabel { api, outcome })
+            .inc();
+        if outcome == "ok" {
+            self.append_events
+                .get_or_create(&ApiLabel { api })
+                .inc_by(events);
+        }
+        self.append_seconds
+            .get_or_create(&ApiLabel { api })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One read returned `events` events.
+    pub fn read(&self, api: Api, events: u64) {
+        self.reads.get_or_create(&ApiLabel { api }).inc();
+        self.read_events
+            .get_or_create(&ApiLabel { api })
+            .inc_by(events);
+    }
+
+    /// Events sent to a subscriber.
+    pub fn subscription_events(&self, api: Api, events: u64) {
+        self.read_events
+            .get_or_create(&ApiLabel { api })
+            .inc_by(events);
+    }
+
+    /// A subscription started; the guard counts it as active until dropped.
+    pub fn subscription_started(&self, api: Api) -> ActiveGuard {
+        self.subscriptions.get_or_create(&ApiLabel { api }).inc();
+        let gauge = self
+            .subscriptions_active
+            .get_or_create(&ApiLabel { api })
+            .clone();
+        gauge.inc();
+        ActiveGuard { gauge }
+    }
+
+    /// Live subscriptions over every API.
+    pub fn subscriptions_active(&self) -> i64 {
+        [Api::Grpc, Api::Http]
+            .iter()
+            .map(|&api| {
+                self.subscriptions_active
+                    .get_or_create(&ApiLabel { api })
+                    .get()
+            })
+            .sum()
+    }
+
+    pub(crate) fn connection_opened(&self) -> ActiveGuard {
+        let gauge = self.connections_active.clone();
+        gauge.inc();
+        ActiveGuard { gauge }
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// The Prometheus text exposition of every metric, with the head position as of now.
+    pub fn render(&self, head_position: u64) -> String {
+        let _guard = self.render.lock();
+        self.head_position
+            .set(i64::try_from(head_position).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Keeps a gauge one higher while alive.
+#[derive(Debug)]
+pub struct ActiveGuard {
+    gauge: Gauge,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_counts_appends_and_active_subscriptions() {
+        let m = Metrics::new();
+        m.append(Api::Grpc, "ok", 3, Duration::from_millis(1));
+        m.append(
+            Api::Http,
+            "wrong_expected_version",
+            1,
+            Duration::from_millis(1),
+        );
+        let guard = m.subscription_started(Api::Http);
+        let text = m.render(42);
+        assert!(
+            text.contains("annals_append_events_total{api=\"Grpc\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "annals_appends_total{api=\"Http\",outcome=\"wrong_expected_version\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("annals_head_position 42"), "{text}");
+        assert_eq!(m.subscriptions_active(), 1);
+        drop(guard);
+        assert_eq!(m.subscriptions_active(), 0);
+    }
+}

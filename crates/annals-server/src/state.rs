@@ -1,0 +1,46 @@
+//! The state every handler of every API shares.
+
+use std::sync::Arc;
+
+use annals_engine::Engine;
+use tokio::sync::watch;
+
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+
+/// The engine, the bounds, the metrics and the shutdown signal; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ServerState {
+    pub engine: Engine,
+    pub limits: Arc<Limits>,
+    pub metrics: Arc<Metrics>,
+    stopping: Arc<watch::Sender<bool>>,
+}
+
+impl ServerState {
+    pub fn new(engine: Engine, limits: Limits) -> Self {
+        Self {
+            engine,
+            limits: Arc::new(limits),
+            metrics: Arc::new(Metrics::new()),
+            stopping: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Tells long-lived responses (subscriptions, server-sent events) to end: the server is
+    /// shutting down.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once shutdown has begun; long-lived responses select on it and end cleanly.
+    pub async fn stopping(&self) {
+        let mut rx = self.stopping.subscribe();
+        // An error means the sender is gone, which only happens with the state itself.
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
+}
