@@ -9,6 +9,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The real KurrentDB client libraries the compatibility tests drive (Python, Node).
+./scripts/install-clients.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -60,6 +60,18 @@ pub struct ServeArgs {
     pub data: PathBuf,
     #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
     pub durability: DurabilityArg,
+    /// Address to serve the gRPC (KurrentDB protocol) and HTTP/JSON APIs on, together.
+    #[arg(long, default_value = "127.0.0.1:2113")]
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain; with --tls-key, serve TLS instead of cleartext.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Most open client connections.
+    #[arg(long, default_value_t = annals_server::CONNECTIONS_MAX)]
+    pub connections_max: usize,
 }
 
 #[derive(Debug, Args)]

@@ -1,37 +1,86 @@
-//! `annals serve`: opens the store and holds it until SIGINT or SIGTERM, then closes it cleanly.
-//! The network API will be served from here; for now the process only owns the store (and its
-//! lock), so nothing else can write it.
+//! `annals serve`: opens the store and serves the KurrentDB gRPC protocol and the HTTP/JSON API on
+//! one port until SIGINT or SIGTERM; then stops accepting, lets requests in flight finish, closes
+//! the store (every append in flight is answered and the index flushed) and exits 0.
 
 use std::process::ExitCode;
 
+use annals_server::{Limits, ServerState, TlsFiles};
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::ServeArgs;
 use crate::store;
 
+/// Unknown paths: UNIMPLEMENTED for gRPC requests (clients expect it), a JSON 404 otherwise.
+async fn fallback(req: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        annals_grpc::unimplemented_fallback(req).await
+    } else {
+        annals_http::not_found(req.uri().clone())
+            .await
+            .into_response()
+    }
+}
+
+/// Worker threads of the server's async runtime.
+const SERVER_RUNTIME_THREADS: usize = 2;
+
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let (engine, _report) = store::open(&args.data, args.durability.into())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(SERVER_RUNTIME_THREADS)
+        .thread_name("annals-server")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let signal_name = runtime.block_on(shutdown_signal())?;
-    tracing::info!(signal = signal_name, "shutting down");
+    let limits = Limits {
+        connections_max: args.connections_max,
+        ..Limits::default()
+    };
+    let state = ServerState::new(engine.clone(), limits);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let local = listener.local_addr().context("listener address")?;
+        let router = annals_grpc::routes(state.clone())
+            .merge(annals_http::router(state.clone()))
+            .fallback(fallback);
+        tracing::info!(
+            address = %local,
+            tls = tls.is_some(),
+            "serving gRPC (KurrentDB protocol) and HTTP; stop with SIGINT or SIGTERM"
+        );
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let shutdown = async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "shutting down");
+        };
+        annals_server::serve(listener, router, tls, state, shutdown)
+            .await
+            .context("serving failed")
+    });
     // Closing waits for the writer threads, so every append in flight is answered first.
     engine.close();
     tracing::info!(head = engine.head().0, "store closed");
+    runtime.shutdown_timeout(annals_server::SHUTDOWN_GRACE);
+    served?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Waits for SIGINT or SIGTERM; returns which came.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tracing::info!("serving; stop with SIGINT or SIGTERM");
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    Ok(name)
 }

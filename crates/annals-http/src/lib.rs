@@ -1,9 +1,70 @@
-//! Annals's own HTTP/JSON API.
+//! Annals's own HTTP/JSON API: append to a stream, read a stream or `$all`, follow `$all` live as
+//! server-sent events, and the operational routes (health, Prometheus metrics, the OpenAPI
+//! document). Every answer is JSON (but `/metrics` and the event feed); every error is
+//! `{"error": "<code>", "message": "..."}` with a 4xx or 5xx status, and a refused request writes
+//! nothing.
+//!
+//! | Route | What |
+//! |---|---|
+//! | `POST /streams/{stream}` | append ([`append`]) |
+//! | `GET /streams/{stream}` | read a stream ([`read`]) |
+//! | `GET /all` | read `$all` ([`read`]) |
+//! | `GET /all/live` | `$all` as server-sent events ([`live`]) |
+//! | `GET /health`, `GET /metrics`, `GET /openapi.json` | operations ([`ops`]) |
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+pub mod append;
+mod error;
+pub mod live;
+pub mod ops;
+pub mod read;
+pub mod wire;
 
 use annals_server::ServerState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+/// Every route the router serves, as (method, path template); the OpenAPI document lists the
+/// same.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/streams/{stream}"),
+    ("get", "/streams/{stream}"),
+    ("get", "/all"),
+    ("get", "/all/live"),
+    ("get", "/health"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
 
 /// The HTTP routes, to be merged with the gRPC API's.
-pub fn router(state: ServerState) -> axum::Router {
-    let _ = state;
-    axum::Router::new()
+pub fn router(state: ServerState) -> Router {
+    let body_max = state.limits.request_bytes_max;
+    Router::new()
+        .route(
+            "/streams/{stream}",
+            post(append::append).get(read::read_stream),
+        )
+        .route("/all", get(read::read_all))
+        .route("/all/live", get(live::live))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .layer(DefaultBodyLimit::max(body_max))
+        .with_state(state)
+}
+
+/// The answer for paths no route serves; for the server to install as the merged router's
+/// fallback (a fallback here would clash with the gRPC router's when they are merged).
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
 }

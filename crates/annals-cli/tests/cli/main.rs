@@ -4,6 +4,7 @@
 //! its JSON figures.
 
 mod bench;
+mod clients;
 mod crash;
 mod roundtrip;
 mod serve;

@@ -1,0 +1,79 @@
+//! The real KurrentDB client libraries for Python (`kurrentdbclient`) and Node
+//! (`@kurrent/kurrentdb-client`) against `annals serve`: each runs a script of appends (every
+//! expected-revision kind), wrong-version errors, reads both ways, a missing stream, a filtered
+//! `$all` read, a catch-up subscription that goes live, stream metadata, soft delete and tombstone,
+//! through the client's public API. `scripts/install-clients.sh` (run by the test command)
+//! installs the pinned clients into `target/clients`; without them these tests fail, never skip.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{Server, workspace_root};
+
+/// Runs `program args…` and insists it exits 0, showing its output and the server's log if not.
+fn run_client(server: &Server, program: &Path, args: &[&str]) {
+    assert!(
+        program.exists(),
+        "{} is missing: run ./scripts/install-clients.sh (the test command does)",
+        program.display()
+    );
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let log: Vec<String> = server.log.try_iter().collect();
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed with {}\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+        program.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log.join("\n")
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("checks passed"), "{stdout}");
+}
+
+#[test]
+fn python_kurrentdbclient_works_against_annals() {
+    let root = workspace_root();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let script = root.join("tests/clients/python/client_test.py");
+    run_client(
+        &server,
+        &root.join("target/clients/py/bin/python"),
+        &[script.to_str().unwrap(), &server.url()],
+    );
+}
+
+#[test]
+fn node_kurrentdb_client_works_against_annals() {
+    let root = workspace_root();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // ES modules resolve packages next to the script: run a fresh copy beside the installed ones.
+    let installed = root.join("target/clients/node");
+    assert!(
+        installed
+            .join("node_modules/@kurrent/kurrentdb-client")
+            .exists(),
+        "the Node client is missing: run ./scripts/install-clients.sh (the test command does)"
+    );
+    let script = installed.join("client_test.mjs");
+    std::fs::copy(root.join("tests/clients/node/client_test.mjs"), &script).unwrap();
+    let node = which("node");
+    run_client(&server, &node, &[script.to_str().unwrap(), &server.url()]);
+}
+
+/// The full path of `program` on PATH.
+fn which(program: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{program} not found on PATH"))
+}

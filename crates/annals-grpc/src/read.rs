@@ -1,0 +1,565 @@
+//! `Streams.Read`: reads of one stream or of `$all` (forwards or backwards, optionally filtered)
+//! and catch-up/live subscriptions, streamed to the client through a bounded channel.
+
+use std::time::{Instant, SystemTime};
+
+use annals_core::{
+    Direction, DomainError, EventRecord, Filter, FilterTarget, Position, Revision, StreamName,
+};
+use annals_engine::EngineError;
+use annals_server::{Api, ServerState};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::convert::{recorded_event, stream_identifier, stream_name};
+use crate::error::GrpcError;
+use crate::proto::streams::read_req::options::{
+    self as opts, AllOptions, FilterOptions, StreamOptions, all_options, stream_options,
+};
+use crate::proto::streams::{ReadReq, ReadResp, read_resp};
+
+type Tx = mpsc::Sender<Result<ReadResp, Status>>;
+
+/// Events read from the engine per step.
+const PAGE_EVENTS: usize = 512;
+/// Responses buffered towards a slow client.
+const CHANNEL_DEPTH: usize = 64;
+
+fn msg(content: read_resp::Content) -> Result<ReadResp, Status> {
+    Ok(ReadResp {
+        content: Some(content),
+    })
+}
+
+fn now() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::now())
+}
+
+/// Where a subscription or read starts in `$all`.
+enum AllFrom {
+    Start,
+    End,
+    At(u64),
+}
+
+/// Validates the request and starts the task that answers it.
+pub(crate) fn start(
+    state: ServerState,
+    req: ReadReq,
+) -> Result<mpsc::Receiver<Result<ReadResp, Status>>, Status> {
+    let options = req
+        .options
+        .ok_or_else(|| Status::invalid_argument("read without options"))?;
+    let structured = matches!(
+        options
+            .uuid_option
+            .as_ref()
+            .and_then(|u| u.content.as_ref()),
+        Some(opts::uuid_option::Content::Structured(_))
+    );
+    let backwards = options.read_direction == opts::ReadDirection::Backwards as i32;
+    // Clients that ask for compatibility level 1 also get first/last stream positions.
+    let positions = options
+        .control_option
+        .as_ref()
+        .is_some_and(|c| c.compatibility >= 1);
+    let filter = match &options.filter_option {
+        Some(opts::FilterOption::Filter(f)) => Some(compile_filter(f)?),
+        _ => None,
+    };
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    match (options.stream_option, options.count_option) {
+        (Some(opts::StreamOption::Stream(s)), Some(opts::CountOption::Count(count))) => {
+            if filter.is_some() {
+                return Err(Status::invalid_argument("a stream read cannot be filtered"));
+            }
+            let stream = stream_name(s.stream_identifier.as_ref())?;
+            let count = count.min(state.limits.read_count_max);
+            let from = stream_from(&s, backwards);
+            let read = StreamRead {
+                from,
+                backwards,
+                count,
+                structured,
+                positions,
+            };
+            tokio::task::spawn_blocking(move || read_stream(&state, &tx, &stream, &read));
+        }
+        (Some(opts::StreamOption::All(a)), Some(opts::CountOption::Count(count))) => {
+            let count = count.min(state.limits.read_count_max);
+            let from = all_from(&a);
+            tokio::task::spawn_blocking(move || {
+                read_all(
+                    &state,
+                    &tx,
+                    from,
+                    backwards,
+                    count,
+                    filter.map(|f| f.0),
+                    structured,
+                );
+            });
+        }
+        (Some(stream_option), Some(opts::CountOption::Subscription(_))) => {
+            if backwards {
+                return Err(Status::invalid_argument("subscriptions go forwards only"));
+            }
+            let limit = state.limits.subscriptions_max;
+            if usize::try_from(state.metrics.subscriptions_active()).unwrap_or(0) >= limit {
+                return Err(GrpcError::TooManySubscriptions.into());
+            }
+            let target = match stream_option {
+                opts::StreamOption::Stream(s) => {
+                    if filter.is_some() {
+                        return Err(Status::invalid_argument(
+                            "a stream subscription cannot be filtered",
+                        ));
+                    }
+                    let stream = stream_name(s.stream_identifier.as_ref())?;
+                    let after = match s.revision_option {
+                        Some(stream_options::RevisionOption::Revision(r)) => Some(Some(r)),
+                        Some(stream_options::RevisionOption::End(_)) => None,
+                        _ => Some(None),
+                    };
+                    Target::Stream { stream, after }
+                }
+                opts::StreamOption::All(a) => Target::All {
+                    from: all_from(&a),
+                    filter,
+                },
+            };
+            let guard = state.metrics.subscription_started(Api::Grpc);
+            tokio::spawn(subscribe(state, tx, target, structured, guard));
+        }
+        _ => {
+            return Err(Status::invalid_argument(
+                "a read needs a stream or $all, and a count or a subscription",
+            ));
+        }
+    }
+    Ok(rx)
+}
+
+fn stream_from(s: &StreamOptions, backwards: bool) -> Option<Revision> {
+    match s.revision_option {
+        Some(stream_options::RevisionOption::Revision(r)) => Some(Revision(r)),
+        Some(stream_options::RevisionOption::End(_)) => {
+            if backwards {
+                Some(Revision::END)
+            } else {
+                None
+            }
+        }
+        _ => {
+            if backwards {
+                None
+            } else {
+                Some(Revision(0))
+            }
+        }
+    }
+}
+
+fn all_from(a: &AllOptions) -> AllFrom {
+    match &a.all_option {
+        Some(all_options::AllOption::Position(p)) => AllFrom::At(p.commit_position),
+        Some(all_options::AllOption::End(_)) => AllFrom::End,
+        _ => AllFrom::Start,
+    }
+}
+
+/// A compiled filter and the checkpoint interval (events scanned between checkpoints).
+struct CompiledFilter(Filter, u64);
+
+fn compile_filter(f: &FilterOptions) -> Result<CompiledFilter, Status> {
+    use opts::filter_options::Filter as F;
+    let (target, expr) = match &f.filter {
+        Some(F::StreamIdentifier(e)) => (FilterTarget::StreamName, e),
+        Some(F::EventType(e)) => (FilterTarget::EventType, e),
+        None => return Err(Status::invalid_argument("filter without a target")),
+    };
+    let filter = if !expr.regex.is_empty() {
+        Filter::regex(target, &expr.regex)
+    } else {
+        Filter::prefixes(target, expr.prefix.clone())
+    }
+    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let window = match f.window {
+        Some(opts::filter_options::Window::Max(m)) => u64::from(m.max(1)),
+        _ => 32,
+    };
+    let interval = window.saturating_mul(u64::from(f.checkpoint_interval_multiplier.max(1)));
+    Ok(CompiledFilter(filter, interval))
+}
+
+fn send_blocking(tx: &Tx, item: Result<ReadResp, Status>) -> bool {
+    tx.blocking_send(item).is_ok()
+}
+
+/// A stream read's parameters.
+struct StreamRead {
+    from: Option<Revision>,
+    backwards: bool,
+    count: u64,
+    structured: bool,
+    /// Send `first_stream_position` / `last_stream_position` (compatibility level 1).
+    positions: bool,
+}
+
+fn read_stream(state: &ServerState, tx: &Tx, stream: &StreamName, read: &StreamRead) {
+    let direction = if read.backwards {
+        Direction::Backwards
+    } else {
+        Direction::Forwards
+    };
+    let mut sent = 0u64;
+    let mut cursor = read.from;
+    let mut found = true;
+    while sent < read.count {
+        let Some(at) = cursor else { break };
+        let want = usize::try_from(read.count - sent)
+            .unwrap_or(usize::MAX)
+            .min(PAGE_EVENTS);
+        let events = match state.engine.read_stream(stream, at, direction, want) {
+            Ok(events) => events,
+            Err(EngineError::Domain(DomainError::StreamNotFound { .. })) => {
+                found = false;
+                if sent == 0 {
+                    let _ = send_blocking(
+                        tx,
+                        msg(read_resp::Content::StreamNotFound(
+                            read_resp::StreamNotFound {
+                                stream_identifier: Some(stream_identifier(stream.as_str())),
+                            },
+                        )),
+                    );
+                }
+                break;
+            }
+            Err(e) => {
+                let _ = send_blocking(tx, Err(GrpcError::from_engine(e, false).into()));
+                return;
+            }
+        };
+        if sent == 0 && events.is_empty() && read.positions && !read.backwards {
+            // Nothing at or after the start: say where the stream's visible events begin.
+            if let Ok(first) = state
+                .engine
+                .read_stream(stream, Revision(0), Direction::Forwards, 1)
+                && let Some(first) = first.first()
+                && Some(first.revision) != read.from
+                && !send_blocking(
+                    tx,
+                    msg(read_resp::Content::FirstStreamPosition(first.revision.0)),
+                )
+            {
+                return;
+            }
+        }
+        let Some(last) = events.last() else { break };
+        cursor = if read.backwards {
+            last.revision.0.checked_sub(1).map(Revision)
+        } else {
+            Some(Revision(last.revision.0.saturating_add(1)))
+        };
+        let n = events.len();
+        for e in &events {
+            if !send_blocking(
+                tx,
+                msg(read_resp::Content::Event(recorded_event(
+                    e,
+                    read.structured,
+                ))),
+            ) {
+                return;
+            }
+        }
+        sent += n as u64;
+        if n < want {
+            break;
+        }
+    }
+    if found && read.positions {
+        match state
+            .engine
+            .read_stream(stream, Revision::END, Direction::Backwards, 1)
+        {
+            Ok(last) => {
+                if let Some(last) = last.first() {
+                    let _ = send_blocking(
+                        tx,
+                        msg(read_resp::Content::LastStreamPosition(last.revision.0)),
+                    );
+                }
+            }
+            Err(EngineError::Domain(DomainError::StreamNotFound { .. })) => {
+                if sent == 0 {
+                    let _ = send_blocking(
+                        tx,
+                        msg(read_resp::Content::StreamNotFound(
+                            read_resp::StreamNotFound {
+                                stream_identifier: Some(stream_identifier(stream.as_str())),
+                            },
+                        )),
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = send_blocking(tx, Err(GrpcError::from_engine(e, false).into()));
+                return;
+            }
+        }
+    }
+    state.metrics.read(Api::Grpc, sent);
+}
+
+fn read_all(
+    state: &ServerState,
+    tx: &Tx,
+    from: AllFrom,
+    backwards: bool,
+    count: u64,
+    filter: Option<Filter>,
+    structured: bool,
+) {
+    let (direction, mut cursor) = match (backwards, from) {
+        (false, AllFrom::Start) => (Direction::Forwards, Position(1)),
+        (false, AllFrom::At(p)) => (Direction::Forwards, Position(p)),
+        (false, AllFrom::End) => (Direction::Forwards, Position::END),
+        (true, AllFrom::Start) => (Direction::Backwards, Position(0)),
+        // Backwards from P excludes P.
+        (true, AllFrom::At(p)) => (Direction::Backwards, Position(p.saturating_sub(1))),
+        (true, AllFrom::End) => (Direction::Backwards, Position::END),
+    };
+    let mut sent = 0u64;
+    while sent < count {
+        if direction == Direction::Backwards && cursor.0 == 0 {
+            break;
+        }
+        let want = usize::try_from(count - sent)
+            .unwrap_or(usize::MAX)
+            .min(PAGE_EVENTS);
+        let page = match state
+            .engine
+            .read_all(cursor, direction, want, filter.as_ref())
+        {
+            Ok(page) => page,
+            Err(e) => {
+                let _ = send_blocking(tx, Err(GrpcError::from_engine(e, false).into()));
+                break;
+            }
+        };
+        for e in &page.events {
+            if !send_blocking(
+                tx,
+                msg(read_resp::Content::Event(recorded_event(e, structured))),
+            ) {
+                return;
+            }
+        }
+        sent += page.events.len() as u64;
+        let progressed = match direction {
+            Direction::Forwards => page.next > cursor,
+            Direction::Backwards => page.next < cursor,
+        };
+        if !progressed || (direction == Direction::Forwards && page.end_reached) {
+            break;
+        }
+        cursor = page.next;
+    }
+    state.metrics.read(Api::Grpc, sent);
+}
+
+/// What a subscription follows.
+enum Target {
+    /// One stream; `after`: `Some(None)` from the start, `Some(Some(r))` after revision r,
+    /// `None` from the end.
+    Stream {
+        stream: StreamName,
+        after: Option<Option<u64>>,
+    },
+    All {
+        from: AllFrom,
+        filter: Option<CompiledFilter>,
+    },
+}
+
+/// Runs one subscription; `_guard` counts it as active (it is taken before the task starts so the
+/// subscription limit cannot be overrun by concurrent requests slipping past the check).
+async fn subscribe<G: Send + 'static>(
+    state: ServerState,
+    tx: Tx,
+    target: Target,
+    structured: bool,
+    _guard: G,
+) {
+    let id = uuid::Uuid::new_v4().to_string();
+    tracing::debug!(subscription = %id, "gRPC subscription started");
+    if tx
+        .send(msg(read_resp::Content::Confirmation(
+            read_resp::SubscriptionConfirmation {
+                subscription_id: id.clone(),
+            },
+        )))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut sub, stream_only, min_revision, checkpoint_every) = match target {
+        Target::Stream { stream, after } => {
+            let head = state.engine.head();
+            let start = match after {
+                None => head.next(),
+                Some(after) => {
+                    let first = after.map_or(0, |r| r.saturating_add(1));
+                    match state
+                        .engine
+                        .read_stream(&stream, Revision(first), Direction::Forwards, 1)
+                    {
+                        Ok(events) => events.first().map_or(head.next(), |e| e.position),
+                        Err(EngineError::Domain(DomainError::StreamDeleted { stream })) => {
+                            let _ = tx
+                                .send(Err(GrpcError::StreamDeleted { stream }.into()))
+                                .await;
+                            return;
+                        }
+                        Err(_) => head.next(),
+                    }
+                }
+            };
+            let filter = Filter::prefixes(FilterTarget::StreamName, vec![stream.to_string()]).ok();
+            let min = after.flatten().map_or(0, |r| r.saturating_add(1));
+            (
+                state.engine.subscribe_all(start, filter),
+                Some(stream),
+                min,
+                None,
+            )
+        }
+        Target::All { from, filter } => {
+            let start = match from {
+                AllFrom::Start => Position(1),
+                AllFrom::At(p) => Position(p.saturating_add(1)),
+                AllFrom::End => state.engine.head().next(),
+            };
+            let (filter, every) = match filter {
+                Some(CompiledFilter(f, every)) => (Some(f), Some(every)),
+                None => (None, None),
+            };
+            (state.engine.subscribe_all(start, filter), None, 0, every)
+        }
+    };
+    sub = sub.with_page_events_max(PAGE_EVENTS);
+    let mut caught_up = false;
+    // The last stream revision delivered (or skipped over by the start), for `caught_up`.
+    let mut last_revision = min_revision.checked_sub(1);
+    let mut last_checkpoint = sub.position().0.saturating_sub(1);
+    let mut last_sent_at = Instant::now();
+    loop {
+        let page = tokio::select! {
+            () = state.stopping() => break,
+            () = tx.closed() => break,
+            r = tokio::time::timeout(crate::IDLE_CHECKPOINT_INTERVAL, sub.next_page()) => r,
+        };
+        let page = match page {
+            Ok(Ok(page)) => page,
+            Ok(Err(e)) => {
+                let _ = tx.send(Err(GrpcError::from_engine(e, false).into())).await;
+                break;
+            }
+            Err(_idle) => {
+                if checkpoint_every.is_some()
+                    && last_sent_at.elapsed() >= crate::IDLE_CHECKPOINT_INTERVAL
+                {
+                    let p = sub.position().0.saturating_sub(1);
+                    if tx.send(checkpoint(p)).await.is_err() {
+                        break;
+                    }
+                    last_checkpoint = p;
+                    last_sent_at = Instant::now();
+                }
+                continue;
+            }
+        };
+        let mut delivered = 0u64;
+        for e in &page.events {
+            if !wanted(e, stream_only.as_ref(), min_revision) {
+                continue;
+            }
+            if e.is_tombstone() && stream_only.is_some() {
+                // The followed stream was deleted for good: the subscription ends as KurrentDB's.
+                let _ = tx
+                    .send(Err(GrpcError::StreamDeleted {
+                        stream: e.stream.to_string(),
+                    }
+                    .into()))
+                    .await;
+                return;
+            }
+            last_revision = Some(e.revision.0);
+            if tx
+                .send(msg(read_resp::Content::Event(recorded_event(
+                    e, structured,
+                ))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            delivered += 1;
+        }
+        if delivered > 0 {
+            state.metrics.subscription_events(Api::Grpc, delivered);
+            last_sent_at = Instant::now();
+        }
+        if let Some(every) = checkpoint_every
+            && page.checkpoint.0.saturating_sub(last_checkpoint) >= every
+        {
+            if tx.send(checkpoint(page.checkpoint.0)).await.is_err() {
+                break;
+            }
+            last_checkpoint = page.checkpoint.0;
+            last_sent_at = Instant::now();
+        }
+        if page.caught_up && !caught_up {
+            caught_up = true;
+            let position = read_resp::Position {
+                commit_position: page.checkpoint.0,
+                prepare_position: page.checkpoint.0,
+            };
+            let resp = read_resp::CaughtUp {
+                timestamp: Some(now()),
+                stream_revision: if stream_only.is_some() {
+                    last_revision.and_then(|r| i64::try_from(r).ok())
+                } else {
+                    None
+                },
+                position: stream_only.is_none().then_some(position),
+            };
+            if tx
+                .send(msg(read_resp::Content::CaughtUp(resp)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    tracing::debug!(subscription = %id, "gRPC subscription ended");
+}
+
+fn wanted(e: &EventRecord, stream: Option<&StreamName>, min_revision: u64) -> bool {
+    match stream {
+        Some(s) => e.stream.as_str() == s.as_str() && e.revision.0 >= min_revision,
+        None => true,
+    }
+}
+
+fn checkpoint(p: u64) -> Result<ReadResp, Status> {
+    msg(read_resp::Content::Checkpoint(read_resp::Checkpoint {
+        commit_position: p,
+        prepare_position: p,
+        timestamp: Some(now()),
+    }))
+}

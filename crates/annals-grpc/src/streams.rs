@@ -1,0 +1,602 @@
+//! The `event_store.client.streams.Streams` service: Append, BatchAppend, Delete and Tombstone
+//! here; Read (reads and catch-up subscriptions) in [`crate::read`].
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Instant;
+
+use annals_core::{
+    ContentType, DomainError, EventType, ExpectedRevision, NewEvent, Revision, StreamName,
+};
+use annals_engine::EngineError;
+use annals_server::{Api, ServerState};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use prost::Message;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert::{parse_uuid, stream_identifier, stream_name};
+use crate::error::GrpcError;
+use crate::proto::google::rpc;
+use crate::proto::shared;
+use crate::proto::streams::streams_server::Streams;
+use crate::proto::streams::{
+    AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq,
+    ReadResp, TombstoneReq, TombstoneResp, append_req, append_resp, batch_append_req,
+    batch_append_resp, delete_req, delete_resp, tombstone_req, tombstone_resp,
+};
+
+/// gRPC status codes used inside BatchAppend responses.
+const CODE_INVALID_ARGUMENT: i32 = 3;
+const CODE_ALREADY_EXISTS: i32 = 6;
+const CODE_FAILED_PRECONDITION: i32 = 9;
+const CODE_INTERNAL: i32 = 13;
+const CODE_UNAVAILABLE: i32 = 14;
+
+/// The Streams service over one server's state.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamsService {
+    state: ServerState,
+}
+
+impl StreamsService {
+    pub(crate) fn new(state: ServerState) -> Self {
+        Self { state }
+    }
+}
+
+/// The outcome of an append, before it is put in wire form.
+enum AppendOutcome {
+    Success {
+        revision: Option<u64>,
+        position: Option<u64>,
+    },
+    WrongExpected {
+        expected: ExpectedRevision,
+        actual: Option<u64>,
+    },
+}
+
+/// Builds and checks events against the server's limits while they arrive.
+struct EventCollector<'a> {
+    state: &'a ServerState,
+    events: Vec<NewEvent>,
+    bytes: usize,
+}
+
+impl<'a> EventCollector<'a> {
+    fn new(state: &'a ServerState) -> Self {
+        Self {
+            state,
+            events: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn push(
+        &mut self,
+        id: Option<&shared::Uuid>,
+        metadata: &HashMap<String, String>,
+        custom_metadata: Bytes,
+        data: Bytes,
+    ) -> Result<(), GrpcError> {
+        let limits = &self.state.limits;
+        if self.events.len() >= limits.events_per_append_max {
+            return Err(GrpcError::InvalidArgument(format!(
+                "append has more than {} events, the most one append may have",
+                limits.events_per_append_max
+            )));
+        }
+        let id = parse_uuid(id)?;
+        let event_type = metadata.get("type").ok_or_else(|| {
+            GrpcError::InvalidArgument("event metadata lacks \"type\"".to_owned())
+        })?;
+        let content_type = metadata.get("content-type").ok_or_else(|| {
+            GrpcError::InvalidArgument("event metadata lacks \"content-type\"".to_owned())
+        })?;
+        let content_type = if content_type == "application/json" {
+            ContentType::Json
+        } else {
+            ContentType::Binary
+        };
+        let event_type =
+            EventType::new(event_type).map_err(|e| GrpcError::InvalidArgument(e.to_string()))?;
+        let event = NewEvent {
+            id,
+            event_type,
+            content_type,
+            data,
+            metadata: custom_metadata,
+        };
+        let size = event.size_bytes();
+        if size > limits.event_bytes_max {
+            return Err(GrpcError::InvalidArgument(format!(
+                "event {id} is {size} bytes, over the limit of {} bytes per event",
+                limits.event_bytes_max
+            )));
+        }
+        self.bytes += size;
+        if self.bytes > limits.append_bytes_max {
+            return Err(GrpcError::InvalidArgument(format!(
+                "append is over the limit of {} bytes per append",
+                limits.append_bytes_max
+            )));
+        }
+        self.events.push(event);
+        Ok(())
+    }
+}
+
+fn expected_from_append(
+    opt: Option<&append_req::options::ExpectedStreamRevision>,
+) -> ExpectedRevision {
+    use append_req::options::ExpectedStreamRevision as E;
+    match opt {
+        Some(E::Revision(r)) => ExpectedRevision::Exact(*r),
+        Some(E::NoStream(_)) => ExpectedRevision::NoStream,
+        Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
+        Some(E::Any(_)) | None => ExpectedRevision::Any,
+    }
+}
+
+/// Runs an append, with the empty append answered from the stream's current revision.
+async fn run_append(
+    state: &ServerState,
+    stream: &StreamName,
+    expected: ExpectedRevision,
+    events: Vec<NewEvent>,
+) -> Result<AppendOutcome, GrpcError> {
+    if events.is_empty() {
+        let current = current_revision(state, stream)?;
+        if expected.is_satisfied_by(current) {
+            return Ok(AppendOutcome::Success {
+                revision: current,
+                position: None,
+            });
+        }
+        return Ok(AppendOutcome::WrongExpected {
+            expected,
+            actual: current,
+        });
+    }
+    let count = events.len() as u64;
+    let started = Instant::now();
+    let result = state.engine.append_async(stream, expected, events).await;
+    let took = started.elapsed();
+    match result {
+        Ok(r) => {
+            state.metrics.append(Api::Grpc, "ok", count, took);
+            Ok(AppendOutcome::Success {
+                revision: Some(r.next_revision.0),
+                position: Some(r.position.0),
+            })
+        }
+        Err(EngineError::Domain(DomainError::WrongExpectedRevision {
+            expected, actual, ..
+        })) => {
+            state
+                .metrics
+                .append(Api::Grpc, "wrong_expected_version", count, took);
+            Ok(AppendOutcome::WrongExpected { expected, actual })
+        }
+        Err(e) => {
+            let outcome = match &e {
+                EngineError::Input(_) | EngineError::Domain(_) => "rejected",
+                _ => "error",
+            };
+            state.metrics.append(Api::Grpc, outcome, count, took);
+            Err(GrpcError::from_engine(e, false))
+        }
+    }
+}
+
+/// The stream's last revision (None: no events); an error if it was tombstoned.
+fn current_revision(state: &ServerState, stream: &StreamName) -> Result<Option<u64>, GrpcError> {
+    match state
+        .engine
+        .read_stream(stream, Revision::END, annals_core::Direction::Backwards, 1)
+    {
+        Ok(events) => Ok(events.first().map(|e| e.revision.0)),
+        Err(EngineError::Domain(DomainError::StreamNotFound { .. })) => Ok(None),
+        Err(e) => Err(GrpcError::from_engine(e, false)),
+    }
+}
+
+fn append_resp(outcome: AppendOutcome) -> AppendResp {
+    use append_resp::wrong_expected_version as w;
+    let result = match outcome {
+        AppendOutcome::Success { revision, position } => {
+            append_resp::Result::Success(append_resp::Success {
+                current_revision_option: Some(match revision {
+                    Some(r) => append_resp::success::CurrentRevisionOption::CurrentRevision(r),
+                    None => append_resp::success::CurrentRevisionOption::NoStream(shared::Empty {}),
+                }),
+                position_option: Some(match position {
+                    Some(p) => {
+                        append_resp::success::PositionOption::Position(append_resp::Position {
+                            commit_position: p,
+                            prepare_position: p,
+                        })
+                    }
+                    None => append_resp::success::PositionOption::NoPosition(shared::Empty {}),
+                }),
+            })
+        }
+        AppendOutcome::WrongExpected { expected, actual } => {
+            let e = shared::Empty {};
+            let (legacy_current, current) = match actual {
+                Some(r) => (
+                    w::CurrentRevisionOption2060::CurrentRevision2060(r),
+                    w::CurrentRevisionOption::CurrentRevision(r),
+                ),
+                None => (
+                    w::CurrentRevisionOption2060::NoStream2060(e),
+                    w::CurrentRevisionOption::CurrentNoStream(e),
+                ),
+            };
+            let (legacy_expected, expected) = match expected {
+                ExpectedRevision::Exact(r) => (
+                    Some(w::ExpectedRevisionOption2060::ExpectedRevision2060(r)),
+                    w::ExpectedRevisionOption::ExpectedRevision(r),
+                ),
+                ExpectedRevision::NoStream => {
+                    (None, w::ExpectedRevisionOption::ExpectedNoStream(e))
+                }
+                ExpectedRevision::StreamExists => (
+                    Some(w::ExpectedRevisionOption2060::StreamExists2060(e)),
+                    w::ExpectedRevisionOption::ExpectedStreamExists(e),
+                ),
+                _ => (
+                    Some(w::ExpectedRevisionOption2060::Any2060(e)),
+                    w::ExpectedRevisionOption::ExpectedAny(e),
+                ),
+            };
+            append_resp::Result::WrongExpectedVersion(append_resp::WrongExpectedVersion {
+                current_revision_option_20_6_0: Some(legacy_current),
+                expected_revision_option_20_6_0: legacy_expected,
+                current_revision_option: Some(current),
+                expected_revision_option: Some(expected),
+            })
+        }
+    };
+    AppendResp {
+        result: Some(result),
+    }
+}
+
+/// One batch of a BatchAppend call, gathered until its final chunk.
+struct PendingBatch {
+    stream: StreamName,
+    expected: ExpectedRevision,
+    options: batch_append_req::Options,
+    events: Vec<NewEvent>,
+    bytes: usize,
+}
+
+fn expected_from_batch(
+    opt: Option<&batch_append_req::options::ExpectedStreamPosition>,
+) -> ExpectedRevision {
+    use batch_append_req::options::ExpectedStreamPosition as E;
+    match opt {
+        Some(E::StreamPosition(r)) => ExpectedRevision::Exact(*r),
+        Some(E::NoStream(_)) => ExpectedRevision::NoStream,
+        Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
+        Some(E::Any(_)) | None => ExpectedRevision::Any,
+    }
+}
+
+fn rpc_status(code: i32, message: String, details: Option<prost_types::Any>) -> rpc::Status {
+    rpc::Status {
+        code,
+        message,
+        details,
+    }
+}
+
+fn batch_error(err: &GrpcError) -> rpc::Status {
+    match err {
+        GrpcError::InvalidArgument(m) => rpc_status(CODE_INVALID_ARGUMENT, m.clone(), None),
+        GrpcError::StreamDeleted { stream } => rpc_status(
+            CODE_FAILED_PRECONDITION,
+            err.to_string(),
+            Some(prost_types::Any {
+                type_url: "type.googleapis.com/event_store.client.StreamDeleted".to_owned(),
+                value: shared::StreamDeleted {
+                    stream_identifier: Some(stream_identifier(stream)),
+                }
+                .encode_to_vec(),
+            }),
+        ),
+        GrpcError::Unavailable(m) => rpc_status(CODE_UNAVAILABLE, m.clone(), None),
+        other => rpc_status(CODE_INTERNAL, other.to_string(), None),
+    }
+}
+
+fn wrong_expected_detail(expected: ExpectedRevision, actual: Option<u64>) -> prost_types::Any {
+    use shared::wrong_expected_version as w;
+    let e = ();
+    let current = match actual {
+        Some(r) => w::CurrentStreamRevisionOption::CurrentStreamRevision(r),
+        None => w::CurrentStreamRevisionOption::CurrentNoStream(e),
+    };
+    let expected = match expected {
+        ExpectedRevision::Exact(r) => w::ExpectedStreamPositionOption::ExpectedStreamPosition(r),
+        ExpectedRevision::NoStream => w::ExpectedStreamPositionOption::ExpectedNoStream(e),
+        ExpectedRevision::StreamExists => w::ExpectedStreamPositionOption::ExpectedStreamExists(e),
+        _ => w::ExpectedStreamPositionOption::ExpectedAny(e),
+    };
+    prost_types::Any {
+        type_url: "type.googleapis.com/event_store.client.WrongExpectedVersion".to_owned(),
+        value: shared::WrongExpectedVersion {
+            current_stream_revision_option: Some(current),
+            expected_stream_position_option: Some(expected),
+        }
+        .encode_to_vec(),
+    }
+}
+
+impl StreamsService {
+    /// Handles one BatchAppend request message; returns a response once a batch is complete or
+    /// failed.
+    async fn batch_step(
+        &self,
+        pending: &mut HashMap<String, PendingBatch>,
+        req: BatchAppendReq,
+    ) -> Option<BatchAppendResp> {
+        let key = format!("{:?}", req.correlation_id);
+        let base = |options: Option<&batch_append_req::Options>| {
+            let mut resp = BatchAppendResp {
+                correlation_id: req.correlation_id.clone(),
+                ..Default::default()
+            };
+            if let Some(o) = options {
+                resp.stream_identifier = o.stream_identifier.clone();
+                use batch_append_req::options::ExpectedStreamPosition as E;
+                use batch_append_resp::ExpectedStreamPosition as R;
+                resp.expected_stream_position =
+                    o.expected_stream_position.as_ref().map(|p| match p {
+                        E::StreamPosition(r) => R::StreamPosition(*r),
+                        E::NoStream(()) => R::NoStream(()),
+                        E::Any(()) => R::Any(()),
+                        E::StreamExists(()) => R::StreamExists(()),
+                    });
+            }
+            resp
+        };
+        if !pending.contains_key(&key) {
+            let Some(options) = req.options.clone() else {
+                let mut resp = base(None);
+                resp.result = Some(batch_append_resp::Result::Error(rpc_status(
+                    CODE_INVALID_ARGUMENT,
+                    "the first message of a batch must carry its options".to_owned(),
+                    None,
+                )));
+                return Some(resp);
+            };
+            let stream = match stream_name(options.stream_identifier.as_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let mut resp = base(Some(&options));
+                    resp.result = Some(batch_append_resp::Result::Error(batch_error(&e)));
+                    return Some(resp);
+                }
+            };
+            let expected = expected_from_batch(options.expected_stream_position.as_ref());
+            pending.insert(
+                key.clone(),
+                PendingBatch {
+                    stream,
+                    expected,
+                    options,
+                    events: Vec::new(),
+                    bytes: 0,
+                },
+            );
+        }
+        let batch = pending.get_mut(&key)?;
+        let mut collector = EventCollector {
+            state: &self.state,
+            events: std::mem::take(&mut batch.events),
+            bytes: batch.bytes,
+        };
+        let mut failed = None;
+        for m in req.proposed_messages {
+            if let Err(e) = collector.push(m.id.as_ref(), &m.metadata, m.custom_metadata, m.data) {
+                failed = Some(e);
+                break;
+            }
+        }
+        batch.events = collector.events;
+        batch.bytes = collector.bytes;
+        if let Some(e) = failed {
+            let batch = pending.remove(&key)?;
+            let mut resp = base(Some(&batch.options));
+            resp.result = Some(batch_append_resp::Result::Error(batch_error(&e)));
+            return Some(resp);
+        }
+        if !req.is_final {
+            return None;
+        }
+        let batch = pending.remove(&key)?;
+        let mut resp = base(Some(&batch.options));
+        let outcome = run_append(&self.state, &batch.stream, batch.expected, batch.events).await;
+        resp.result = Some(match outcome {
+            Ok(AppendOutcome::Success { revision, position }) => {
+                use batch_append_resp::success as s;
+                batch_append_resp::Result::Success(batch_append_resp::Success {
+                    current_revision_option: Some(match revision {
+                        Some(r) => s::CurrentRevisionOption::CurrentRevision(r),
+                        None => s::CurrentRevisionOption::NoStream(()),
+                    }),
+                    position_option: Some(match position {
+                        Some(p) => s::PositionOption::Position(shared::AllStreamPosition {
+                            commit_position: p,
+                            prepare_position: p,
+                        }),
+                        None => s::PositionOption::NoPosition(()),
+                    }),
+                })
+            }
+            Ok(AppendOutcome::WrongExpected { expected, actual }) => {
+                batch_append_resp::Result::Error(rpc_status(
+                    CODE_ALREADY_EXISTS,
+                    "WrongExpectedVersion".to_owned(),
+                    Some(wrong_expected_detail(expected, actual)),
+                ))
+            }
+            Err(e) => batch_append_resp::Result::Error(batch_error(&e)),
+        });
+        Some(resp)
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Streams for StreamsService {
+    type ReadStream = ResponseStream<ReadResp>;
+    type BatchAppendStream = ResponseStream<BatchAppendResp>;
+
+    async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
+        let rx = crate::read::start(self.state.clone(), request.into_inner())?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn append(
+        &self,
+        request: Request<Streaming<AppendReq>>,
+    ) -> Result<Response<AppendResp>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("append without options"))?;
+        let Some(append_req::Content::Options(options)) = first.content else {
+            return Err(Status::invalid_argument(
+                "the first message of an append must carry its options",
+            ));
+        };
+        let stream = stream_name(options.stream_identifier.as_ref())?;
+        let expected = expected_from_append(options.expected_stream_revision.as_ref());
+        let mut collector = EventCollector::new(&self.state);
+        while let Some(msg) = inbound.message().await? {
+            match msg.content {
+                Some(append_req::Content::ProposedMessage(m)) => {
+                    if let Err(e) =
+                        collector.push(m.id.as_ref(), &m.metadata, m.custom_metadata, m.data)
+                    {
+                        self.state.metrics.append(
+                            Api::Grpc,
+                            "rejected",
+                            0,
+                            std::time::Duration::ZERO,
+                        );
+                        return Err(e.into());
+                    }
+                }
+                Some(append_req::Content::Options(_)) => {
+                    return Err(Status::invalid_argument(
+                        "an append carries its options only once, first",
+                    ));
+                }
+                None => {}
+            }
+        }
+        let outcome = run_append(&self.state, &stream, expected, collector.events).await?;
+        Ok(Response::new(append_resp(outcome)))
+    }
+
+    async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("delete without options"))?;
+        let stream = stream_name(options.stream_identifier.as_ref())?;
+        use delete_req::options::ExpectedStreamRevision as E;
+        let expected = match options.expected_stream_revision {
+            Some(E::Revision(r)) => ExpectedRevision::Exact(r),
+            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
+            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
+            Some(E::Any(_)) | None => ExpectedRevision::Any,
+        };
+        let r = self
+            .state
+            .engine
+            .delete_async(&stream, expected)
+            .await
+            .map_err(|e| GrpcError::from_engine(e, true))?;
+        Ok(Response::new(DeleteResp {
+            position_option: Some(delete_resp::PositionOption::Position(
+                delete_resp::Position {
+                    commit_position: r.position.0,
+                    prepare_position: r.position.0,
+                },
+            )),
+        }))
+    }
+
+    async fn tombstone(
+        &self,
+        request: Request<TombstoneReq>,
+    ) -> Result<Response<TombstoneResp>, Status> {
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("tombstone without options"))?;
+        let stream = stream_name(options.stream_identifier.as_ref())?;
+        use tombstone_req::options::ExpectedStreamRevision as E;
+        let expected = match options.expected_stream_revision {
+            Some(E::Revision(r)) => ExpectedRevision::Exact(r),
+            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
+            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
+            Some(E::Any(_)) | None => ExpectedRevision::Any,
+        };
+        let r = self
+            .state
+            .engine
+            .tombstone_async(&stream, expected)
+            .await
+            .map_err(|e| GrpcError::from_engine(e, true))?;
+        Ok(Response::new(TombstoneResp {
+            position_option: Some(tombstone_resp::PositionOption::Position(
+                tombstone_resp::Position {
+                    commit_position: r.position.0,
+                    prepare_position: r.position.0,
+                },
+            )),
+        }))
+    }
+
+    async fn batch_append(
+        &self,
+        request: Request<Streaming<BatchAppendReq>>,
+    ) -> Result<Response<Self::BatchAppendStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut pending = HashMap::new();
+            loop {
+                let next = tokio::select! {
+                    next = inbound.next() => next,
+                    () = service.state.stopping() => break,
+                };
+                let req = match next {
+                    Some(Ok(req)) => req,
+                    Some(Err(status)) => {
+                        tracing::debug!(%status, "batch append stream ended with an error");
+                        break;
+                    }
+                    None => break,
+                };
+                if let Some(resp) = service.batch_step(&mut pending, req).await
+                    && tx.send(Ok(resp)).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,137 @@
+//! The API's errors and how each becomes an HTTP answer: a status code and a JSON body
+//! `{"error": "<code>", "message": "<text>", ...}` with a stable, machine-readable `error` code.
+
+use annals_core::{DomainError, ExpectedRevision, FilterError, InputError};
+use annals_engine::EngineError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::wire::{expected_json, revision_json};
+
+/// Why a request failed. Every variant but [`ApiError::Engine`] with a storage error means
+/// nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request: bad JSON, bad parameter, bad stream name, bad event type...
+    #[error("{0}")]
+    BadRequest(String),
+    /// Over one of the server's bounds (body, event, append sizes or event count).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A header and the body disagree on the expected revision.
+    #[error(
+        "the Expected-Revision header ({header}) and the body's expectedRevision ({body}) differ"
+    )]
+    ExpectedRevisionConflict {
+        header: ExpectedRevision,
+        body: ExpectedRevision,
+    },
+    /// Every subscription slot is taken.
+    #[error("{active} live subscriptions are open, the limit is {max}; retry later")]
+    SubscriptionsFull { active: i64, max: usize },
+    /// No route for this path.
+    #[error("no route for {0}")]
+    NoRoute(String),
+    /// A failure of the server itself (a task that died).
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        ApiError::Engine(EngineError::Input(e))
+    }
+}
+
+impl From<FilterError> for ApiError {
+    fn from(e: FilterError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl ApiError {
+    /// The `outcome` label of the append metric this error counts as.
+    pub(crate) fn append_outcome(&self) -> &'static str {
+        match self {
+            ApiError::Engine(EngineError::Domain(DomainError::WrongExpectedRevision {
+                ..
+            })) => "wrong_expected_version",
+            ApiError::Internal(_)
+            | ApiError::Engine(
+                EngineError::Log(_) | EngineError::Index(_) | EngineError::Stopped(_),
+            ) => "error",
+            _ => "rejected",
+        }
+    }
+
+    fn status_and_body(&self) -> (StatusCode, serde_json::Value) {
+        let message = self.to_string();
+        let simple =
+            |status: StatusCode, code: &str| (status, json!({ "error": code, "message": message }));
+        match self {
+            ApiError::BadRequest(_) => simple(StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::TooLarge(_) => simple(StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::ExpectedRevisionConflict { .. } => {
+                simple(StatusCode::BAD_REQUEST, "expected_revision_conflict")
+            }
+            ApiError::SubscriptionsFull { .. } => {
+                simple(StatusCode::SERVICE_UNAVAILABLE, "too_many_subscriptions")
+            }
+            ApiError::NoRoute(_) => simple(StatusCode::NOT_FOUND, "no_route"),
+            ApiError::Internal(_) => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Engine(e) => match e {
+                EngineError::Domain(DomainError::WrongExpectedRevision {
+                    stream,
+                    expected,
+                    actual,
+                }) => (
+                    StatusCode::CONFLICT,
+                    json!({
+                        "error": "wrong_expected_revision",
+                        "message": message,
+                        "stream": stream,
+                        "expected": expected_json(*expected),
+                        "actual": revision_json(*actual),
+                    }),
+                ),
+                EngineError::Domain(DomainError::StreamDeleted { stream }) => (
+                    StatusCode::GONE,
+                    json!({ "error": "stream_deleted", "message": message, "stream": stream }),
+                ),
+                EngineError::Domain(DomainError::StreamNotFound { stream }) => (
+                    StatusCode::NOT_FOUND,
+                    json!({ "error": "stream_not_found", "message": message, "stream": stream }),
+                ),
+                EngineError::Input(
+                    InputError::EventTooLarge { .. }
+                    | InputError::AppendTooLarge { .. }
+                    | InputError::TooManyEvents { .. },
+                ) => simple(StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                EngineError::Input(_) | EngineError::Filter(_) => {
+                    simple(StatusCode::BAD_REQUEST, "bad_request")
+                }
+                EngineError::Stopped(_) => simple(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                EngineError::Log(_) | EngineError::Index(_) => {
+                    simple(StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                }
+                // The engine's error is non-exhaustive: anything new is the server's fault.
+                _ => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, %status, "request refused");
+        }
+        (status, axum::Json(body)).into_response()
+    }
+}

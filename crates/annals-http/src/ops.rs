@@ -1,0 +1,28 @@
+//! Operational routes: `GET /health`, `GET /metrics` (Prometheus text) and `GET /openapi.json`
+//! (the hand-written OpenAPI 3.1 description of every route, `openapi.json` in this crate).
+
+use annals_server::ServerState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// The OpenAPI 3.1 document served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Content type of the Prometheus text exposition format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+pub(crate) async fn health(State(state): State<ServerState>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "head": state.engine.head().0 }))
+}
+
+pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
+    let text = state.metrics.render(state.engine.head().0);
+    ([(CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], text).into_response()
+}
+
+pub(crate) async fn openapi() -> Response {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}

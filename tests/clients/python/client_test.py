@@ -1,0 +1,120 @@
+"""Drives a running `annals serve` through the public API of the Python `kurrentdbclient`.
+
+Usage: client_test.py URL   (e.g. kurrentdb://127.0.0.1:2113?tls=false)
+Exits 0 when every check passed; raises (non-zero exit) at the first one that did not.
+"""
+
+import json
+import sys
+import uuid
+
+from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
+from kurrentdbclient.exceptions import (
+    FailedPreconditionError,
+    NotFoundError,
+    StreamIsDeletedError,
+    WrongCurrentVersionError,
+)
+
+
+def event(kind, n):
+    return NewEvent(type=kind, data=json.dumps({"n": n}).encode(), metadata=b"{}")
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print("ok:", what)
+
+
+def main(url):
+    client = KurrentDBClient(uri=url)
+    stream = f"order-{uuid.uuid4().hex}"
+
+    # Append with no_stream, then exact revisions; several events go through BatchAppend.
+    first = event("OrderPlaced", 1)
+    pos1 = client.append_to_stream(stream, current_version=StreamState.NO_STREAM, events=first)
+    check(pos1 > 0, f"append answers a commit position ({pos1})")
+    more = [event("ItemAdded", 2), event("ItemAdded", 3)]
+    pos2 = client.append_to_stream(stream, current_version=0, events=more)
+    check(pos2 > pos1, "a later append has a later position")
+    client.append_to_stream(stream, current_version=StreamState.EXISTS, events=event("Paid", 4))
+    client.append_to_stream(stream, current_version=StreamState.ANY, events=event("Shipped", 5))
+
+    # Wrong expected version.
+    try:
+        client.append_to_stream(stream, current_version=1, events=event("Late", 6))
+        raise AssertionError("append with a stale revision succeeded")
+    except WrongCurrentVersionError:
+        print("ok: stale revision is WrongCurrentVersionError")
+    try:
+        client.append_to_stream(stream, current_version=StreamState.NO_STREAM, events=event("Again", 7))
+        raise AssertionError("no_stream append to an existing stream succeeded")
+    except WrongCurrentVersionError:
+        print("ok: no_stream on an existing stream is WrongCurrentVersionError")
+
+    # Idempotent retry: the same event id again changes nothing.
+    client.append_to_stream(stream, current_version=0, events=more)
+    recorded = client.get_stream(stream)
+    check([e.type for e in recorded] == ["OrderPlaced", "ItemAdded", "ItemAdded", "Paid", "Shipped"],
+          "read forwards returns every event once, in order")
+    check([e.stream_position for e in recorded] == [0, 1, 2, 3, 4], "revisions are contiguous")
+    check(recorded[0].id == first.id, "event ids round-trip")
+    check(json.loads(recorded[2].data) == {"n": 3}, "data round-trips")
+    backwards = client.get_stream(stream, backwards=True, limit=2)
+    check([e.stream_position for e in backwards] == [4, 3], "read backwards with a limit")
+    check(client.get_current_version(stream) == 4, "current version")
+
+    # Missing stream.
+    try:
+        client.get_stream(f"missing-{uuid.uuid4().hex}")
+        raise AssertionError("a missing stream was read")
+    except NotFoundError:
+        print("ok: missing stream is NotFoundError")
+
+    # $all, filtered to this stream by prefix, and a catch-up subscription that goes live.
+    all_events = list(client.read_all(filter_include=[stream], filter_by_stream_name=True, filter_by_prefix=True))
+    check([e.id for e in all_events] == [e.id for e in recorded], "$all filtered by stream prefix")
+    sub = client.subscribe_to_all(filter_include=[stream], filter_by_stream_name=True, filter_by_prefix=True)
+    seen = []
+    for e in sub:
+        seen.append(e.id)
+        if len(seen) == len(recorded):
+            break
+    check(seen == [e.id for e in recorded], "subscription catches up")
+    live = event("Delivered", 8)
+    client.append_to_stream(stream, current_version=4, events=live)
+    for e in sub:
+        check(e.id == live.id, "subscription delivers the live event next")
+        break
+    sub.stop()
+
+    # Stream metadata.
+    client.set_stream_metadata(stream, metadata={"$maxCount": 100, "owner": "py"})
+    meta, _version = client.get_stream_metadata(stream)
+    check(meta.get("owner") == "py" and meta.get("$maxCount") == 100, "stream metadata round-trips")
+
+    # Soft delete, then tombstone.
+    client.delete_stream(stream, current_version=5)
+    try:
+        client.get_stream(stream)
+        raise AssertionError("a soft-deleted stream was read")
+    except NotFoundError:
+        print("ok: soft-deleted stream reads as NotFoundError")
+    other = f"gone-{uuid.uuid4().hex}"
+    client.append_to_stream(other, current_version=StreamState.ANY, events=event("X", 1))
+    client.tombstone_stream(other, current_version=StreamState.ANY)
+    try:
+        client.append_to_stream(other, current_version=StreamState.ANY, events=event("Y", 2))
+        raise AssertionError("append to a tombstoned stream succeeded")
+    except (StreamIsDeletedError, FailedPreconditionError) as e:
+        # The Append RPC's FAILED_PRECONDITION "... is deleted." surfaces as
+        # FailedPreconditionError in this client version (BatchAppend's as StreamIsDeletedError).
+        check("is deleted" in str(e), f"tombstoned stream is refused as deleted ({type(e).__name__})")
+
+    client.close()
+    print("all python client checks passed")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
