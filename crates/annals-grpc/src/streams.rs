@@ -9,7 +9,7 @@ use annals_core::{
     ContentType, DomainError, EventType, ExpectedRevision, NewEvent, Revision, StreamName,
 };
 use annals_engine::EngineError;
-use annals_server::{Api, ServerState};
+use annals_server::{Api, AppendBudget, ServerState};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use prost::Message;
@@ -62,7 +62,7 @@ enum AppendOutcome {
 struct EventCollector<'a> {
     state: &'a ServerState,
     events: Vec<NewEvent>,
-    bytes: usize,
+    budget: AppendBudget,
 }
 
 impl<'a> EventCollector<'a> {
@@ -70,7 +70,7 @@ impl<'a> EventCollector<'a> {
         Self {
             state,
             events: Vec::new(),
-            bytes: 0,
+            budget: AppendBudget::default(),
         }
     }
 
@@ -81,13 +81,6 @@ impl<'a> EventCollector<'a> {
         custom_metadata: Bytes,
         data: Bytes,
     ) -> Result<(), GrpcError> {
-        let limits = &self.state.limits;
-        if self.events.len() >= limits.events_per_append_max {
-            return Err(GrpcError::InvalidArgument(format!(
-                "append has more than {} events, the most one append may have",
-                limits.events_per_append_max
-            )));
-        }
         let id = parse_uuid(id)?;
         let event_type = metadata.get("type").ok_or_else(|| {
             GrpcError::InvalidArgument("event metadata lacks \"type\"".to_owned())
@@ -109,20 +102,9 @@ impl<'a> EventCollector<'a> {
             data,
             metadata: custom_metadata,
         };
-        let size = event.size_bytes();
-        if size > limits.event_bytes_max {
-            return Err(GrpcError::InvalidArgument(format!(
-                "event {id} is {size} bytes, over the limit of {} bytes per event",
-                limits.event_bytes_max
-            )));
-        }
-        self.bytes += size;
-        if self.bytes > limits.append_bytes_max {
-            return Err(GrpcError::InvalidArgument(format!(
-                "append is over the limit of {} bytes per append",
-                limits.append_bytes_max
-            )));
-        }
+        self.budget
+            .admit(&self.state.limits, event.size_bytes())
+            .map_err(|e| GrpcError::InvalidArgument(e.to_string()))?;
         self.events.push(event);
         Ok(())
     }
@@ -271,7 +253,7 @@ struct PendingBatch {
     expected: ExpectedRevision,
     options: batch_append_req::Options,
     events: Vec<NewEvent>,
-    bytes: usize,
+    budget: AppendBudget,
 }
 
 fn expected_from_batch(
@@ -390,7 +372,7 @@ impl StreamsService {
                     expected,
                     options,
                     events: Vec::new(),
-                    bytes: 0,
+                    budget: AppendBudget::default(),
                 },
             );
         }
@@ -398,7 +380,7 @@ impl StreamsService {
         let mut collector = EventCollector {
             state: &self.state,
             events: std::mem::take(&mut batch.events),
-            bytes: batch.bytes,
+            budget: std::mem::take(&mut batch.budget),
         };
         let mut failed = None;
         for m in req.proposed_messages {
@@ -408,7 +390,7 @@ impl StreamsService {
             }
         }
         batch.events = collector.events;
-        batch.bytes = collector.bytes;
+        batch.budget = collector.budget;
         if let Some(e) = failed {
             let batch = pending.remove(&key)?;
             let mut resp = base(Some(&batch.options));

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use annals_core::{AppendResult, ExpectedRevision, StreamName};
-use annals_server::{Api, ServerState};
+use annals_server::{Api, AppendBudget, ServerState};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -112,32 +112,14 @@ fn prepare(
             "events is empty: an append needs at least one event".to_owned(),
         ));
     }
-    if body.events.len() > limits.events_per_append_max {
-        return Err(ApiError::TooLarge(format!(
-            "append has {} events, over the limit of {}",
-            body.events.len(),
-            limits.events_per_append_max
-        )));
-    }
     let mut events = Vec::with_capacity(body.events.len());
-    let mut total = 0usize;
+    let mut budget = AppendBudget::default();
     for (i, e) in body.events.into_iter().enumerate() {
         let event = e.into_event(i)?;
-        let size = event.size_bytes();
-        if size > limits.event_bytes_max {
-            return Err(ApiError::TooLarge(format!(
-                "event {i} is {size} bytes (data + metadata + type), over the limit of {}",
-                limits.event_bytes_max
-            )));
-        }
-        total = total.saturating_add(size);
+        budget
+            .admit(limits, event.size_bytes())
+            .map_err(|e| ApiError::TooLarge(e.to_string()))?;
         events.push(event);
-    }
-    if total > limits.append_bytes_max {
-        return Err(ApiError::TooLarge(format!(
-            "append is {total} bytes, over the limit of {}",
-            limits.append_bytes_max
-        )));
     }
     Ok((stream, expected, events))
 }

@@ -41,3 +41,100 @@ impl Default for Limits {
         }
     }
 }
+
+/// An append over one of the [`Limits`]; the message names the bound.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("append has {events} events, over the limit of {max} events per append")]
+    TooManyEvents { events: usize, max: usize },
+    #[error(
+        "event {index} is {size} bytes (data + metadata + type), over the limit of {max} bytes per event"
+    )]
+    EventTooLarge {
+        index: usize,
+        size: usize,
+        max: usize,
+    },
+    #[error("append is {size} bytes, over the limit of {max} bytes per append")]
+    AppendTooLarge { size: usize, max: usize },
+}
+
+/// An append's events counted against the [`Limits`] as they arrive, so every API checks the
+/// same bounds the same way before the engine sees anything.
+#[derive(Debug, Default)]
+pub struct AppendBudget {
+    events: usize,
+    bytes: usize,
+}
+
+impl AppendBudget {
+    /// Counts one more event of `size` bytes (`NewEvent::size_bytes`).
+    pub fn admit(&mut self, limits: &Limits, size: usize) -> Result<(), LimitError> {
+        let index = self.events;
+        self.events += 1;
+        if self.events > limits.events_per_append_max {
+            return Err(LimitError::TooManyEvents {
+                events: self.events,
+                max: limits.events_per_append_max,
+            });
+        }
+        if size > limits.event_bytes_max {
+            return Err(LimitError::EventTooLarge {
+                index,
+                size,
+                max: limits.event_bytes_max,
+            });
+        }
+        self.bytes = self.bytes.saturating_add(size);
+        if self.bytes > limits.append_bytes_max {
+            return Err(LimitError::AppendTooLarge {
+                size: self.bytes,
+                max: limits.append_bytes_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_names_the_bound_it_hits() {
+        let limits = Limits {
+            events_per_append_max: 3,
+            event_bytes_max: 100,
+            append_bytes_max: 150,
+            ..Limits::default()
+        };
+        let mut b = AppendBudget::default();
+        b.admit(&limits, 60).unwrap();
+        assert!(matches!(
+            b.admit(&limits, 101),
+            Err(LimitError::EventTooLarge {
+                index: 1,
+                size: 101,
+                max: 100
+            })
+        ));
+        let mut b = AppendBudget::default();
+        b.admit(&limits, 80).unwrap();
+        assert!(matches!(
+            b.admit(&limits, 80),
+            Err(LimitError::AppendTooLarge {
+                size: 160,
+                max: 150
+            })
+        ));
+        let mut b = AppendBudget::default();
+        for _ in 0..3 {
+            b.admit(&limits, 1).unwrap();
+        }
+        let e = b.admit(&limits, 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "append has 4 events, over the limit of 3 events per append"
+        );
+    }
+}
