@@ -178,6 +178,7 @@ impl Engine {
                 idempotency_window_events: config.idempotency_window_events,
             },
             log_report_next(&report),
+            shared.index.next_stream_id()?,
             recent,
         );
         let durability = config.durability;
@@ -450,6 +451,7 @@ fn reindex(
             first_revision: rec.header.first_revision,
             tombstone: rec.header.kind == RecordKind::Tombstone,
             event_types: types,
+            known: None,
         });
         batch.checkpoint = IndexCheckpoint {
             address: rec.end(),

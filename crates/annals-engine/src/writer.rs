@@ -27,7 +27,9 @@ use annals_core::{
     AppendResult, DomainError, EventType, ExpectedRevision, METADATA_EVENT_TYPE, NewEvent,
     Position, Revision, StreamMetadata, StreamName, TOMBSTONE_EVENT_TYPE, Timestamp,
 };
-use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexError, IndexRecord, RedbIndex};
+use annals_index::{
+    Index, IndexBatch, IndexCheckpoint, IndexError, IndexRecord, KnownStream, RedbIndex,
+};
 use annals_log::codec::{RecordKind, encode_commit};
 use annals_log::{BATCH_BYTES_MAX, Log, LogWriter, SyncTicket};
 use bytes::Bytes;
@@ -75,6 +77,8 @@ impl WriteRequest {
 /// What the writer knows of a stream.
 #[derive(Clone, Copy, Debug)]
 struct StreamState {
+    /// The index's id for the stream; `None` until its first record is encoded.
+    id: Option<u64>,
     next_revision: u64,
     last_position: u64,
     tombstoned: bool,
@@ -82,6 +86,7 @@ struct StreamState {
 
 impl StreamState {
     const NEW: StreamState = StreamState {
+        id: None,
         next_revision: 0,
         last_position: 0,
         tombstoned: false,
@@ -193,6 +198,9 @@ pub(crate) struct Writer {
     recent_ids: HashMap<Uuid, IdPlace>,
     recent_order: VecDeque<Uuid>,
     next_position: u64,
+    /// The id the next new stream gets; the index hands them out in the same order when it
+    /// stages the records (see `IndexRecord::known`).
+    next_stream_id: u64,
     carry: Option<WriteRequest>,
 }
 
@@ -204,6 +212,7 @@ impl Writer {
         shared: Arc<Shared>,
         settings: WriterSettings,
         next_position: Position,
+        next_stream_id: u64,
         recent: Vec<RecentEvent>,
     ) -> Self {
         let meta = shared.meta.read().clone();
@@ -215,6 +224,7 @@ impl Writer {
             recent_ids: HashMap::new(),
             recent_order: VecDeque::new(),
             next_position: next_position.0,
+            next_stream_id,
             carry: None,
         };
         for (id, stream, revision, position) in recent {
@@ -314,6 +324,7 @@ impl Writer {
                 .into());
             }
             Some(h) => StreamState {
+                id: Some(h.id),
                 next_revision: h.last_revision.map_or(0, |r| r + 1),
                 last_position: h.last_position.0,
                 tombstoned: h.tombstoned,
@@ -544,8 +555,17 @@ impl Writer {
         self.next_position += n;
         let last_position = self.next_position - 1;
         let arc = Arc::clone(stream.as_arc());
+        let id = match state.id {
+            Some(id) => id,
+            None => {
+                let id = self.next_stream_id;
+                self.next_stream_id += 1;
+                id
+            }
+        };
         let new_state = if tombstone {
             StreamState {
+                id: Some(id),
                 next_revision: state.next_revision,
                 last_position,
                 tombstoned: true,
@@ -561,6 +581,7 @@ impl Writer {
                 );
             }
             StreamState {
+                id: Some(id),
                 next_revision: state.next_revision + n,
                 last_position,
                 tombstoned: false,
@@ -577,6 +598,10 @@ impl Writer {
                 .iter()
                 .map(|e| Arc::clone(e.event_type.as_arc()))
                 .collect(),
+            known: Some(KnownStream {
+                id,
+                next_revision: state.next_revision,
+            }),
         });
         AppendResult {
             next_revision: if tombstone {

@@ -25,6 +25,6 @@ mod types;
 pub use error::IndexError;
 pub use redb_index::{INDEX_FILE, RedbIndex, RedbIndexConfig};
 pub use types::{
-    Entry, Index, IndexBatch, IndexCheckpoint, IndexRecord, IndexStats, POSITION_BUCKET, Posting,
-    PostingKind, StreamHead,
+    Entry, Index, IndexBatch, IndexCheckpoint, IndexRecord, IndexStats, KnownStream,
+    POSITION_BUCKET, Posting, PostingKind, StreamHead,
 };

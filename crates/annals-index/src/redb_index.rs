@@ -317,27 +317,54 @@ impl Index for RedbIndex {
 
     fn stage(&self, batch: &IndexBatch) -> Result<(), IndexError> {
         let mut staged = self.staged.write();
-        let txn = self.db.begin_read()?;
-        let streams = txn.open_table(STREAMS)?;
+        // Opened only for a stream neither staged nor known to the writer (recovery, reindex).
+        let mut snapshot: Option<redb::ReadOnlyTable<&str, HeadTuple>> = None;
         let mut next_id = staged.next_id;
         let mut heads: HashMap<Arc<str>, HeadTuple> = HashMap::new();
         let mut records = Vec::with_capacity(batch.records.len());
         for rec in &batch.records {
             let name: &str = &rec.stream;
-            let head = match heads
+            let found = heads
                 .get(name)
                 .copied()
-                .or_else(|| staged.head(name).map(|(h, _)| h))
-            {
-                Some(h) => h,
-                None => match streams.get(name)? {
-                    Some(h) => h.value(),
-                    None => {
-                        let id = next_id;
-                        next_id = run_end("meta", META_NEXT_STREAM_ID, id, 1)?;
-                        (id, 0, 0, 0)
+                .or_else(|| staged.head(name).map(|(h, _)| h));
+            let head = match (found, rec.known) {
+                (Some(h), Some(known)) if h.0 != known.id => {
+                    return Err(IndexError::Inconsistent(format!(
+                        "stream {name}: the writer knows it as id {}, the index as id {}",
+                        known.id, h.0
+                    )));
+                }
+                (Some(h), _) => h,
+                // A stream the index has not seen: the writer handed out the next id.
+                (None, Some(known)) if known.id >= next_id => {
+                    if known.id != next_id || known.next_revision != 0 {
+                        return Err(IndexError::Inconsistent(format!(
+                            "stream {name}: the writer made it new with id {} at revision {}, \
+                             the next id is {next_id}",
+                            known.id, known.next_revision
+                        )));
                     }
-                },
+                    next_id = run_end("meta", META_NEXT_STREAM_ID, next_id, 1)?;
+                    (known.id, 0, 0, 0)
+                }
+                // Known to the writer, committed to the store: the writer never appends to a
+                // tombstoned stream, so its flags are clear.
+                (None, Some(known)) => (known.id, known.next_revision, 0, 0),
+                (None, None) => {
+                    let table = match &mut snapshot {
+                        Some(t) => t,
+                        None => snapshot.insert(self.db.begin_read()?.open_table(STREAMS)?),
+                    };
+                    match table.get(name)? {
+                        Some(h) => h.value(),
+                        None => {
+                            let id = next_id;
+                            next_id = run_end("meta", META_NEXT_STREAM_ID, id, 1)?;
+                            (id, 0, 0, 0)
+                        }
+                    }
+                }
             };
             let (id, mut next_revision, _, mut flags) = head;
             let count = rec.event_types.len() as u64;
@@ -408,6 +435,10 @@ impl Index for RedbIndex {
         txn.set_quick_repair(true);
         txn.commit()?;
         Ok(())
+    }
+
+    fn next_stream_id(&self) -> Result<u64, IndexError> {
+        Ok(self.staged.read().next_id)
     }
 
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError> {
@@ -667,6 +698,9 @@ impl<T: Index + ?Sized> Index for Arc<T> {
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError> {
         (**self).stream_head(stream)
     }
+    fn next_stream_id(&self) -> Result<u64, IndexError> {
+        (**self).next_stream_id()
+    }
     fn stream_entries(
         &self,
         id: u64,
@@ -706,7 +740,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
     use super::*;
-    use crate::types::IndexRecord;
+    use crate::types::{IndexRecord, KnownStream};
     use annals_log::FaultStorage;
 
     fn rec(addr: u64, stream: &str, pos: u64, rev: u64, n: usize) -> IndexRecord {
@@ -717,7 +751,75 @@ mod tests {
             first_revision: Revision(rev),
             tombstone: false,
             event_types: (0..n).map(|_| Arc::from("Ty")).collect(),
+            known: None,
         }
+    }
+
+    fn known(mut r: IndexRecord, id: u64, next_revision: u64) -> IndexRecord {
+        r.known = Some(KnownStream { id, next_revision });
+        r
+    }
+
+    fn batch_of(records: Vec<IndexRecord>, next_position: u64) -> IndexBatch {
+        let last = records.last().map_or(0, |r| r.address);
+        IndexBatch {
+            records,
+            checkpoint: IndexCheckpoint {
+                address: last + 10,
+                next_position: Position(next_position),
+                last_record_address: last,
+            },
+        }
+    }
+
+    /// Records the writer describes stage exactly as looked-up ones do, and a description that
+    /// contradicts the index is refused, not trusted.
+    #[test]
+    fn writer_known_streams_match_lookups() {
+        let storage = FaultStorage::new();
+        let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
+        assert_eq!(idx.next_stream_id().unwrap(), 1);
+        idx.apply(&batch_of(vec![rec(10, "a-1", 1, 0, 2)], 3))
+            .unwrap();
+        assert_eq!(idx.next_stream_id().unwrap(), 2);
+        // Committed (not staged) stream known by id, and a new one with the next id.
+        idx.stage(&batch_of(
+            vec![
+                known(rec(20, "a-1", 3, 2, 1), 1, 2),
+                known(rec(30, "b-1", 4, 0, 1), 2, 0),
+            ],
+            5,
+        ))
+        .unwrap();
+        assert_eq!(idx.next_stream_id().unwrap(), 3);
+        let a = idx.stream_head("a-1").unwrap().unwrap();
+        assert_eq!(
+            (a.id, a.last_revision, a.last_position),
+            (1, Some(2), Position(3))
+        );
+        let b = idx.stream_head("b-1").unwrap().unwrap();
+        assert_eq!((b.id, b.last_revision), (2, Some(0)));
+        idx.commit_staged().unwrap();
+        let entries = idx
+            .stream_entries(1, Revision(0), Direction::Forwards, 10)
+            .unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.position.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // A staged stream under another id, and a new stream skipping an id: refused.
+        let wrong_id = idx.stage(&batch_of(vec![known(rec(40, "b-1", 5, 1, 1), 7, 1)], 6));
+        assert!(
+            matches!(wrong_id, Err(IndexError::Inconsistent(_))),
+            "{wrong_id:?}"
+        );
+        let skipped = idx.stage(&batch_of(vec![known(rec(40, "c-1", 5, 0, 1), 4, 0)], 6));
+        assert!(
+            matches!(skipped, Err(IndexError::Inconsistent(_))),
+            "{skipped:?}"
+        );
+        assert!(idx.stream_head("c-1").unwrap().is_none());
+        assert_eq!(idx.next_stream_id().unwrap(), 3);
     }
 
     #[test]

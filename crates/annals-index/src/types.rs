@@ -44,6 +44,18 @@ pub struct IndexRecord {
     pub tombstone: bool,
     /// The type of each event, in order.
     pub event_types: Vec<Arc<str>>,
+    /// The stream as the single writer knew it before this record, so staging need not look it
+    /// up; `None` (recovery, reindexing) makes staging look it up.
+    pub known: Option<KnownStream>,
+}
+
+/// A stream's id and next revision before a record, as the writer knows them. A stream the
+/// index has not seen gets the id [`Index::next_stream_id`] would give it; the writer hands out
+/// ids for new streams in record order, as staging would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownStream {
+    pub id: u64,
+    pub next_revision: u64,
 }
 
 /// Records applied together, with the checkpoint they bring the index to.
@@ -109,6 +121,8 @@ pub trait Index: Send + Sync + Debug {
     /// Commits what is staged and makes everything durable.
     fn flush(&self) -> Result<(), IndexError>;
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError>;
+    /// The id the next stream new to the index (staged batches included) will get.
+    fn next_stream_id(&self) -> Result<u64, IndexError>;
     /// Up to `limit` entries of stream `id` from revision `from` (inclusive) in `direction`.
     fn stream_entries(
         &self,
