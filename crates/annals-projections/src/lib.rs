@@ -10,15 +10,51 @@
 //!   and the bookkeeping records (checkpoints, failures, parked events, snapshots).
 //! - [`handler`]: the handler contract (events → statements and declared effects), replay mode.
 //! - [`spec`]: what a projection is (source, objects, setup, error policy, partitions).
+//! - `runtime`: [`Projections`], the registry that runs projections (partitioned workers, error
+//!   policies, rebuilds with a swap, replay mode, read-your-writes waits).
+//! - `sqlite`: [`SqliteTarget`].
+//! - `postgres`: [`PostgresTarget`].
+//! - `catalog`: [`Catalog`], the server's registered declarative projections, kept in the data
+//!   directory per generation.
+//! - `definition`: declarative projections from TOML ([`parse_definitions`]).
+//! - `status`: [`ProjectionStatus`], what a projection reports.
+//! - `snapshot`: aggregate snapshots ([`load_aggregate`]).
 
+mod catalog;
+mod definition;
 pub mod handler;
+mod postgres;
+mod runtime;
+mod snapshot;
 pub mod spec;
+mod sqlite;
+mod status;
 pub mod target;
 
+pub use catalog::{
+    Applied, CATALOG_DIR, Catalog, CatalogError, DEFAULT_SQLITE_FILE, DEFINITION_TEXT_BYTES_MAX,
+};
+pub use definition::{
+    DEFINITION_ATTEMPTS_MAX, DEFINITION_BACKOFF_MAX, DEFINITION_PARAMS_MAX, DeclarativeHandler,
+    Definition, DefinitionError, DefinitionTarget, ParamSource, PathStep, event_json,
+    parse_definitions,
+};
 pub use handler::{
     Effect, EffectSink, Handler, HandlerContext, HandlerError, Mode, Resolver, resolve_objects,
 };
+pub use postgres::{POSTGRES_STATEMENT_CACHE_MAX, PostgresTarget};
+pub use runtime::{
+    BATCH_EVENTS_MAX, FAILURES_LISTED_MAX, IDLE_CHECKPOINT_COMMIT_INTERVAL,
+    PROJECTION_NAME_BYTES_MAX, ProjectionError, Projections, RetryReport, SWAP_LAG_EVENTS_MAX,
+    WAIT_TIMEOUT_MAX, WaitError, validate_spec,
+};
+pub use snapshot::{
+    AGGREGATE_READ_PAGE_EVENTS_MAX, AggregateSnapshot, LoadedAggregate, SnapshotError,
+    load_aggregate, load_aggregate_snapshot, save_aggregate_snapshot,
+};
 pub use spec::{ErrorPolicy, HandlerFactory, OnFailure, PARTITIONS_MAX, ProjectionSpec, Source};
+pub use sqlite::{SQLITE_BUSY_TIMEOUT, SqliteTarget};
+pub use status::{ProjectionState, ProjectionStatus, RATE_WINDOW, RebuildStatus};
 pub use target::{
     Failure, FailureAction, Parked, PartitionCommit, SnapshotRecord, Statement, StoredGeneration,
     StoredProjection, Target, TargetError, TargetKind, Value, generation_object,

@@ -9,6 +9,7 @@
 //!   says exactly where they differ.
 //! - [`verify`]: checks a store reopened after a crash against the appends sent to it.
 //! - [`storage`]: storage wrappers that check the order of writes and syncs.
+//! - [`postgres`]: a throwaway PostgreSQL server ([`postgres::TempPostgres`]) for target tests.
 //!
 //! The model is written from the engine's documented and implemented semantics, not from its code
 //! paths: it is deliberately naive (linear scans, no index), so a bug in the engine's indexes,
@@ -16,6 +17,7 @@
 
 pub mod compare;
 mod model;
+pub mod postgres;
 pub mod random;
 pub mod storage;
 pub mod verify;
