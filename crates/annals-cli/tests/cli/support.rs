@@ -90,11 +90,21 @@ impl Server {
 
     /// Sends SIGTERM and waits (up to 30 s) for the exit status.
     pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        self.send_sigterm();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub(crate) fn send_sigterm(&self) {
         let kill = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(kill.success());
+    }
+
+    /// Waits (up to 30 s) for the process to exit; returns its status.
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
         let started = std::time::Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -122,4 +132,19 @@ pub(crate) fn workspace_root() -> std::path::PathBuf {
         .join("../..")
         .canonicalize()
         .expect("workspace root")
+}
+
+/// The last line of a bench's stdout, parsed as JSON.
+pub(crate) fn last_json_line(stdout: &str) -> serde_json::Value {
+    let last = stdout.lines().last().expect("the bench printed nothing");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON: {last:?}: {e}"))
+}
+
+/// A multi-threaded async runtime for a test's clients.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }

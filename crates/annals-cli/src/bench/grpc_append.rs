@@ -1,0 +1,340 @@
+//! `annals bench grpc-append`: concurrent single-event appends over the KurrentDB gRPC protocol,
+//! with the Rust `kurrentdb` client, to a running `annals serve`; the baseline is the same
+//! workload in this process (as many concurrent tasks calling `Engine::append_async`) on a
+//! temporary store with the durability `annals serve` has by default (fsync).
+//!
+//! Each client is a task with its own `kurrentdb::Client` by default, so its own HTTP/2
+//! connection, as separate client processes would have. The crate does multiplex: one `Client`
+//! keeps one HTTP/2 connection and sends concurrent calls as streams on it, so `--connections N`
+//! spreads the clients over N shared clients instead. Each client appends to a stream of its own
+//! (`grpc-bench-<run>-<client>`, expected revision any), so no two clients contend for one
+//! stream's revision, and a second run against the same server writes to new streams.
+//!
+//! The two sides alternate in rounds, so a change of the disk's fsync speed hits both alike.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use annals_core::{ContentType, EventType, ExpectedRevision, NewEvent, StreamName};
+use annals_engine::{Durability, Engine};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use kurrentdb::{AppendToStreamOptions, Client, EventData, ReadStreamOptions};
+use rand::Rng;
+use serde::Serialize;
+
+use super::report::{emit, round2};
+use super::{EVENT_TYPE, event_data, latency_histogram, micros, take};
+use crate::args::BenchGrpcAppendArgs;
+use crate::store;
+
+/// Worker threads of the clients' async runtime, as in `bench append`: one per core of the
+/// machine the targets are set for.
+const BENCH_RUNTIME_THREADS: usize = 2;
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    bench: &'static str,
+    server: String,
+    clients: u32,
+    connections: u32,
+    events: u64,
+    rounds: u32,
+    elapsed_s: f64,
+    events_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    baseline_events: u64,
+    baseline_elapsed_s: f64,
+    baseline_events_per_s: f64,
+    baseline_p50_us: u64,
+    baseline_p99_us: u64,
+    baseline_max_us: u64,
+    ratio: f64,
+}
+
+/// Events, time and latencies of one side over all rounds.
+#[derive(Debug)]
+struct Side {
+    events: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl Side {
+    fn new() -> Self {
+        Self {
+            events: 0,
+            elapsed: Duration::ZERO,
+            latency_us: latency_histogram(),
+        }
+    }
+
+    fn events_per_s(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
+    if args.clients == 0 || args.rounds == 0 {
+        bail!("--clients and --rounds must be at least 1");
+    }
+    let connections = match args.connections {
+        0 => args.clients,
+        n => n.min(args.clients),
+    };
+    let url = super::client_url(&args.server);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(BENCH_RUNTIME_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the clients' runtime")?;
+    let clients = runtime.block_on(connect(&url, connections, args.clients))?;
+    let baseline_dir = super::baseline_dir(args.baseline_dir.as_ref())?;
+    let (engine, _) = store::open(baseline_dir.path(), Durability::Fsync)?;
+    let result = measure(&runtime, &clients, &engine, args);
+    engine.close();
+    let (grpc, baseline) = result?;
+    let events_per_s = grpc.events_per_s();
+    let baseline_events_per_s = baseline.events_per_s();
+    let figures = Figures {
+        bench: "grpc-append",
+        server: args.server.clone(),
+        clients: args.clients,
+        connections,
+        events: grpc.events,
+        rounds: args.rounds,
+        elapsed_s: round2(grpc.elapsed.as_secs_f64()),
+        events_per_s: round2(events_per_s),
+        p50_us: grpc.latency_us.value_at_quantile(0.5),
+        p99_us: grpc.latency_us.value_at_quantile(0.99),
+        max_us: grpc.latency_us.max(),
+        baseline_events: baseline.events,
+        baseline_elapsed_s: round2(baseline.elapsed.as_secs_f64()),
+        baseline_events_per_s: round2(baseline_events_per_s),
+        baseline_p50_us: baseline.latency_us.value_at_quantile(0.5),
+        baseline_p99_us: baseline.latency_us.value_at_quantile(0.99),
+        baseline_max_us: baseline.latency_us.max(),
+        ratio: super::ratio(events_per_s, baseline_events_per_s),
+    };
+    emit(&figures, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One client per bench client, each with the stream it appends to; clients share the
+/// `connections` `kurrentdb::Client`s round-robin. Each connection is opened (and the server's
+/// features fetched) by a read of a stream that does not exist yet, before any timing; all at
+/// once, since the client waits half a second before its first connection attempt.
+async fn connect(url: &str, connections: u32, clients: u32) -> anyhow::Result<Vec<BenchClient>> {
+    let run: u32 = rand::rng().random();
+    let shared = (0..connections)
+        .map(|_| super::grpc_client(url))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(clients as usize);
+    for i in 0..clients {
+        let client = shared
+            .get(i as usize % shared.len())
+            .context("no connection")?
+            .clone();
+        let stream = format!("grpc-bench-{run:08x}-{i}");
+        out.push(BenchClient { client, stream });
+    }
+    let warm_ups: Vec<_> = out
+        .iter()
+        .take(shared.len())
+        .cloned()
+        .map(|c| tokio::spawn(async move { warm_up(&c.client, &c.stream).await }))
+        .collect();
+    for w in warm_ups {
+        w.await
+            .context("warm-up task failed")?
+            .with_context(|| format!("cannot reach the server at {url}"))?;
+    }
+    Ok(out)
+}
+
+/// Reads `stream`, which does not exist yet: opens the connection without writing anything.
+async fn warm_up(client: &Client, stream: &str) -> anyhow::Result<()> {
+    let options = ReadStreamOptions::default().max_count(1);
+    match client.read_stream(stream, &options).await {
+        Ok(mut read) => match read.next().await {
+            Ok(_) | Err(kurrentdb::Error::ResourceNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Err(kurrentdb::Error::ResourceNotFound) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Clone)]
+struct BenchClient {
+    client: Client,
+    stream: String,
+}
+
+impl std::fmt::Debug for BenchClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchClient")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    clients: &[BenchClient],
+    engine: &Engine,
+    args: &BenchGrpcAppendArgs,
+) -> anyhow::Result<(Side, Side)> {
+    let data = event_data();
+    let mut grpc = Side::new();
+    let mut baseline = Side::new();
+    for round in 0..u64::from(args.rounds) {
+        let share = args.events / u64::from(args.rounds)
+            + u64::from(round < args.events % u64::from(args.rounds));
+        let started = Instant::now();
+        let done = runtime.block_on(grpc_round(clients, share, &data, &mut grpc.latency_us))?;
+        let grpc_elapsed = started.elapsed();
+        grpc.events += done;
+        grpc.elapsed += grpc_elapsed;
+        let started = Instant::now();
+        let done = runtime.block_on(engine_round(
+            engine,
+            clients,
+            share,
+            &data,
+            &mut baseline.latency_us,
+        ))?;
+        let baseline_elapsed = started.elapsed();
+        baseline.events += done;
+        baseline.elapsed += baseline_elapsed;
+        eprintln!(
+            "bench grpc-append: round {}/{}: gRPC {:.0} events/s, in-process {:.0} events/s",
+            round + 1,
+            args.rounds,
+            share as f64 / grpc_elapsed.as_secs_f64(),
+            done as f64 / baseline_elapsed.as_secs_f64(),
+        );
+    }
+    Ok((grpc, baseline))
+}
+
+/// Appends `events` one-event appends over gRPC from every client at once; returns the events
+/// acknowledged and adds each append's latency to `latency_us`.
+async fn grpc_round(
+    clients: &[BenchClient],
+    events: u64,
+    data: &Bytes,
+    latency_us: &mut Histogram<u64>,
+) -> anyhow::Result<u64> {
+    let remaining = Arc::new(AtomicU64::new(events));
+    let acked = Arc::new(AtomicU64::new(0));
+    // The event is built once: `EventData::json` would serialise the data again for every append.
+    let json: serde_json::Value = serde_json::from_slice(data)?;
+    let template = EventData::json(EVENT_TYPE, &json)?;
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let (remaining, acked, c, template) = (
+                Arc::clone(&remaining),
+                Arc::clone(&acked),
+                c.clone(),
+                template.clone(),
+            );
+            tokio::spawn(async move {
+                let mut hist = latency_histogram();
+                let options = AppendToStreamOptions::default();
+                while take(&remaining, 1) == 1 {
+                    let event = template.clone().id(random_id());
+                    let started = Instant::now();
+                    c.client
+                        .append_to_stream(c.stream.as_str(), &options, event)
+                        .await
+                        .with_context(|| format!("append to {} failed", c.stream))?;
+                    hist.saturating_record(micros(started.elapsed()));
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(hist)
+            })
+        })
+        .collect();
+    join_histograms(tasks, latency_us, "client").await?;
+    Ok(acked.load(Ordering::Relaxed))
+}
+
+/// The same workload as [`grpc_round`] through `Engine::append_async`, one task per client,
+/// each appending to a stream of its own.
+async fn engine_round(
+    engine: &Engine,
+    clients: &[BenchClient],
+    events: u64,
+    data: &Bytes,
+    latency_us: &mut Histogram<u64>,
+) -> anyhow::Result<u64> {
+    let event_type = EventType::new(EVENT_TYPE)?;
+    let remaining = Arc::new(AtomicU64::new(events));
+    let acked = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let (remaining, acked) = (Arc::clone(&remaining), Arc::clone(&acked));
+            let (engine, event_type, data) = (engine.clone(), event_type.clone(), data.clone());
+            let stream = StreamName::new(c.stream.clone());
+            tokio::spawn(async move {
+                let stream = stream?;
+                let mut hist = latency_histogram();
+                while take(&remaining, 1) == 1 {
+                    let event = NewEvent {
+                        id: random_id(),
+                        event_type: event_type.clone(),
+                        content_type: ContentType::Json,
+                        data: data.clone(),
+                        metadata: Bytes::new(),
+                    };
+                    let started = Instant::now();
+                    engine
+                        .append_async(&stream, ExpectedRevision::Any, vec![event])
+                        .await?;
+                    hist.saturating_record(micros(started.elapsed()));
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(hist)
+            })
+        })
+        .collect();
+    join_histograms(tasks, latency_us, "in-process writer").await?;
+    Ok(acked.load(Ordering::Relaxed))
+}
+
+/// Waits for every task and merges the latency histograms they return.
+async fn join_histograms(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
+    latency_us: &mut Histogram<u64>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let mut first_error = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(hist)) => latency_us
+                .add(&hist)
+                .context("merging latency histograms")?,
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("{what} task failed: {e}"));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A v4 id from the thread's fast generator: a getrandom syscall per event would load the cores
+/// the server uses.
+fn random_id() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid()
+}

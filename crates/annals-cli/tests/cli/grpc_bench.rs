@@ -1,0 +1,134 @@
+//! `annals bench grpc-append` and `annals bench grpc-replay` at tiny sizes against a real
+//! `annals serve`: each prints positive figures for both sides, and what it says it wrote is in
+//! the server, read back over gRPC by a separate client. No timing is asserted.
+
+use kurrentdb::{Client, ReadAllOptions};
+
+use crate::support::{Server, annals_ok, last_json_line, path_str, runtime};
+
+/// Every event in the server's `$all`, as (stream, event type) pairs.
+fn read_all_events(server: &Server) -> Vec<(String, String)> {
+    runtime().block_on(async {
+        let client = Client::new(server.url().parse().unwrap()).unwrap();
+        let mut read = client
+            .read_all(&ReadAllOptions::default().max_count(100_000))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(e) = read.next().await.unwrap() {
+            let e = e.get_original_event();
+            out.push((e.stream_id().to_owned(), e.event_type.clone()));
+        }
+        out
+    })
+}
+
+fn assert_positive(figures: &serde_json::Value, fields: &[&str]) {
+    for f in fields {
+        let v = figures[f]
+            .as_f64()
+            .unwrap_or_else(|| panic!("field {f} missing or not a number in {figures}"));
+        assert!(v > 0.0, "field {f} is {v} in {figures}");
+    }
+}
+
+#[test]
+fn grpc_benches_run_against_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+
+    let out = annals_ok(&[
+        "bench",
+        "grpc-append",
+        "--server",
+        &addr,
+        "--clients",
+        "8",
+        "--events",
+        "200",
+        "--baseline-dir",
+        path_str(baseline.path()),
+        "--json",
+    ]);
+    let figures = last_json_line(&out);
+    assert_positive(
+        &figures,
+        &[
+            "events_per_s",
+            "p50_us",
+            "p99_us",
+            "baseline_events_per_s",
+            "baseline_p50_us",
+            "baseline_p99_us",
+            "ratio",
+        ],
+    );
+    assert_eq!(figures["events"], 200, "{figures}");
+    assert_eq!(figures["baseline_events"], 200, "{figures}");
+    assert_eq!(figures["clients"], 8, "{figures}");
+    let events = read_all_events(&server);
+    assert_eq!(
+        events.len(),
+        200,
+        "the server holds other than the 200 appends"
+    );
+    let streams: std::collections::HashSet<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(streams.len(), 8, "one stream per client: {streams:?}");
+    assert!(
+        events
+            .iter()
+            .all(|(s, t)| s.starts_with("grpc-bench-") && t == "BenchEvent"),
+        "{events:?}"
+    );
+    // The baseline's temporary store is gone.
+    assert_eq!(std::fs::read_dir(baseline.path()).unwrap().count(), 0);
+
+    // The server holds 200 events: the replay appends 300 more, then reads all 500.
+    let replay = |events: &str| {
+        last_json_line(&annals_ok(&[
+            "bench",
+            "grpc-replay",
+            "--server",
+            &addr,
+            "--events",
+            events,
+            "--baseline-dir",
+            path_str(baseline.path()),
+            "--json",
+        ]))
+    };
+    let figures = replay("500");
+    assert_positive(
+        &figures,
+        &[
+            "events_per_s",
+            "baseline_events_per_s",
+            "ratio",
+            "fill_events_per_s",
+        ],
+    );
+    assert_eq!(figures["events"], 500, "{figures}");
+    assert_eq!(figures["filled"], 300, "{figures}");
+    let events = read_all_events(&server);
+    assert_eq!(events.len(), 500);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(s, _)| s.starts_with("grpc-fill-"))
+            .count(),
+        300
+    );
+
+    // Enough events already: nothing is appended, and a read shorter than $all works.
+    let figures = replay("350");
+    assert_positive(
+        &figures,
+        &["events_per_s", "baseline_events_per_s", "ratio"],
+    );
+    assert_eq!(figures["filled"], 0, "{figures}");
+    assert_eq!(figures["events"], 350, "{figures}");
+    assert_eq!(read_all_events(&server).len(), 500);
+    assert_eq!(std::fs::read_dir(baseline.path()).unwrap().count(), 0);
+}
