@@ -33,6 +33,50 @@ pub enum Command {
     /// Measure the store against the same disk's own limits, in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Inspect and control a running server's projections.
+    Projections(ProjectionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectionsArgs {
+    /// The server's HTTP address.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:2113")]
+    pub server: String,
+    /// Print the server's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ProjectionsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Every projection: state, position, lag, rate, parked events, last error.
+    List,
+    /// One projection's status.
+    Status { name: String },
+    /// One projection's newest recorded failures.
+    Failures { name: String },
+    /// Apply a TOML definition file (register new projections, rebuild changed ones).
+    Apply { file: PathBuf },
+    /// Stop applying events until resumed.
+    Pause { name: String },
+    /// Resume a paused or faulted projection (a faulted one retries its failed event).
+    Resume { name: String },
+    /// Drop the projection's tables and build it again from the start.
+    Reset { name: String },
+    /// Build a new version beside the serving one and swap when it has caught up.
+    Rebuild { name: String },
+    /// Apply parked events again.
+    RetryParked { name: String },
+    /// Wait until the projection has applied a position (read-your-writes).
+    Wait {
+        name: String,
+        #[arg(long)]
+        position: u64,
+        #[arg(long, default_value_t = 5_000)]
+        timeout_ms: u64,
+    },
 }
 
 /// When appends are acknowledged.
@@ -72,6 +116,11 @@ pub struct ServeArgs {
     /// Most open client connections.
     #[arg(long, default_value_t = annals_server::CONNECTIONS_MAX)]
     pub connections_max: usize,
+    /// A TOML file of declarative projections to apply at start (new ones are registered,
+    /// changed ones rebuilt beside the serving version). Projections registered earlier, also
+    /// over HTTP, are kept in the store directory and run without it.
+    #[arg(long)]
+    pub projections: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +226,44 @@ pub enum BenchCommand {
     /// Fill a store with events quickly (no fsync), up to a total; used by `bench replay`.
     #[command(hide = true)]
     Fill(BenchFillArgs),
+    /// Concurrent single-event appends over gRPC to a running server, against the same workload
+    /// in-process on a temporary store.
+    GrpcAppend(BenchGrpcAppendArgs),
+    /// Reading `$all` over gRPC from a running server, against an in-process read of as many
+    /// events from a temporary store.
+    GrpcReplay(BenchGrpcReplayArgs),
+    /// Rebuilding a declarative projection into SQLite or Postgres view rows, against the same
+    /// database's bulk insert of the same rows; then live append-to-row latency.
+    Project(BenchProjectArgs),
+}
+
+/// Which database `bench project` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProjectTargetArg {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchProjectArgs {
+    #[arg(long, value_enum, default_value_t = ProjectTargetArg::Sqlite)]
+    pub target: ProjectTargetArg,
+    /// Postgres connection (URL or key=value); default: the `test` database on 127.0.0.1:5432.
+    #[arg(long)]
+    pub target_url: Option<String>,
+    /// Store directory; filled with `OrderPlaced` events up to --events first.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Partitions the projection runs in parallel.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Single appends timed from append to row committed in the view.
+    #[arg(long, default_value_t = 500)]
+    pub live_appends: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +330,52 @@ pub struct BenchFillArgs {
     /// Events per append.
     #[arg(long, default_value_t = 100)]
     pub batch: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchGrpcAppendArgs {
+    /// The running server: HOST:PORT (cleartext), or a kurrentdb:// connection string.
+    #[arg(long)]
+    pub server: String,
+    /// Concurrent clients, each appending one event at a time to a stream of its own.
+    #[arg(long, default_value_t = 64)]
+    pub clients: u32,
+    /// Client connections the clients share (each one HTTP/2 connection); 0: one per client.
+    #[arg(long, default_value_t = 0)]
+    pub connections: u32,
+    /// Events to append over gRPC in all (and as many in-process).
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
+    /// gRPC and in-process alternate this many times, since the disk's fsync speed drifts.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u32,
+    /// Where to put the in-process baseline's temporary store; best on the server's disk
+    /// (default: the system's temporary directory).
+    #[arg(long)]
+    pub baseline_dir: Option<PathBuf>,
+    /// End with one JSON line of the figures.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchGrpcReplayArgs {
+    /// The running server: HOST:PORT (cleartext), or a kurrentdb:// connection string.
+    #[arg(long)]
+    pub server: String,
+    /// Events to read from the start of `$all`; the server is filled up to this first.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// gRPC and in-process alternate this many times.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u32,
+    /// Where to put the in-process baseline's temporary store (default: the system's temporary
+    /// directory).
+    #[arg(long)]
+    pub baseline_dir: Option<PathBuf>,
+    /// End with one JSON line of the figures.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses `any`, `no_stream`, `stream_exists` or a revision number.

@@ -8,7 +8,9 @@
 mod args;
 mod bench;
 mod check;
+mod effects;
 mod output;
+mod projections;
 mod read;
 mod serve;
 mod store;
@@ -17,8 +19,10 @@ mod write;
 use std::process::ExitCode;
 
 pub use args::{
-    AppendArgs, BenchAppendArgs, BenchCommand, BenchFillArgs, BenchReadStreamArgs, BenchReplayArgs,
-    CheckArgs, Cli, Command, DurabilityArg, LoadArgs, ReadAllArgs, ReadArgs, ServeArgs,
+    AppendArgs, BenchAppendArgs, BenchCommand, BenchFillArgs, BenchGrpcAppendArgs,
+    BenchGrpcReplayArgs, BenchProjectArgs, BenchReadStreamArgs, BenchReplayArgs, CheckArgs, Cli,
+    Command, DurabilityArg, LoadArgs, ProjectTargetArg, ProjectionsArgs, ProjectionsCommand,
+    ReadAllArgs, ReadArgs, ServeArgs,
 };
 
 /// Runs one command; the exit code says whether it found a problem (e.g. `check`).
@@ -31,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run(&a),
         Command::Load(a) => write::load(&a),
         Command::Bench(b) => bench::run(b),
+        Command::Projections(a) => projections::run(&a).map(|()| ExitCode::SUCCESS),
     }
 }

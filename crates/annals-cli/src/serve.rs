@@ -3,12 +3,15 @@
 //! the store (every append in flight is answered and the index flushed) and exits 0.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use annals_projections::{Catalog, Projections};
 use annals_server::{Limits, ServerState, TlsFiles};
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::ServeArgs;
+use crate::effects::WebhookSink;
 use crate::store;
 
 /// Unknown paths: UNIMPLEMENTED for gRPC requests (clients expect it), a JSON 404 otherwise.
@@ -43,7 +46,28 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         connections_max: args.connections_max,
         ..Limits::default()
     };
-    let state = ServerState::new(engine.clone(), limits);
+    // Projections run on their own threads; they start before the listener so a read-your-writes
+    // wait never meets a projection that is still being registered.
+    let projections = Arc::new(Projections::with_effect_sink(
+        engine.clone(),
+        Arc::new(WebhookSink::new()?),
+    ));
+    let (catalog, failed) = Catalog::open(Arc::clone(&projections), &args.data)
+        .context("cannot open the projection catalog")?;
+    for e in &failed {
+        tracing::error!(error = %e, "a stored projection did not start");
+    }
+    if let Some(file) = &args.projections {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        for applied in catalog
+            .apply(&text)
+            .with_context(|| format!("projections in {}", file.display()))?
+        {
+            tracing::info!(?applied, "projection definition applied");
+        }
+    }
+    let state = ServerState::new(engine.clone(), limits).with_projections(Arc::new(catalog));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -77,6 +101,8 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("serving failed")
     });
+    // Projections stop after their commits in flight; each resumes from its checkpoint.
+    projections.shutdown();
     // Closing waits for the writer threads, so every append in flight is answered first.
     engine.close();
     tracing::info!(head = engine.head().0, "store closed");

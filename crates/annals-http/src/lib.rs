@@ -11,6 +11,7 @@
 //! | `GET /all` | read `$all` ([`read`]) |
 //! | `GET /all/live` | `$all` as server-sent events ([`live`]) |
 //! | `GET /health`, `GET /metrics`, `GET /openapi.json` | operations ([`ops`]) |
+//! | `/projections…` | projections: register, status, commands, read-your-writes ([`projections`]) |
 
 #![deny(
     clippy::unwrap_used,
@@ -23,6 +24,7 @@ pub mod append;
 mod error;
 pub mod live;
 pub mod ops;
+pub mod projections;
 pub mod read;
 pub mod wire;
 
@@ -44,6 +46,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/health"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("get", "/projections"),
+    ("post", "/projections"),
+    ("get", "/projections/{name}"),
+    ("get", "/projections/{name}/failures"),
+    ("get", "/projections/{name}/definition"),
+    ("get", "/projections/{name}/wait"),
+    ("post", "/projections/{name}/{command}"),
 ];
 
 /// The HTTP routes, to be merged with the gRPC API's.
@@ -59,6 +68,18 @@ pub fn router(state: ServerState) -> Router {
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route(
+            "/projections",
+            get(projections::list).post(projections::apply),
+        )
+        .route("/projections/{name}", get(projections::status))
+        .route("/projections/{name}/failures", get(projections::failures))
+        .route(
+            "/projections/{name}/definition",
+            get(projections::definition),
+        )
+        .route("/projections/{name}/wait", get(projections::wait))
+        .route("/projections/{name}/{command}", post(projections::command))
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(state)
 }

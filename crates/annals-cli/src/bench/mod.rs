@@ -4,15 +4,20 @@
 //! to stdout, with `--json` as exactly one JSON line at the end.
 
 mod append;
+mod grpc_append;
+mod grpc_replay;
 mod probe;
+mod project;
 mod read_stream;
 mod replay;
 mod report;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
@@ -24,6 +29,9 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Replay(a) => replay::run(&a),
         BenchCommand::ReadStream(a) => read_stream::run(&a),
         BenchCommand::Fill(a) => replay::fill(&a),
+        BenchCommand::GrpcAppend(a) => grpc_append::run(&a),
+        BenchCommand::GrpcReplay(a) => grpc_replay::run(&a),
+        BenchCommand::Project(a) => project::run(&a),
     }
 }
 
@@ -90,6 +98,50 @@ fn with_progress<T>(label: &str, total: u64, done: &AtomicU64, work: impl FnOnce
     })
 }
 
+/// The `kurrentdb` connection string for `--server`: a `kurrentdb://` (or `esdb://`) URL as
+/// given, or `HOST:PORT` for a cleartext connection.
+fn client_url(server: &str) -> String {
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("kurrentdb://{server}?tls=false")
+    }
+}
+
+/// A `kurrentdb` client for the connection string `url`; connects on first use. Must be called
+/// within a tokio runtime, whose tasks carry the client's connection.
+fn grpc_client(url: &str) -> anyhow::Result<kurrentdb::Client> {
+    let settings: kurrentdb::ClientSettings = url
+        .parse()
+        .with_context(|| format!("bad server address {url:?}"))?;
+    kurrentdb::Client::new(settings).map_err(|e| anyhow::anyhow!("cannot create a client: {e:#}"))
+}
+
+/// A fresh temporary directory for a baseline's store, in `dir` if given (it should be on the
+/// same disk as the server's store), else in the system's temporary directory. Removed on drop.
+fn baseline_dir(dir: Option<&PathBuf>) -> anyhow::Result<tempfile::TempDir> {
+    let builder = tempfile::Builder::new()
+        .prefix("annals-bench-baseline-")
+        .clone();
+    match dir {
+        Some(d) => builder
+            .tempdir_in(d)
+            .with_context(|| format!("cannot create a directory in {}", d.display())),
+        None => builder
+            .tempdir()
+            .context("cannot create a temporary directory"),
+    }
+}
+
+/// `figure / baseline` to three decimals, 0 without a baseline.
+fn ratio(figure: f64, baseline: f64) -> f64 {
+    if baseline > 0.0 {
+        (figure / baseline * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
 /// Takes up to `want` units from a shared budget; 0 once it is spent.
 fn take(remaining: &AtomicU64, want: u64) -> u64 {
     match remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -118,6 +170,18 @@ mod tests {
         assert_eq!(take(&budget, 4), 4);
         assert_eq!(take(&budget, 4), 2);
         assert_eq!(take(&budget, 4), 0);
+    }
+
+    #[test]
+    fn client_url_defaults_to_cleartext() {
+        assert_eq!(
+            client_url("127.0.0.1:2113"),
+            "kurrentdb://127.0.0.1:2113?tls=false"
+        );
+        assert_eq!(
+            client_url("kurrentdb://localhost:1?tls=true"),
+            "kurrentdb://localhost:1?tls=true"
+        );
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! Whole-program tests of the `annals` binary, in one test binary so it builds once: command
-//! round trips, serve's signal handling, a real-process crash test (SIGKILL during concurrent
-//! durable appends, then every acknowledged append must be found), and that each bench prints
-//! its JSON figures.
+//! round trips, serve's signal handling (SIGTERM during HTTP appends loses no acknowledged one),
+//! serving over TLS, a real-process crash test (SIGKILL during concurrent durable appends, then
+//! every acknowledged append must be found), and that each bench prints its JSON figures,
+//! including the gRPC benches against a real server.
 
 mod bench;
 mod clients;
 mod crash;
+mod grpc_bench;
+mod projections;
 mod roundtrip;
 mod serve;
+mod shutdown;
 mod support;
+mod tls;

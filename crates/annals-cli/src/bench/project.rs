@@ -1,0 +1,288 @@
+//! `annals bench project`: rebuilds a declarative projection over N events into one view row per
+//! event, against the same database's own bulk insert of the same rows (one transaction, one
+//! prepared statement) in the same run; then measures live latency, from an append to its row
+//! being committed in the view (`wait_for` the append's position).
+//!
+//! The store under `--data` is filled up to N `OrderPlaced` events first (kept between runs).
+//! Each run registers a projection with a fresh name and drops its tables at the end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annals_core::{ContentType, EventType, ExpectedRevision, NewEvent, Position, StreamName};
+use annals_engine::{Durability, Engine, EngineConfig};
+use annals_projections::{
+    PostgresTarget, ProjectionSpec, Projections, SqliteTarget, Target, parse_definitions,
+};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::report::{emit, round2};
+use super::{latency_histogram, micros};
+use crate::args::{BenchProjectArgs, ProjectTargetArg};
+
+/// Events per append while filling the store.
+const FILL_BATCH_EVENTS: u64 = 500;
+/// Streams the filled events spread over.
+const FILL_STREAMS: u64 = 10_000;
+/// Longest a rebuild may take before the bench gives up.
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(1_800);
+/// Longest one live append may take to show in the view.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The Postgres database used when no `--target-url` is given.
+const POSTGRES_URL_DEFAULT: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+#[derive(Serialize)]
+struct Figures {
+    target: &'static str,
+    events: u64,
+    partitions: u32,
+    events_per_s: f64,
+    baseline_events_per_s: f64,
+    ratio: f64,
+    rebuild_s: f64,
+    baseline_s: f64,
+    live_appends: u64,
+    live_p50_ms: f64,
+    live_p99_ms: f64,
+    live_max_ms: f64,
+}
+
+/// One view row, as both sides write it.
+struct Row {
+    id: String,
+    stream: String,
+    revision: i64,
+    customer: String,
+    total: i64,
+}
+
+pub(super) fn run(args: &BenchProjectArgs) -> anyhow::Result<std::process::ExitCode> {
+    if args.events == 0 {
+        bail!("--events must be at least 1");
+    }
+    let (engine, _) = Engine::open_dir(
+        &args.data,
+        EngineConfig {
+            durability: Durability::Fsync,
+            ..EngineConfig::default()
+        },
+    )
+    .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
+    fill(&engine, args.events)?;
+    let url = match args.target {
+        ProjectTargetArg::Sqlite => None,
+        ProjectTargetArg::Postgres => Some(
+            args.target_url
+                .clone()
+                .unwrap_or_else(|| POSTGRES_URL_DEFAULT.to_owned()),
+        ),
+    };
+    let scratch = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let sqlite_path = scratch.path().join("view.sqlite3");
+    let open = || -> anyhow::Result<Box<dyn Target>> {
+        Ok(match &url {
+            None => Box::new(SqliteTarget::open(&sqlite_path)?),
+            Some(u) => Box::new(PostgresTarget::connect(u)?),
+        })
+    };
+    let name = format!("bench_{}", std::process::id());
+    let spec = spec(&name, args.partitions)?;
+
+    // Baseline first: the same rows, read from the log beforehand, inserted in bulk.
+    let rows = rows_of(&engine, args.events)?;
+    let baseline = match &url {
+        None => baseline_sqlite(&scratch.path().join("baseline.sqlite3"), &rows)?,
+        Some(u) => baseline_postgres(u, &format!("{name}_baseline"), &rows)?,
+    };
+    drop(rows);
+
+    let projections = Arc::new(Projections::new(engine.clone()));
+    let head = engine.head();
+    let started = Instant::now();
+    projections.register(spec, open()?)?;
+    projections
+        .wait_for(&name, head, REBUILD_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("the rebuild did not finish: {e}"))?;
+    let rebuild = started.elapsed();
+    tracing::info!(seconds = rebuild.as_secs_f64(), "rebuild done");
+
+    let mut hist = latency_histogram();
+    let stream = StreamName::new(format!("order-live{}", std::process::id()))?;
+    for i in 0..args.live_appends {
+        let t = Instant::now();
+        let r = engine.append(&stream, ExpectedRevision::Any, vec![event(i)])?;
+        projections
+            .wait_for(&name, r.position, LIVE_TIMEOUT)
+            .map_err(|e| anyhow::anyhow!("a live append did not show: {e}"))?;
+        let _ = hist.record(micros(t.elapsed()));
+    }
+    projections.reset(&name).ok();
+    projections.shutdown();
+    drop_projection(open()?.as_mut(), &name);
+    engine.close();
+
+    let counted = args.events.min(head.0);
+    let eps = counted as f64 / rebuild.as_secs_f64();
+    let base_eps = counted as f64 / baseline.as_secs_f64();
+    let ms = |q: f64| round2(hist.value_at_quantile(q) as f64 / 1000.0);
+    emit(
+        &Figures {
+            target: if url.is_some() { "postgres" } else { "sqlite" },
+            events: counted,
+            partitions: args.partitions,
+            events_per_s: eps.round(),
+            baseline_events_per_s: base_eps.round(),
+            ratio: round2(eps / base_eps),
+            rebuild_s: round2(rebuild.as_secs_f64()),
+            baseline_s: round2(baseline.as_secs_f64()),
+            live_appends: args.live_appends,
+            live_p50_ms: ms(0.5),
+            live_p99_ms: ms(0.99),
+            live_max_ms: round2(hist.max() as f64 / 1000.0),
+        },
+        args.json,
+    )?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn definition_text(name: &str, partitions: u32) -> String {
+    format!(
+        r#"
+[[projection]]
+name = "{name}"
+source = {{ category = "order" }}
+tables = ["{name}_orders"]
+setup = ["CREATE TABLE {{{name}_orders}} (id TEXT PRIMARY KEY, stream TEXT NOT NULL, revision BIGINT NOT NULL, customer TEXT NOT NULL, total BIGINT NOT NULL)"]
+partitions = {partitions}
+
+[[projection.handler]]
+event_type = "OrderPlaced"
+sql = "INSERT INTO {{{name}_orders}} (id, stream, revision, customer, total) VALUES ($1, $2, $3, $4, $5)"
+params = ["data.id", "stream", "revision", "data.customer", "data.total"]
+"#
+    )
+}
+
+fn spec(name: &str, partitions: u32) -> anyhow::Result<ProjectionSpec> {
+    let mut defs = parse_definitions(&definition_text(name, partitions))?;
+    defs.pop()
+        .map(|d| d.spec)
+        .context("the bench definition holds no projection")
+}
+
+fn event(i: u64) -> NewEvent {
+    let data = serde_json::json!({
+        "id": Uuid::new_v4().to_string(),
+        "customer": format!("customer-{}", i % 997),
+        "total": i % 10_000,
+    });
+    NewEvent {
+        id: Uuid::new_v4(),
+        event_type: EventType::new("OrderPlaced").unwrap_or_else(|_| unreachable!()),
+        content_type: ContentType::Json,
+        data: Bytes::from(data.to_string()),
+        metadata: Bytes::new(),
+    }
+}
+
+/// Appends `OrderPlaced` events until the store holds `events`.
+fn fill(engine: &Engine, events: u64) -> anyhow::Result<()> {
+    let mut have = engine.head().0;
+    let mut i = have;
+    while have < events {
+        let n = FILL_BATCH_EVENTS.min(events - have);
+        let stream = StreamName::new(format!("order-{}", i % FILL_STREAMS))?;
+        let batch: Vec<NewEvent> = (0..n).map(|k| event(i + k)).collect();
+        engine.append(&stream, ExpectedRevision::Any, batch)?;
+        have += n;
+        i += n;
+    }
+    Ok(())
+}
+
+/// The view rows of the first `events` events, read from the log.
+fn rows_of(engine: &Engine, events: u64) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::with_capacity(usize::try_from(events).unwrap_or(0));
+    let mut from = Position(1);
+    while (rows.len() as u64) < events {
+        let page = engine.read_all(from, annals_core::Direction::Forwards, 4_096, None)?;
+        for e in &page.events {
+            if e.event_type.as_str() != "OrderPlaced" || !e.stream.as_str().starts_with("order-") {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&e.data)?;
+            rows.push(Row {
+                id: v["id"].as_str().unwrap_or_default().to_owned(),
+                stream: e.stream.as_str().to_owned(),
+                revision: i64::try_from(e.revision.0).unwrap_or(i64::MAX),
+                customer: v["customer"].as_str().unwrap_or_default().to_owned(),
+                total: v["total"].as_i64().unwrap_or(0),
+            });
+        }
+        if page.events.is_empty() || page.end_reached {
+            break;
+        }
+        from = page.next;
+    }
+    Ok(rows)
+}
+
+fn baseline_sqlite(path: &std::path::Path, rows: &[Row]) -> anyhow::Result<Duration> {
+    let mut db = rusqlite::Connection::open(path)?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.execute(
+        "CREATE TABLE orders (id TEXT PRIMARY KEY, stream TEXT NOT NULL, revision BIGINT NOT NULL, customer TEXT NOT NULL, total BIGINT NOT NULL)",
+        [],
+    )?;
+    let started = Instant::now();
+    let tx = db.transaction()?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO orders (id, stream, revision, customer, total) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for r in rows {
+            insert.execute(rusqlite::params![
+                r.id, r.stream, r.revision, r.customer, r.total
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(started.elapsed())
+}
+
+fn baseline_postgres(url: &str, table: &str, rows: &[Row]) -> anyhow::Result<Duration> {
+    let mut db = postgres::Client::connect(url, postgres::NoTls)
+        .with_context(|| "cannot connect to the Postgres target")?;
+    db.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id TEXT PRIMARY KEY, stream TEXT NOT NULL, revision BIGINT NOT NULL, customer TEXT NOT NULL, total BIGINT NOT NULL)"
+    ))?;
+    let started = Instant::now();
+    let mut tx = db.transaction()?;
+    let insert = tx.prepare(&format!(
+        "INSERT INTO {table} (id, stream, revision, customer, total) VALUES ($1, $2, $3, $4, $5)"
+    ))?;
+    for r in rows {
+        tx.execute(
+            &insert,
+            &[&r.id, &r.stream, &r.revision, &r.customer, &r.total],
+        )?;
+    }
+    tx.commit()?;
+    let elapsed = started.elapsed();
+    db.batch_execute(&format!("DROP TABLE IF EXISTS {table}"))?;
+    Ok(elapsed)
+}
+
+/// Drops what the run left in the target (best effort: a leftover only costs space).
+fn drop_projection(target: &mut dyn Target, name: &str) {
+    let tables = vec![format!("{name}_orders")];
+    if let Ok(stored) = target.load(name) {
+        for g in stored.generations {
+            let _ = target.drop_generation(name, g.generation, &tables, true);
+        }
+    }
+}

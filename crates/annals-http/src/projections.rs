@@ -1,0 +1,242 @@
+//! Projection routes: register definitions, list and inspect projections, send commands, and
+//! wait for a projection to apply a position (read-your-writes).
+//!
+//! | Route | What |
+//! |---|---|
+//! | `GET /projections` | every projection's status |
+//! | `POST /projections` | apply a TOML definition file (register, keep or rebuild) |
+//! | `GET /projections/{name}` | one projection's status |
+//! | `GET /projections/{name}/failures` | its newest recorded failures |
+//! | `GET /projections/{name}/definition` | its newest definition, as TOML |
+//! | `POST /projections/{name}/{pause,resume,reset,rebuild,retry-parked}` | commands |
+//! | `GET /projections/{name}/wait?position=P&timeoutMs=T` | 200 once applied, 409 `stale` |
+//!
+//! The runtime's calls block (they talk to a projection's control thread), so each runs on
+//! tokio's blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals_core::Position;
+use annals_projections::{Catalog, CatalogError, ProjectionError, WaitError};
+use annals_server::ServerState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Why a projection request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionApiError {
+    #[error("this server runs no projections")]
+    Disabled,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("projection is stale: it has applied up to {applied}, not yet {wanted}")]
+    Stale { applied: u64, wanted: u64 },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ProjectionError> for ProjectionApiError {
+    fn from(e: ProjectionError) -> Self {
+        ProjectionApiError::Catalog(CatalogError::Projection(e))
+    }
+}
+
+impl IntoResponse for ProjectionApiError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let (status, code) = match &self {
+            ProjectionApiError::Disabled => (StatusCode::NOT_FOUND, "projections_disabled"),
+            ProjectionApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ProjectionApiError::Stale { .. } => (StatusCode::CONFLICT, "stale"),
+            ProjectionApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ProjectionApiError::Catalog(e) => match e {
+                CatalogError::Definition(_) => (StatusCode::BAD_REQUEST, "bad_definition"),
+                CatalogError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                CatalogError::Target { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "target_unavailable")
+                }
+                CatalogError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                CatalogError::Projection(p) => match p {
+                    ProjectionError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+                    ProjectionError::InvalidSpec { .. } | ProjectionError::Definition { .. } => {
+                        (StatusCode::BAD_REQUEST, "bad_definition")
+                    }
+                    ProjectionError::AlreadyRegistered { .. }
+                    | ProjectionError::RebuildInProgress { .. }
+                    | ProjectionError::NotRunning { .. } => (StatusCode::CONFLICT, "conflict"),
+                    _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                },
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
+        };
+        let mut body = json!({ "error": code, "message": message });
+        if let (ProjectionApiError::Stale { applied, wanted }, Some(map)) =
+            (&self, body.as_object_mut())
+        {
+            map.insert("applied".to_owned(), json!(applied));
+            map.insert("position".to_owned(), json!(wanted));
+        }
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, ProjectionApiError>;
+
+fn catalog(state: &ServerState) -> Result<Arc<Catalog>> {
+    state
+        .projections
+        .clone()
+        .ok_or(ProjectionApiError::Disabled)
+}
+
+/// Runs a blocking runtime call off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ProjectionApiError::Internal(format!("projection task failed: {e}")))?
+}
+
+/// `GET /projections`
+pub async fn list(State(state): State<ServerState>) -> Result<axum::Json<Value>> {
+    let catalog = catalog(&state)?;
+    let statuses = blocking(move || Ok(catalog.projections().list())).await?;
+    Ok(axum::Json(json!({ "projections": statuses })))
+}
+
+/// `POST /projections`: the body is a TOML definition file.
+pub async fn apply(State(state): State<ServerState>, body: String) -> Result<axum::Json<Value>> {
+    let catalog = catalog(&state)?;
+    let applied = blocking(move || Ok(catalog.apply(&body)?)).await?;
+    Ok(axum::Json(json!({ "applied": applied })))
+}
+
+/// `GET /projections/{name}`
+pub async fn status(
+    State(state): State<ServerState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>> {
+    let catalog = catalog(&state)?;
+    let status = blocking(move || Ok(catalog.projections().status(&name)?)).await?;
+    Ok(axum::Json(json!(status)))
+}
+
+/// `GET /projections/{name}/failures`
+pub async fn failures(
+    State(state): State<ServerState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>> {
+    let catalog = catalog(&state)?;
+    let failures = blocking(move || Ok(catalog.projections().failures(&name)?)).await?;
+    let failures: Vec<Value> = failures
+        .iter()
+        .map(|f| {
+            json!({
+                "position": f.position.0,
+                "stream": f.stream,
+                "revision": f.revision,
+                "eventType": f.event_type,
+                "message": f.message,
+                "action": f.action.as_str(),
+                "recordedAtMs": f.recorded_at_ms,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "failures": failures })))
+}
+
+/// `GET /projections/{name}/definition`
+pub async fn definition(
+    State(state): State<ServerState>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    let catalog = catalog(&state)?;
+    let text = catalog
+        .definitions()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| ProjectionError::NotFound { name: name.clone() })?;
+    Ok(([("content-type", "application/toml")], text).into_response())
+}
+
+/// `POST /projections/{name}/{command}`
+pub async fn command(
+    State(state): State<ServerState>,
+    Path((name, command)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    let catalog = catalog(&state)?;
+    let answer = blocking(move || {
+        let p = catalog.projections();
+        Ok(match command.as_str() {
+            "pause" => {
+                p.pause(&name)?;
+                json!({ "ok": true })
+            }
+            "resume" => {
+                p.resume(&name)?;
+                json!({ "ok": true })
+            }
+            "reset" => {
+                p.reset(&name)?;
+                json!({ "ok": true })
+            }
+            "rebuild" => json!({ "applied": catalog.rebuild(&name)? }),
+            "retry-parked" => json!(p.retry_parked(&name)?),
+            other => {
+                return Err(ProjectionApiError::BadRequest(format!(
+                    "unknown command {other:?} (pause, resume, reset, rebuild, retry-parked)"
+                )));
+            }
+        })
+    })
+    .await?;
+    Ok(axum::Json(answer))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WaitQuery {
+    position: u64,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// How long a wait lasts when the request names no timeout.
+pub const WAIT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+
+/// `GET /projections/{name}/wait?position=P&timeoutMs=T`: answers once the projection has
+/// applied position `P` (an append's position), or 409 `stale` at the timeout (capped by the
+/// runtime's maximum).
+pub async fn wait(
+    State(state): State<ServerState>,
+    Path(name): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<axum::Json<Value>> {
+    let catalog = catalog(&state)?;
+    let timeout = query
+        .timeout_ms
+        .map_or(WAIT_TIMEOUT_DEFAULT, Duration::from_millis);
+    let wanted = query.position;
+    let applied = blocking(move || {
+        match catalog
+            .projections()
+            .wait_for(&name, Position(wanted), timeout)
+        {
+            Ok(p) => Ok(p.0),
+            Err(WaitError::Stale { applied }) => Err(ProjectionApiError::Stale {
+                applied: applied.0,
+                wanted,
+            }),
+            Err(WaitError::NotFound { name }) => Err(ProjectionError::NotFound { name }.into()),
+            Err(e) => Err(ProjectionApiError::Internal(e.to_string())),
+        }
+    })
+    .await?;
+    Ok(axum::Json(json!({ "position": applied })))
+}
