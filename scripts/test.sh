@@ -12,6 +12,14 @@ fi
 # The real KurrentDB client libraries the compatibility tests drive (Python, Node).
 ./scripts/install-clients.sh
 
+# PostgreSQL's server binaries: the projection tests start throwaway servers with initdb/pg_ctl.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  echo "installing PostgreSQL server binaries (Debian package postgresql)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y postgresql >&2
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
