@@ -53,7 +53,7 @@ pub use snapshot::{
     load_aggregate, load_aggregate_snapshot, save_aggregate_snapshot,
 };
 pub use spec::{ErrorPolicy, HandlerFactory, OnFailure, PARTITIONS_MAX, ProjectionSpec, Source};
-pub use sqlite::{SQLITE_BUSY_TIMEOUT, SqliteTarget};
+pub use sqlite::{SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB, SqliteTarget};
 pub use status::{ProjectionState, ProjectionStatus, RATE_WINDOW, RebuildStatus};
 pub use target::{
     Failure, FailureAction, Parked, PartitionCommit, SnapshotRecord, Statement, StoredGeneration,
