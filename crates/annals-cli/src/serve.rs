@@ -83,13 +83,15 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let router = annals_grpc::routes(state.clone())
             .merge(annals_http::router(state.clone()))
             .fallback(fallback);
+        // Handlers first: the address line tells scripts and tests the server is up, and a
+        // SIGTERM that follows it at once must shut down cleanly, not kill the process.
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
         tracing::info!(
             address = %local,
             tls = tls.is_some(),
             "serving gRPC (KurrentDB protocol) and HTTP; stop with SIGINT or SIGTERM"
         );
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
         let shutdown = async move {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
