@@ -1,10 +1,18 @@
 //! Conversions between the wire types and the Annals ones: UUIDs, stream names, expected
 //! revisions and recorded events.
+//!
+//! A recorded event, the one message a read sends per event, is also encoded by hand
+//! ([`encode_read_event`]) straight from the [`EventRecord`] into the response buffer: no
+//! intermediate prost message, so no per-event allocation (UUID string, metadata map, stream
+//! name) and one copy of the payload. It produces the bytes prost would for
+//! [`recorded_event`] wrapped in a `ReadResp` (up to the order of the metadata map's entries,
+//! which protobuf leaves free); a test decodes one against the other.
 
 use std::collections::HashMap;
 
 use annals_core::{EventRecord, ExpectedRevision, StreamName};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use crate::error::GrpcError;
 use crate::proto::shared::uuid as pb_uuid;
@@ -93,6 +101,166 @@ pub(crate) fn recorded_event(e: &EventRecord, structured: bool) -> read_resp::Re
     }
 }
 
+/// Length of a length-delimited field (key, length, body).
+fn delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// Length of a proto3 scalar varint field: absent when zero.
+fn varint_len(tag: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(value)
+    }
+}
+
+/// Length of a proto3 `string`/`bytes` field: absent when empty.
+fn bytes_len(tag: u32, len: usize) -> usize {
+    if len == 0 { 0 } else { delimited_len(tag, len) }
+}
+
+fn put_delimited_header(tag: u32, len: usize, buf: &mut impl BufMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn put_varint(tag: u32, value: u64, buf: &mut impl BufMut) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(value, buf);
+    }
+}
+
+fn put_bytes(tag: u32, value: &[u8], buf: &mut impl BufMut) {
+    if !value.is_empty() {
+        put_delimited_header(tag, value.len(), buf);
+        buf.put_slice(value);
+    }
+}
+
+/// Length of the hyphenated UUID string form.
+const UUID_STRING_LEN: usize = 36;
+
+/// The decimal digits of `value`, right-aligned in `buf`.
+fn decimal(value: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = value.unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
+}
+
+/// The `event_store.client.streams.ReadResp` holding `e` as a `ReadEvent` (no link, commit
+/// position), encoded into `buf` exactly as prost encodes `ReadResp { content:
+/// Event(recorded_event(e, structured)) }`.
+pub(crate) fn encode_read_event(e: &EventRecord, structured: bool, buf: &mut impl BufMut) {
+    // Field numbers, from streams.proto and shared.proto.
+    const RESP_EVENT: u32 = 1;
+    const READ_EVENT_EVENT: u32 = 1;
+    const READ_EVENT_COMMIT_POSITION: u32 = 3;
+    const ID: u32 = 1;
+    const STREAM: u32 = 2;
+    const REVISION: u32 = 3;
+    const PREPARE: u32 = 4;
+    const COMMIT: u32 = 5;
+    const METADATA: u32 = 6;
+    const CUSTOM_METADATA: u32 = 7;
+    const DATA: u32 = 8;
+    const UUID_STRUCTURED: u32 = 1;
+    const UUID_STRING: u32 = 2;
+    const UUID_MSB: u32 = 1;
+    const UUID_LSB: u32 = 2;
+    const STREAM_NAME: u32 = 3;
+    const MAP_KEY: u32 = 1;
+    const MAP_VALUE: u32 = 2;
+
+    let (hi, lo) = e.id.as_u64_pair();
+    let uuid_inner = if structured {
+        varint_len(UUID_MSB, hi) + varint_len(UUID_LSB, lo)
+    } else {
+        UUID_STRING_LEN
+    };
+    let uuid_len = delimited_len(
+        if structured {
+            UUID_STRUCTURED
+        } else {
+            UUID_STRING
+        },
+        uuid_inner,
+    );
+    let stream = e.stream.as_str().as_bytes();
+    let stream_len = bytes_len(STREAM_NAME, stream.len());
+    let mut ticks = [0u8; 20];
+    let created = decimal(e.created.unix_ticks(), &mut ticks);
+    let entries: [(&[u8], &[u8]); 3] = [
+        (b"type", e.event_type.as_str().as_bytes()),
+        (b"content-type", e.content_type.mime().as_bytes()),
+        (b"created", created),
+    ];
+    let entry_len =
+        |(k, v): &(&[u8], &[u8])| bytes_len(MAP_KEY, k.len()) + bytes_len(MAP_VALUE, v.len());
+    let position = e.position.0;
+    let recorded_len = delimited_len(ID, uuid_len)
+        + delimited_len(STREAM, stream_len)
+        + varint_len(REVISION, e.revision.0)
+        + varint_len(PREPARE, position)
+        + varint_len(COMMIT, position)
+        + entries
+            .iter()
+            .map(|entry| delimited_len(METADATA, entry_len(entry)))
+            .sum::<usize>()
+        + bytes_len(CUSTOM_METADATA, e.metadata.len())
+        + bytes_len(DATA, e.data.len());
+    // The commit position is a oneof member, so it is written even when zero.
+    let read_event_len = delimited_len(READ_EVENT_EVENT, recorded_len)
+        + key_len(READ_EVENT_COMMIT_POSITION)
+        + encoded_len_varint(position);
+
+    put_delimited_header(RESP_EVENT, read_event_len, buf);
+    put_delimited_header(READ_EVENT_EVENT, recorded_len, buf);
+    put_delimited_header(ID, uuid_len, buf);
+    if structured {
+        put_delimited_header(UUID_STRUCTURED, uuid_inner, buf);
+        put_varint(UUID_MSB, hi, buf);
+        put_varint(UUID_LSB, lo, buf);
+    } else {
+        put_delimited_header(UUID_STRING, UUID_STRING_LEN, buf);
+        let mut text = [0u8; UUID_STRING_LEN];
+        buf.put_slice(e.id.hyphenated().encode_lower(&mut text).as_bytes());
+    }
+    put_delimited_header(STREAM, stream_len, buf);
+    put_bytes(STREAM_NAME, stream, buf);
+    put_varint(REVISION, e.revision.0, buf);
+    put_varint(PREPARE, position, buf);
+    put_varint(COMMIT, position, buf);
+    for entry in &entries {
+        put_delimited_header(METADATA, entry_len(entry), buf);
+        put_bytes(MAP_KEY, entry.0, buf);
+        put_bytes(MAP_VALUE, entry.1, buf);
+    }
+    put_bytes(CUSTOM_METADATA, &e.metadata, buf);
+    put_bytes(DATA, &e.data, buf);
+    encode_key(READ_EVENT_COMMIT_POSITION, WireType::Varint, buf);
+    encode_varint(position, buf);
+}
+
+/// The encoded length of [`encode_read_event`]'s output, to reserve room for it.
+pub(crate) fn read_event_len_hint(e: &EventRecord) -> usize {
+    // Fixed parts (keys, UUID, positions, metadata keys and values) stay under 256 bytes.
+    256 + e.stream.as_str().len() + e.event_type.as_str().len() + e.metadata.len() + e.data.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +273,75 @@ mod tests {
         let wire = wire_uuid(id, false);
         assert_eq!(parse_uuid(Some(&wire)).ok(), Some(id));
         assert!(parse_uuid(None).is_err());
+    }
+
+    fn record(
+        id: ::uuid::Uuid,
+        revision: u64,
+        created: i64,
+        data: &[u8],
+        meta: &[u8],
+    ) -> EventRecord {
+        use annals_core::{ContentType, EventType, Position, Revision, Timestamp};
+        EventRecord {
+            id,
+            stream: StreamName::new("order-1").unwrap(),
+            revision: Revision(revision),
+            position: Position(1_234_567),
+            event_type: EventType::new("OrderPlaced").unwrap(),
+            content_type: if data.first() == Some(&b'{') {
+                ContentType::Json
+            } else {
+                ContentType::Binary
+            },
+            created: Timestamp(created),
+            data: Bytes::copy_from_slice(data),
+            metadata: Bytes::copy_from_slice(meta),
+        }
+    }
+
+    #[test]
+    fn hand_encoded_event_is_what_prost_encodes() {
+        use prost::Message;
+
+        use crate::proto::streams::ReadResp;
+
+        let ids = [
+            ::uuid::Uuid::new_v4(),
+            ::uuid::Uuid::nil(),
+            ::uuid::Uuid::from_u64_pair(u64::MAX, 1),
+            ::uuid::Uuid::from_u64_pair(0, u64::MAX / 3),
+        ];
+        let shapes: [(u64, i64, &[u8], &[u8]); 5] = [
+            (0, 0, b"", b""),
+            (7, 1_763_000_000_123_456_789, br#"{"a":1}"#, b""),
+            (300, -1_234, b"\x00\x01", br#"{"m":true}"#),
+            (u64::MAX, i64::MAX, &[7u8; 300], &[1u8; 200]),
+            (i64::MAX as u64, i64::MIN, b"x", b"y"),
+        ];
+        for id in ids {
+            for (revision, created, data, meta) in shapes {
+                for structured in [false, true] {
+                    let e = record(id, revision, created, data, meta);
+                    let mut buf = Vec::new();
+                    encode_read_event(&e, structured, &mut buf);
+                    assert!(buf.len() <= read_event_len_hint(&e));
+                    let expected = ReadResp {
+                        content: Some(read_resp::Content::Event(recorded_event(&e, structured))),
+                    };
+                    assert_eq!(buf.len(), expected.encoded_len());
+                    assert_eq!(ReadResp::decode(buf.as_slice()).unwrap(), expected);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decimal_formats_like_to_string() {
+        for v in [0, 1, -1, 9, 10, -10, 123_456_789, i64::MAX, i64::MIN] {
+            let mut buf = [0u8; 20];
+            assert_eq!(decimal(v, &mut buf), v.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod error;
 mod features;
 mod proto;
 mod read;
+mod read_route;
 mod streams;
 
 use std::time::Duration;
@@ -58,7 +59,9 @@ pub fn routes(state: ServerState) -> axum::Router {
     let gossip = GossipServer::new(features::GossipService);
     let persistent = PersistentSubscriptionsServer::new(features::PersistentService)
         .max_decoding_message_size(max);
+    let read = read_route::ReadRoute::new(state, max);
     axum::Router::new()
+        .route_service(read_route::PATH, read)
         .route_service(&service_path(&streams), streams)
         .route_service(&service_path(&features), features)
         .route_service(&service_path(&gossip), gossip)

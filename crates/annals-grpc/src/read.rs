@@ -1,6 +1,13 @@
 //! `Streams.Read`: reads of one stream or of `$all` (forwards or backwards, optionally filtered)
 //! and catch-up/live subscriptions, streamed to the client through a bounded channel.
+//!
+//! The task answering a read hands over whole pages of events ([`Batch::Events`]), so the
+//! channel and the wake-ups it causes cost once per page, not once per event; [`ReadItems`]
+//! flattens them back into one response per event, which [`crate::read_route`] encodes by hand
+//! straight into the response buffer.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use annals_core::{
@@ -18,17 +25,100 @@ use crate::proto::streams::read_req::options::{
 };
 use crate::proto::streams::{ReadReq, ReadResp, read_resp};
 
-type Tx = mpsc::Sender<Result<ReadResp, Status>>;
+/// What the task answering a read hands to the response stream.
+#[derive(Debug)]
+pub(crate) enum Batch {
+    /// Events to send in order, each as its own `ReadResp`.
+    Events {
+        events: Vec<EventRecord>,
+        structured: bool,
+    },
+    /// Any other response (boxed: rare, and much larger than a page of events' handle).
+    Message(Box<ReadResp>),
+}
 
-/// Events read from the engine per step.
+/// One response of a read, before it is encoded.
+#[derive(Debug)]
+pub(crate) enum ReadItem {
+    /// An event, with the UUID form the client asked for (structured or string).
+    Event(EventRecord, bool),
+    Message(Box<ReadResp>),
+}
+
+impl ReadItem {
+    /// The prost form of the response (the hand encoder in [`crate::convert`] skips it).
+    pub(crate) fn into_message(self) -> ReadResp {
+        match self {
+            ReadItem::Event(e, structured) => ReadResp {
+                content: Some(read_resp::Content::Event(recorded_event(&e, structured))),
+            },
+            ReadItem::Message(m) => *m,
+        }
+    }
+}
+
+type Tx = mpsc::Sender<Result<Batch, Status>>;
+
+/// Events read from the engine per step, and so the most one [`Batch::Events`] holds; for `$all`
+/// reads, the first step's.
 const PAGE_EVENTS: usize = 512;
-/// Responses buffered towards a slow client.
-const CHANNEL_DEPTH: usize = 64;
+/// The most events one step of an `$all` read asks for. Each `Engine::read_all` call starts a
+/// fresh log scan that reads a whole chunk ahead, so small pages of small events waste most of
+/// each chunk: after the first page, an `$all` read sizes its pages to about
+/// [`ALL_PAGE_BYTES`] of events, between [`ALL_PAGE_EVENTS_MIN`] and this.
+const ALL_PAGE_EVENTS_MAX: usize = 4_096;
+/// The fewest events one step of an `$all` read asks for (when events are large).
+const ALL_PAGE_EVENTS_MIN: usize = 64;
+/// The event bytes (data and metadata) an `$all` read aims to hold per page.
+const ALL_PAGE_BYTES: usize = 1024 * 1024;
+/// Batches buffered towards a slow client: with the page being read and the one being sent, a
+/// read holds at most `CHANNEL_PAGES + 2` pages.
+const CHANNEL_PAGES: usize = 2;
 
-fn msg(content: read_resp::Content) -> Result<ReadResp, Status> {
-    Ok(ReadResp {
+fn msg(content: read_resp::Content) -> Result<Batch, Status> {
+    Ok(Batch::Message(Box::new(ReadResp {
         content: Some(content),
-    })
+    })))
+}
+
+/// The responses of one read, one per event, from the batches its task sends.
+#[derive(Debug)]
+pub(crate) struct ReadItems {
+    rx: mpsc::Receiver<Result<Batch, Status>>,
+    events: std::vec::IntoIter<EventRecord>,
+    structured: bool,
+}
+
+impl ReadItems {
+    fn new(rx: mpsc::Receiver<Result<Batch, Status>>) -> Self {
+        Self {
+            rx,
+            events: Vec::new().into_iter(),
+            structured: false,
+        }
+    }
+}
+
+impl futures::Stream for ReadItems {
+    type Item = Result<ReadItem, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(e) = this.events.next() {
+                return Poll::Ready(Some(Ok(ReadItem::Event(e, this.structured))));
+            }
+            match std::task::ready!(this.rx.poll_recv(cx)) {
+                Some(Ok(Batch::Events { events, structured })) => {
+                    this.events = events.into_iter();
+                    this.structured = structured;
+                }
+                Some(Ok(Batch::Message(m))) => return Poll::Ready(Some(Ok(ReadItem::Message(m)))),
+                Some(Err(status)) => return Poll::Ready(Some(Err(status))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
 }
 
 fn now() -> prost_types::Timestamp {
@@ -43,10 +133,7 @@ enum AllFrom {
 }
 
 /// Validates the request and starts the task that answers it.
-pub(crate) fn start(
-    state: ServerState,
-    req: ReadReq,
-) -> Result<mpsc::Receiver<Result<ReadResp, Status>>, Status> {
+pub(crate) fn start(state: ServerState, req: ReadReq) -> Result<ReadItems, Status> {
     let options = req
         .options
         .ok_or_else(|| Status::invalid_argument("read without options"))?;
@@ -67,7 +154,7 @@ pub(crate) fn start(
         Some(opts::FilterOption::Filter(f)) => Some(compile_filter(f)?),
         _ => None,
     };
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let (tx, rx) = mpsc::channel(CHANNEL_PAGES);
     match (options.stream_option, options.count_option) {
         (Some(opts::StreamOption::Stream(s)), Some(opts::CountOption::Count(count))) => {
             if filter.is_some() {
@@ -137,7 +224,7 @@ pub(crate) fn start(
             ));
         }
     }
-    Ok(rx)
+    Ok(ReadItems::new(rx))
 }
 
 fn stream_from(s: &StreamOptions, backwards: bool) -> Option<Revision> {
@@ -192,7 +279,7 @@ fn compile_filter(f: &FilterOptions) -> Result<CompiledFilter, Status> {
     Ok(CompiledFilter(filter, interval))
 }
 
-fn send_blocking(tx: &Tx, item: Result<ReadResp, Status>) -> bool {
+fn send_blocking(tx: &Tx, item: Result<Batch, Status>) -> bool {
     tx.blocking_send(item).is_ok()
 }
 
@@ -263,16 +350,12 @@ fn read_stream(state: &ServerState, tx: &Tx, stream: &StreamName, read: &StreamR
             Some(Revision(last.revision.0.saturating_add(1)))
         };
         let n = events.len();
-        for e in &events {
-            if !send_blocking(
-                tx,
-                msg(read_resp::Content::Event(recorded_event(
-                    e,
-                    read.structured,
-                ))),
-            ) {
-                return;
-            }
+        let batch = Batch::Events {
+            events,
+            structured: read.structured,
+        };
+        if !send_blocking(tx, Ok(batch)) {
+            return;
         }
         sent += n as u64;
         if n < want {
@@ -332,13 +415,14 @@ fn read_all(
         (true, AllFrom::End) => (Direction::Backwards, Position::END),
     };
     let mut sent = 0u64;
+    let mut page_events = PAGE_EVENTS;
     while sent < count {
         if direction == Direction::Backwards && cursor.0 == 0 {
             break;
         }
         let want = usize::try_from(count - sent)
             .unwrap_or(usize::MAX)
-            .min(PAGE_EVENTS);
+            .min(page_events);
         let page = match state
             .engine
             .read_all(cursor, direction, want, filter.as_ref())
@@ -349,15 +433,24 @@ fn read_all(
                 break;
             }
         };
-        for e in &page.events {
-            if !send_blocking(
-                tx,
-                msg(read_resp::Content::Event(recorded_event(e, structured))),
-            ) {
+        let n = page.events.len();
+        if n > 0 {
+            let bytes: usize = page
+                .events
+                .iter()
+                .map(|e| e.data.len() + e.metadata.len())
+                .sum();
+            page_events = (ALL_PAGE_BYTES / bytes.div_ceil(n).max(1))
+                .clamp(ALL_PAGE_EVENTS_MIN, ALL_PAGE_EVENTS_MAX);
+            let batch = Batch::Events {
+                events: page.events,
+                structured,
+            };
+            if !send_blocking(tx, Ok(batch)) {
                 return;
             }
         }
-        sent += page.events.len() as u64;
+        sent += n as u64;
         let progressed = match direction {
             Direction::Forwards => page.next > cursor,
             Direction::Backwards => page.next < cursor,
@@ -482,36 +575,37 @@ async fn subscribe<G: Send + 'static>(
                 continue;
             }
         };
-        let mut delivered = 0u64;
-        for e in &page.events {
-            if !wanted(e, stream_only.as_ref(), min_revision) {
-                continue;
-            }
-            if e.is_tombstone() && stream_only.is_some() {
-                // The followed stream was deleted for good: the subscription ends as KurrentDB's.
-                let _ = tx
-                    .send(Err(GrpcError::StreamDeleted {
-                        stream: e.stream.to_string(),
-                    }
-                    .into()))
-                    .await;
-                return;
-            }
-            last_revision = Some(e.revision.0);
-            if tx
-                .send(msg(read_resp::Content::Event(recorded_event(
-                    e, structured,
-                ))))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            delivered += 1;
+        let mut events = page.events;
+        if stream_only.is_some() {
+            events.retain(|e| wanted(e, stream_only.as_ref(), min_revision));
+        }
+        // The followed stream deleted for good: the events before the tombstone are delivered,
+        // then the subscription ends as KurrentDB's does.
+        let deleted = match stream_only {
+            Some(_) => events.iter().position(EventRecord::is_tombstone).map(|i| {
+                let stream = events[i].stream.to_string();
+                events.truncate(i);
+                stream
+            }),
+            None => None,
+        };
+        let delivered = events.len() as u64;
+        if let Some(last) = events.last() {
+            last_revision = Some(last.revision.0);
         }
         if delivered > 0 {
+            let batch = Batch::Events { events, structured };
+            if tx.send(Ok(batch)).await.is_err() {
+                return;
+            }
             state.metrics.subscription_events(Api::Grpc, delivered);
             last_sent_at = Instant::now();
+        }
+        if let Some(stream) = deleted {
+            let _ = tx
+                .send(Err(GrpcError::StreamDeleted { stream }.into()))
+                .await;
+            return;
         }
         if let Some(every) = checkpoint_every
             && page.checkpoint.0.saturating_sub(last_checkpoint) >= every
@@ -556,7 +650,7 @@ fn wanted(e: &EventRecord, stream: Option<&StreamName>, min_revision: u64) -> bo
     }
 }
 
-fn checkpoint(p: u64) -> Result<ReadResp, Status> {
+fn checkpoint(p: u64) -> Result<Batch, Status> {
     msg(read_resp::Content::Checkpoint(read_resp::Checkpoint {
         commit_position: p,
         prepare_position: p,

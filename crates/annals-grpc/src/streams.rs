@@ -441,8 +441,12 @@ impl Streams for StreamsService {
     type BatchAppendStream = ResponseStream<BatchAppendResp>;
 
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
-        let rx = crate::read::start(self.state.clone(), request.into_inner())?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // Served by `crate::read_route`, which encodes events by hand; this prost path answers
+        // the same only if the generated service is ever reached directly.
+        let items = crate::read::start(self.state.clone(), request.into_inner())?;
+        Ok(Response::new(Box::pin(items.map(|item| {
+            item.map(crate::read::ReadItem::into_message)
+        }))))
     }
 
     async fn append(

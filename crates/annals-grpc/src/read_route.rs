@@ -1,0 +1,114 @@
+//! The route serving `Streams.Read`, with a codec of its own: events are encoded by hand
+//! ([`crate::convert::encode_read_event`]) straight from the engine's records into the response
+//! buffer, and any other response by prost. The request is decoded by prost as in the generated
+//! service, with the same size limit, and nothing on the wire differs from it.
+
+use std::convert::Infallible;
+
+use annals_server::ServerState;
+use tonic::Status;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::server::{Grpc, ServerStreamingService};
+use tonic_prost::ProstDecoder;
+
+use crate::convert::{encode_read_event, read_event_len_hint};
+use crate::proto::streams::ReadReq;
+use crate::read::{ReadItem, ReadItems};
+
+/// The gRPC path of `Streams.Read`, routed here before the generated Streams service.
+pub(crate) const PATH: &str = "/event_store.client.streams.Streams/Read";
+
+/// The `Streams.Read` route over one server's state.
+#[derive(Clone, Debug)]
+pub(crate) struct ReadRoute {
+    state: ServerState,
+    /// The largest request accepted, as for the other Streams methods.
+    max_decoding: usize,
+}
+
+impl ReadRoute {
+    pub(crate) fn new(state: ServerState, max_decoding: usize) -> Self {
+        Self {
+            state,
+            max_decoding,
+        }
+    }
+}
+
+impl<B> Service<http::Request<B>> for ReadRoute
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = ReadMethod(self.state.clone());
+        let max_decoding = self.max_decoding;
+        Box::pin(async move {
+            let mut grpc = Grpc::new(ReadCodec)
+                .apply_max_message_size_config(Some(max_decoding), Some(usize::MAX));
+            Ok(grpc.server_streaming(method, req).await)
+        })
+    }
+}
+
+struct ReadMethod(ServerState);
+
+impl ServerStreamingService<ReadReq> for ReadMethod {
+    type Response = ReadItem;
+    type ResponseStream = ReadItems;
+    type Future = std::future::Ready<Result<tonic::Response<ReadItems>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<ReadReq>) -> Self::Future {
+        std::future::ready(
+            crate::read::start(self.0.clone(), request.into_inner()).map(tonic::Response::new),
+        )
+    }
+}
+
+/// Decodes `ReadReq` with prost; encodes [`ReadItem`]s with [`ReadEncoder`].
+#[derive(Clone, Copy, Debug, Default)]
+struct ReadCodec;
+
+impl Codec for ReadCodec {
+    type Encode = ReadItem;
+    type Decode = ReadReq;
+    type Encoder = ReadEncoder;
+    type Decoder = ProstDecoder<ReadReq>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ReadEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct ReadEncoder;
+
+impl Encoder for ReadEncoder {
+    type Item = ReadItem;
+    type Error = Status;
+
+    fn encode(&mut self, item: ReadItem, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            ReadItem::Event(e, structured) => {
+                dst.reserve(read_event_len_hint(&e));
+                encode_read_event(&e, structured, dst);
+                Ok(())
+            }
+            ReadItem::Message(m) => prost::Message::encode(m.as_ref(), dst)
+                .map_err(|e| Status::internal(format!("encoding a read response: {e}"))),
+        }
+    }
+}
