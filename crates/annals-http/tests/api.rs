@@ -776,7 +776,16 @@ async fn health_metrics_and_openapi() {
                 annals_http::ROUTES.contains(&(method.as_str(), path.as_str())),
                 "{method} {path} is not a route"
             );
-            let url = format!("{}{}", s.base, path.replace("{stream}", "m-1"));
+            let mut url = format!(
+                "{}{}",
+                s.base,
+                path.replace("{stream}", "m-1")
+                    .replace("{name}", "p")
+                    .replace("{command}", "pause")
+            );
+            if path.ends_with("/wait") {
+                url.push_str("?position=1");
+            }
             let resp = match method.as_str() {
                 "get" if path.ends_with("/live") => s
                     .client
@@ -794,7 +803,15 @@ async fn health_metrics_and_openapi() {
                     .unwrap(),
                 other => panic!("unexpected method {other}"),
             };
-            assert_eq!(resp.status(), 200, "{method} {path}");
+            if path.starts_with("/projections") {
+                // This server runs no projections: the route answers, from its handler, that
+                // projections are disabled (the projection tests of `annals serve` cover them).
+                assert_eq!(resp.status(), 404, "{method} {path}");
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["error"], "projections_disabled", "{method} {path}");
+            } else {
+                assert_eq!(resp.status(), 200, "{method} {path}");
+            }
         }
     }
     // Every schema reference resolves.
