@@ -808,17 +808,6 @@ fn delete_generation_rows(
     Ok(())
 }
 
-fn parse_action(action: &str) -> Result<FailureAction, TargetError> {
-    match action {
-        "stopped" => Ok(FailureAction::Stopped),
-        "skipped" => Ok(FailureAction::Skipped),
-        "parked" => Ok(FailureAction::Parked),
-        other => Err(TargetError::Other(format!(
-            "unknown failure action `{other}` in bookkeeping"
-        ))),
-    }
-}
-
 impl Target for PostgresTarget {
     fn kind(&self) -> TargetKind {
         TargetKind::Postgres
@@ -1125,7 +1114,7 @@ impl Target for PostgresTarget {
                         revision: u64_from_sql(row.try_get(2).map_err(other)?, "revision")?,
                         event_type: row.try_get(3).map_err(other)?,
                         message: row.try_get(4).map_err(other)?,
-                        action: parse_action(&action)?,
+                        action: FailureAction::parse(&action)?,
                         recorded_at_ms: row.try_get(6).map_err(other)?,
                     })
                 })

@@ -635,16 +635,7 @@ impl Target for SqliteTarget {
             .map_err(classify_other)?;
         rows.into_iter()
             .map(|(pos, stream, revision, event_type, message, action, at)| {
-                let action = match action.as_str() {
-                    "stopped" => FailureAction::Stopped,
-                    "skipped" => FailureAction::Skipped,
-                    "parked" => FailureAction::Parked,
-                    other => {
-                        return Err(TargetError::Other(format!(
-                            "unknown failure action {other:?} in annals_failures"
-                        )));
-                    }
-                };
+                let action = FailureAction::parse(&action)?;
                 Ok(Failure {
                     position: position_from_sql(pos)?,
                     stream,

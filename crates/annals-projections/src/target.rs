@@ -80,6 +80,18 @@ impl FailureAction {
             FailureAction::Parked => "parked",
         }
     }
+    /// The action stored as [`FailureAction::as_str`] wrote it; anything else is a damaged
+    /// bookkeeping row.
+    pub fn parse(stored: &str) -> Result<Self, TargetError> {
+        match stored {
+            "stopped" => Ok(FailureAction::Stopped),
+            "skipped" => Ok(FailureAction::Skipped),
+            "parked" => Ok(FailureAction::Parked),
+            other => Err(TargetError::Other(format!(
+                "unknown failure action {other:?} in annals_failures"
+            ))),
+        }
+    }
 }
 
 /// A failure recorded with the batch that follows it.
