@@ -44,7 +44,7 @@ pub use handler::{
 };
 pub use postgres::{POSTGRES_STATEMENT_CACHE_MAX, PostgresTarget};
 pub use runtime::{
-    BATCH_EVENTS_MAX, FAILURES_LISTED_MAX, IDLE_CHECKPOINT_COMMIT_INTERVAL,
+    BATCH_BYTES_MAX, BATCH_EVENTS_MAX, FAILURES_LISTED_MAX, IDLE_CHECKPOINT_COMMIT_INTERVAL,
     PROJECTION_NAME_BYTES_MAX, ProjectionError, Projections, RetryReport, SWAP_LAG_EVENTS_MAX,
     WAIT_TIMEOUT_MAX, WaitError, validate_spec,
 };

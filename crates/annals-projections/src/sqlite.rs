@@ -9,9 +9,12 @@
 //!
 //! Statements use `$1`, `$2`, …; to SQLite those are *named* parameters numbered in order of
 //! first appearance, so values are bound by looking up each name (`parameter_index("$3")`), never
-//! by position.
+//! by position. The slot → value mapping is worked out once per statement text and kept
+//! ([`SlotMaps`]): looking names up on every execution cost a few percent of a rebuild.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals_core::Position;
@@ -29,6 +32,9 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements each connection keeps (handler templates resolve to a few distinct SQL
 /// texts, so this holds all of them in practice).
 const STATEMENT_CACHE_CAPACITY: usize = 256;
+/// Statement texts whose parameter slots a connection remembers; past this the memory is cleared
+/// (it only saves work).
+const SLOT_MAPS_MAX: usize = 1_024;
 /// SQLite's page cache per connection, in KiB. The default (2 MiB) makes a batch that touches
 /// pages all over a view's indexes spill and re-read pages within the transaction; measured with
 /// `annals bench project`, it spent most of a rebuild's time in the kernel copying pages.
@@ -82,6 +88,34 @@ CREATE TABLE IF NOT EXISTS annals_snapshots (
 pub struct SqliteTarget {
     path: PathBuf,
     conn: Connection,
+    slots: SlotMaps,
+}
+
+/// For each statement text seen, the value index bound to each parameter slot (`$3` in slot 1
+/// → value 2), or `None` for a name that is not `$n`. Keyed by the text's address: handlers
+/// hand out clones of one `Arc<str>` per template, and the kept clone pins the address, so an
+/// entry can never be taken for another text.
+#[derive(Debug, Default)]
+struct SlotMaps {
+    maps: HashMap<usize, (Arc<str>, Vec<Option<usize>>)>,
+}
+
+impl SlotMaps {
+    fn get(&self, sql: &Arc<str>) -> Option<&[Option<usize>]> {
+        let (kept, slots) = self.maps.get(&slot_key(sql))?;
+        Arc::ptr_eq(kept, sql).then_some(slots.as_slice())
+    }
+
+    fn insert(&mut self, sql: &Arc<str>, slots: Vec<Option<usize>>) {
+        if self.maps.len() >= SLOT_MAPS_MAX {
+            self.maps.clear();
+        }
+        self.maps.insert(slot_key(sql), (Arc::clone(sql), slots));
+    }
+}
+
+fn slot_key(sql: &Arc<str>) -> usize {
+    Arc::as_ptr(sql).cast::<u8>() as usize
 }
 
 impl SqliteTarget {
@@ -99,7 +133,11 @@ impl SqliteTarget {
         conn.pragma_update(None, "cache_size", -SQLITE_CACHE_KIB)
             .map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-        let mut target = Self { path, conn };
+        let mut target = Self {
+            path,
+            conn,
+            slots: SlotMaps::default(),
+        };
         target.install()?;
         Ok(target)
     }
@@ -233,25 +271,33 @@ fn revision_to_sql(r: u64) -> i64 {
 /// Runs one statement with `$n` parameters bound by name.
 fn run_statement(
     tx: &rusqlite::Transaction<'_>,
-    sql: &str,
+    slots: &mut SlotMaps,
+    sql: &Arc<str>,
     values: &[Value],
     index: usize,
 ) -> Result<(), TargetError> {
     let mut stmt = tx
         .prepare_cached(sql)
         .map_err(|e| classify_statement(e, index, sql))?;
-    for slot in 1..=stmt.parameter_count() {
-        let name = stmt.parameter_name(slot).unwrap_or("?");
-        let value = name
-            .strip_prefix('$')
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|n| values.get(n));
-        let Some(value) = value else {
+    if slots.get(sql).is_none() {
+        let map = (1..=stmt.parameter_count())
+            .map(|slot| {
+                stmt.parameter_name(slot)
+                    .and_then(|name| name.strip_prefix('$'))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|n| n.checked_sub(1))
+            })
+            .collect();
+        slots.insert(sql, map);
+    }
+    for (slot, value_index) in slots.get(sql).unwrap_or_default().iter().enumerate() {
+        let slot = slot + 1;
+        let Some(value) = value_index.and_then(|n| values.get(n)) else {
             return Err(TargetError::Statement {
                 index: Some(index),
                 message: format!(
-                    "parameter {name} has no value ({} given) in `{}`",
+                    "parameter {} has no value ({} given) in `{}`",
+                    stmt.parameter_name(slot).unwrap_or("?"),
                     values.len(),
                     abbreviate(sql)
                 ),
@@ -444,9 +490,12 @@ impl Target for SqliteTarget {
     }
 
     fn commit(&mut self, c: &PartitionCommit<'_>) -> Result<(), TargetError> {
-        let tx = self.begin()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(classify_other)?;
         for (i, statement) in c.statements.iter().enumerate() {
-            run_statement(&tx, &statement.sql, &statement.params, i)?;
+            run_statement(&tx, &mut self.slots, &statement.sql, &statement.params, i)?;
         }
         tx.prepare_cached(
             "INSERT INTO annals_checkpoints (projection, generation, partition, position) \
@@ -785,6 +834,32 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, TargetError::Statement { index: Some(0), .. }));
+        // One statement text shared by several statements (as handlers emit them): the slots
+        // worked out for the first hold for the rest.
+        let shared: Arc<str> = Arc::from("INSERT INTO t__g1 (n, id) VALUES ($2, $1)");
+        let rows: Vec<Statement> = ["c", "d", "e"]
+            .iter()
+            .zip(1..)
+            .map(|(id, n)| Statement {
+                sql: Arc::clone(&shared),
+                params: vec![Value::Text((*id).into()), Value::Integer(n)],
+            })
+            .collect();
+        t.commit(&PartitionCommit {
+            statements: &rows,
+            checkpoint: Position(12),
+            ..commit
+        })
+        .unwrap();
+        assert_eq!(
+            t.query_rows("SELECT id, n FROM t WHERE id > 'b' ORDER BY id")
+                .unwrap(),
+            vec![
+                vec![Some("c".to_owned()), Some("1".to_owned())],
+                vec![Some("d".to_owned()), Some("2".to_owned())],
+                vec![Some("e".to_owned()), Some("3".to_owned())],
+            ]
+        );
     }
 
     #[test]

@@ -49,8 +49,8 @@ use control::{Command, Control};
 use runner::RunnerShared;
 
 pub use control::SWAP_LAG_EVENTS_MAX;
-pub use worker::BATCH_EVENTS_MAX;
 pub use worker::IDLE_CHECKPOINT_COMMIT_INTERVAL;
+pub use worker::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX};
 
 /// Longest `wait_for` may wait.
 pub const WAIT_TIMEOUT_MAX: Duration = Duration::from_secs(60);
