@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/projections/{name}/failures"),
     ("get", "/projections/{name}/definition"),
     ("get", "/projections/{name}/wait"),
+    ("get", "/projections/{name}/tables/{table}"),
     ("post", "/projections/{name}/{command}"),
 ];
 
@@ -79,6 +80,10 @@ pub fn router(state: ServerState) -> Router {
             get(projections::definition),
         )
         .route("/projections/{name}/wait", get(projections::wait))
+        .route(
+            "/projections/{name}/tables/{table}",
+            get(projections::table),
+        )
         .route("/projections/{name}/{command}", post(projections::command))
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(state)

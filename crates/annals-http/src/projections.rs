@@ -1,5 +1,5 @@
 //! Projection routes: register definitions, list and inspect projections, send commands, and
-//! wait for a projection to apply a position (read-your-writes).
+//! wait for a projection to apply a position (read-your-writes), and read its tables.
 //!
 //! | Route | What |
 //! |---|---|
@@ -10,6 +10,7 @@
 //! | `GET /projections/{name}/definition` | its newest definition, as TOML |
 //! | `POST /projections/{name}/{pause,resume,reset,rebuild,retry-parked}` | commands |
 //! | `GET /projections/{name}/wait?position=P&timeoutMs=T` | 200 once applied, 409 `stale` |
+//! | `GET /projections/{name}/tables/{table}?position=P&timeoutMs=T&limit=N&offset=K` | rows of a view, read after waiting for `P` if given |
 //!
 //! The runtime's calls block (they talk to a projection's control thread), so each runs on
 //! tokio's blocking pool.
@@ -64,6 +65,7 @@ impl IntoResponse for ProjectionApiError {
                 CatalogError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
                 CatalogError::Projection(p) => match p {
                     ProjectionError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+                    ProjectionError::NoSuchTable { .. } => (StatusCode::NOT_FOUND, "no_such_table"),
                     ProjectionError::InvalidSpec { .. } | ProjectionError::Definition { .. } => {
                         (StatusCode::BAD_REQUEST, "bad_definition")
                     }
@@ -239,4 +241,95 @@ pub async fn wait(
     })
     .await?;
     Ok(axum::Json(json!({ "position": applied })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TableQuery {
+    #[serde(default)]
+    position: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: Option<usize>,
+}
+
+/// Rows a table read returns when the request names no limit.
+pub const TABLE_ROWS_DEFAULT: usize = 100;
+
+/// `GET /projections/{name}/tables/{table}`: rows of one of the projection's tables as readers
+/// see it, ordered by its first column. With `position`, the read waits until the projection
+/// has applied it (as `/wait` does; 409 `stale` at the timeout), so the rows include that
+/// append. Values come as JSON: numbers, strings, booleans, nested JSON as itself, SQLite blobs
+/// as lowercase hex, PostgreSQL values as its `row_to_json` gives them.
+pub async fn table(
+    State(state): State<ServerState>,
+    Path((name, table)): Path<(String, String)>,
+    Query(query): Query<TableQuery>,
+) -> Result<axum::Json<Value>> {
+    let catalog = catalog(&state)?;
+    let timeout = query
+        .timeout_ms
+        .map_or(WAIT_TIMEOUT_DEFAULT, Duration::from_millis);
+    let limit = query
+        .limit
+        .unwrap_or(TABLE_ROWS_DEFAULT)
+        .min(annals_projections::TABLE_ROWS_MAX);
+    let offset = query.offset.unwrap_or(0);
+    let answer = blocking(move || {
+        let projections = catalog.projections();
+        if let Some(wanted) = query.position {
+            match projections.wait_for(&name, Position(wanted), timeout) {
+                Ok(_) => {}
+                Err(WaitError::Stale { applied }) => {
+                    return Err(ProjectionApiError::Stale {
+                        applied: applied.0,
+                        wanted,
+                    });
+                }
+                Err(WaitError::NotFound { name }) => {
+                    return Err(ProjectionError::NotFound { name }.into());
+                }
+                Err(e) => return Err(ProjectionApiError::Internal(e.to_string())),
+            }
+        }
+        let (position, rows) = projections.read_table(&name, &table, limit, offset)?;
+        let objects: Vec<Value> = rows
+            .rows
+            .iter()
+            .map(|row| {
+                let object: serde_json::Map<String, Value> = rows
+                    .columns
+                    .iter()
+                    .zip(row)
+                    .map(|(column, value)| (column.clone(), json_of(value)))
+                    .collect();
+                Value::Object(object)
+            })
+            .collect();
+        Ok(json!({
+            "position": position.0,
+            "columns": rows.columns,
+            "rows": objects,
+            "limit": limit,
+            "offset": offset,
+        }))
+    })
+    .await?;
+    Ok(axum::Json(answer))
+}
+
+fn json_of(value: &annals_projections::Value) -> Value {
+    use annals_projections::Value as V;
+    match value {
+        V::Null => Value::Null,
+        V::Bool(b) => json!(b),
+        V::Integer(n) => json!(n),
+        V::Real(r) => json!(r),
+        V::Text(t) => json!(t),
+        V::Json(text) => serde_json::from_str(text).unwrap_or_else(|_| json!(text)),
+        V::Blob(b) => json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+    }
 }

@@ -436,7 +436,7 @@ fn raw_value(raw: &RawValue) -> Value {
 }
 
 /// JSON → [`Value`] as the module doc says.
-fn json_value(json: &serde_json::Value) -> Value {
+pub(crate) fn json_value(json: &serde_json::Value) -> Value {
     match json {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Bool(*b),

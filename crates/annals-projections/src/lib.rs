@@ -46,7 +46,7 @@ pub use postgres::{POSTGRES_STATEMENT_CACHE_MAX, PostgresTarget};
 pub use runtime::{
     BATCH_BYTES_MAX, BATCH_EVENTS_MAX, FAILURES_LISTED_MAX, IDLE_CHECKPOINT_COMMIT_INTERVAL,
     PROJECTION_NAME_BYTES_MAX, ProjectionError, Projections, RetryReport, SWAP_LAG_EVENTS_MAX,
-    WAIT_TIMEOUT_MAX, WaitError, validate_spec,
+    TABLE_ROWS_MAX, WAIT_TIMEOUT_MAX, WaitError, validate_spec,
 };
 pub use snapshot::{
     AGGREGATE_READ_PAGE_EVENTS_MAX, AggregateSnapshot, LoadedAggregate, SnapshotError,
@@ -57,5 +57,5 @@ pub use sqlite::{SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB, SqliteTarget};
 pub use status::{ProjectionState, ProjectionStatus, RATE_WINDOW, RebuildStatus};
 pub use target::{
     Failure, FailureAction, Parked, PartitionCommit, SnapshotRecord, Statement, StoredGeneration,
-    StoredProjection, Target, TargetError, TargetKind, Value, generation_object,
+    StoredProjection, TableRows, Target, TargetError, TargetKind, Value, generation_object,
 };

@@ -45,7 +45,8 @@ use postgres::{Client, Config, NoTls, Transaction};
 
 use crate::target::{
     Failure, FailureAction, Parked, PartitionCommit, SnapshotRecord, Statement, StoredGeneration,
-    StoredProjection, Target, TargetError, TargetKind, Value, generation_object,
+    StoredProjection, TableRows, Target, TargetError, TargetKind, Value, check_identifier,
+    generation_object,
 };
 
 /// Prepared statements each connection keeps, by SQL text. Handler templates resolve to a few
@@ -1124,6 +1125,53 @@ impl Target for PostgresTarget {
 
     fn save_snapshot(&mut self, snapshot: &SnapshotRecord) -> Result<(), TargetError> {
         self.in_transaction(|tx, cache| save_snapshot_in(tx, cache, snapshot))
+    }
+
+    fn read_table(
+        &mut self,
+        view: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<TableRows, TargetError> {
+        check_identifier(view)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let inner = format!("SELECT * FROM {view} ORDER BY 1 LIMIT $1 OFFSET $2");
+        self.in_transaction(|tx, _| {
+            let reading = || format!("reading {view}");
+            let columns: Vec<String> = tx
+                .prepare(&inner)
+                .map_err(|e| definition(&e, reading))?
+                .columns()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect();
+            // Every column type comes back as JSON, converted by the server.
+            let rows = tx
+                .query(
+                    &format!("SELECT row_to_json(r)::text FROM ({inner}) r"),
+                    &[&limit, &offset],
+                )
+                .map_err(|e| definition(&e, reading))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let text: String = row.try_get(0).map_err(other)?;
+                let object: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&text)
+                        .map_err(|e| TargetError::Other(format!("row of {view}: {e}")))?;
+                out.push(
+                    columns
+                        .iter()
+                        .map(|c| {
+                            object
+                                .get(c)
+                                .map_or(Value::Null, crate::definition::json_value)
+                        })
+                        .collect(),
+                );
+            }
+            Ok(TableRows { columns, rows: out })
+        })
     }
 
     fn load_snapshot(&mut self, key: &str) -> Result<Option<SnapshotRecord>, TargetError> {

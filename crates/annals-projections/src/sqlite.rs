@@ -23,7 +23,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use crate::target::{
     Failure, FailureAction, Parked, PartitionCommit, SnapshotRecord, StoredGeneration,
-    StoredProjection, Target, TargetError, TargetKind, Value, generation_object,
+    StoredProjection, TableRows, Target, TargetError, TargetKind, Value, check_identifier,
+    generation_object,
 };
 
 /// How long a connection waits for another one's write lock before answering `Unavailable`.
@@ -702,6 +703,45 @@ impl Target for SqliteTarget {
         let tx = self.begin()?;
         upsert_snapshot(&tx, snapshot)?;
         tx.commit().map_err(classify_other)
+    }
+
+    fn read_table(
+        &mut self,
+        view: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<TableRows, TargetError> {
+        check_identifier(view)?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT * FROM {view} ORDER BY 1 LIMIT ?1 OFFSET ?2"
+            ))
+            .map_err(definition)?;
+        let columns: Vec<String> = stmt
+            .column_names()
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![limit, offset]).map_err(classify_other)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(classify_other)? {
+            let mut values = Vec::with_capacity(columns.len());
+            for i in 0..columns.len() {
+                use rusqlite::types::ValueRef;
+                values.push(match row.get_ref(i).map_err(classify_other)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(n) => Value::Integer(n),
+                    ValueRef::Real(r) => Value::Real(r),
+                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                });
+            }
+            out.push(values);
+        }
+        Ok(TableRows { columns, rows: out })
     }
 
     fn load_snapshot(&mut self, key: &str) -> Result<Option<SnapshotRecord>, TargetError> {

@@ -158,6 +158,13 @@ pub struct StoredProjection {
     pub generations: Vec<StoredGeneration>,
 }
 
+/// Rows read from a reader view: column names and, per row, one value per column.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct TableRows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
 /// A target failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -252,6 +259,16 @@ pub trait Target: Send + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<Failure>, TargetError>;
 
+    /// Reads up to `limit` rows of reader view `view` (a projection's table as readers see it,
+    /// whatever generation serves), skipping `offset`, ordered by the first column. `view` must
+    /// be a plain identifier; callers check it is one of the projection's tables.
+    fn read_table(
+        &mut self,
+        view: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<TableRows, TargetError>;
+
     /// Saves a snapshot (replacing the key's previous one) in its own transaction.
     fn save_snapshot(&mut self, snapshot: &SnapshotRecord) -> Result<(), TargetError>;
 
@@ -262,4 +279,21 @@ pub trait Target: Send + std::fmt::Debug {
 /// The real name of object `name` in `generation`: `name__g{generation}`.
 pub fn generation_object(name: &str, generation: u32) -> String {
     format!("{name}__g{generation}")
+}
+
+/// Refuses anything but a plain SQL identifier (`[A-Za-z_][A-Za-z0-9_]*`), for names that end
+/// up in SQL text.
+pub(crate) fn check_identifier(name: &str) -> Result<(), TargetError> {
+    let ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(TargetError::Definition(format!(
+            "{name:?} is not a plain identifier"
+        )))
+    }
 }

@@ -451,6 +451,44 @@ fn values_bind_by_the_parameter_type_postgres_inferred() {
         Err(TargetError::Statement { index: Some(0), .. })
     ));
     assert_eq!(strings(&rows(&mut t, "SELECT count(*) FROM typed")), ["2"]);
+
+    // Reading the view back: columns in table order, every type as a value readers can use.
+    let read = t.read_table("typed", 10, 0).unwrap();
+    assert_eq!(
+        read.columns,
+        [
+            "k", "big", "small", "doc", "plain", "id", "at", "amount", "ratio", "label", "flag",
+            "raw"
+        ]
+    );
+    assert_eq!(read.rows.len(), 2);
+    let first = &read.rows[0];
+    assert_eq!(first[0], Value::Integer(1));
+    assert_eq!(first[1], Value::Integer(9_000_000_000));
+    assert_eq!(first[3], Value::Json("{\"a\":[1,2]}".into()));
+    assert_eq!(first[4], Value::Json("{\"b\":true}".into()));
+    assert_eq!(
+        first[5],
+        Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
+    );
+    assert_eq!(first[7], Value::Real(12.5));
+    assert_eq!(first[10], Value::Bool(true));
+    assert_eq!(first[11], Value::Text("\\xdead".into()));
+    assert_eq!(read.rows[1][1], Value::Null);
+    // Offset and limit page in first-column order.
+    let second = t.read_table("typed", 1, 1).unwrap();
+    assert_eq!(second.rows.len(), 1);
+    assert_eq!(second.rows[0][0], Value::Integer(2));
+    // A name that is not an identifier never reaches SQL; a missing view is a clear error.
+    assert!(matches!(
+        t.read_table("typed; DROP TABLE typed__g1", 1, 0),
+        Err(TargetError::Definition(_))
+    ));
+    assert!(matches!(
+        t.read_table("nothing_here", 1, 0),
+        Err(TargetError::Definition(m)) if m.contains("nothing_here")
+    ));
+    assert_eq!(strings(&rows(&mut t, "SELECT count(*) FROM typed")), ["2"]);
 }
 
 #[test]

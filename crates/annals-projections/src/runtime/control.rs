@@ -150,6 +150,7 @@ impl Control {
             }),
             progress: Mutex::new(0),
             progressed: Condvar::new(),
+            tables: Mutex::new(spec.tables.clone()),
         });
         let control = Control {
             engine,
@@ -497,6 +498,7 @@ impl Control {
             "rebuild swapped in");
         self.serving = self.building_runner.take();
         self.serving_generation = to;
+        *self.shared.tables.lock() = new_spec.tables.clone();
         self.spec = new_spec;
         self.building = None;
         self.serving_fault = None;

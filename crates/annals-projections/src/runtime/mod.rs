@@ -44,7 +44,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::handler::{EffectSink, Mode};
 use crate::spec::{PARTITIONS_MAX, ProjectionSpec, Source};
 use crate::status::{ProjectionState, ProjectionStatus, RebuildStatus};
-use crate::target::{Target, TargetError};
+use crate::target::{TableRows, Target, TargetError};
 use control::{Command, Control};
 use runner::RunnerShared;
 
@@ -52,6 +52,8 @@ pub use control::SWAP_LAG_EVENTS_MAX;
 pub use worker::IDLE_CHECKPOINT_COMMIT_INTERVAL;
 pub use worker::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX};
 
+/// Most rows one `read_table` call returns.
+pub const TABLE_ROWS_MAX: usize = 1_000;
 /// Longest `wait_for` may wait.
 pub const WAIT_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 /// Longest a projection name may be, in bytes (it prefixes its objects' names).
@@ -85,6 +87,12 @@ pub enum ProjectionError {
     },
     #[error("projection {name:?}: the control thread did not answer")]
     Unresponsive { name: String },
+    #[error("projection {name:?} has no table {table:?} (its tables: {tables:?})")]
+    NoSuchTable {
+        name: String,
+        table: String,
+        tables: Vec<String>,
+    },
 }
 
 /// `wait_for` did not see the position applied.
@@ -127,6 +135,8 @@ pub(crate) struct ProjectionShared {
     pub(crate) view: Mutex<View>,
     progress: Mutex<u64>,
     progressed: Condvar,
+    /// The serving generation's tables (what readers may read).
+    pub(crate) tables: Mutex<Vec<String>>,
 }
 
 impl ProjectionShared {
@@ -145,6 +155,8 @@ struct Entry {
     shared: Arc<ProjectionShared>,
     commands: Sender<Command>,
     thread: Option<JoinHandle<()>>,
+    /// A connection of its own for reads of the views, so reads never queue behind commands.
+    reader: Arc<Mutex<Box<dyn Target>>>,
 }
 
 /// The projections of one store. Cheap to share behind an `Arc`; dropping it stops them all
@@ -350,6 +362,7 @@ impl Projections {
         };
         target.install().map_err(target_err)?;
         check_definition(&spec, target.as_mut())?;
+        let reader = target.connect_another().map_err(target_err)?;
         if let Some(b) = &building {
             check_definition(b, target.as_mut())?;
         }
@@ -386,6 +399,7 @@ impl Projections {
                 shared,
                 commands: tx,
                 thread: Some(thread),
+                reader: Arc::new(Mutex::new(reader)),
             },
         );
         Ok(())
@@ -580,6 +594,45 @@ impl Projections {
                 };
             }
         }
+    }
+
+    /// Reads up to `limit` (at most [`TABLE_ROWS_MAX`]) rows of one of a projection's tables
+    /// as readers see it (the serving generation), after `offset` rows, ordered by the first
+    /// column. Answers the projection's position taken before the read: the rows reflect every
+    /// event up to it (a caller that needs a position applied first calls
+    /// [`Projections::wait_for`]).
+    pub fn read_table(
+        &self,
+        name: &str,
+        table: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Position, TableRows), ProjectionError> {
+        let (shared, reader) = self
+            .entries
+            .lock()
+            .get(name)
+            .map(|e| (Arc::clone(&e.shared), Arc::clone(&e.reader)))
+            .ok_or_else(|| ProjectionError::NotFound {
+                name: name.to_owned(),
+            })?;
+        let tables = shared.tables.lock().clone();
+        if !tables.iter().any(|t| t == table) {
+            return Err(ProjectionError::NoSuchTable {
+                name: name.to_owned(),
+                table: table.to_owned(),
+                tables,
+            });
+        }
+        let position = shared.position();
+        let rows = reader
+            .lock()
+            .read_table(table, limit.min(TABLE_ROWS_MAX), offset)
+            .map_err(|source| ProjectionError::Target {
+                name: name.to_owned(),
+                source,
+            })?;
+        Ok((position, rows))
     }
 
     /// Stops every projection (each keeps what it committed). Also done on drop.

@@ -15,7 +15,7 @@ use annals_engine::{Durability, Engine, EngineConfig};
 use annals_projections::{
     Effect, EffectSink, ErrorPolicy, Failure, Handler, HandlerContext, HandlerError, OnFailure,
     Parked, PartitionCommit, ProjectionSpec, SnapshotRecord, Source, SqliteTarget,
-    StoredProjection, Target, TargetError, TargetKind, Value,
+    StoredProjection, TableRows, Target, TargetError, TargetKind, Value,
 };
 use parking_lot::Mutex;
 
@@ -316,6 +316,14 @@ impl Target for FaultyTarget {
     }
     fn load_snapshot(&mut self, key: &str) -> Result<Option<SnapshotRecord>, TargetError> {
         self.inner.load_snapshot(key)
+    }
+    fn read_table(
+        &mut self,
+        view: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<TableRows, TargetError> {
+        self.inner.read_table(view, limit, offset)
     }
 }
 
