@@ -3,8 +3,9 @@
 //!
 //! The writer thread takes requests as they arrive, checks each against the stream heads it knows
 //! (including batches still syncing), assigns revisions and dense positions, and encodes one
-//! commit record per request into the open batch (up to [`BATCH_APPENDS_MAX`] requests and
-//! [`BATCH_BYTES_MAX`] bytes). The sync thread takes the open batch the moment it is free, writes
+//! commit record per request into a batch of its own, then appends that to the open batch (up to
+//! [`BATCH_APPENDS_MAX`] requests and [`BATCH_BYTES_MAX`] bytes) under the hand-over lock, which
+//! is therefore only held for a copy. The sync thread takes the open batch the moment it is free, writes
 //! it with one write and `fdatasync`s it; everything that arrived meanwhile, already checked,
 //! forms the next batch. So batches grow with load, and only one batch is ever written but not
 //! durable (within [`annals_log::UNSYNCED_BATCHES_MAX`]).
@@ -131,10 +132,44 @@ impl SyncJob {
 pub(crate) struct OpenBatch {
     buf: Vec<u8>,
     job: Option<SyncJob>,
-    /// No more requests fit; the writer waits until the sync thread takes the batch.
+    /// No more requests fit (the writer's own batch): hand it over before taking more.
     full: bool,
     /// The writer has stopped; the sync thread drains and ends.
     closed: bool,
+}
+
+impl OpenBatch {
+    /// Whether `other` can be appended: this batch is empty, or both fit in one batch.
+    fn takes(&self, other: &OpenBatch) -> bool {
+        let (Some(mine), Some(theirs)) = (&self.job, &other.job) else {
+            return true;
+        };
+        self.buf.len() + other.buf.len() <= BATCH_BYTES_MAX
+            && mine.replies.len() + theirs.replies.len() <= BATCH_APPENDS_MAX
+    }
+
+    /// Appends `other`'s records and answers (leaving it empty), shifting its record addresses,
+    /// which are offsets into its own buffer, past this batch's bytes.
+    fn absorb(&mut self, other: &mut OpenBatch) {
+        other.full = false;
+        let Some(mut theirs) = other.job.take() else {
+            return;
+        };
+        let Some(mine) = &mut self.job else {
+            std::mem::swap(&mut self.buf, &mut other.buf);
+            self.job = Some(theirs);
+            return;
+        };
+        let base = self.buf.len() as u64;
+        for r in &mut theirs.index.records {
+            r.address += base;
+        }
+        self.buf.append(&mut other.buf);
+        mine.index.records.append(&mut theirs.index.records);
+        mine.replies.append(&mut theirs.replies);
+        mine.meta_updates.append(&mut theirs.meta_updates);
+        mine.last_position = theirs.last_position;
+    }
 }
 
 /// Hand-over point between the writer and the sync thread.
@@ -254,7 +289,13 @@ impl Writer {
     }
 
     /// Runs until every request sender is gone, then lets the sync thread drain.
+    ///
+    /// Requests are checked and encoded into a batch of the writer's own, outside the slot's
+    /// lock, and only then appended to the open batch under it: the sync thread, done with a
+    /// sync, takes the open batch at once instead of waiting for the writer to finish encoding
+    /// whatever arrived meanwhile (with 64 writers that wait was ~150 µs per group commit).
     pub(crate) fn run(mut self, mut requests: mpsc::Receiver<WriteRequest>, slot: Arc<BatchSlot>) {
+        let mut local = OpenBatch::default();
         loop {
             let first = match self.carry.take() {
                 Some(r) => r,
@@ -263,15 +304,16 @@ impl Writer {
                     None => break,
                 },
             };
+            self.add(first, &mut local);
+            while !local.full {
+                let Ok(req) = requests.try_recv() else { break };
+                self.add(req, &mut local);
+            }
             let mut open = slot.state.lock();
-            while open.full {
+            while !open.takes(&local) {
                 slot.changed.wait(&mut open);
             }
-            self.add(first, &mut open);
-            while !open.full {
-                let Ok(req) = requests.try_recv() else { break };
-                self.add(req, &mut open);
-            }
+            open.absorb(&mut local);
             drop(open);
             slot.changed.notify_all();
             self.evict();
@@ -645,7 +687,6 @@ pub(crate) fn run_syncer(
                 slot.changed.wait(&mut open);
             };
             let buf = std::mem::take(&mut open.buf);
-            open.full = false;
             drop(open);
             slot.changed.notify_all();
             (buf, job)
@@ -828,5 +869,87 @@ impl Indexer {
         for (reply, result) in replies.drain(..) {
             let _ = reply.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "a test fails by panicking"
+    )]
+
+    use super::*;
+
+    /// A batch as the writer builds it: one record of `len` bytes per position in `positions`,
+    /// addresses counted from the start of its own buffer.
+    fn batch(positions: std::ops::Range<u64>, len: usize, fill: u8) -> OpenBatch {
+        let mut b = OpenBatch::default();
+        let mut job = SyncJob::new(Position(positions.start - 1));
+        for p in positions {
+            job.index.records.push(IndexRecord {
+                address: b.buf.len() as u64,
+                stream: Arc::from(format!("s-{p}")),
+                first_position: Position(p),
+                first_revision: Revision(0),
+                tombstone: false,
+                event_types: vec![Arc::from("E")],
+                known: None,
+            });
+            b.buf.extend(std::iter::repeat_n(fill, len));
+            let (reply, _) = oneshot::channel();
+            job.replies
+                .push((reply, Err(EngineError::Stopped("test".to_owned()))));
+            job.last_position = Position(p);
+        }
+        b.job = Some(job);
+        b
+    }
+
+    #[test]
+    fn absorbed_batches_keep_order_and_point_at_their_bytes() {
+        let mut open = OpenBatch::default();
+        let mut first = batch(1..4, 10, 0xaa);
+        assert!(open.takes(&first));
+        open.absorb(&mut first);
+        assert!(first.job.is_none() && first.buf.is_empty());
+        let mut second = batch(4..6, 7, 0xbb);
+        assert!(open.takes(&second));
+        open.absorb(&mut second);
+        assert!(second.job.is_none() && second.buf.is_empty());
+
+        let job = open.job.as_ref().unwrap();
+        assert_eq!(open.buf.len(), 3 * 10 + 2 * 7);
+        assert_eq!(job.replies.len(), 5);
+        assert_eq!(job.last_position, Position(5));
+        let positions: Vec<u64> = job
+            .index
+            .records
+            .iter()
+            .map(|r| r.first_position.0)
+            .collect();
+        assert_eq!(positions, [1, 2, 3, 4, 5]);
+        // Every record's address still finds its own bytes in the merged buffer.
+        for r in &job.index.records {
+            let fill = if r.first_position.0 < 4 { 0xaa } else { 0xbb };
+            assert_eq!(open.buf[r.address as usize], fill, "{r:?}");
+        }
+        let addresses: Vec<u64> = job.index.records.iter().map(|r| r.address).collect();
+        assert_eq!(addresses, [0, 10, 20, 30, 37]);
+    }
+
+    #[test]
+    fn a_batch_that_would_overflow_waits_for_the_sync_thread() {
+        let mut open = OpenBatch::default();
+        let mut big = batch(1..2, BATCH_BYTES_MAX - 5, 0);
+        open.absorb(&mut big);
+        let small = batch(2..3, 10, 1);
+        assert!(!open.takes(&small));
+        // Once the sync thread has taken the open batch, it takes anything.
+        open.job = None;
+        open.buf.clear();
+        assert!(open.takes(&small));
+        assert!(open.takes(&OpenBatch::default()));
     }
 }
