@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals_core::Position;
-use annals_projections::{Catalog, CatalogError, ProjectionError, WaitError};
+use annals_projections::{Catalog, CatalogError, ProjectionError, Projections, WaitError};
 use annals_server::ServerState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -225,22 +225,27 @@ pub async fn wait(
         .timeout_ms
         .map_or(WAIT_TIMEOUT_DEFAULT, Duration::from_millis);
     let wanted = query.position;
-    let applied = blocking(move || {
-        match catalog
-            .projections()
-            .wait_for(&name, Position(wanted), timeout)
-        {
-            Ok(p) => Ok(p.0),
-            Err(WaitError::Stale { applied }) => Err(ProjectionApiError::Stale {
-                applied: applied.0,
-                wanted,
-            }),
-            Err(WaitError::NotFound { name }) => Err(ProjectionError::NotFound { name }.into()),
-            Err(e) => Err(ProjectionApiError::Internal(e.to_string())),
-        }
-    })
-    .await?;
+    let applied =
+        blocking(move || wait_applied(catalog.projections(), &name, wanted, timeout)).await?;
     Ok(axum::Json(json!({ "position": applied })))
+}
+
+/// Waits until projection `name` has applied `wanted`; 409 `stale` at the timeout.
+fn wait_applied(
+    projections: &Projections,
+    name: &str,
+    wanted: u64,
+    timeout: Duration,
+) -> Result<u64> {
+    match projections.wait_for(name, Position(wanted), timeout) {
+        Ok(p) => Ok(p.0),
+        Err(WaitError::Stale { applied }) => Err(ProjectionApiError::Stale {
+            applied: applied.0,
+            wanted,
+        }),
+        Err(WaitError::NotFound { name }) => Err(ProjectionError::NotFound { name }.into()),
+        Err(e) => Err(ProjectionApiError::Internal(e.to_string())),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,19 +286,7 @@ pub async fn table(
     let answer = blocking(move || {
         let projections = catalog.projections();
         if let Some(wanted) = query.position {
-            match projections.wait_for(&name, Position(wanted), timeout) {
-                Ok(_) => {}
-                Err(WaitError::Stale { applied }) => {
-                    return Err(ProjectionApiError::Stale {
-                        applied: applied.0,
-                        wanted,
-                    });
-                }
-                Err(WaitError::NotFound { name }) => {
-                    return Err(ProjectionError::NotFound { name }.into());
-                }
-                Err(e) => return Err(ProjectionApiError::Internal(e.to_string())),
-            }
+            wait_applied(projections, &name, wanted, timeout)?;
         }
         let (position, rows) = projections.read_table(&name, &table, limit, offset)?;
         let objects: Vec<Value> = rows
