@@ -281,15 +281,17 @@ pub fn generation_object(name: &str, generation: u32) -> String {
     format!("{name}__g{generation}")
 }
 
-/// Refuses anything but a plain SQL identifier (`[A-Za-z_][A-Za-z0-9_]*`), for names that end
-/// up in SQL text.
-pub(crate) fn check_identifier(name: &str) -> Result<(), TargetError> {
-    let ok = name
-        .bytes()
+/// Whether `name` is a plain SQL identifier (`[A-Za-z_][A-Za-z0-9_]*`), safe to put in SQL text.
+pub(crate) fn is_identifier(name: &str) -> bool {
+    name.bytes()
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Refuses anything but a plain SQL identifier, for names that end up in SQL text.
+pub(crate) fn check_identifier(name: &str) -> Result<(), TargetError> {
+    if is_identifier(name) {
         Ok(())
     } else {
         Err(TargetError::Definition(format!(

@@ -44,7 +44,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::handler::{EffectSink, Mode};
 use crate::spec::{PARTITIONS_MAX, ProjectionSpec, Source};
 use crate::status::{ProjectionState, ProjectionStatus, RebuildStatus};
-use crate::target::{TableRows, Target, TargetError};
+use crate::target::{TableRows, Target, TargetError, is_identifier};
 use control::{Command, Control};
 use runner::RunnerShared;
 
@@ -208,14 +208,7 @@ pub fn validate_spec(spec: &ProjectionSpec) -> Result<(), ProjectionError> {
         return Err(invalid("snapshot_every must be at least 1".to_owned()));
     }
     for object in &spec.objects {
-        let ok = object
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-            && object
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !ok {
+        if !is_identifier(object) {
             return Err(invalid(format!(
                 "object name {object:?} is not an identifier"
             )));
@@ -258,12 +251,7 @@ fn unknown_object(sql: &str, objects: &[String]) -> Option<String> {
         let close = after.find('}');
         if let Some(close) = close {
             let name = after.get(..close).unwrap_or("");
-            let ident = name
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if ident && !objects.iter().any(|o| o == name) {
+            if is_identifier(name) && !objects.iter().any(|o| o == name) {
                 return Some(name.to_owned());
             }
         }
