@@ -1,4 +1,4 @@
-//! Compiles the KurrentDB client protocol's `.proto` files into server-side Rust code, with the
+//! Compiles the KurrentDB client protocol's `.proto` files into server and client Rust code, with the
 //! vendored `protoc` so no system install is needed.
 
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes(["."]);
     let includes = [PathBuf::from("proto"), protoc_bin_vendored::include_path()?];
     tonic_prost_build::configure()
-        .build_client(false)
+        .build_client(true)
         .build_server(true)
         .build_transport(false)
         .compile_with_config(config, &PROTOS.map(PathBuf::from), &includes)?;

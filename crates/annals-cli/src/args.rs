@@ -237,6 +237,17 @@ pub enum BenchCommand {
     Project(BenchProjectArgs),
 }
 
+/// The client library of the gRPC benches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrpcClientArg {
+    /// Annals's lean client (`annals_grpc::client`): the generated tonic client over one hyper
+    /// HTTP/2 connection, so the bench measures the server rather than the client.
+    Annals,
+    /// The official Rust `kurrentdb` crate, as applications use it.
+    Kurrentdb,
+}
+
 /// Which database `bench project` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProjectTargetArg {
@@ -343,6 +354,9 @@ pub struct BenchGrpcAppendArgs {
     /// Client connections the clients share (each one HTTP/2 connection); 0: one per client.
     #[arg(long, default_value_t = 0)]
     pub connections: u32,
+    /// The gRPC client library that loads the server.
+    #[arg(long, value_enum, default_value_t = GrpcClientArg::Annals)]
+    pub client: GrpcClientArg,
     /// Events to append over gRPC in all (and as many in-process).
     #[arg(long, default_value_t = 20_000)]
     pub events: u64,
@@ -363,6 +377,9 @@ pub struct BenchGrpcReplayArgs {
     /// The running server: HOST:PORT (cleartext), or a kurrentdb:// connection string.
     #[arg(long)]
     pub server: String,
+    /// The gRPC client library that reads (and fills).
+    #[arg(long, value_enum, default_value_t = GrpcClientArg::Annals)]
+    pub client: GrpcClientArg,
     /// Events to read from the start of `$all`; the server is filled up to this first.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,

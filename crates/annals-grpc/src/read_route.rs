@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 
 use annals_server::ServerState;
+use bytes::BufMut;
 use tonic::Status;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
@@ -85,7 +86,7 @@ impl Codec for ReadCodec {
     type Decoder = ProstDecoder<ReadReq>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ReadEncoder
+        ReadEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -93,8 +94,13 @@ impl Codec for ReadCodec {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct ReadEncoder;
+/// Encodes each event into `scratch` first, then copies it into tonic's buffer in one piece:
+/// tonic's `EncodeBuf` writes a single byte as a one-byte slice copy, and an event's encoding is
+/// about 25 varints written a byte at a time.
+#[derive(Clone, Debug, Default)]
+struct ReadEncoder {
+    scratch: Vec<u8>,
+}
 
 impl Encoder for ReadEncoder {
     type Item = ReadItem;
@@ -103,8 +109,10 @@ impl Encoder for ReadEncoder {
     fn encode(&mut self, item: ReadItem, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         match item {
             ReadItem::Event(e, structured) => {
-                dst.reserve(read_event_len_hint(&e));
-                encode_read_event(&e, structured, dst);
+                self.scratch.clear();
+                self.scratch.reserve(read_event_len_hint(&e));
+                encode_read_event(&e, structured, &mut self.scratch);
+                dst.put_slice(&self.scratch);
                 Ok(())
             }
             ReadItem::Message(m) => prost::Message::encode(m.as_ref(), dst)

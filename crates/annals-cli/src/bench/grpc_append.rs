@@ -1,12 +1,13 @@
-//! `annals bench grpc-append`: concurrent single-event appends over the KurrentDB gRPC protocol,
-//! with the Rust `kurrentdb` client, to a running `annals serve`; the baseline is the same
-//! workload in this process (as many concurrent tasks calling `Engine::append_async`) on a
-//! temporary store with the durability `annals serve` has by default (fsync).
+//! `annals bench grpc-append`: concurrent single-event appends over the KurrentDB gRPC protocol
+//! to a running `annals serve`; the baseline is the same workload in this process (as many
+//! concurrent tasks calling `Engine::append_async`) on a temporary store with the durability
+//! `annals serve` has by default (fsync).
 //!
-//! Each client is a task with its own `kurrentdb::Client` by default, so its own HTTP/2
-//! connection, as separate client processes would have. The crate does multiplex: one `Client`
-//! keeps one HTTP/2 connection and sends concurrent calls as streams on it, so `--connections N`
-//! spreads the clients over N shared clients instead. Each client appends to a stream of its own
+//! The clients are Annals's lean client (`annals_grpc::client`, `--client annals`, the default)
+//! or the official Rust `kurrentdb` crate (`--client kurrentdb`). Each client is a task with its
+//! own connection by default, as separate client processes would have. Both multiplex: one
+//! client keeps one HTTP/2 connection and sends concurrent calls as streams on it, so
+//! `--connections N` spreads the clients over N shared connections instead. Each client appends to a stream of its own
 //! (`grpc-bench-<run>-<client>`, expected revision any), so no two clients contend for one
 //! stream's revision, and a second run against the same server writes to new streams.
 //!
@@ -19,16 +20,17 @@ use std::time::{Duration, Instant};
 
 use annals_core::{ContentType, EventType, ExpectedRevision, NewEvent, StreamName};
 use annals_engine::{Durability, Engine};
+use annals_grpc::client::{ProposedEvent, StreamsClient};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use kurrentdb::{AppendToStreamOptions, Client, EventData, ReadStreamOptions};
+use kurrentdb::{AppendToStreamOptions, EventData, ReadStreamOptions};
 use rand::Rng;
 use serde::Serialize;
 
 use super::report::{emit, round2};
 use super::{EVENT_TYPE, event_data, latency_histogram, micros, take};
-use crate::args::BenchGrpcAppendArgs;
+use crate::args::{BenchGrpcAppendArgs, GrpcClientArg};
 use crate::store;
 
 /// Worker threads of the clients' async runtime, as in `bench append`: one per core of the
@@ -39,6 +41,7 @@ const BENCH_RUNTIME_THREADS: usize = 2;
 struct Figures {
     bench: &'static str,
     server: String,
+    client: GrpcClientArg,
     clients: u32,
     connections: u32,
     events: u64,
@@ -87,13 +90,17 @@ pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
         0 => args.clients,
         n => n.min(args.clients),
     };
-    let url = super::client_url(&args.server);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(BENCH_RUNTIME_THREADS)
         .enable_all()
         .build()
         .context("starting the clients' runtime")?;
-    let clients = runtime.block_on(connect(&url, connections, args.clients))?;
+    let clients = runtime.block_on(connect(
+        args.client,
+        &args.server,
+        connections,
+        args.clients,
+    ))?;
     let baseline_dir = super::baseline_dir(args.baseline_dir.as_ref())?;
     let (engine, _) = store::open(baseline_dir.path(), Durability::Fsync)?;
     let result = measure(&runtime, &clients, &engine, args);
@@ -104,6 +111,7 @@ pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
     let figures = Figures {
         bench: "grpc-append",
         server: args.server.clone(),
+        client: args.client,
         clients: args.clients,
         connections,
         events: grpc.events,
@@ -126,14 +134,33 @@ pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One client per bench client, each with the stream it appends to; clients share the
-/// `connections` `kurrentdb::Client`s round-robin. Each connection is opened (and the server's
+/// `connections` connections round-robin. A `kurrentdb` connection is opened (and the server's
 /// features fetched) by a read of a stream that does not exist yet, before any timing; all at
-/// once, since the client waits half a second before its first connection attempt.
-async fn connect(url: &str, connections: u32, clients: u32) -> anyhow::Result<Vec<BenchClient>> {
+/// once, since that client waits half a second before its first connection attempt.
+async fn connect(
+    kind: GrpcClientArg,
+    server: &str,
+    connections: u32,
+    clients: u32,
+) -> anyhow::Result<Vec<BenchClient>> {
     let run: u32 = rand::rng().random();
-    let shared = (0..connections)
-        .map(|_| super::grpc_client(url))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut shared = Vec::with_capacity(connections as usize);
+    for _ in 0..connections {
+        shared.push(match kind {
+            GrpcClientArg::Kurrentdb => {
+                Client::Kurrent(super::grpc_client(&super::client_url(server))?)
+            }
+            GrpcClientArg::Annals => Client::Annals(super::lean_client(server).await?),
+        });
+    }
+    if let GrpcClientArg::Annals = kind {
+        return Ok((0..clients)
+            .map(|i| BenchClient {
+                client: shared[i as usize % shared.len()].clone(),
+                stream: format!("grpc-bench-{run:08x}-{i}"),
+            })
+            .collect());
+    }
     let mut out = Vec::with_capacity(clients as usize);
     for i in 0..clients {
         let client = shared
@@ -147,18 +174,22 @@ async fn connect(url: &str, connections: u32, clients: u32) -> anyhow::Result<Ve
         .iter()
         .take(shared.len())
         .cloned()
-        .map(|c| tokio::spawn(async move { warm_up(&c.client, &c.stream).await }))
+        .filter_map(|c| match c.client {
+            Client::Kurrent(k) => Some((k, c.stream)),
+            Client::Annals(_) => None,
+        })
+        .map(|(k, stream)| tokio::spawn(async move { warm_up(&k, &stream).await }))
         .collect();
     for w in warm_ups {
         w.await
             .context("warm-up task failed")?
-            .with_context(|| format!("cannot reach the server at {url}"))?;
+            .with_context(|| format!("cannot reach the server at {server}"))?;
     }
     Ok(out)
 }
 
 /// Reads `stream`, which does not exist yet: opens the connection without writing anything.
-async fn warm_up(client: &Client, stream: &str) -> anyhow::Result<()> {
+async fn warm_up(client: &kurrentdb::Client, stream: &str) -> anyhow::Result<()> {
     let options = ReadStreamOptions::default().max_count(1);
     match client.read_stream(stream, &options).await {
         Ok(mut read) => match read.next().await {
@@ -167,6 +198,61 @@ async fn warm_up(client: &Client, stream: &str) -> anyhow::Result<()> {
         },
         Err(kurrentdb::Error::ResourceNotFound) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A connection of either client library.
+#[derive(Clone)]
+enum Client {
+    Annals(StreamsClient),
+    Kurrent(kurrentdb::Client),
+}
+
+impl Client {
+    /// Appends `template` with the id `id` to `stream`, expected revision any.
+    async fn append(
+        &mut self,
+        stream: &str,
+        template: &Template,
+        id: uuid::Uuid,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Annals(c) => {
+                let mut event = template.annals.clone();
+                event.id = id;
+                c.append(stream, ExpectedRevision::Any, vec![event]).await?;
+            }
+            Self::Kurrent(c) => {
+                let event = template.kurrent.clone().id(id);
+                c.append_to_stream(stream, &AppendToStreamOptions::default(), event)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The bench's event in each library's form, built once: `EventData::json` would serialise the
+/// data again for every append.
+#[derive(Clone)]
+struct Template {
+    annals: ProposedEvent,
+    kurrent: EventData,
+}
+
+impl Template {
+    fn new(data: &Bytes) -> anyhow::Result<Self> {
+        let json: serde_json::Value = serde_json::from_slice(data)?;
+        Ok(Self {
+            annals: ProposedEvent {
+                id: uuid::Uuid::nil(),
+                event_type: EVENT_TYPE.to_owned(),
+                json: true,
+                data: data.clone(),
+                metadata: Bytes::new(),
+            },
+            kurrent: EventData::json(EVENT_TYPE, &json)?,
+        })
     }
 }
 
@@ -233,26 +319,22 @@ async fn grpc_round(
 ) -> anyhow::Result<u64> {
     let remaining = Arc::new(AtomicU64::new(events));
     let acked = Arc::new(AtomicU64::new(0));
-    // The event is built once: `EventData::json` would serialise the data again for every append.
-    let json: serde_json::Value = serde_json::from_slice(data)?;
-    let template = EventData::json(EVENT_TYPE, &json)?;
+    let template = Arc::new(Template::new(data)?);
     let tasks: Vec<_> = clients
         .iter()
         .map(|c| {
-            let (remaining, acked, c, template) = (
+            let (remaining, acked, mut c, template) = (
                 Arc::clone(&remaining),
                 Arc::clone(&acked),
                 c.clone(),
-                template.clone(),
+                Arc::clone(&template),
             );
             tokio::spawn(async move {
                 let mut hist = latency_histogram();
-                let options = AppendToStreamOptions::default();
                 while take(&remaining, 1) == 1 {
-                    let event = template.clone().id(random_id());
                     let started = Instant::now();
                     c.client
-                        .append_to_stream(c.stream.as_str(), &options, event)
+                        .append(&c.stream, &template, random_id())
                         .await
                         .with_context(|| format!("append to {} failed", c.stream))?;
                     hist.saturating_record(micros(started.elapsed()));

@@ -1,6 +1,8 @@
-//! `annals bench grpc-replay`: one Rust `kurrentdb` client reads `$all` from the start over the
-//! KurrentDB gRPC protocol from a running `annals serve`; the baseline is an in-process
-//! `Engine::read_all` paging over a temporary store filled with as many events of the same shape.
+//! `annals bench grpc-replay`: one Rust client reads `$all` from the start over the KurrentDB
+//! gRPC protocol from a running `annals serve`; the baseline is an in-process `Engine::read_all`
+//! paging over a temporary store filled with as many events of the same shape. The client that
+//! reads is Annals's lean client (`annals_grpc::client`, `--client annals`, the default) or the
+//! official `kurrentdb` crate (`--client kurrentdb`); the fill always uses the latter.
 //!
 //! The client *reads* (`Streams.Read` with a count), it does not subscribe: a read ends by itself
 //! at the count, where a catch-up subscription would need a count kept by the client and a
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use annals_core::{ContentType, Direction, EventType, ExpectedRevision, NewEvent, Position};
 use annals_core::{StreamName, limits::APPEND_EVENTS_MAX};
 use annals_engine::{Durability, Engine};
+use annals_grpc::client::StreamsClient;
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use kurrentdb::{AppendToStreamOptions, Client, EventData, ReadAllOptions, StreamPosition};
@@ -28,7 +31,7 @@ use serde::Serialize;
 
 use super::report::{emit, round2};
 use super::{EVENT_TYPE, event_data, take, with_progress};
-use crate::args::BenchGrpcReplayArgs;
+use crate::args::{BenchGrpcReplayArgs, GrpcClientArg};
 use crate::store;
 
 /// Events per append when filling either store: large appends make the fill quick.
@@ -48,6 +51,7 @@ const _: () = assert!(FILL_BATCH_EVENTS as usize <= APPEND_EVENTS_MAX);
 struct Figures {
     bench: &'static str,
     server: String,
+    client: GrpcClientArg,
     events: u64,
     rounds: u32,
     /// Events this run appended to the server before reading (0 if it held enough).
@@ -85,8 +89,15 @@ pub(super) fn run(args: &BenchGrpcReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let baseline_dir = super::baseline_dir(args.baseline_dir.as_ref())?;
     let (engine, _) = store::open(baseline_dir.path(), Durability::None)?;
-    let result = fill_engine(&runtime, &engine, args.events)
-        .and_then(|()| measure(&runtime, &client, &engine, args));
+    let result = fill_engine(&runtime, &engine, args.events).and_then(|()| {
+        let reader = match args.client {
+            GrpcClientArg::Kurrentdb => Reader::Kurrent(client.clone()),
+            GrpcClientArg::Annals => {
+                Reader::Annals(runtime.block_on(super::lean_client(&args.server))?)
+            }
+        };
+        measure(&runtime, &reader, &engine, args)
+    });
     engine.close();
     let (grpc, baseline) = result?;
     let events_per_s = grpc.events as f64 / grpc.elapsed.as_secs_f64();
@@ -94,6 +105,7 @@ pub(super) fn run(args: &BenchGrpcReplayArgs) -> anyhow::Result<ExitCode> {
     let figures = Figures {
         bench: "grpc-replay",
         server: args.server.clone(),
+        client: args.client,
         events: args.events,
         rounds: args.rounds,
         filled: need,
@@ -117,16 +129,28 @@ struct Side {
     elapsed: Duration,
 }
 
+/// The client that reads, of either library.
+#[derive(Clone)]
+enum Reader {
+    Annals(StreamsClient),
+    Kurrent(Client),
+}
+
 fn measure(
     runtime: &tokio::runtime::Runtime,
-    client: &Client,
+    reader: &Reader,
     engine: &Engine,
     args: &BenchGrpcReplayArgs,
 ) -> anyhow::Result<(Side, Side)> {
     let (mut grpc, mut baseline) = (Side::default(), Side::default());
     for round in 0..args.rounds {
         let started = Instant::now();
-        let (events, bytes) = runtime.block_on(read_grpc(client, args.events))?;
+        let (events, bytes) = match reader {
+            Reader::Kurrent(client) => runtime.block_on(read_grpc(client, args.events))?,
+            Reader::Annals(client) => {
+                runtime.block_on(read_grpc_lean(&mut client.clone(), args.events))?
+            }
+        };
         let grpc_elapsed = started.elapsed();
         ensure!(
             events == args.events,
@@ -194,6 +218,34 @@ async fn read_grpc(client: &Client, events: u64) -> anyhow::Result<(u64, u64)> {
                 continue;
             }
             last = Some(e.position.commit);
+            read += 1;
+            got += 1;
+            bytes += std::hint::black_box(e.data.len()) as u64;
+            if read == events {
+                break;
+            }
+        }
+        if got == 0 {
+            break;
+        }
+    }
+    Ok((read, bytes))
+}
+
+/// [`read_grpc`] with Annals's lean client.
+async fn read_grpc_lean(client: &mut StreamsClient, events: u64) -> anyhow::Result<(u64, u64)> {
+    let (mut read, mut bytes) = (0u64, 0u64);
+    let mut last: Option<u64> = None;
+    while read < events {
+        // One more than needed after the first read: it starts with the last event seen.
+        let count = events - read + u64::from(last.is_some());
+        let mut stream = client.read_all(last.unwrap_or(0), count).await?;
+        let mut got = 0u64;
+        while let Some(e) = stream.next().await? {
+            if last.is_some_and(|l| e.position <= l) {
+                continue;
+            }
+            last = Some(e.position);
             read += 1;
             got += 1;
             bytes += std::hint::black_box(e.data.len()) as u64;

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
@@ -115,6 +115,17 @@ fn grpc_client(url: &str) -> anyhow::Result<kurrentdb::Client> {
         .parse()
         .with_context(|| format!("bad server address {url:?}"))?;
     kurrentdb::Client::new(settings).map_err(|e| anyhow::anyhow!("cannot create a client: {e:#}"))
+}
+
+/// Annals's lean gRPC client connected to `server` (`HOST:PORT`, cleartext).
+async fn lean_client(server: &str) -> anyhow::Result<annals_grpc::client::StreamsClient> {
+    if server.contains("://") {
+        bail!(
+            "--client annals takes the server as HOST:PORT (cleartext); \
+             use --client kurrentdb for a connection string"
+        );
+    }
+    Ok(annals_grpc::client::StreamsClient::connect(server).await?)
 }
 
 /// A fresh temporary directory for a baseline's store, in `dir` if given (it should be on the

@@ -68,6 +68,7 @@ fn grpc_benches_run_against_a_real_server() {
     assert_eq!(figures["events"], 200, "{figures}");
     assert_eq!(figures["baseline_events"], 200, "{figures}");
     assert_eq!(figures["clients"], 8, "{figures}");
+    assert_eq!(figures["client"], "annals", "{figures}");
     let events = read_all_events(&server);
     assert_eq!(
         events.len(),
@@ -86,12 +87,14 @@ fn grpc_benches_run_against_a_real_server() {
     assert_eq!(std::fs::read_dir(baseline.path()).unwrap().count(), 0);
 
     // The server holds 200 events: the replay appends 300 more, then reads all 500.
-    let replay = |events: &str| {
+    let replay = |events: &str, client: &str| {
         last_json_line(&annals_ok(&[
             "bench",
             "grpc-replay",
             "--server",
             &addr,
+            "--client",
+            client,
             "--events",
             events,
             "--baseline-dir",
@@ -99,7 +102,7 @@ fn grpc_benches_run_against_a_real_server() {
             "--json",
         ]))
     };
-    let figures = replay("500");
+    let figures = replay("500", "annals");
     assert_positive(
         &figures,
         &[
@@ -122,7 +125,7 @@ fn grpc_benches_run_against_a_real_server() {
     );
 
     // Enough events already: nothing is appended, and a read shorter than $all works.
-    let figures = replay("350");
+    let figures = replay("350", "annals");
     assert_positive(
         &figures,
         &["events_per_s", "baseline_events_per_s", "ratio"],
@@ -131,4 +134,40 @@ fn grpc_benches_run_against_a_real_server() {
     assert_eq!(figures["events"], 350, "{figures}");
     assert_eq!(read_all_events(&server).len(), 500);
     assert_eq!(std::fs::read_dir(baseline.path()).unwrap().count(), 0);
+
+    // The same with the official `kurrentdb` client: 100 more appends over 2 shared connections,
+    // then all 600 read back.
+    let figures = last_json_line(&annals_ok(&[
+        "bench",
+        "grpc-append",
+        "--server",
+        &addr,
+        "--client",
+        "kurrentdb",
+        "--clients",
+        "4",
+        "--connections",
+        "2",
+        "--events",
+        "100",
+        "--baseline-dir",
+        path_str(baseline.path()),
+        "--json",
+    ]));
+    assert_positive(
+        &figures,
+        &["events_per_s", "baseline_events_per_s", "ratio"],
+    );
+    assert_eq!(figures["client"], "kurrentdb", "{figures}");
+    assert_eq!(figures["connections"], 2, "{figures}");
+    assert_eq!(read_all_events(&server).len(), 600);
+    let figures = replay("600", "kurrentdb");
+    assert_positive(
+        &figures,
+        &["events_per_s", "baseline_events_per_s", "ratio"],
+    );
+    assert_eq!(
+        (figures["filled"].as_u64(), figures["events"].as_u64()),
+        (Some(0), Some(600))
+    );
 }
