@@ -11,6 +11,7 @@ use annals_core::{
 use annals_engine::EngineError;
 use annals_server::{Api, AppendBudget, ServerState};
 use bytes::Bytes;
+use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
@@ -318,14 +319,30 @@ fn wrong_expected_detail(expected: ExpectedRevision, actual: Option<u64>) -> pro
     }
 }
 
+/// Batches of one BatchAppend call that may be appending at once. The .NET client sends every
+/// append of a process over one call; answering them one at a time would give each its own fsync.
+/// When this many are in flight, the call stops reading until one is answered.
+pub(crate) const BATCH_APPEND_IN_FLIGHT_MAX: usize = 1_024;
+
+/// What one BatchAppend request message leads to.
+enum BatchStep {
+    /// The batch is refused: answer now.
+    Answer(BatchAppendResp),
+    /// The batch is complete: this future appends it and makes the answer.
+    Append(Pin<Box<dyn Future<Output = BatchAppendResp> + Send>>),
+    /// More chunks of the batch are to come.
+    Wait,
+}
+
 impl StreamsService {
-    /// Handles one BatchAppend request message; returns a response once a batch is complete or
-    /// failed.
-    async fn batch_step(
+    /// Handles one BatchAppend request message. It does not wait for the engine: a complete
+    /// batch comes back as a future, so the call can read and start the next batches while this
+    /// one waits for its fsync.
+    fn batch_step(
         &self,
         pending: &mut HashMap<String, PendingBatch>,
         req: BatchAppendReq,
-    ) -> Option<BatchAppendResp> {
+    ) -> BatchStep {
         let key = format!("{:?}", req.correlation_id);
         let base = |options: Option<&batch_append_req::Options>| {
             let mut resp = BatchAppendResp {
@@ -354,14 +371,14 @@ impl StreamsService {
                     "the first message of a batch must carry its options".to_owned(),
                     None,
                 )));
-                return Some(resp);
+                return BatchStep::Answer(resp);
             };
             let stream = match stream_name(options.stream_identifier.as_ref()) {
                 Ok(s) => s,
                 Err(e) => {
                     let mut resp = base(Some(&options));
                     resp.result = Some(batch_append_resp::Result::Error(batch_error(&e)));
-                    return Some(resp);
+                    return BatchStep::Answer(resp);
                 }
             };
             let expected = expected_from_batch(options.expected_stream_position.as_ref());
@@ -376,7 +393,9 @@ impl StreamsService {
                 },
             );
         }
-        let batch = pending.get_mut(&key)?;
+        let Some(batch) = pending.get_mut(&key) else {
+            return BatchStep::Wait;
+        };
         let mut collector = EventCollector {
             state: &self.state,
             events: std::mem::take(&mut batch.events),
@@ -392,44 +411,53 @@ impl StreamsService {
         batch.events = collector.events;
         batch.budget = collector.budget;
         if let Some(e) = failed {
-            let batch = pending.remove(&key)?;
-            let mut resp = base(Some(&batch.options));
+            let mut resp = base(pending.remove(&key).map(|b| b.options).as_ref());
             resp.result = Some(batch_append_resp::Result::Error(batch_error(&e)));
-            return Some(resp);
+            return BatchStep::Answer(resp);
         }
         if !req.is_final {
-            return None;
+            return BatchStep::Wait;
         }
-        let batch = pending.remove(&key)?;
+        let Some(batch) = pending.remove(&key) else {
+            return BatchStep::Wait;
+        };
         let mut resp = base(Some(&batch.options));
-        let outcome = run_append(&self.state, &batch.stream, batch.expected, batch.events).await;
-        resp.result = Some(match outcome {
-            Ok(AppendOutcome::Success { revision, position }) => {
-                use batch_append_resp::success as s;
-                batch_append_resp::Result::Success(batch_append_resp::Success {
-                    current_revision_option: Some(match revision {
-                        Some(r) => s::CurrentRevisionOption::CurrentRevision(r),
-                        None => s::CurrentRevisionOption::NoStream(()),
+        let state = self.state.clone();
+        BatchStep::Append(Box::pin(async move {
+            let outcome = run_append(&state, &batch.stream, batch.expected, batch.events).await;
+            resp.result = Some(batch_outcome(outcome));
+            resp
+        }))
+    }
+}
+
+/// A finished append in BatchAppend's wire form.
+fn batch_outcome(outcome: Result<AppendOutcome, GrpcError>) -> batch_append_resp::Result {
+    match outcome {
+        Ok(AppendOutcome::Success { revision, position }) => {
+            use batch_append_resp::success as s;
+            batch_append_resp::Result::Success(batch_append_resp::Success {
+                current_revision_option: Some(match revision {
+                    Some(r) => s::CurrentRevisionOption::CurrentRevision(r),
+                    None => s::CurrentRevisionOption::NoStream(()),
+                }),
+                position_option: Some(match position {
+                    Some(p) => s::PositionOption::Position(shared::AllStreamPosition {
+                        commit_position: p,
+                        prepare_position: p,
                     }),
-                    position_option: Some(match position {
-                        Some(p) => s::PositionOption::Position(shared::AllStreamPosition {
-                            commit_position: p,
-                            prepare_position: p,
-                        }),
-                        None => s::PositionOption::NoPosition(()),
-                    }),
-                })
-            }
-            Ok(AppendOutcome::WrongExpected { expected, actual }) => {
-                batch_append_resp::Result::Error(rpc_status(
-                    CODE_ALREADY_EXISTS,
-                    "WrongExpectedVersion".to_owned(),
-                    Some(wrong_expected_detail(expected, actual)),
-                ))
-            }
-            Err(e) => batch_append_resp::Result::Error(batch_error(&e)),
-        });
-        Some(resp)
+                    None => s::PositionOption::NoPosition(()),
+                }),
+            })
+        }
+        Ok(AppendOutcome::WrongExpected { expected, actual }) => {
+            batch_append_resp::Result::Error(rpc_status(
+                CODE_ALREADY_EXISTS,
+                "WrongExpectedVersion".to_owned(),
+                Some(wrong_expected_detail(expected, actual)),
+            ))
+        }
+        Err(e) => batch_append_resp::Result::Error(batch_error(&e)),
     }
 }
 
@@ -563,22 +591,41 @@ impl Streams for StreamsService {
         let service = self.clone();
         tokio::spawn(async move {
             let mut pending = HashMap::new();
-            loop {
-                let next = tokio::select! {
-                    next = inbound.next() => next,
-                    () = service.state.stopping() => break,
-                };
-                let req = match next {
-                    Some(Ok(req)) => req,
-                    Some(Err(status)) => {
-                        tracing::debug!(%status, "batch append stream ended with an error");
-                        break;
+            let mut in_flight = FuturesUnordered::new();
+            // Reading stops at shutdown, at the end of the request stream or on its error; the
+            // batches already appending are still answered.
+            let mut reading = true;
+            while reading || !in_flight.is_empty() {
+                let can_read = reading && in_flight.len() < BATCH_APPEND_IN_FLIGHT_MAX;
+                let resp = tokio::select! {
+                    biased;
+                    Some(resp) = in_flight.next(), if !in_flight.is_empty() => resp,
+                    () = service.state.stopping(), if reading => {
+                        reading = false;
+                        continue;
                     }
-                    None => break,
+                    next = inbound.next(), if can_read => match next {
+                        Some(Ok(req)) => match service.batch_step(&mut pending, req) {
+                            BatchStep::Answer(resp) => resp,
+                            BatchStep::Append(append) => {
+                                in_flight.push(append);
+                                continue;
+                            }
+                            BatchStep::Wait => continue,
+                        },
+                        Some(Err(status)) => {
+                            tracing::debug!(%status, "batch append stream ended with an error");
+                            reading = false;
+                            continue;
+                        }
+                        None => {
+                            reading = false;
+                            continue;
+                        }
+                    },
                 };
-                if let Some(resp) = service.batch_step(&mut pending, req).await
-                    && tx.send(Ok(resp)).await.is_err()
-                {
+                if tx.send(Ok(resp)).await.is_err() {
+                    // The client is gone; appends already handed to the engine still commit.
                     break;
                 }
             }

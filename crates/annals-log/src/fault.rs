@@ -6,13 +6,17 @@
 //! process "dies" there), then take [`FaultStorage::crash_image`]: a new storage holding only what
 //! was durable, which it may tear or corrupt further with [`FaultStorage::set_bytes`] before
 //! reopening the store on it.
+//! A test can also hold every file sync ([`FaultStorage::hold_syncs`], a stalled disk) to keep
+//! writes in flight for as long as it needs.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::storage::{Storage, StorageFile};
 
@@ -40,6 +44,30 @@ struct State {
 #[derive(Clone, Default)]
 pub struct FaultStorage {
     state: Arc<Mutex<State>>,
+    gate: Arc<SyncGate>,
+}
+
+/// While held, file syncs wait for release, as on a disk that stalls: a test can keep appends
+/// in flight for as long as it needs.
+#[derive(Default)]
+struct SyncGate {
+    held: Mutex<bool>,
+    released: Condvar,
+    /// File syncs waiting at the gate now.
+    waiting: AtomicU64,
+}
+
+impl SyncGate {
+    fn pass(&self) {
+        let mut held = self.held.lock();
+        if *held {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while *held {
+                self.released.wait(&mut held);
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl fmt::Debug for FaultStorage {
@@ -72,6 +100,19 @@ impl FaultStorage {
     /// Makes every later sync fail with an I/O error (the process lives on).
     pub fn fail_syncs(&self, fail: bool) {
         self.state.lock().fail_syncs = fail;
+    }
+
+    /// Holds every later file sync until `hold_syncs(false)` (directory syncs pass).
+    pub fn hold_syncs(&self, hold: bool) {
+        *self.gate.held.lock() = hold;
+        if !hold {
+            self.gate.released.notify_all();
+        }
+    }
+
+    /// File syncs waiting at a held gate now.
+    pub fn held_syncs(&self) -> u64 {
+        self.gate.waiting.load(Ordering::SeqCst)
     }
 
     /// Syncs so far.
@@ -107,6 +148,7 @@ impl FaultStorage {
                 files,
                 ..State::default()
             })),
+            gate: Arc::default(),
         }
     }
 
@@ -182,6 +224,7 @@ impl Storage for FaultStorage {
         }
         Ok(Arc::new(FaultFile {
             state: Arc::clone(&self.state),
+            gate: Arc::clone(&self.gate),
             name: name.to_owned(),
         }))
     }
@@ -220,6 +263,7 @@ impl Storage for FaultStorage {
 
 struct FaultFile {
     state: Arc<Mutex<State>>,
+    gate: Arc<SyncGate>,
     name: String,
 }
 
@@ -280,6 +324,7 @@ impl StorageFile for FaultFile {
     }
 
     fn sync(&self) -> io::Result<()> {
+        self.gate.pass();
         let mut s = self.state.lock();
         FaultStorage::count_sync(&mut s)?;
         match s.files.get_mut(&self.name) {
