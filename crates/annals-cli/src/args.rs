@@ -248,6 +248,17 @@ pub enum GrpcClientArg {
     Kurrentdb,
 }
 
+/// The RPC `bench grpc-append` appends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrpcAppendRpcArg {
+    /// `Streams.Append`: one call per append, as the Rust, Go, Java, Node and Python clients do.
+    Append,
+    /// `Streams.BatchAppend`: one long-lived call per connection carrying every append of the
+    /// clients on it, as the .NET client does.
+    BatchAppend,
+}
+
 /// Which database `bench project` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProjectTargetArg {
@@ -357,6 +368,9 @@ pub struct BenchGrpcAppendArgs {
     /// The gRPC client library that loads the server.
     #[arg(long, value_enum, default_value_t = GrpcClientArg::Annals)]
     pub client: GrpcClientArg,
+    /// The RPC each append is made with.
+    #[arg(long, value_enum, default_value_t = GrpcAppendRpcArg::Append)]
+    pub rpc: GrpcAppendRpcArg,
     /// Events to append over gRPC in all (and as many in-process).
     #[arg(long, default_value_t = 20_000)]
     pub events: u64,

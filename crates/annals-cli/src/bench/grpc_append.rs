@@ -7,7 +7,9 @@
 //! or the official Rust `kurrentdb` crate (`--client kurrentdb`). Each client is a task with its
 //! own connection by default, as separate client processes would have. Both multiplex: one
 //! client keeps one HTTP/2 connection and sends concurrent calls as streams on it, so
-//! `--connections N` spreads the clients over N shared connections instead. Each client appends to a stream of its own
+//! `--connections N` spreads the clients over N shared connections instead. With
+//! `--rpc batch-append` every append is a request message on one `Streams.BatchAppend` call per
+//! connection, as the .NET client makes them. Each client appends to a stream of its own
 //! (`grpc-bench-<run>-<client>`, expected revision any), so no two clients contend for one
 //! stream's revision, and a second run against the same server writes to new streams.
 //!
@@ -20,17 +22,20 @@ use std::time::{Duration, Instant};
 
 use annals_core::{ContentType, EventType, ExpectedRevision, NewEvent, StreamName};
 use annals_engine::{Durability, Engine};
-use annals_grpc::client::{ProposedEvent, StreamsClient};
+use annals_grpc::client::{BatchAppender, ProposedEvent, StreamsClient};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use kurrentdb::{AppendToStreamOptions, EventData, ReadStreamOptions};
+use kurrentdb::{
+    AppendToStreamOptions, BatchAppendClient, BatchAppendOptions, EventData, ReadStreamOptions,
+    StreamState,
+};
 use rand::Rng;
 use serde::Serialize;
 
 use super::report::{emit, round2};
 use super::{EVENT_TYPE, event_data, latency_histogram, micros, take};
-use crate::args::{BenchGrpcAppendArgs, GrpcClientArg};
+use crate::args::{BenchGrpcAppendArgs, GrpcAppendRpcArg, GrpcClientArg};
 use crate::store;
 
 /// Worker threads of the clients' async runtime, as in `bench append`: one per core of the
@@ -42,6 +47,7 @@ struct Figures {
     bench: &'static str,
     server: String,
     client: GrpcClientArg,
+    rpc: GrpcAppendRpcArg,
     clients: u32,
     connections: u32,
     events: u64,
@@ -97,6 +103,7 @@ pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
         .context("starting the clients' runtime")?;
     let clients = runtime.block_on(connect(
         args.client,
+        args.rpc,
         &args.server,
         connections,
         args.clients,
@@ -112,6 +119,7 @@ pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
         bench: "grpc-append",
         server: args.server.clone(),
         client: args.client,
+        rpc: args.rpc,
         clients: args.clients,
         connections,
         events: grpc.events,
@@ -134,16 +142,19 @@ pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One client per bench client, each with the stream it appends to; clients share the
-/// `connections` connections round-robin. A `kurrentdb` connection is opened (and the server's
-/// features fetched) by a read of a stream that does not exist yet, before any timing; all at
-/// once, since that client waits half a second before its first connection attempt.
+/// `connections` connections round-robin (and with `--rpc batch-append`, the one BatchAppend call
+/// of their connection). A `kurrentdb` connection is opened (and the server's features fetched)
+/// by a read of a stream that does not exist yet, before any timing; all at once, since that
+/// client waits half a second before its first connection attempt.
 async fn connect(
     kind: GrpcClientArg,
+    rpc: GrpcAppendRpcArg,
     server: &str,
     connections: u32,
     clients: u32,
 ) -> anyhow::Result<Vec<BenchClient>> {
     let run: u32 = rand::rng().random();
+    let stream = |i: u32| format!("grpc-bench-{run:08x}-{i}");
     let mut shared = Vec::with_capacity(connections as usize);
     for _ in 0..connections {
         shared.push(match kind {
@@ -153,30 +164,11 @@ async fn connect(
             GrpcClientArg::Annals => Client::Annals(super::lean_client(server).await?),
         });
     }
-    if let GrpcClientArg::Annals = kind {
-        return Ok((0..clients)
-            .map(|i| BenchClient {
-                client: shared[i as usize % shared.len()].clone(),
-                stream: format!("grpc-bench-{run:08x}-{i}"),
-            })
-            .collect());
-    }
-    let mut out = Vec::with_capacity(clients as usize);
-    for i in 0..clients {
-        let client = shared
-            .get(i as usize % shared.len())
-            .context("no connection")?
-            .clone();
-        let stream = format!("grpc-bench-{run:08x}-{i}");
-        out.push(BenchClient { client, stream });
-    }
-    let warm_ups: Vec<_> = out
-        .iter()
-        .take(shared.len())
-        .cloned()
-        .filter_map(|c| match c.client {
-            Client::Kurrent(k) => Some((k, c.stream)),
-            Client::Annals(_) => None,
+    let warm_ups: Vec<_> = (0..connections)
+        .zip(&shared)
+        .filter_map(|(i, c)| match c {
+            Client::Kurrent(k) => Some((k.clone(), stream(i))),
+            _ => None,
         })
         .map(|(k, stream)| tokio::spawn(async move { warm_up(&k, &stream).await }))
         .collect();
@@ -185,7 +177,26 @@ async fn connect(
             .context("warm-up task failed")?
             .with_context(|| format!("cannot reach the server at {server}"))?;
     }
-    Ok(out)
+    if rpc == GrpcAppendRpcArg::BatchAppend {
+        for c in &mut shared {
+            *c = c
+                .batch_append()
+                .await
+                .context("opening a BatchAppend call")?;
+        }
+    }
+    (0..clients)
+        .map(|i| {
+            let client = shared
+                .get(i as usize % shared.len())
+                .context("no connection")?
+                .clone();
+            Ok(BenchClient {
+                client,
+                stream: stream(i),
+            })
+        })
+        .collect()
 }
 
 /// Reads `stream`, which does not exist yet: opens the connection without writing anything.
@@ -201,14 +212,27 @@ async fn warm_up(client: &kurrentdb::Client, stream: &str) -> anyhow::Result<()>
     }
 }
 
-/// A connection of either client library.
+/// A connection of either client library, or the BatchAppend call opened on one.
 #[derive(Clone)]
 enum Client {
     Annals(StreamsClient),
+    AnnalsBatch(BatchAppender),
     Kurrent(kurrentdb::Client),
+    KurrentBatch(Arc<BatchAppendClient>),
 }
 
 impl Client {
+    /// Opens a BatchAppend call on this connection.
+    async fn batch_append(&mut self) -> anyhow::Result<Self> {
+        Ok(match self {
+            Self::Annals(c) => Self::AnnalsBatch(c.batch_appender().await?),
+            Self::Kurrent(c) => Self::KurrentBatch(Arc::new(
+                c.batch_append(&BatchAppendOptions::default()).await?,
+            )),
+            Self::AnnalsBatch(_) | Self::KurrentBatch(_) => self.clone(),
+        })
+    }
+
     /// Appends `template` with the id `id` to `stream`, expected revision any.
     async fn append(
         &mut self,
@@ -222,9 +246,19 @@ impl Client {
                 event.id = id;
                 c.append(stream, ExpectedRevision::Any, vec![event]).await?;
             }
+            Self::AnnalsBatch(c) => {
+                let mut event = template.annals.clone();
+                event.id = id;
+                c.append(stream, ExpectedRevision::Any, vec![event]).await?;
+            }
             Self::Kurrent(c) => {
                 let event = template.kurrent.clone().id(id);
                 c.append_to_stream(stream, &AppendToStreamOptions::default(), event)
+                    .await?;
+            }
+            Self::KurrentBatch(c) => {
+                let event = template.kurrent.clone().id(id);
+                c.append_to_stream(stream, StreamState::Any, vec![event])
                     .await?;
             }
         }

@@ -170,4 +170,38 @@ fn grpc_benches_run_against_a_real_server() {
         (figures["filled"].as_u64(), figures["events"].as_u64()),
         (Some(0), Some(600))
     );
+
+    // Appends on one BatchAppend call per connection, with each client: 100 more each.
+    for (client, total) in [("annals", 700), ("kurrentdb", 800)] {
+        let figures = last_json_line(&annals_ok(&[
+            "bench",
+            "grpc-append",
+            "--server",
+            &addr,
+            "--client",
+            client,
+            "--rpc",
+            "batch-append",
+            "--clients",
+            "6",
+            "--connections",
+            "2",
+            "--events",
+            "100",
+            "--baseline-dir",
+            path_str(baseline.path()),
+            "--json",
+        ]));
+        assert_positive(
+            &figures,
+            &["events_per_s", "p50_us", "baseline_events_per_s", "ratio"],
+        );
+        assert_eq!(
+            (&figures["client"], &figures["rpc"], &figures["events"]),
+            (&client.into(), &"batch-append".into(), &100.into()),
+            "{figures}"
+        );
+        let events = read_all_events(&server);
+        assert_eq!(events.len(), total, "after the batch appends of {client}");
+    }
 }
