@@ -31,6 +31,7 @@ use crate::proto::streams::{
 /// gRPC status codes used inside BatchAppend responses.
 const CODE_INVALID_ARGUMENT: i32 = 3;
 const CODE_ALREADY_EXISTS: i32 = 6;
+const CODE_RESOURCE_EXHAUSTED: i32 = 8;
 const CODE_FAILED_PRECONDITION: i32 = 9;
 const CODE_INTERNAL: i32 = 13;
 const CODE_UNAVAILABLE: i32 = 14;
@@ -248,6 +249,9 @@ fn append_resp(outcome: AppendOutcome) -> AppendResp {
     }
 }
 
+/// The batches of one BatchAppend call still waiting for their final chunk, by correlation id.
+type PendingBatches = HashMap<Option<shared::Uuid>, PendingBatch>;
+
 /// One batch of a BatchAppend call, gathered until its final chunk.
 struct PendingBatch {
     stream: StreamName,
@@ -324,6 +328,11 @@ fn wrong_expected_detail(expected: ExpectedRevision, actual: Option<u64>) -> pro
 /// When this many are in flight, the call stops reading until one is answered.
 pub(crate) const BATCH_APPEND_IN_FLIGHT_MAX: usize = 1_024;
 
+/// Batches of one BatchAppend call sent in several chunks whose final chunk has not come yet.
+/// A batch started beyond this is refused (each batch's own size is bounded by the append
+/// limits).
+pub(crate) const BATCH_APPEND_UNFINISHED_MAX: usize = 64;
+
 /// What one BatchAppend request message leads to.
 enum BatchStep {
     /// The batch is refused: answer now.
@@ -338,12 +347,7 @@ impl StreamsService {
     /// Handles one BatchAppend request message. It does not wait for the engine: a complete
     /// batch comes back as a future, so the call can read and start the next batches while this
     /// one waits for its fsync.
-    fn batch_step(
-        &self,
-        pending: &mut HashMap<String, PendingBatch>,
-        req: BatchAppendReq,
-    ) -> BatchStep {
-        let key = format!("{:?}", req.correlation_id);
+    fn batch_step(&self, pending: &mut PendingBatches, req: BatchAppendReq) -> BatchStep {
         let base = |options: Option<&batch_append_req::Options>| {
             let mut resp = BatchAppendResp {
                 correlation_id: req.correlation_id.clone(),
@@ -363,64 +367,70 @@ impl StreamsService {
             }
             resp
         };
-        if !pending.contains_key(&key) {
-            let Some(options) = req.options.clone() else {
-                let mut resp = base(None);
-                resp.result = Some(batch_append_resp::Result::Error(rpc_status(
-                    CODE_INVALID_ARGUMENT,
-                    "the first message of a batch must carry its options".to_owned(),
-                    None,
-                )));
-                return BatchStep::Answer(resp);
-            };
-            let stream = match stream_name(options.stream_identifier.as_ref()) {
-                Ok(s) => s,
-                Err(e) => {
-                    let mut resp = base(Some(&options));
-                    resp.result = Some(batch_append_resp::Result::Error(batch_error(&e)));
+        // A batch sent whole (the usual case) never enters the map.
+        let earlier = match pending.is_empty() {
+            true => None,
+            false => pending.remove(&req.correlation_id),
+        };
+        let mut batch = match earlier {
+            Some(batch) => batch,
+            None => {
+                let Some(options) = req.options.clone() else {
+                    let mut resp = base(None);
+                    resp.result = Some(batch_append_resp::Result::Error(rpc_status(
+                        CODE_INVALID_ARGUMENT,
+                        "the first message of a batch must carry its options".to_owned(),
+                        None,
+                    )));
                     return BatchStep::Answer(resp);
-                }
-            };
-            let expected = expected_from_batch(options.expected_stream_position.as_ref());
-            pending.insert(
-                key.clone(),
+                };
+                let stream = match stream_name(options.stream_identifier.as_ref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let mut resp = base(Some(&options));
+                        resp.result = Some(batch_append_resp::Result::Error(batch_error(&e)));
+                        return BatchStep::Answer(resp);
+                    }
+                };
                 PendingBatch {
                     stream,
-                    expected,
+                    expected: expected_from_batch(options.expected_stream_position.as_ref()),
                     options,
                     events: Vec::new(),
                     budget: AppendBudget::default(),
-                },
-            );
-        }
-        let Some(batch) = pending.get_mut(&key) else {
-            return BatchStep::Wait;
+                }
+            }
         };
         let mut collector = EventCollector {
             state: &self.state,
             events: std::mem::take(&mut batch.events),
             budget: std::mem::take(&mut batch.budget),
         };
-        let mut failed = None;
         for m in req.proposed_messages {
             if let Err(e) = collector.push(m.id.as_ref(), &m.metadata, m.custom_metadata, m.data) {
-                failed = Some(e);
-                break;
+                let mut resp = base(Some(&batch.options));
+                resp.result = Some(batch_append_resp::Result::Error(batch_error(&e)));
+                return BatchStep::Answer(resp);
             }
         }
         batch.events = collector.events;
         batch.budget = collector.budget;
-        if let Some(e) = failed {
-            let mut resp = base(pending.remove(&key).map(|b| b.options).as_ref());
-            resp.result = Some(batch_append_resp::Result::Error(batch_error(&e)));
-            return BatchStep::Answer(resp);
-        }
         if !req.is_final {
+            if pending.len() >= BATCH_APPEND_UNFINISHED_MAX {
+                let mut resp = base(Some(&batch.options));
+                resp.result = Some(batch_append_resp::Result::Error(rpc_status(
+                    CODE_RESOURCE_EXHAUSTED,
+                    format!(
+                        "more than {BATCH_APPEND_UNFINISHED_MAX} batches of this call are \
+                         unfinished; send each batch's final chunk first"
+                    ),
+                    None,
+                )));
+                return BatchStep::Answer(resp);
+            }
+            pending.insert(req.correlation_id, batch);
             return BatchStep::Wait;
         }
-        let Some(batch) = pending.remove(&key) else {
-            return BatchStep::Wait;
-        };
         let mut resp = base(Some(&batch.options));
         let state = self.state.clone();
         BatchStep::Append(Box::pin(async move {
@@ -590,7 +600,7 @@ impl Streams for StreamsService {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let service = self.clone();
         tokio::spawn(async move {
-            let mut pending = HashMap::new();
+            let mut pending = PendingBatches::new();
             let mut in_flight = FuturesUnordered::new();
             // Reading stops at shutdown, at the end of the request stream or on its error; the
             // batches already appending are still answered.
@@ -631,5 +641,188 @@ impl Streams for StreamsService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! BatchAppend batches sent in several chunks, which neither official client sends but the
+    //! protocol allows: driven through `batch_step` over an engine on in-memory storage.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "a test fails by panicking"
+    )]
+
+    use std::sync::Arc;
+
+    use annals_engine::{Engine, EngineConfig};
+    use annals_server::Limits;
+
+    use super::*;
+
+    fn service() -> StreamsService {
+        let storage = Arc::new(annals_log::FaultStorage::new());
+        let (engine, _) = Engine::open(storage, EngineConfig::default()).unwrap();
+        StreamsService::new(ServerState::new(engine, Limits::default()))
+    }
+
+    fn id(n: i64) -> Option<shared::Uuid> {
+        Some(shared::Uuid {
+            value: Some(shared::uuid::Value::Structured(shared::uuid::Structured {
+                most_significant_bits: n,
+                least_significant_bits: n,
+            })),
+        })
+    }
+
+    fn message(n: u8, event_type: &str) -> batch_append_req::ProposedMessage {
+        batch_append_req::ProposedMessage {
+            id: Some(shared::Uuid {
+                value: Some(shared::uuid::Value::String(
+                    uuid::Uuid::from_bytes([n; 16]).to_string(),
+                )),
+            }),
+            metadata: HashMap::from([
+                ("type".to_owned(), event_type.to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned()),
+            ]),
+            custom_metadata: Bytes::new(),
+            data: Bytes::from_static(b"{}"),
+        }
+    }
+
+    /// A chunk of batch `batch`; the first chunk carries the options.
+    fn chunk(
+        batch: i64,
+        stream: Option<&str>,
+        events: Vec<batch_append_req::ProposedMessage>,
+        is_final: bool,
+    ) -> BatchAppendReq {
+        BatchAppendReq {
+            correlation_id: id(batch),
+            options: stream.map(|s| batch_append_req::Options {
+                stream_identifier: Some(stream_identifier(s)),
+                expected_stream_position: Some(
+                    batch_append_req::options::ExpectedStreamPosition::Any(()),
+                ),
+                deadline_option: None,
+            }),
+            proposed_messages: events,
+            is_final,
+        }
+    }
+
+    async fn answer(step: BatchStep) -> BatchAppendResp {
+        match step {
+            BatchStep::Answer(resp) => resp,
+            BatchStep::Append(append) => append.await,
+            BatchStep::Wait => panic!("the batch was not answered"),
+        }
+    }
+
+    fn revision(resp: &BatchAppendResp) -> Option<u64> {
+        match &resp.result {
+            Some(batch_append_resp::Result::Success(s)) => match s.current_revision_option {
+                Some(batch_append_resp::success::CurrentRevisionOption::CurrentRevision(r)) => {
+                    Some(r)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn error_code(resp: &BatchAppendResp) -> Option<i32> {
+        match &resp.result {
+            Some(batch_append_resp::Result::Error(e)) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn interleaved_chunked_batches_append_whole() {
+        let service = service();
+        let mut pending = PendingBatches::new();
+        let steps = [
+            chunk(1, Some("one"), vec![message(1, "A")], false),
+            chunk(2, Some("two"), vec![message(2, "A")], false),
+            chunk(1, None, vec![message(3, "B"), message(4, "C")], false),
+            chunk(2, None, vec![], true),
+        ];
+        let mut answers = Vec::new();
+        for req in steps {
+            match service.batch_step(&mut pending, req) {
+                BatchStep::Wait => {}
+                step => answers.push(answer(step).await),
+            }
+        }
+        assert_eq!(answers.len(), 1, "only batch 2 is complete");
+        assert_eq!(answers[0].correlation_id, id(2));
+        assert_eq!(revision(&answers[0]), Some(0));
+        assert_eq!(
+            answers[0].stream_identifier,
+            Some(stream_identifier("two")),
+            "the answer names the stream of the batch's first chunk"
+        );
+        // Nothing of batch 1 is written before its final chunk.
+        let state = &service.state;
+        assert_eq!(state.engine.head().0, 1);
+
+        let done =
+            answer(service.batch_step(&mut pending, chunk(1, None, vec![message(5, "D")], true)))
+                .await;
+        assert_eq!(revision(&done), Some(3), "four events in stream one");
+        assert!(pending.is_empty());
+        assert_eq!(state.engine.head().0, 5);
+    }
+
+    #[tokio::test]
+    async fn a_bad_chunk_fails_its_whole_batch_and_writes_nothing() {
+        let service = service();
+        let mut pending = PendingBatches::new();
+        let first = service.batch_step(
+            &mut pending,
+            chunk(1, Some("s"), vec![message(1, "A")], false),
+        );
+        assert!(matches!(first, BatchStep::Wait));
+        let bad =
+            answer(service.batch_step(&mut pending, chunk(1, None, vec![message(2, "")], false)))
+                .await;
+        assert_eq!(error_code(&bad), Some(CODE_INVALID_ARGUMENT), "{bad:?}");
+        assert!(pending.is_empty(), "the failed batch is forgotten");
+        // Its final chunk is now the first of an unknown batch: refused for lacking options.
+        let last =
+            answer(service.batch_step(&mut pending, chunk(1, None, vec![message(3, "A")], true)))
+                .await;
+        assert_eq!(error_code(&last), Some(CODE_INVALID_ARGUMENT), "{last:?}");
+        assert_eq!(service.state.engine.head().0, 0);
+    }
+
+    #[tokio::test]
+    async fn unfinished_batches_are_bounded() {
+        let service = service();
+        let mut pending = PendingBatches::new();
+        for n in 0..BATCH_APPEND_UNFINISHED_MAX {
+            let step = service.batch_step(
+                &mut pending,
+                chunk(n as i64, Some("s"), vec![message(1, "A")], false),
+            );
+            assert!(matches!(step, BatchStep::Wait), "batch {n}");
+        }
+        let over = service.batch_step(
+            &mut pending,
+            chunk(-1, Some("s"), vec![message(1, "A")], false),
+        );
+        let over = answer(over).await;
+        assert_eq!(error_code(&over), Some(CODE_RESOURCE_EXHAUSTED), "{over:?}");
+        assert_eq!(pending.len(), BATCH_APPEND_UNFINISHED_MAX);
+        // A batch sent whole still goes through.
+        let whole = answer(service.batch_step(
+            &mut pending,
+            chunk(-2, Some("t"), vec![message(9, "A")], true),
+        ))
+        .await;
+        assert_eq!(revision(&whole), Some(0), "{whole:?}");
     }
 }
