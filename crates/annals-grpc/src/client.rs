@@ -282,7 +282,11 @@ impl StreamsClient {
                 let _ = waiter.send(Err(ClientError::Closed(reason.clone())));
             }
         });
-        Ok(BatchAppender { requests, waiting })
+        Ok(BatchAppender {
+            requests,
+            waiting,
+            ids: Arc::new(CorrelationIds::new()),
+        })
     }
 
     /// Reads up to `count` events of `$all` forwards from `position` (included; 0 for the
@@ -370,6 +374,29 @@ pub struct BatchAppender {
     requests: tokio::sync::mpsc::Sender<BatchAppendReq>,
     /// The appends waiting for their answer; `None` once the call has ended.
     waiting: Waiting,
+    ids: Arc<CorrelationIds>,
+}
+
+/// Correlation ids unique within one call: a random prefix and a counter, so an append costs no
+/// call to the system's random source.
+#[derive(Debug)]
+struct CorrelationIds {
+    prefix: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl CorrelationIds {
+    fn new() -> Self {
+        Self {
+            prefix: Uuid::new_v4().as_u64_pair().0,
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> Uuid {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Uuid::from_u64_pair(self.prefix, n)
+    }
 }
 
 impl BatchAppender {
@@ -388,7 +415,7 @@ impl BatchAppender {
             ExpectedRevision::Exact(r) => E::StreamPosition(r),
             _ => return Err(ClientError::Unsupported("this expected revision")),
         };
-        let id = Uuid::new_v4();
+        let id = self.ids.next();
         let (tx, rx) = tokio::sync::oneshot::channel();
         match self.waiting.lock().as_mut() {
             Some(waiting) => waiting.insert(id, tx),
