@@ -12,7 +12,7 @@ use annals_engine::EngineError;
 use annals_server::{Api, AppendBudget, ServerState};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -328,17 +328,28 @@ fn wrong_expected_detail(expected: ExpectedRevision, actual: Option<u64>) -> pro
 /// When this many are in flight, the call stops reading until one is answered.
 pub(crate) const BATCH_APPEND_IN_FLIGHT_MAX: usize = 1_024;
 
+/// Event bytes of one BatchAppend call that may be appending at once; past this the call stops
+/// reading until answers free some (one batch is at most the append byte limit).
+pub(crate) const BATCH_APPEND_IN_FLIGHT_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Batches of one BatchAppend call sent in several chunks whose final chunk has not come yet.
 /// A batch started beyond this is refused (each batch's own size is bounded by the append
 /// limits).
 pub(crate) const BATCH_APPEND_UNFINISHED_MAX: usize = 64;
+
+/// A batch handed to the engine: its event bytes, and the future that appends it and makes the
+/// answer.
+struct AppendingBatch {
+    bytes: usize,
+    append: Pin<Box<dyn Future<Output = BatchAppendResp> + Send>>,
+}
 
 /// What one BatchAppend request message leads to.
 enum BatchStep {
     /// The batch is refused: answer now.
     Answer(BatchAppendResp),
     /// The batch is complete: this future appends it and makes the answer.
-    Append(Pin<Box<dyn Future<Output = BatchAppendResp> + Send>>),
+    Append(AppendingBatch),
     /// More chunks of the batch are to come.
     Wait,
 }
@@ -433,11 +444,14 @@ impl StreamsService {
         }
         let mut resp = base(Some(&batch.options));
         let state = self.state.clone();
-        BatchStep::Append(Box::pin(async move {
-            let outcome = run_append(&state, &batch.stream, batch.expected, batch.events).await;
-            resp.result = Some(batch_outcome(outcome));
-            resp
-        }))
+        BatchStep::Append(AppendingBatch {
+            bytes: batch.budget.bytes(),
+            append: Box::pin(async move {
+                let outcome = run_append(&state, &batch.stream, batch.expected, batch.events).await;
+                resp.result = Some(batch_outcome(outcome));
+                resp
+            }),
+        })
     }
 }
 
@@ -605,11 +619,17 @@ impl Streams for StreamsService {
             // Reading stops at shutdown, at the end of the request stream or on its error; the
             // batches already appending are still answered.
             let mut reading = true;
+            let mut in_flight_bytes = 0_usize;
             while reading || !in_flight.is_empty() {
-                let can_read = reading && in_flight.len() < BATCH_APPEND_IN_FLIGHT_MAX;
+                let can_read = reading
+                    && in_flight.len() < BATCH_APPEND_IN_FLIGHT_MAX
+                    && in_flight_bytes < BATCH_APPEND_IN_FLIGHT_BYTES_MAX;
                 let resp = tokio::select! {
                     biased;
-                    Some(resp) = in_flight.next(), if !in_flight.is_empty() => resp,
+                    Some((resp, bytes)) = in_flight.next(), if !in_flight.is_empty() => {
+                        in_flight_bytes = in_flight_bytes.saturating_sub(bytes);
+                        resp
+                    }
                     () = service.state.stopping(), if reading => {
                         reading = false;
                         continue;
@@ -617,8 +637,9 @@ impl Streams for StreamsService {
                     next = inbound.next(), if can_read => match next {
                         Some(Ok(req)) => match service.batch_step(&mut pending, req) {
                             BatchStep::Answer(resp) => resp,
-                            BatchStep::Append(append) => {
-                                in_flight.push(append);
+                            BatchStep::Append(AppendingBatch { bytes, append }) => {
+                                in_flight_bytes += bytes;
+                                in_flight.push(append.map(move |resp| (resp, bytes)));
                                 continue;
                             }
                             BatchStep::Wait => continue,
@@ -716,7 +737,7 @@ mod tests {
     async fn answer(step: BatchStep) -> BatchAppendResp {
         match step {
             BatchStep::Answer(resp) => resp,
-            BatchStep::Append(append) => append.await,
+            BatchStep::Append(batch) => batch.append.await,
             BatchStep::Wait => panic!("the batch was not answered"),
         }
     }

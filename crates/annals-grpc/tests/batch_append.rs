@@ -164,3 +164,70 @@ async fn pipelined_batches_keep_their_order() {
         "{err:?}"
     );
 }
+
+/// Batches waiting for the engine hold their events in memory: past 64 MiB of them a call stops
+/// reading, so a later batch, even one refused without the engine, waits until answers free
+/// some.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_stops_reading_past_its_in_flight_bytes() {
+    let server = start().await;
+    let (_client, appender) = appender(&server).await;
+    let big = |n: u64| {
+        (0..4)
+            .map(|i| ProposedEvent {
+                id: uuid::Uuid::new_v4(),
+                event_type: format!("Big{n}-{i}"),
+                json: false,
+                data: vec![7_u8; 1_000_000].into(),
+                metadata: bytes::Bytes::new(),
+            })
+            .collect::<Vec<_>>()
+    };
+    server.storage.hold_syncs(true);
+    let _release = Release(server.storage.clone());
+    // 17 batches of 4 MB: more than 64 MiB in flight.
+    let mut held = Vec::new();
+    for n in 0..17 {
+        let appender = appender.clone();
+        let events = big(n);
+        held.push(tokio::spawn(async move {
+            appender.append("big", ExpectedRevision::Any, events).await
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.storage.held_syncs() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no append reached its sync"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = {
+        let appender = appender.clone();
+        tokio::spawn(async move {
+            appender
+                .append("", ExpectedRevision::Any, vec![event(0)])
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !refused.is_finished(),
+        "a batch was read while more than 64 MiB were appending"
+    );
+    server.storage.hold_syncs(false);
+    let refused = tokio::time::timeout(Duration::from_secs(60), refused)
+        .await
+        .expect("the call never read again")
+        .unwrap();
+    assert!(
+        matches!(&refused, Err(ClientError::Status(s)) if s.code() == tonic::Code::InvalidArgument),
+        "{refused:?}"
+    );
+    let mut revisions = Vec::new();
+    for h in held {
+        revisions.push(h.await.unwrap().unwrap().revision);
+    }
+    revisions.sort_unstable();
+    assert_eq!(revisions, (0..17).map(|n| n * 4 + 3).collect::<Vec<_>>());
+}

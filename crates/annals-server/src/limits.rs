@@ -68,6 +68,11 @@ pub struct AppendBudget {
 }
 
 impl AppendBudget {
+    /// Bytes of the events admitted so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Counts one more event of `size` bytes (`NewEvent::size_bytes`).
     pub fn admit(&mut self, limits: &Limits, size: usize) -> Result<(), LimitError> {
         let index = self.events;
