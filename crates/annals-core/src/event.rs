@@ -3,8 +3,6 @@
 //! Payloads are [`Bytes`] so a read can hand out slices of the buffer it read from the log without
 //! copying each event.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
 use uuid::Uuid;
 
@@ -12,6 +10,7 @@ use crate::error::InputError;
 use crate::limits::EVENT_BYTES_MAX;
 use crate::name::{EventType, StreamName};
 use crate::position::{Position, Revision};
+use crate::timestamp::Timestamp;
 
 /// How an event's data is encoded.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -53,25 +52,6 @@ impl ContentType {
             "application/octet-stream" => Ok(ContentType::Binary),
             other => Err(InputError::UnknownContentType(other.to_owned())),
         }
-    }
-}
-
-/// Wall-clock time of an event's commit, in nanoseconds since the Unix epoch.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
-pub struct Timestamp(pub i64);
-
-impl Timestamp {
-    pub fn now() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        Timestamp(nanos)
-    }
-
-    /// .NET ticks (100 ns units) since the Unix epoch, as KurrentDB clients expect in `created`.
-    pub fn unix_ticks(self) -> i64 {
-        self.0 / 100
     }
 }
 

@@ -8,17 +8,20 @@
 mod error;
 mod event;
 mod filter;
+mod json;
 pub mod limits;
 mod metadata;
 mod name;
 mod position;
+mod timestamp;
 
 pub use error::{DomainError, InputError};
 pub use event::{
     ContentType, EventRecord, EventView, METADATA_EVENT_TYPE, NewEvent, TOMBSTONE_EVENT_TYPE,
-    Timestamp,
 };
 pub use filter::{Filter, FilterError, FilterTarget};
+pub use json::EventJson;
 pub use metadata::{SOFT_DELETE_TRUNCATE_BEFORE, StreamMetadata};
 pub use name::{EventType, StreamName, category_of};
 pub use position::{AppendResult, Direction, ExpectedRevision, Position, Revision};
+pub use timestamp::{SubsecondDigits, Timestamp};

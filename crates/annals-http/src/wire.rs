@@ -2,15 +2,14 @@
 //! parameters and headers, kept apart from the handlers so every route speaks the same dialect.
 //!
 //! Shapes (field names are camelCase):
-//! - an event as read: `{"id", "stream", "revision", "position", "type", "created" (RFC 3339,
-//!   UTC), "isJson", "data", "metadataIsJson", "metadata"}`. `data` is the event's JSON when
-//!   `isJson` is true, else its bytes in standard base64; `metadata` likewise (`null` when empty).
+//! - an event as read: [`EventJson`], the shape `annals-core` defines for every surface.
 //! - an expected revision: `"any"`, `"no_stream"`, `"stream_exists"` or a revision number.
 
-use annals_core::{Direction, EventRecord, ExpectedRevision, NewEvent, Timestamp};
+pub use annals_core::EventJson;
+use annals_core::{Direction, ExpectedRevision, NewEvent};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -18,55 +17,6 @@ use crate::error::ApiError;
 
 /// Events returned by a read when the client does not say how many.
 pub const READ_COUNT_DEFAULT: u64 = 100;
-
-/// An event as the API returns it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EventJson {
-    pub id: String,
-    pub stream: String,
-    pub revision: u64,
-    pub position: u64,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub created: String,
-    pub is_json: bool,
-    pub data: Value,
-    pub metadata_is_json: bool,
-    pub metadata: Value,
-}
-
-impl EventJson {
-    pub fn from_record(e: &EventRecord) -> Self {
-        let (is_json, data) =
-            payload_json(&e.data, e.content_type == annals_core::ContentType::Json);
-        let (metadata_is_json, metadata) = if e.metadata.is_empty() {
-            (true, Value::Null)
-        } else {
-            payload_json(&e.metadata, true)
-        };
-        Self {
-            id: e.id.to_string(),
-            stream: e.stream.to_string(),
-            revision: e.revision.0,
-            position: e.position.0,
-            event_type: e.event_type.to_string(),
-            created: rfc3339(e.created),
-            is_json,
-            data,
-            metadata_is_json,
-            metadata,
-        }
-    }
-}
-
-/// JSON bytes as their JSON value when they parse, else base64.
-fn payload_json(bytes: &[u8], claims_json: bool) -> (bool, Value) {
-    if claims_json && let Ok(v) = serde_json::from_slice::<Value>(bytes) {
-        return (true, v);
-    }
-    (false, Value::String(BASE64.encode(bytes)))
-}
 
 /// The body of `POST /streams/{stream}`.
 #[derive(Debug, Deserialize)]
@@ -291,43 +241,9 @@ pub fn parse_from(s: &str) -> Result<ReadFrom, ApiError> {
     }
 }
 
-/// A timestamp as RFC 3339 in UTC with nanoseconds, e.g. `2026-11-23T18:33:41.123456789Z`.
-pub fn rfc3339(t: Timestamp) -> String {
-    let secs = t.0.div_euclid(1_000_000_000);
-    let nanos = t.0.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{nanos:09}Z")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_known_instants() {
-        assert_eq!(rfc3339(Timestamp(0)), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339(Timestamp(1_700_000_000_000_000_123)),
-            "2023-11-14T22:13:20.000000123Z"
-        );
-        assert_eq!(
-            rfc3339(Timestamp(951_782_400_000_000_000)),
-            "2000-02-29T00:00:00.000000000Z"
-        );
-        assert_eq!(rfc3339(Timestamp(-1)), "1969-12-31T23:59:59.999999999Z");
-    }
 
     #[test]
     fn expected_revision_forms() {

@@ -101,7 +101,9 @@ fn append_read_read_all_check() {
     assert_eq!(events[0]["revision"], 0);
     assert_eq!(events[0]["stream"], "order-1");
     assert!(events[0]["created"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(events[1]["data_base64"], "/wAB");
+    assert_eq!(events[0]["isJson"], true);
+    assert_eq!(events[1]["isJson"], false);
+    assert_eq!(events[1]["data"], "/wAB");
     assert_eq!(events[1]["position"], 2);
 
     let back = json_lines(&annals_ok(&[
