@@ -67,7 +67,8 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(?applied, "projection definition applied");
         }
     }
-    let state = ServerState::new(engine.clone(), limits).with_projections(Arc::new(catalog));
+    let state = ServerState::new(engine.clone(), limits);
+    let catalog = Arc::new(catalog);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -81,7 +82,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let local = listener.local_addr().context("listener address")?;
         let router = annals_grpc::routes(state.clone())
-            .merge(annals_http::router(state.clone()))
+            .merge(annals_http::router(state.clone(), Some(catalog)))
             .fallback(fallback);
         // Handlers first: the address line tells scripts and tests the server is up, and a
         // SIGTERM that follows it at once must shut down cleanly, not kill the process.

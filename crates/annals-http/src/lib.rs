@@ -28,9 +28,12 @@ pub mod projections;
 pub mod read;
 pub mod wire;
 
+use std::sync::Arc;
+
+use annals_projections::Catalog;
 use annals_server::ServerState;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::Uri;
 use axum::routing::{get, post};
 
@@ -56,9 +59,30 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/projections/{name}/{command}"),
 ];
 
-/// The HTTP routes, to be merged with the gRPC API's.
-pub fn router(state: ServerState) -> Router {
+/// What the HTTP handlers share: the server's state and, when the server runs projections, their
+/// catalog. The catalog is this API's alone (gRPC has no projection routes), which is why
+/// `annals-server`'s [`ServerState`] does not carry it.
+#[derive(Clone, Debug)]
+pub struct HttpState {
+    pub server: ServerState,
+    pub projections: Option<Arc<Catalog>>,
+}
+
+impl FromRef<HttpState> for ServerState {
+    fn from_ref(state: &HttpState) -> Self {
+        state.server.clone()
+    }
+}
+
+/// The HTTP routes, to be merged with the gRPC API's. `projections` is the catalog of the
+/// projections this server runs; without one, the projection routes answer
+/// `projections_disabled`.
+pub fn router(state: ServerState, projections: Option<Arc<Catalog>>) -> Router {
     let body_max = state.limits.request_bytes_max;
+    let state = HttpState {
+        server: state,
+        projections,
+    };
     Router::new()
         .route(
             "/streams/{stream}",

@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use annals_core::Position;
 use annals_projections::{Catalog, CatalogError, ProjectionError, Projections, WaitError};
-use annals_server::ServerState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use crate::HttpState;
 
 /// Why a projection request failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +91,7 @@ impl IntoResponse for ProjectionApiError {
 
 type Result<T> = std::result::Result<T, ProjectionApiError>;
 
-fn catalog(state: &ServerState) -> Result<Arc<Catalog>> {
+fn catalog(state: &HttpState) -> Result<Arc<Catalog>> {
     state
         .projections
         .clone()
@@ -105,14 +106,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// `GET /projections`
-pub async fn list(State(state): State<ServerState>) -> Result<axum::Json<Value>> {
+pub async fn list(State(state): State<HttpState>) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
     let statuses = blocking(move || Ok(catalog.projections().list())).await?;
     Ok(axum::Json(json!({ "projections": statuses })))
 }
 
 /// `POST /projections`: the body is a TOML definition file.
-pub async fn apply(State(state): State<ServerState>, body: String) -> Result<axum::Json<Value>> {
+pub async fn apply(State(state): State<HttpState>, body: String) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
     let applied = blocking(move || Ok(catalog.apply(&body)?)).await?;
     Ok(axum::Json(json!({ "applied": applied })))
@@ -120,7 +121,7 @@ pub async fn apply(State(state): State<ServerState>, body: String) -> Result<axu
 
 /// `GET /projections/{name}`
 pub async fn status(
-    State(state): State<ServerState>,
+    State(state): State<HttpState>,
     Path(name): Path<String>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
@@ -130,7 +131,7 @@ pub async fn status(
 
 /// `GET /projections/{name}/failures`
 pub async fn failures(
-    State(state): State<ServerState>,
+    State(state): State<HttpState>,
     Path(name): Path<String>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
@@ -154,7 +155,7 @@ pub async fn failures(
 
 /// `GET /projections/{name}/definition`
 pub async fn definition(
-    State(state): State<ServerState>,
+    State(state): State<HttpState>,
     Path(name): Path<String>,
 ) -> Result<Response> {
     let catalog = catalog(&state)?;
@@ -169,7 +170,7 @@ pub async fn definition(
 
 /// `POST /projections/{name}/{command}`
 pub async fn command(
-    State(state): State<ServerState>,
+    State(state): State<HttpState>,
     Path((name, command)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
@@ -216,7 +217,7 @@ pub const WAIT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// applied position `P` (an append's position), or 409 `stale` at the timeout (capped by the
 /// runtime's maximum).
 pub async fn wait(
-    State(state): State<ServerState>,
+    State(state): State<HttpState>,
     Path(name): Path<String>,
     Query(query): Query<WaitQuery>,
 ) -> Result<axum::Json<Value>> {
@@ -270,7 +271,7 @@ pub const TABLE_ROWS_DEFAULT: usize = 100;
 /// append. Values come as JSON: numbers, strings, booleans, nested JSON as itself, SQLite blobs
 /// as lowercase hex, PostgreSQL values as its `row_to_json` gives them.
 pub async fn table(
-    State(state): State<ServerState>,
+    State(state): State<HttpState>,
     Path((name, table)): Path<(String, String)>,
     Query(query): Query<TableQuery>,
 ) -> Result<axum::Json<Value>> {

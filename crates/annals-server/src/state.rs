@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use annals_engine::Engine;
-use annals_projections::Catalog;
 use tokio::sync::watch;
 
 use crate::limits::Limits;
@@ -15,8 +14,6 @@ pub struct ServerState {
     pub engine: Engine,
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
-    /// The server's projections, if it runs any.
-    pub projections: Option<Arc<Catalog>>,
     stopping: Arc<watch::Sender<bool>>,
 }
 
@@ -26,15 +23,8 @@ impl ServerState {
             engine,
             limits: Arc::new(limits),
             metrics: Arc::new(Metrics::new()),
-            projections: None,
             stopping: Arc::new(watch::channel(false).0),
         }
-    }
-
-    /// The same state, serving `catalog`'s projections.
-    pub fn with_projections(mut self, catalog: Arc<Catalog>) -> Self {
-        self.projections = Some(catalog);
-        self
     }
 
     /// Tells long-lived responses (subscriptions, server-sent events) to end: the server is

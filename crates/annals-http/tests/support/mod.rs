@@ -34,7 +34,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = annals_http::router(state.clone());
+        let router = annals_http::router(state.clone(), None);
         let task = tokio::spawn(async move {
             annals_server::serve(listener, router, None, state, async {
                 let _ = stopped.await;
