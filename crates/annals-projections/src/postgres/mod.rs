@@ -1,4 +1,4 @@
-//! The PostgreSQL [`Target`](crate::Target), over the blocking `postgres` client: one connection per worker,
+//! The PostgreSQL [`Target`], over the blocking `postgres` client: one connection per worker,
 //! every change in one transaction.
 //!
 //! ## Binding
