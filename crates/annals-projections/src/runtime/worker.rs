@@ -31,6 +31,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::ProjectionShared;
 use super::runner::{RunnerShared, WorkerMsg, partition_of};
+use crate::bookkeeping::generation_snapshot_prefix;
 use crate::handler::{Effect, EffectSink, Handler, HandlerContext, Mode, Resolver};
 use crate::spec::{OnFailure, ProjectionSpec};
 use crate::target::{
@@ -61,7 +62,10 @@ const SLEEP_SLICE: Duration = Duration::from_millis(20);
 
 /// The snapshot key of a projection partition (see `target`'s module doc).
 pub(crate) fn partition_snapshot_key(projection: &str, generation: u32, partition: u32) -> String {
-    format!("projection:{projection}:g{generation}:p{partition}")
+    format!(
+        "{}p{partition}",
+        generation_snapshot_prefix(projection, generation)
+    )
 }
 
 /// What a worker knows before its thread starts.
