@@ -20,6 +20,7 @@
 //! - `status`: [`ProjectionStatus`], what a projection reports.
 //! - `snapshot`: aggregate snapshots ([`load_aggregate`]).
 
+mod bookkeeping;
 mod catalog;
 mod definition;
 pub mod handler;
@@ -27,6 +28,7 @@ mod postgres;
 mod runtime;
 mod snapshot;
 pub mod spec;
+mod sql_text;
 mod sqlite;
 mod status;
 pub mod target;

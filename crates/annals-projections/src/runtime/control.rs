@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use annals_core::{Filter, Position};
 use annals_engine::Engine;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::{Condvar, Mutex};
 
 use super::runner::{NO_CEILING, Runner, RunnerConfig, RunnerShared, wait_until};
 use super::{
-    FAILURES_LISTED_MAX, ProjectionError, ProjectionShared, RetryReport, View, check_definition,
+    FAILURES_LISTED_MAX, ProjectionError, ProjectionShared, RetryReport, check_definition,
 };
+use crate::bookkeeping::generation_snapshot_prefix;
 use crate::handler::{EffectSink, resolve_objects};
 use crate::spec::ProjectionSpec;
 use crate::target::{Failure, SnapshotRecord, StoredProjection, Target, TargetError};
@@ -57,7 +57,10 @@ pub(crate) enum Command {
 
 /// The key of a generation's saved replay boundary (see `runtime`'s module doc).
 fn replay_key(projection: &str, generation: u32) -> String {
-    format!("projection:{projection}:g{generation}:replay")
+    format!(
+        "{}replay",
+        generation_snapshot_prefix(projection, generation)
+    )
 }
 
 pub(crate) struct Control {
@@ -136,22 +139,12 @@ impl Control {
         let building_idle = building
             .as_ref()
             .map(|(g, b)| Arc::new(placeholder_shared(b, &stored, *g)));
-        let shared = Arc::new(ProjectionShared {
-            name: name.clone(),
+        let shared = Arc::new(ProjectionShared::new(
+            name.clone(),
             filter,
-            view: Mutex::new(View {
-                stopped: false,
-                paused: false,
-                serving_fault: None,
-                building_fault: None,
-                control_error: None,
-                serving: placeholder,
-                building: None,
-            }),
-            progress: Mutex::new(0),
-            progressed: Condvar::new(),
-            tables: Mutex::new(spec.tables.clone()),
-        });
+            placeholder,
+            spec.tables.clone(),
+        ));
         let control = Control {
             engine,
             spec,

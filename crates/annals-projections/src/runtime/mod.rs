@@ -140,6 +140,32 @@ pub(crate) struct ProjectionShared {
 }
 
 impl ProjectionShared {
+    /// A projection's state before any of its generations runs: running, no errors, and
+    /// `serving` as the generation status reads until a runner replaces it.
+    pub(crate) fn new(
+        name: String,
+        filter: Filter,
+        serving: Arc<RunnerShared>,
+        tables: Vec<String>,
+    ) -> Self {
+        Self {
+            name,
+            filter,
+            view: Mutex::new(View {
+                stopped: false,
+                paused: false,
+                serving_fault: None,
+                building_fault: None,
+                control_error: None,
+                serving,
+                building: None,
+            }),
+            progress: Mutex::new(0),
+            progressed: Condvar::new(),
+            tables: Mutex::new(tables),
+        }
+    }
+
     /// Wakes `wait_for` callers: some checkpoint moved.
     pub(crate) fn notify(&self) {
         *self.progress.lock() += 1;

@@ -80,7 +80,8 @@ pub(crate) struct RunnerShared {
     pub(crate) drain: AtomicBool,
     /// Set by a worker whose event failed under the `stop` policy.
     pub(crate) fault: Mutex<Option<String>>,
-    /// The error being retried (target unavailable, log unreadable), cleared on success.
+    /// The error being retried (target unavailable, log unreadable), or why a worker that ended
+    /// could not commit the checkpoint it had reached; cleared by the next successful commit.
     pub(crate) retrying: Mutex<Option<String>>,
     pub(crate) parked: AtomicU64,
     pub(crate) rate: Mutex<Rate>,

@@ -31,6 +31,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::ProjectionShared;
 use super::runner::{RunnerShared, WorkerMsg, partition_of};
+use crate::bookkeeping::generation_snapshot_prefix;
 use crate::handler::{Effect, EffectSink, Handler, HandlerContext, Mode, Resolver};
 use crate::spec::{OnFailure, ProjectionSpec};
 use crate::target::{
@@ -61,7 +62,10 @@ const SLEEP_SLICE: Duration = Duration::from_millis(20);
 
 /// The snapshot key of a projection partition (see `target`'s module doc).
 pub(crate) fn partition_snapshot_key(projection: &str, generation: u32, partition: u32) -> String {
-    format!("projection:{projection}:g{generation}:p{partition}")
+    format!(
+        "{}p{partition}",
+        generation_snapshot_prefix(projection, generation)
+    )
 }
 
 /// What a worker knows before its thread starts.
@@ -148,6 +152,10 @@ enum BatchError {
 /// The worker must end (abort, or a fault under the `stop` policy).
 struct Stopped;
 
+/// A commit given up because the worker is stopping while the target is unavailable; holds the
+/// target's last answer.
+struct Interrupted(TargetError);
+
 pub(crate) struct Worker {
     setup: WorkerSetup,
     spec: Arc<ProjectionSpec>,
@@ -194,9 +202,26 @@ impl Worker {
 
     pub(crate) fn run(mut self, rx: Receiver<WorkerMsg>) {
         self.run_pages(&rx);
-        // Make a checkpoint that advanced in memory only durable before leaving.
-        if self.durable < self.setup.checkpoint && self.shared.fault.lock().is_none() {
-            let _ = self.commit_bookkeeping(self.setup.checkpoint, &[], &[]);
+        self.flush_checkpoint();
+    }
+
+    /// Makes a checkpoint that advanced in memory only durable before the worker ends. If that
+    /// fails nothing is lost (the next start reads those positions again, and they held no
+    /// events of this partition), but the projection is behind where its status said, so the
+    /// failure is logged and kept as the generation's last error rather than dropped.
+    fn flush_checkpoint(&mut self) {
+        if self.durable >= self.setup.checkpoint || self.shared.fault.lock().is_some() {
+            return;
+        }
+        let checkpoint = self.setup.checkpoint;
+        if let Err(e) = self.try_commit_bookkeeping(checkpoint, &[], &[]) {
+            tracing::warn!(projection = %self.spec.name, partition = self.setup.partition,
+                checkpoint = checkpoint.0, durable = self.durable.0, error = %e,
+                "checkpoint not committed before the worker ended; the next start reads from the last committed one");
+            *self.shared.retrying.lock() = Some(format!(
+                "partition {}: checkpoint {} not committed before the worker ended (committed: {}): {e}",
+                self.setup.partition, checkpoint.0, self.durable.0
+            ));
         }
     }
 
@@ -401,6 +426,19 @@ impl Worker {
         failures: &[Failure],
         parked: &[Parked],
     ) -> Result<(), Stopped> {
+        self.try_commit_bookkeeping(checkpoint, failures, parked)
+            .map_err(|_| Stopped)
+    }
+
+    /// As [`Worker::commit_bookkeeping`], answering why nothing was committed: the target
+    /// refused the rows (recorded as the generation's fault too) or was still unavailable when
+    /// the worker was told to stop.
+    fn try_commit_bookkeeping(
+        &mut self,
+        checkpoint: Position,
+        failures: &[Failure],
+        parked: &[Parked],
+    ) -> Result<(), TargetError> {
         let commit = PartitionCommit {
             projection: &self.spec.name,
             generation: self.shared.generation,
@@ -420,9 +458,9 @@ impl Worker {
             Ok(Err(e)) => {
                 // Bookkeeping rows never fail for their values; treat it as a fault.
                 *self.shared.fault.lock() = Some(format!("recording a failure failed: {e}"));
-                Err(Stopped)
+                Err(e)
             }
-            Err(Stopped) => Err(Stopped),
+            Err(Interrupted(e)) => Err(e),
         }
     }
 
@@ -521,7 +559,7 @@ impl Worker {
                     other => BatchError::Unknown(other.to_string()),
                 });
             }
-            Err(Stopped) => {
+            Err(Interrupted(_)) => {
                 self.restore(before.as_deref());
                 return Err(BatchError::Stopped);
             }
@@ -668,7 +706,7 @@ fn commit_retrying(
     target: &mut dyn Target,
     commit: &PartitionCommit<'_>,
     shared: &RunnerShared,
-) -> Result<Result<(), TargetError>, Stopped> {
+) -> Result<Result<(), TargetError>, Interrupted> {
     let mut delay = UNAVAILABLE_BACKOFF_INITIAL;
     loop {
         match target.commit(commit) {
@@ -683,7 +721,7 @@ fn commit_retrying(
                 let deadline = Instant::now() + delay;
                 while Instant::now() < deadline {
                     if shared.stopping() {
-                        return Err(Stopped);
+                        return Err(Interrupted(e));
                     }
                     std::thread::sleep(SLEEP_SLICE.min(delay));
                 }
@@ -698,4 +736,98 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use annals_engine::{Durability, EngineConfig};
+
+    use super::*;
+    use crate::handler::HandlerError;
+    use crate::runtime::runner::{NO_CEILING, source_filter};
+    use crate::spec::{ErrorPolicy, Source};
+    use crate::sqlite::SqliteTarget;
+
+    /// Applies nothing: the test below needs only the checkpoint to move.
+    struct Nothing;
+
+    impl Handler for Nothing {
+        fn handle(
+            &mut self,
+            _event: &EventRecord,
+            _ctx: &mut HandlerContext<'_>,
+        ) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    /// A worker whose in-memory checkpoint is ahead of the committed one when it is stopped
+    /// while its database is locked by another connection: the final commit fails, and the
+    /// failure must reach the generation's last error instead of vanishing.
+    #[test]
+    fn a_checkpoint_that_cannot_commit_when_the_worker_ends_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig {
+            durability: Durability::None,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::open_dir(&dir.path().join("store"), config)
+            .unwrap()
+            .0;
+        let db = dir.path().join("views.db");
+        let spec = Arc::new(ProjectionSpec {
+            name: "flush".to_owned(),
+            source: Source::All,
+            tables: Vec::new(),
+            objects: Vec::new(),
+            setup: Vec::new(),
+            statements: Vec::new(),
+            policy: ErrorPolicy::default(),
+            partitions: 1,
+            snapshot_every: None,
+            handler: Arc::new(|| Box::new(Nothing) as Box<dyn Handler>),
+        });
+        let mut target = SqliteTarget::open(&db).unwrap();
+        target
+            .create_generation("flush", 1, &[], true, &[])
+            .unwrap();
+        let shared = Arc::new(RunnerShared::new(
+            1,
+            1,
+            &[Position(0)],
+            Position(0),
+            NO_CEILING,
+        ));
+        let projection = Arc::new(ProjectionShared::new(
+            "flush".to_owned(),
+            source_filter(&Source::All).unwrap(),
+            Arc::clone(&shared),
+            Vec::new(),
+        ));
+        let setup =
+            WorkerSetup::prepare(Box::new(target), &spec, 1, 0, Position(0), &shared).unwrap();
+        let mut worker = Worker::new(setup, spec, Arc::clone(&shared), projection, engine, None);
+        // As a page without events of this partition does within the idle commit interval.
+        worker.advance(Position(7));
+        assert_eq!(shared.position(), Position(7));
+
+        let blocker = rusqlite::Connection::open(&db).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        shared.stop.store(true, Ordering::Release);
+        let (pages, rx) = crossbeam_channel::bounded(1);
+        drop(pages);
+        worker.run(rx);
+        blocker.execute_batch("ROLLBACK").unwrap();
+
+        let recorded = shared.retrying.lock().clone().unwrap_or_default();
+        assert!(
+            recorded.contains("checkpoint 7 not committed before the worker ended")
+                && recorded.contains("target unavailable"),
+            "last error: {recorded:?}"
+        );
+        assert!(shared.fault.lock().is_none());
+        let stored = SqliteTarget::open(&db).unwrap().load("flush").unwrap();
+        assert_eq!(stored.generations.len(), 1);
+        assert!(stored.generations[0].checkpoints.is_empty());
+    }
 }
