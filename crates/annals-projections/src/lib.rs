@@ -38,8 +38,7 @@ pub use catalog::{
 };
 pub use definition::{
     DEFINITION_ATTEMPTS_MAX, DEFINITION_BACKOFF_MAX, DEFINITION_PARAMS_MAX, DeclarativeHandler,
-    Definition, DefinitionError, DefinitionTarget, ParamSource, PathStep, event_json,
-    parse_definitions,
+    Definition, DefinitionError, DefinitionTarget, ParamSource, PathStep, parse_definitions,
 };
 pub use handler::{
     Effect, EffectSink, Handler, HandlerContext, HandlerError, Mode, Resolver, resolve_objects,

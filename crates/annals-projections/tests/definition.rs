@@ -207,7 +207,8 @@ fn handlers_produce_the_expected_statements_and_effects() {
             let body: serde_json::Value = serde_json::from_slice(body).unwrap();
             assert_eq!(body["stream"], "order-1");
             assert_eq!(body["position"], 18);
-            assert_eq!(body["event_type"], "OrderShipped");
+            assert_eq!(body["type"], "OrderShipped");
+            assert_eq!(body["isJson"], true);
             assert_eq!(body["data"]["id"], "o1");
             assert_eq!(body["id"], "01234567-89ab-cdef-0123-456789abcdef");
         }

@@ -7,9 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use annals_core::EventRecord;
+use annals_core::{EventJson, EventRecord, SubsecondDigits};
 
-use super::event_json::{event_json, rfc3339};
 use super::json_path::{Documents, lookup, parse_document};
 use super::param_source::ParamSource;
 use crate::handler::{Effect, Handler, HandlerContext, HandlerError, Mode};
@@ -63,7 +62,8 @@ impl Handler for DeclarativeHandler {
             ctx.execute(&statement.sql, params);
         }
         if !entry.effects.is_empty() && ctx.mode() == Mode::Live {
-            let body = event_json(event).to_string().into_bytes();
+            // Serializing strings, numbers and JSON values cannot fail.
+            let body = serde_json::to_vec(&EventJson::from_record(event)).unwrap_or_default();
             for effect in &entry.effects {
                 ctx.effect(match effect {
                     EffectTemplate::Http { method, url } => Effect::Http {
@@ -102,7 +102,7 @@ fn param_value<'e>(
         ParamSource::EventType => Value::Text(event.event_type.as_str().to_owned()),
         ParamSource::EventId => Value::Text(event.id.to_string()),
         ParamSource::CreatedMs => Value::Integer(event.created.0.div_euclid(1_000_000)),
-        ParamSource::CreatedRfc3339 => Value::Text(rfc3339(event.created.0)),
+        ParamSource::CreatedRfc3339 => Value::Text(event.created.rfc3339(SubsecondDigits::Micros)),
         ParamSource::Data(path) => {
             if documents.data.is_none() {
                 documents.data = Some(parse_document(&event.data, "data")?);

@@ -40,8 +40,9 @@
 //! with dotted keys and `[n]` array indexes (`data.lines[0].sku`). JSON numbers become integers
 //! (or reals when fractional or too large), strings texts, booleans booleans, null and missing
 //! keys NULL, objects and arrays JSON. Several `[[projection.handler]]` entries may name the same
-//! event type; they run in file order. Effects carry the event as a JSON document
-//! ([`event_json()`]) and run only live, after the batch commits.
+//! event type; they run in file order. Effects carry the event as a JSON document in the shape
+//! every Annals surface uses ([`annals_core::EventJson`]) and run only live, after the batch
+//! commits.
 //!
 //! ## Files
 //! - this one: the public types and limits;
@@ -50,11 +51,9 @@
 //! - `param_source`: [`ParamSource`], what a `params` entry names;
 //! - `handler`: [`DeclarativeHandler`], which runs a compiled definition per event;
 //! - `json_path`: values at paths in raw JSON, and JSON to [`crate::Value`];
-//! - `sql_lex`: the spans of SQL outside literals and comments, `$n` and `{name}` in them;
-//! - `event_json`: the event document effects carry ([`event_json()`]) and its RFC 3339 times.
+//! - `sql_lex`: the spans of SQL outside literals and comments, `$n` and `{name}` in them.
 
 mod compile;
-mod event_json;
 mod handler;
 mod json_path;
 mod param_source;
@@ -67,7 +66,6 @@ use std::time::Duration;
 use crate::spec::ProjectionSpec;
 
 pub use compile::parse_definitions;
-pub use event_json::event_json;
 pub use handler::DeclarativeHandler;
 pub(crate) use json_path::json_value;
 pub use param_source::{ParamSource, PathStep};
