@@ -114,7 +114,7 @@ pub struct ServeArgs {
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Most open client connections.
-    #[arg(long, default_value_t = annals_server::CONNECTIONS_MAX)]
+    #[arg(long, default_value_t = annals_core::limits::NETWORK_CONNECTIONS_MAX)]
     pub connections_max: usize,
     /// A TOML file of declarative projections to apply at start (new ones are registered,
     /// changed ones rebuilt beside the serving version). Projections registered earlier, also

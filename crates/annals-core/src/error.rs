@@ -15,11 +15,18 @@ pub enum InputError {
     EmptyEventType,
     #[error("event type is {len} bytes, over the limit of {max}")]
     EventTypeTooLong { len: usize, max: usize },
-    #[error("event is {size} bytes, over the limit of {max}")]
-    EventTooLarge { size: usize, max: usize },
-    #[error("append is {size} bytes, over the limit of {max}")]
+    #[error(
+        "event {index} is {size} bytes (data + metadata + type), over the limit of {max} bytes per event"
+    )]
+    EventTooLarge {
+        /// The event's place in its append, from 0.
+        index: usize,
+        size: usize,
+        max: usize,
+    },
+    #[error("append is {size} bytes, over the limit of {max} bytes per append")]
     AppendTooLarge { size: usize, max: usize },
-    #[error("append has {count} events, over the limit of {max}")]
+    #[error("append has {count} events, over the limit of {max} events per append")]
     TooManyEvents { count: usize, max: usize },
     #[error("append has no events")]
     EmptyAppend,

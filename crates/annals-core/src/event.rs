@@ -82,11 +82,12 @@ impl NewEvent {
         self.data.len() + self.metadata.len() + self.event_type.as_str().len()
     }
 
-    /// Checks the size limit.
-    pub fn validate(&self) -> Result<(), InputError> {
+    /// Checks the store's size limit; `index` is the event's place in its append, for the error.
+    pub fn validate(&self, index: usize) -> Result<(), InputError> {
         let size = self.size_bytes();
         if size > EVENT_BYTES_MAX {
             return Err(InputError::EventTooLarge {
+                index,
                 size,
                 max: EVENT_BYTES_MAX,
             });

@@ -1,5 +1,17 @@
-//! The named bounds on what a client may send. Every layer checks against these constants, so a
-//! request that passes the engine's validation also fits the on-disk record format.
+//! Every named bound on what a client may send, in one place, in two groups.
+//!
+//! - **The store's bounds** hold for every caller of the engine (the CLI, projections, the network
+//!   APIs). The engine checks them once at its entrance, and the record format is sized for them,
+//!   so a request that passes the engine's validation also fits on disk.
+//! - **The network's defaults** (`NETWORK_*`) are what a server accepts from a client unless it is
+//!   configured otherwise (`annals_server::Limits`). Where they are tighter than the store's, it
+//!   is so that one request from the network cannot make the server hold much memory; each is
+//!   checked below, at compile time, to be within the store's bound where one applies.
+//!
+//! A request over any of them is refused with an [`crate::InputError`] that names the bound, and
+//! changes nothing.
+
+// The store's bounds.
 
 /// Longest stream name, in UTF-8 bytes. Stream names are stored once per commit record with a `u16`
 /// length, so this must stay below 65,536.
@@ -17,9 +29,35 @@ pub const APPEND_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Most events in one append.
 pub const APPEND_EVENTS_MAX: usize = 10_000;
 
-/// Most events one read call may return; larger requests are clamped, not refused.
+/// Most events one read call of the engine returns; larger requests are clamped, not refused.
+/// An HTTP read is one engine read, so this is also the most one HTTP read returns.
 pub const READ_EVENTS_MAX: usize = 65_536;
+
+// The network's defaults.
+
+/// Most bytes of one event (data + metadata + type) a client may send.
+pub const NETWORK_EVENT_BYTES_MAX: usize = 1024 * 1024;
+/// Most bytes of one append (all its events) a client may send.
+pub const NETWORK_APPEND_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most events in one append a client may send: the store's bound.
+pub const NETWORK_APPEND_EVENTS_MAX: usize = APPEND_EVENTS_MAX;
+/// Most bytes of one request body or gRPC message.
+pub const NETWORK_REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Most open connections; further connections are closed at once, with a warning logged.
+pub const NETWORK_CONNECTIONS_MAX: usize = 1_024;
+/// Most live subscriptions (gRPC and server-sent events together).
+pub const NETWORK_SUBSCRIPTIONS_MAX: usize = 1_024;
+/// Most events one gRPC read returns, whatever count it asks for. A gRPC read pages through the
+/// engine, so this may exceed [`READ_EVENTS_MAX`]; an HTTP read is one engine read and returns at
+/// most [`READ_EVENTS_MAX`].
+pub const NETWORK_READ_EVENTS_MAX: u64 = 100_000;
 
 const _: () = assert!(STREAM_NAME_BYTES_MAX < u16::MAX as usize);
 const _: () = assert!(EVENT_TYPE_BYTES_MAX < u16::MAX as usize);
 const _: () = assert!(EVENT_BYTES_MAX <= APPEND_BYTES_MAX);
+const _: () = assert!(NETWORK_EVENT_BYTES_MAX <= EVENT_BYTES_MAX);
+const _: () = assert!(NETWORK_EVENT_BYTES_MAX <= NETWORK_APPEND_BYTES_MAX);
+const _: () = assert!(NETWORK_APPEND_BYTES_MAX <= APPEND_BYTES_MAX);
+const _: () = assert!(NETWORK_APPEND_EVENTS_MAX <= APPEND_EVENTS_MAX);
+// A request carries a whole append plus its framing.
+const _: () = assert!(NETWORK_APPEND_BYTES_MAX < NETWORK_REQUEST_BYTES_MAX);

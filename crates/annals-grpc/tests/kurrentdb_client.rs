@@ -566,7 +566,10 @@ async fn batch_append_and_persistent_subscription_list() {
 async fn oversized_event_is_refused() {
     let s = start().await;
     let c = &s.client;
-    let big = EventData::binary("Big", vec![0u8; annals_server::EVENT_BYTES_MAX + 1].into());
+    let big = EventData::binary(
+        "Big",
+        vec![0u8; annals_core::limits::NETWORK_EVENT_BYTES_MAX + 1].into(),
+    );
     let err = c
         .append_to_stream("big-1", &Default::default(), big)
         .await

@@ -45,9 +45,9 @@ pub use handler::{
 };
 pub use postgres::{POSTGRES_STATEMENT_CACHE_MAX, PostgresTarget};
 pub use runtime::{
-    BATCH_BYTES_MAX, BATCH_EVENTS_MAX, FAILURES_LISTED_MAX, IDLE_CHECKPOINT_COMMIT_INTERVAL,
-    PROJECTION_NAME_BYTES_MAX, ProjectionError, Projections, RetryReport, SWAP_LAG_EVENTS_MAX,
-    TABLE_ROWS_MAX, WAIT_TIMEOUT_MAX, WaitError, validate_spec,
+    FAILURES_LISTED_MAX, IDLE_CHECKPOINT_COMMIT_INTERVAL, PROJECTION_BATCH_BYTES_MAX,
+    PROJECTION_BATCH_EVENTS_MAX, PROJECTION_NAME_BYTES_MAX, ProjectionError, Projections,
+    RetryReport, SWAP_LAG_EVENTS_MAX, TABLE_ROWS_MAX, WAIT_TIMEOUT_MAX, WaitError, validate_spec,
 };
 pub use snapshot::{
     AGGREGATE_READ_PAGE_EVENTS_MAX, AggregateSnapshot, LoadedAggregate, SnapshotError,

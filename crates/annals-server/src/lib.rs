@@ -11,10 +11,7 @@ mod listen;
 mod metrics;
 mod state;
 
-pub use limits::{
-    APPEND_BYTES_MAX, AppendBudget, CONNECTIONS_MAX, EVENT_BYTES_MAX, EVENTS_PER_APPEND_MAX,
-    LimitError, Limits, READ_COUNT_MAX, REQUEST_BYTES_MAX, SUBSCRIPTIONS_MAX,
-};
+pub use limits::{AppendBudget, Limits};
 pub use listen::{SHUTDOWN_GRACE, ServeError, TlsFiles, serve};
 pub use metrics::{Api, Metrics};
 pub use state::ServerState;

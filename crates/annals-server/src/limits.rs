@@ -1,20 +1,13 @@
-//! The bounds every network API enforces, with their defaults. A request over a bound gets a clear
-//! error naming the bound and changes nothing.
+//! The bounds every network API enforces. Their defaults are the `NETWORK_*` constants of
+//! [`annals_core::limits`], which says how each relates to the store's own bound. A request over
+//! a bound gets a clear error naming the bound and changes nothing.
 
-/// Most bytes of one event (data + metadata + type).
-pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
-/// Most bytes of one append (all its events). Below the log's 16 MiB batch bound.
-pub const APPEND_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Most events in one append.
-pub const EVENTS_PER_APPEND_MAX: usize = 10_000;
-/// Most bytes of one request body or gRPC message.
-pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// Most open connections; further connections are closed at once, with a warning logged.
-pub const CONNECTIONS_MAX: usize = 1_024;
-/// Most live subscriptions (gRPC and server-sent events together).
-pub const SUBSCRIPTIONS_MAX: usize = 1_024;
-/// Most events one read returns, whatever count it asks for.
-pub const READ_COUNT_MAX: u64 = 100_000;
+use annals_core::InputError;
+use annals_core::limits::{
+    NETWORK_APPEND_BYTES_MAX, NETWORK_APPEND_EVENTS_MAX, NETWORK_CONNECTIONS_MAX,
+    NETWORK_EVENT_BYTES_MAX, NETWORK_READ_EVENTS_MAX, NETWORK_REQUEST_BYTES_MAX,
+    NETWORK_SUBSCRIPTIONS_MAX,
+};
 
 /// The bounds of one server.
 #[derive(Clone, Debug)]
@@ -31,32 +24,15 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            event_bytes_max: EVENT_BYTES_MAX,
-            append_bytes_max: APPEND_BYTES_MAX,
-            events_per_append_max: EVENTS_PER_APPEND_MAX,
-            request_bytes_max: REQUEST_BYTES_MAX,
-            connections_max: CONNECTIONS_MAX,
-            subscriptions_max: SUBSCRIPTIONS_MAX,
-            read_count_max: READ_COUNT_MAX,
+            event_bytes_max: NETWORK_EVENT_BYTES_MAX,
+            append_bytes_max: NETWORK_APPEND_BYTES_MAX,
+            events_per_append_max: NETWORK_APPEND_EVENTS_MAX,
+            request_bytes_max: NETWORK_REQUEST_BYTES_MAX,
+            connections_max: NETWORK_CONNECTIONS_MAX,
+            subscriptions_max: NETWORK_SUBSCRIPTIONS_MAX,
+            read_count_max: NETWORK_READ_EVENTS_MAX,
         }
     }
-}
-
-/// An append over one of the [`Limits`]; the message names the bound.
-#[derive(Debug, thiserror::Error)]
-pub enum LimitError {
-    #[error("append has {events} events, over the limit of {max} events per append")]
-    TooManyEvents { events: usize, max: usize },
-    #[error(
-        "event {index} is {size} bytes (data + metadata + type), over the limit of {max} bytes per event"
-    )]
-    EventTooLarge {
-        index: usize,
-        size: usize,
-        max: usize,
-    },
-    #[error("append is {size} bytes, over the limit of {max} bytes per append")]
-    AppendTooLarge { size: usize, max: usize },
 }
 
 /// An append's events counted against the [`Limits`] as they arrive, so every API checks the
@@ -74,17 +50,17 @@ impl AppendBudget {
     }
 
     /// Counts one more event of `size` bytes (`NewEvent::size_bytes`).
-    pub fn admit(&mut self, limits: &Limits, size: usize) -> Result<(), LimitError> {
+    pub fn admit(&mut self, limits: &Limits, size: usize) -> Result<(), InputError> {
         let index = self.events;
         self.events += 1;
         if self.events > limits.events_per_append_max {
-            return Err(LimitError::TooManyEvents {
-                events: self.events,
+            return Err(InputError::TooManyEvents {
+                count: self.events,
                 max: limits.events_per_append_max,
             });
         }
         if size > limits.event_bytes_max {
-            return Err(LimitError::EventTooLarge {
+            return Err(InputError::EventTooLarge {
                 index,
                 size,
                 max: limits.event_bytes_max,
@@ -92,7 +68,7 @@ impl AppendBudget {
         }
         self.bytes = self.bytes.saturating_add(size);
         if self.bytes > limits.append_bytes_max {
-            return Err(LimitError::AppendTooLarge {
+            return Err(InputError::AppendTooLarge {
                 size: self.bytes,
                 max: limits.append_bytes_max,
             });
@@ -117,7 +93,7 @@ mod tests {
         b.admit(&limits, 60).unwrap();
         assert!(matches!(
             b.admit(&limits, 101),
-            Err(LimitError::EventTooLarge {
+            Err(InputError::EventTooLarge {
                 index: 1,
                 size: 101,
                 max: 100
@@ -127,7 +103,7 @@ mod tests {
         b.admit(&limits, 80).unwrap();
         assert!(matches!(
             b.admit(&limits, 80),
-            Err(LimitError::AppendTooLarge {
+            Err(InputError::AppendTooLarge {
                 size: 160,
                 max: 150
             })

@@ -592,8 +592,8 @@ fn validate_append(stream: &StreamName, events: &[NewEvent]) -> Result<(), Model
         .into());
     }
     let mut size = 0usize;
-    for e in events {
-        e.validate()?;
+    for (index, e) in events.iter().enumerate() {
+        e.validate(index)?;
         size += e.size_bytes();
     }
     if size > APPEND_BYTES_MAX {

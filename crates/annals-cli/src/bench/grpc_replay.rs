@@ -6,7 +6,7 @@
 //!
 //! The client *reads* (`Streams.Read` with a count), it does not subscribe: a read ends by itself
 //! at the count, where a catch-up subscription would need a count kept by the client and a
-//! cancellation. The server caps one read at `annals_server::READ_COUNT_MAX` events, so a longer
+//! cancellation. The server caps one read at `annals_core::limits::NETWORK_READ_EVENTS_MAX` events, so a longer
 //! replay is several reads, each from the position of the last event received (reads forwards
 //! include their start, so that event is skipped).
 //!

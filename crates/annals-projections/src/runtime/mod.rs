@@ -50,7 +50,7 @@ use runner::RunnerShared;
 
 pub use control::SWAP_LAG_EVENTS_MAX;
 pub use worker::IDLE_CHECKPOINT_COMMIT_INTERVAL;
-pub use worker::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX};
+pub use worker::{PROJECTION_BATCH_BYTES_MAX, PROJECTION_BATCH_EVENTS_MAX};
 
 /// Most rows one `read_table` call returns.
 pub const TABLE_ROWS_MAX: usize = 1_000;

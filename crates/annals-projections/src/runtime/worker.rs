@@ -1,7 +1,7 @@
 //! A partition worker: turns queued pages into batches, runs the handler, commits statements and
 //! checkpoint together, and applies the error policy.
 //!
-//! A batch is whatever is queued, up to [`BATCH_EVENTS_MAX`] events: while catching up that is
+//! A batch is whatever is queued, up to [`PROJECTION_BATCH_EVENTS_MAX`] events: while catching up that is
 //! many pages, when live it is the one page that just arrived, so an append reaches the view
 //! after one commit. Events at or below the partition's checkpoint are skipped (they were
 //! committed before a restart).
@@ -43,10 +43,10 @@ use crate::target::{
 /// keys fewer, larger commits rebuild views faster (`annals bench project`, SQLite: one page per
 /// commit 0.18–0.21 of the bulk-insert baseline, 16 Ki events 0.40–0.50, 64 Ki events ~14%
 /// faster again). A batch starts as soon as one page is queued, so live latency is unaffected.
-pub const BATCH_EVENTS_MAX: usize = 65_536;
+pub const PROJECTION_BATCH_EVENTS_MAX: usize = 65_536;
 /// Most event bytes (data and metadata) one batch holds, so large events keep a batch's memory
-/// bounded whatever [`BATCH_EVENTS_MAX`] allows.
-pub const BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// bounded whatever [`PROJECTION_BATCH_EVENTS_MAX`] allows.
+pub const PROJECTION_BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// How long an idle worker waits for a page before looking at its stop flag.
 const WORKER_IDLE_WAIT: Duration = Duration::from_millis(50);
 /// First and longest pause while the target is unavailable.
@@ -267,7 +267,9 @@ impl Worker {
                         break;
                     }
                 }
-                if batch.len() >= BATCH_EVENTS_MAX || batch_bytes >= BATCH_BYTES_MAX {
+                if batch.len() >= PROJECTION_BATCH_EVENTS_MAX
+                    || batch_bytes >= PROJECTION_BATCH_BYTES_MAX
+                {
                     break;
                 }
                 next = rx.try_recv().ok();
