@@ -21,13 +21,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use uuid::Uuid;
 
-use crate::proto::shared;
-use crate::proto::streams::streams_client::StreamsClient as Generated;
-use crate::proto::streams::{
+use crate::read_decode::{ReadClientCodec, ReadItem};
+use annals_proto::shared;
+use annals_proto::streams::streams_client::StreamsClient as Generated;
+use annals_proto::streams::{
     AppendReq, BatchAppendReq, BatchAppendResp, ReadReq, append_req, append_resp, batch_append_req,
     batch_append_resp, read_req,
 };
-use crate::read_decode::{ReadClientCodec, ReadItem};
 
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -320,7 +320,7 @@ impl StreamsClient {
             .ready()
             .await
             .map_err(|e| tonic::Status::unavailable(format!("connection lost: {e}")))?;
-        let path = http::uri::PathAndQuery::from_static(crate::read_route::PATH);
+        let path = http::uri::PathAndQuery::from_static(annals_proto::STREAMS_READ_PATH);
         let stream = self
             .reads
             .server_streaming(tonic::Request::new(req), path, ReadClientCodec)
@@ -339,7 +339,7 @@ pub struct ReadEvents {
 impl ReadEvents {
     /// The next event, `None` at the end of the read.
     pub async fn next(&mut self) -> Result<Option<RecordedEvent>, ClientError> {
-        use crate::proto::streams::read_resp::Content;
+        use annals_proto::streams::read_resp::Content;
         loop {
             match self.stream.message().await? {
                 None => return Ok(None),

@@ -14,7 +14,6 @@ pub mod client;
 mod convert;
 mod error;
 mod features;
-mod proto;
 mod read;
 mod read_decode;
 mod read_route;
@@ -29,10 +28,10 @@ use tonic::server::NamedService;
 
 pub use error::GrpcError;
 
-use proto::gossip::gossip_server::GossipServer;
-use proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
-use proto::server_features::server_features_server::ServerFeaturesServer;
-use proto::streams::streams_server::StreamsServer;
+use annals_proto::gossip::gossip_server::GossipServer;
+use annals_proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
+use annals_proto::server_features::server_features_server::ServerFeaturesServer;
+use annals_proto::streams::streams_server::StreamsServer;
 
 /// The version reported to clients by `ServerFeatures.GetSupportedMethods`. Clients parse it as
 /// semver and gate features on it, so it names the KurrentDB release whose protocol we follow.

@@ -19,10 +19,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{parse_uuid, stream_identifier, stream_name};
 use crate::error::GrpcError;
-use crate::proto::google::rpc;
-use crate::proto::shared;
-use crate::proto::streams::streams_server::Streams;
-use crate::proto::streams::{
+use annals_proto::google::rpc;
+use annals_proto::shared;
+use annals_proto::streams::streams_server::Streams;
+use annals_proto::streams::{
     AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq,
     ReadResp, TombstoneReq, TombstoneResp, append_req, append_resp, batch_append_req,
     batch_append_resp, delete_req, delete_resp, tombstone_req, tombstone_resp,
