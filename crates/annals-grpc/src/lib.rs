@@ -2,20 +2,18 @@
 //! KurrentDB clients work unchanged.
 //!
 //! [`router`] builds every service as routes of one [`axum::Router`], which `annals-server`
-//! serves next to the HTTP API on the same port. [`client`] is a lean client of the same
-//! protocol, for the benches.
+//! serves next to the HTTP API on the same port. The messages and service stubs are generated in
+//! `annals-proto`; the benches' client of the same protocol is in `annals-bench`.
 //!
 //! Positions: the commit and the prepare position a client sees are both the Annals global
 //! [`Position`](annals_core::Position) itself (the first event is at 1). Reading `$all` forwards
 //! from P includes P, backwards from P excludes it, and subscribing from P starts after P, so a
 //! position read back from an event or a checkpoint round-trips.
 
-pub mod client;
 mod convert;
 mod error;
 mod features;
 mod read;
-mod read_decode;
 mod read_route;
 mod streams;
 
