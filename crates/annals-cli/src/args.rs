@@ -2,6 +2,7 @@
 //! commands themselves live in their own modules.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use annals_core::ExpectedRevision;
 use annals_engine::Durability;
@@ -39,9 +40,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ProjectionsArgs {
-    /// The server's HTTP address.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:2113")]
-    pub server: String,
+    /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT.
+    #[arg(long, global = true, default_value = "127.0.0.1:2113")]
+    pub server: ServerAddr,
     /// Print the server's JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -238,19 +239,18 @@ pub enum BenchCommand {
 }
 
 /// The client library of the gRPC benches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GrpcClientArg {
-    /// Annals's lean client (`annals_grpc::client`): the generated tonic client over one hyper
-    /// HTTP/2 connection, so the bench measures the server rather than the client.
+    /// Annals's lean client (`annals_bench::client`): the generated tonic client over one hyper
+    /// HTTP/2 connection, so the bench measures the server rather than the client. Cleartext only.
     Annals,
-    /// The official Rust `kurrentdb` crate, as applications use it.
+    /// The official Rust `kurrentdb` crate, as applications use it; in builds with the
+    /// `kurrentdb-client` feature only.
     Kurrentdb,
 }
 
 /// The RPC `bench grpc-append` appends with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GrpcAppendRpcArg {
     /// `Streams.Append`: one call per append, as the Rust, Go, Java, Node and Python clients do.
     Append,
@@ -356,9 +356,10 @@ pub struct BenchFillArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchGrpcAppendArgs {
-    /// The running server: HOST:PORT (cleartext), or a kurrentdb:// connection string.
+    /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT
+    /// (TLS, --client kurrentdb only).
     #[arg(long)]
-    pub server: String,
+    pub server: ServerAddr,
     /// Concurrent clients, each appending one event at a time to a stream of its own.
     #[arg(long, default_value_t = 64)]
     pub clients: u32,
@@ -388,9 +389,10 @@ pub struct BenchGrpcAppendArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchGrpcReplayArgs {
-    /// The running server: HOST:PORT (cleartext), or a kurrentdb:// connection string.
+    /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT
+    /// (TLS, --client kurrentdb only).
     #[arg(long)]
-    pub server: String,
+    pub server: ServerAddr,
     /// The gRPC client library that reads (and fills).
     #[arg(long, value_enum, default_value_t = GrpcClientArg::Annals)]
     pub client: GrpcClientArg,
@@ -407,6 +409,103 @@ pub struct BenchGrpcReplayArgs {
     /// End with one JSON line of the figures.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A running server's address, as every `--server` takes it: `HOST:PORT` or `http://HOST:PORT`
+/// (cleartext), or `https://HOST:PORT` (TLS). With a scheme the port may be left out for its
+/// usual one (80, 443); an IPv6 host is written in brackets (`[::1]:2113`). Nothing else is
+/// taken: no other scheme, user, path (one trailing `/` aside), query or fragment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddr {
+    tls: bool,
+    /// As written, an IPv6 address with its brackets.
+    host: String,
+    port: u16,
+}
+
+impl ServerAddr {
+    /// Whether the server is to be spoken to over TLS (`https://`).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// `HOST:PORT`, for gRPC clients.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// `http://HOST:PORT` or `https://HOST:PORT`, for HTTP clients.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority())
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.base_url())
+    }
+}
+
+impl FromStr for ServerAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        const FORMS: &str = "give HOST:PORT, http://HOST:PORT or https://HOST:PORT";
+        let bad = |why: &str| format!("bad server address {text:?}: {why}; {FORMS}");
+        let (tls, rest, usual_port) = match text.split_once("://") {
+            None => (false, text, None),
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "http" => (false, rest, Some(80)),
+                "https" => (true, rest, Some(443)),
+                other => return Err(bad(&format!("the scheme {other:?} is not supported"))),
+            },
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
+            return Err(bad("only a host and a port are allowed"));
+        }
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(bracketed) => {
+                let (ip, tail) = bracketed
+                    .split_once(']')
+                    .ok_or_else(|| bad("an IPv6 address lacks its closing bracket"))?;
+                ip.parse::<std::net::Ipv6Addr>()
+                    .map_err(|_| bad(&format!("{ip:?} is not an IPv6 address")))?;
+                let port = match tail {
+                    "" => None,
+                    tail => Some(
+                        tail.strip_prefix(':')
+                            .ok_or_else(|| bad("a port follows the host after a colon"))?,
+                    ),
+                };
+                (format!("[{ip}]"), port)
+            }
+            None => {
+                let (host, port) = match rest.rsplit_once(':') {
+                    Some((host, port)) => (host, Some(port)),
+                    None => (rest, None),
+                };
+                if host.contains(':') {
+                    return Err(bad("an IPv6 address is written in brackets, as [::1]:2113"));
+                }
+                let name_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+                if host.is_empty() || !host.chars().all(name_char) {
+                    return Err(bad(&format!("{host:?} is not a host name or address")));
+                }
+                (host.to_owned(), port)
+            }
+        };
+        let port = match (port, usual_port) {
+            (Some(p), _) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(bad(&format!("the port {p:?} is not a number in 1..=65535"))),
+            },
+            (None, Some(usual)) => usual,
+            (None, None) => return Err(bad("the port is missing")),
+        };
+        Ok(Self { tls, host, port })
+    }
 }
 
 /// Parses `any`, `no_stream`, `stream_exists` or a revision number.
@@ -429,6 +528,112 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    fn server(text: &str) -> Result<(bool, String), String> {
+        text.parse::<ServerAddr>().map(|a| (a.tls(), a.authority()))
+    }
+
+    #[test]
+    fn server_takes_host_port_with_or_without_a_scheme() {
+        let plain = Ok((false, "127.0.0.1:2113".to_owned()));
+        assert_eq!(server("127.0.0.1:2113"), plain);
+        assert_eq!(server("http://127.0.0.1:2113"), plain);
+        assert_eq!(server("http://127.0.0.1:2113/"), plain);
+        assert_eq!(server("HTTP://127.0.0.1:2113"), plain);
+        assert_eq!(
+            server("https://db.example.com:2113"),
+            Ok((true, "db.example.com:2113".to_owned()))
+        );
+        assert_eq!(server("localhost:1"), Ok((false, "localhost:1".to_owned())));
+        assert_eq!(server("[::1]:2113"), Ok((false, "[::1]:2113".to_owned())));
+        assert_eq!(
+            server("https://[::1]:2113"),
+            Ok((true, "[::1]:2113".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_scheme_without_a_port_means_its_usual_port() {
+        assert_eq!(server("http://annals"), Ok((false, "annals:80".to_owned())));
+        assert_eq!(
+            server("https://annals.example.com"),
+            Ok((true, "annals.example.com:443".to_owned()))
+        );
+    }
+
+    #[test]
+    fn server_urls_for_each_kind_of_client() {
+        let a: ServerAddr = "127.0.0.1:2113".parse().unwrap();
+        assert_eq!(a.base_url(), "http://127.0.0.1:2113");
+        assert_eq!(a.to_string(), "http://127.0.0.1:2113");
+        let a: ServerAddr = "https://h:1/".parse().unwrap();
+        assert_eq!(
+            (a.base_url(), a.authority()),
+            ("https://h:1".to_owned(), "h:1".to_owned())
+        );
+    }
+
+    #[test]
+    fn server_refuses_other_schemes_and_garbage_with_a_reason() {
+        for (text, why) in [
+            (
+                "kurrentdb://127.0.0.1:2113?tls=false",
+                "scheme \"kurrentdb\"",
+            ),
+            ("ftp://h:21", "scheme \"ftp\""),
+            ("127.0.0.1", "port is missing"),
+            ("garbage", "port is missing"),
+            ("", "not a host name"),
+            (":2113", "not a host name"),
+            ("http://", "not a host name"),
+            ("h:0", "1..=65535"),
+            ("h:65536", "1..=65535"),
+            ("h:port", "1..=65535"),
+            ("h:", "1..=65535"),
+            ("http://h:1/projections", "only a host and a port"),
+            ("http://user@h:1", "only a host and a port"),
+            ("h:1?x=1", "only a host and a port"),
+            ("h o:1", "only a host and a port"),
+            ("::1", "brackets"),
+            ("[::1", "closing bracket"),
+            ("[nope]:1", "not an IPv6 address"),
+            ("[::1]2113", "after a colon"),
+            ("h_1:2", "not a host name"),
+        ] {
+            let err = server(text).unwrap_err();
+            assert!(err.contains(why), "{text:?}: {err}");
+            assert!(err.contains("HOST:PORT"), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_server_option_uses_the_one_parser() {
+        let cli =
+            Cli::try_parse_from(["annals", "projections", "--server", "h:1", "list"]).unwrap();
+        let Command::Projections(p) = cli.command else {
+            panic!("not projections")
+        };
+        assert_eq!(p.server.base_url(), "http://h:1");
+        let cli = Cli::try_parse_from(["annals", "projections", "list"]).unwrap();
+        let Command::Projections(p) = cli.command else {
+            panic!("not projections")
+        };
+        assert_eq!(p.server.base_url(), "http://127.0.0.1:2113");
+        for bench in ["grpc-append", "grpc-replay"] {
+            let cli =
+                Cli::try_parse_from(["annals", "bench", bench, "--server", "http://h:1"]).unwrap();
+            let server = match cli.command {
+                Command::Bench(BenchCommand::GrpcAppend(a)) => a.server,
+                Command::Bench(BenchCommand::GrpcReplay(a)) => a.server,
+                _ => panic!("not a gRPC bench"),
+            };
+            assert_eq!(server.authority(), "h:1");
+            let err = Cli::try_parse_from(["annals", "bench", bench, "--server", "esdb://h:1"])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("\"esdb\" is not supported"), "{err}");
+        }
     }
 
     #[test]

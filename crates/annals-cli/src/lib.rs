@@ -1,6 +1,6 @@
 //! The `annals` command-line tool as a library, so the binary stays a thin parser: serving a
 //! store, appending and reading from the shell, checking a store, a load generator for crash
-//! tests, and benchmarks that measure the engine against the same disk's raw limits in one run.
+//! tests, and `bench`, which hands the benchmarks' options to `annals-bench`.
 //!
 //! Output goes to stdout only through [`output`] and the benchmark report; logs go to stderr
 //! through `tracing`.
@@ -22,7 +22,7 @@ pub use args::{
     AppendArgs, BenchAppendArgs, BenchCommand, BenchFillArgs, BenchGrpcAppendArgs,
     BenchGrpcReplayArgs, BenchProjectArgs, BenchReadStreamArgs, BenchReplayArgs, CheckArgs, Cli,
     Command, DurabilityArg, LoadArgs, ProjectTargetArg, ProjectionsArgs, ProjectionsCommand,
-    ReadAllArgs, ReadArgs, ServeArgs,
+    ReadAllArgs, ReadArgs, ServeArgs, ServerAddr,
 };
 
 /// Runs one command; the exit code says whether it found a problem (e.g. `check`).

@@ -11,9 +11,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server logs what it does by default; one-shot commands only warnings, so their output
-    // stays readable. RUST_LOG overrides either.
+    // stays readable, and benches their progress too. RUST_LOG overrides any of these.
     let default_level = match cli.command {
         Command::Serve(_) => "info",
+        Command::Bench(_) => "warn,annals_bench=info",
         _ => "warn",
     };
     let filter =

@@ -12,7 +12,7 @@ use crate::output::line_now;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(130);
 
 pub(crate) fn run(args: &ProjectionsArgs) -> anyhow::Result<()> {
-    let base = args.server.trim_end_matches('/').to_owned();
+    let base = args.server.base_url();
     let client = reqwest::blocking::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()

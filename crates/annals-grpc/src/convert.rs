@@ -15,9 +15,9 @@ use bytes::{BufMut, Bytes};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use crate::error::GrpcError;
-use crate::proto::shared::uuid as pb_uuid;
-use crate::proto::shared::{StreamIdentifier, Uuid};
-use crate::proto::streams::read_resp;
+use annals_proto::shared::uuid as pb_uuid;
+use annals_proto::shared::{StreamIdentifier, Uuid};
+use annals_proto::streams::read_resp;
 
 /// Parses a wire UUID in either form.
 pub(crate) fn parse_uuid(id: Option<&Uuid>) -> Result<::uuid::Uuid, GrpcError> {
@@ -304,7 +304,7 @@ mod tests {
     fn hand_encoded_event_is_what_prost_encodes() {
         use prost::Message;
 
-        use crate::proto::streams::ReadResp;
+        use annals_proto::streams::ReadResp;
 
         let ids = [
             ::uuid::Uuid::new_v4(),

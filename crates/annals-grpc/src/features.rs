@@ -6,13 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status};
 
 use crate::Authority;
-use crate::proto::gossip::gossip_server::Gossip;
-use crate::proto::gossip::{ClusterInfo, EndPoint, MemberInfo, member_info};
-use crate::proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptions;
-use crate::proto::persistent_subscriptions::{ListReq, ListResp};
-use crate::proto::server_features::server_features_server::ServerFeatures;
-use crate::proto::server_features::{SupportedMethod, SupportedMethods};
-use crate::proto::shared::Empty;
+use annals_proto::gossip::gossip_server::Gossip;
+use annals_proto::gossip::{ClusterInfo, EndPoint, MemberInfo, member_info};
+use annals_proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptions;
+use annals_proto::persistent_subscriptions::{ListReq, ListResp};
+use annals_proto::server_features::server_features_server::ServerFeatures;
+use annals_proto::server_features::{SupportedMethod, SupportedMethods};
+use annals_proto::shared::Empty;
 
 const STREAMS: &str = "event_store.client.streams.streams";
 const FEATURES: &str = "event_store.client.server_features.serverfeatures";

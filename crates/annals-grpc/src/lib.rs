@@ -2,21 +2,18 @@
 //! KurrentDB clients work unchanged.
 //!
 //! [`router`] builds every service as routes of one [`axum::Router`], which `annals-server`
-//! serves next to the HTTP API on the same port. [`client`] is a lean client of the same
-//! protocol, for the benches.
+//! serves next to the HTTP API on the same port. The messages and service stubs are generated in
+//! `annals-proto`; the benches' client of the same protocol is in `annals-bench`.
 //!
 //! Positions: the commit and the prepare position a client sees are both the Annals global
 //! [`Position`](annals_core::Position) itself (the first event is at 1). Reading `$all` forwards
 //! from P includes P, backwards from P excludes it, and subscribing from P starts after P, so a
 //! position read back from an event or a checkpoint round-trips.
 
-pub mod client;
 mod convert;
 mod error;
 mod features;
-mod proto;
 mod read;
-mod read_decode;
 mod read_route;
 mod streams;
 
@@ -29,10 +26,10 @@ use tonic::server::NamedService;
 
 pub use error::GrpcError;
 
-use proto::gossip::gossip_server::GossipServer;
-use proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
-use proto::server_features::server_features_server::ServerFeaturesServer;
-use proto::streams::streams_server::StreamsServer;
+use annals_proto::gossip::gossip_server::GossipServer;
+use annals_proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
+use annals_proto::server_features::server_features_server::ServerFeaturesServer;
+use annals_proto::streams::streams_server::StreamsServer;
 
 /// The version reported to clients by `ServerFeatures.GetSupportedMethods`. Clients parse it as
 /// semver and gate features on it, so it names the KurrentDB release whose protocol we follow.

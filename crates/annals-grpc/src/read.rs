@@ -20,10 +20,10 @@ use tonic::Status;
 
 use crate::convert::{recorded_event, stream_identifier, stream_name};
 use crate::error::GrpcError;
-use crate::proto::streams::read_req::options::{
+use annals_proto::streams::read_req::options::{
     self as opts, AllOptions, FilterOptions, StreamOptions, all_options, stream_options,
 };
-use crate::proto::streams::{ReadReq, ReadResp, read_resp};
+use annals_proto::streams::{ReadReq, ReadResp, read_resp};
 
 /// What the task answering a read hands to the response stream.
 #[derive(Debug)]

@@ -14,11 +14,11 @@ use tonic::server::{Grpc, ServerStreamingService};
 use tonic_prost::ProstDecoder;
 
 use crate::convert::{encode_read_event, read_event_len_hint};
-use crate::proto::streams::ReadReq;
 use crate::read::{ReadItem, ReadItems};
+use annals_proto::streams::ReadReq;
 
 /// The gRPC path of `Streams.Read`, routed here before the generated Streams service.
-pub(crate) const PATH: &str = "/event_store.client.streams.Streams/Read";
+pub(crate) const PATH: &str = annals_proto::STREAMS_READ_PATH;
 
 /// The `Streams.Read` route over one server's state.
 #[derive(Clone, Debug)]

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use annals_bench::client::{BatchAppender, ClientError, ProposedEvent, StreamsClient};
 use annals_core::ExpectedRevision;
 use annals_engine::{Engine, EngineConfig};
-use annals_grpc::client::{BatchAppender, ClientError, ProposedEvent, StreamsClient};
 use annals_log::FaultStorage;
 use annals_server::{Limits, ServerState};
 

@@ -624,8 +624,8 @@ async fn stream_read_reports_last_stream_position() {
 /// wrong expected versions as the server decides them.
 #[tokio::test(flavor = "multi_thread")]
 async fn lean_client_agrees_with_the_official_client() {
+    use annals_bench::client::{ClientError, ProposedEvent, StreamsClient};
     use annals_core::ExpectedRevision;
-    use annals_grpc::client::{ClientError, ProposedEvent, StreamsClient};
 
     let server = start().await;
     let mut lean = StreamsClient::connect(&server.addr).await.unwrap();

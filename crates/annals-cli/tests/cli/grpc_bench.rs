@@ -1,10 +1,12 @@
 //! `annals bench grpc-append` and `annals bench grpc-replay` at tiny sizes against a real
 //! `annals serve`: each prints positive figures for both sides, and what it says it wrote is in
-//! the server, read back over gRPC by a separate client. No timing is asserted.
+//! the server, read back over gRPC by a separate client. No timing is asserted. The runs with the
+//! official client (`--client kurrentdb`) need the binary built with the `kurrentdb-client`
+//! feature; without it, they check that the option fails saying so.
 
 use kurrentdb::{Client, ReadAllOptions};
 
-use crate::support::{Server, annals_ok, last_json_line, path_str, runtime};
+use crate::support::{Server, annals, annals_ok, last_json_line, path_str, runtime};
 
 /// Every event in the server's `$all`, as (stream, event type) pairs.
 fn read_all_events(server: &Server) -> Vec<(String, String)> {
@@ -87,12 +89,12 @@ fn grpc_benches_run_against_a_real_server() {
     assert_eq!(std::fs::read_dir(baseline.path()).unwrap().count(), 0);
 
     // The server holds 200 events: the replay appends 300 more, then reads all 500.
-    let replay = |events: &str, client: &str| {
+    let replay = |server: &str, events: &str, client: &str| {
         last_json_line(&annals_ok(&[
             "bench",
             "grpc-replay",
             "--server",
-            &addr,
+            server,
             "--client",
             client,
             "--events",
@@ -102,7 +104,7 @@ fn grpc_benches_run_against_a_real_server() {
             "--json",
         ]))
     };
-    let figures = replay("500", "annals");
+    let figures = replay(&addr, "500", "annals");
     assert_positive(
         &figures,
         &[
@@ -124,8 +126,9 @@ fn grpc_benches_run_against_a_real_server() {
         300
     );
 
-    // Enough events already: nothing is appended, and a read shorter than $all works.
-    let figures = replay("350", "annals");
+    // Enough events already: nothing is appended, and a read shorter than $all works. The server
+    // may be given as an http:// URL as well.
+    let figures = replay(&format!("http://{addr}"), "350", "annals");
     assert_positive(
         &figures,
         &["events_per_s", "baseline_events_per_s", "ratio"],
@@ -135,8 +138,48 @@ fn grpc_benches_run_against_a_real_server() {
     assert_eq!(read_all_events(&server).len(), 500);
     assert_eq!(std::fs::read_dir(baseline.path()).unwrap().count(), 0);
 
-    // The same with the official `kurrentdb` client: 100 more appends over 2 shared connections,
-    // then all 600 read back.
+    // Appends on one BatchAppend call per connection: 100 more.
+    let batch_append = |client: &str| {
+        last_json_line(&annals_ok(&[
+            "bench",
+            "grpc-append",
+            "--server",
+            &addr,
+            "--client",
+            client,
+            "--rpc",
+            "batch-append",
+            "--clients",
+            "6",
+            "--connections",
+            "2",
+            "--events",
+            "100",
+            "--baseline-dir",
+            path_str(baseline.path()),
+            "--json",
+        ]))
+    };
+    let figures = batch_append("annals");
+    assert_positive(
+        &figures,
+        &["events_per_s", "p50_us", "baseline_events_per_s", "ratio"],
+    );
+    assert_eq!(
+        (&figures["client"], &figures["rpc"], &figures["events"]),
+        (&"annals".into(), &"batch-append".into(), &100.into()),
+        "{figures}"
+    );
+    assert_eq!(read_all_events(&server).len(), 600);
+
+    official_client(&server, &baseline, 600);
+}
+
+/// The same with the official `kurrentdb` client, on a server holding `held` events: 100 more
+/// appends over 2 shared connections, all read back, then 100 more on BatchAppend calls.
+#[cfg(feature = "kurrentdb-client")]
+fn official_client(server: &Server, baseline: &tempfile::TempDir, held: usize) {
+    let addr = server.addr.to_string();
     let figures = last_json_line(&annals_ok(&[
         "bench",
         "grpc-append",
@@ -160,48 +203,106 @@ fn grpc_benches_run_against_a_real_server() {
     );
     assert_eq!(figures["client"], "kurrentdb", "{figures}");
     assert_eq!(figures["connections"], 2, "{figures}");
-    assert_eq!(read_all_events(&server).len(), 600);
-    let figures = replay("600", "kurrentdb");
+    assert_eq!(read_all_events(server).len(), held + 100);
+    let total = (held + 100).to_string();
+    let figures = last_json_line(&annals_ok(&[
+        "bench",
+        "grpc-replay",
+        "--server",
+        &addr,
+        "--client",
+        "kurrentdb",
+        "--events",
+        &total,
+        "--baseline-dir",
+        path_str(baseline.path()),
+        "--json",
+    ]));
     assert_positive(
         &figures,
         &["events_per_s", "baseline_events_per_s", "ratio"],
     );
     assert_eq!(
         (figures["filled"].as_u64(), figures["events"].as_u64()),
-        (Some(0), Some(600))
+        (Some(0), Some(held as u64 + 100))
     );
 
-    // Appends on one BatchAppend call per connection, with each client: 100 more each.
-    for (client, total) in [("annals", 700), ("kurrentdb", 800)] {
-        let figures = last_json_line(&annals_ok(&[
+    let figures = last_json_line(&annals_ok(&[
+        "bench",
+        "grpc-append",
+        "--server",
+        &addr,
+        "--client",
+        "kurrentdb",
+        "--rpc",
+        "batch-append",
+        "--clients",
+        "6",
+        "--connections",
+        "2",
+        "--events",
+        "100",
+        "--baseline-dir",
+        path_str(baseline.path()),
+        "--json",
+    ]));
+    assert_positive(
+        &figures,
+        &["events_per_s", "p50_us", "baseline_events_per_s", "ratio"],
+    );
+    assert_eq!(
+        (&figures["client"], &figures["rpc"], &figures["events"]),
+        (&"kurrentdb".into(), &"batch-append".into(), &100.into()),
+        "{figures}"
+    );
+    assert_eq!(read_all_events(server).len(), held + 200);
+}
+
+/// Without the `kurrentdb-client` feature, `--client kurrentdb` fails at once, saying how to
+/// build with it, and writes nothing.
+#[cfg(not(feature = "kurrentdb-client"))]
+fn official_client(server: &Server, baseline: &tempfile::TempDir, held: usize) {
+    let addr = server.addr.to_string();
+    for bench in ["grpc-append", "grpc-replay"] {
+        let out = annals(&[
             "bench",
-            "grpc-append",
+            bench,
             "--server",
             &addr,
             "--client",
-            client,
-            "--rpc",
-            "batch-append",
-            "--clients",
-            "6",
-            "--connections",
-            "2",
+            "kurrentdb",
             "--events",
             "100",
             "--baseline-dir",
             path_str(baseline.path()),
-            "--json",
-        ]));
-        assert_positive(
-            &figures,
-            &["events_per_s", "p50_us", "baseline_events_per_s", "ratio"],
+        ]);
+        assert!(
+            !out.status.success(),
+            "{bench} ran without the official client"
         );
-        assert_eq!(
-            (&figures["client"], &figures["rpc"], &figures["events"]),
-            (&client.into(), &"batch-append".into(), &100.into()),
-            "{figures}"
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--features kurrentdb-client"),
+            "{bench}: {stderr}"
         );
-        let events = read_all_events(&server);
-        assert_eq!(events.len(), total, "after the batch appends of {client}");
     }
+    assert_eq!(read_all_events(server).len(), held);
+}
+
+/// The lean client speaks cleartext only: an https:// server is refused before anything runs.
+#[test]
+fn grpc_bench_lean_client_refuses_tls() {
+    let baseline = tempfile::tempdir().unwrap();
+    let out = annals(&[
+        "bench",
+        "grpc-append",
+        "--server",
+        "https://127.0.0.1:1",
+        "--baseline-dir",
+        path_str(baseline.path()),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cleartext"), "{stderr}");
+    assert_eq!(std::fs::read_dir(baseline.path()).unwrap().count(), 0);
 }

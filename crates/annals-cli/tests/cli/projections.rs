@@ -1,9 +1,9 @@
 //! Projections through the real server: `annals serve --projections FILE` runs a declarative
 //! projection into the default SQLite target; the HTTP routes and `annals projections …` show and
-//! control it; a read-your-writes wait answers once the row is committed, or `stale`; a bad
-//! definition is refused and changes nothing; the catalog survives a restart; and a server killed
-//! with SIGKILL in the middle of a load resumes to a view equal, row for row, to one computed from
-//! the log.
+//! control it (`--server` as `http://HOST:PORT` or `HOST:PORT`; a bad one is refused); a
+//! read-your-writes wait answers once the row is committed, or `stale`; a bad definition is
+//! refused and changes nothing; the catalog survives a restart; and a server killed with SIGKILL
+//! in the middle of a load resumes to a view equal, row for row, to one computed from the log.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -144,6 +144,25 @@ fn cli(server: &Server, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A `--server` that is neither `HOST:PORT` nor an http(s) URL is refused before any request,
+/// saying which forms it takes.
+#[test]
+fn projections_cli_refuses_a_bad_server_address() {
+    for bad in [
+        "ftp://127.0.0.1:2113",
+        "127.0.0.1",
+        "http://127.0.0.1:2113/projections",
+    ] {
+        let out = annals(&["projections", "--server", bad, "list"]);
+        assert!(!out.status.success(), "{bad} was taken");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("HOST:PORT, http://HOST:PORT or https://HOST:PORT"),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn declarative_projection_over_http_and_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,6 +276,16 @@ fn declarative_projection_over_http_and_cli() {
     assert_eq!(listed[0]["state"], "running");
     assert!(listed[0]["position"].as_u64().unwrap() >= last);
     assert!(cli(&server, &["status", "orders"]).contains("orders"));
+    // `--server` also takes the address without a scheme, as the gRPC benches' does.
+    let addr = server.addr.to_string();
+    let out = annals(&["projections", "--server", &addr, "list"]);
+    assert!(
+        out.status.success(),
+        "annals projections --server {addr} list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.lines().any(|l| l.starts_with("orders ")), "{table}");
 
     // A definition whose SQL does not prepare is refused and registers nothing.
     let bad = DEFINITION

@@ -3,51 +3,80 @@
 //! concurrent tasks calling `Engine::append_async`) on a temporary store with the durability
 //! `annals serve` has by default (fsync).
 //!
-//! The clients are Annals's lean client (`annals_grpc::client`, `--client annals`, the default)
-//! or the official Rust `kurrentdb` crate (`--client kurrentdb`). Each client is a task with its
-//! own connection by default, as separate client processes would have. Both multiplex: one
-//! client keeps one HTTP/2 connection and sends concurrent calls as streams on it, so
-//! `--connections N` spreads the clients over N shared connections instead. With
-//! `--rpc batch-append` every append is a request message on one `Streams.BatchAppend` call per
-//! connection, as the .NET client makes them. Each client appends to a stream of its own
-//! (`grpc-bench-<run>-<client>`, expected revision any), so no two clients contend for one
-//! stream's revision, and a second run against the same server writes to new streams.
+//! The clients are Annals's lean client ([`crate::client`], `--client annals`, the default) or
+//! the official Rust `kurrentdb` crate (`--client kurrentdb`, with the `kurrentdb-client`
+//! feature). Each client is a task with its own connection by default, as separate client
+//! processes would have. Both multiplex: one client keeps one HTTP/2 connection and sends
+//! concurrent calls as streams on it, so `--connections N` spreads the clients over N shared
+//! connections instead. With `--rpc batch-append` every append is a request message on one
+//! `Streams.BatchAppend` call per connection, as the .NET client makes them. Each client appends
+//! to a stream of its own (`grpc-bench-<run>-<client>`, expected revision any), so no two clients
+//! contend for one stream's revision, and a second run against the same server writes to new
+//! streams.
 //!
 //! The two sides alternate in rounds, so a change of the disk's fsync speed hits both alike.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use annals_core::{ContentType, EventType, ExpectedRevision, NewEvent, StreamName};
 use annals_engine::{Durability, Engine};
-use annals_grpc::client::{BatchAppender, ProposedEvent, StreamsClient};
-use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use kurrentdb::{
-    AppendToStreamOptions, BatchAppendClient, BatchAppendOptions, EventData, ReadStreamOptions,
-    StreamState,
-};
 use rand::Rng;
 use serde::Serialize;
 
-use super::report::{emit, round2};
-use super::{EVENT_TYPE, event_data, latency_histogram, micros, take};
-use crate::args::{BenchGrpcAppendArgs, GrpcAppendRpcArg, GrpcClientArg};
-use crate::store;
+use crate::client::{BatchAppender, StreamsClient};
+use crate::error::{BenchError, Context};
+use crate::grpc::{GrpcClient, GrpcServer, Template, lean_client};
+use crate::measure::{latency_histogram, merge, micros, ratio, runtime};
+use crate::report::{emit, round2};
+use crate::workload::{EVENT_TYPE, event_data, random_id, take};
+use crate::{official, store};
 
-/// Worker threads of the clients' async runtime, as in `bench append`: one per core of the
-/// machine the targets are set for.
-const BENCH_RUNTIME_THREADS: usize = 2;
+/// The settings of `bench grpc-append`.
+#[derive(Clone, Debug)]
+pub struct GrpcAppendConfig {
+    /// The running server.
+    pub server: GrpcServer,
+    /// Concurrent clients, each appending one event at a time to a stream of its own.
+    pub clients: u32,
+    /// Client connections the clients share (each one HTTP/2 connection); 0: one per client.
+    pub connections: u32,
+    /// The gRPC client library that loads the server.
+    pub client: GrpcClient,
+    /// The RPC each append is made with.
+    pub rpc: GrpcAppendRpc,
+    /// Events to append over gRPC in all (and as many in-process).
+    pub events: u64,
+    /// gRPC and in-process alternate this many times, since the disk's fsync speed drifts.
+    pub rounds: u32,
+    /// Where to put the in-process baseline's temporary store; best on the server's disk
+    /// (default: the system's temporary directory).
+    pub baseline_dir: Option<PathBuf>,
+    /// Print the figures as one JSON line.
+    pub json: bool,
+}
+
+/// The RPC `bench grpc-append` appends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrpcAppendRpc {
+    /// `Streams.Append`: one call per append, as the Rust, Go, Java, Node and Python clients do.
+    Append,
+    /// `Streams.BatchAppend`: one long-lived call per connection carrying every append of the
+    /// clients on it, as the .NET client does.
+    BatchAppend,
+}
 
 #[derive(Debug, Serialize)]
 struct Figures {
     bench: &'static str,
     server: String,
-    client: GrpcClientArg,
-    rpc: GrpcAppendRpcArg,
+    client: GrpcClient,
+    rpc: GrpcAppendRpc,
     clients: u32,
     connections: u32,
     events: u64,
@@ -88,42 +117,35 @@ impl Side {
     }
 }
 
-pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
-    if args.clients == 0 || args.rounds == 0 {
-        bail!("--clients and --rounds must be at least 1");
+pub(crate) fn run(config: &GrpcAppendConfig) -> Result<(), BenchError> {
+    if config.clients == 0 || config.rounds == 0 {
+        return Err(BenchError::Options(
+            "--clients and --rounds must be at least 1".to_owned(),
+        ));
     }
-    let connections = match args.connections {
-        0 => args.clients,
-        n => n.min(args.clients),
+    config.server.check(config.client)?;
+    let connections = match config.connections {
+        0 => config.clients,
+        n => n.min(config.clients),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(BENCH_RUNTIME_THREADS)
-        .enable_all()
-        .build()
-        .context("starting the clients' runtime")?;
-    let clients = runtime.block_on(connect(
-        args.client,
-        args.rpc,
-        &args.server,
-        connections,
-        args.clients,
-    ))?;
-    let baseline_dir = super::baseline_dir(args.baseline_dir.as_ref())?;
+    let runtime = runtime("the clients")?;
+    let clients = runtime.block_on(connect(config, connections))?;
+    let baseline_dir = store::baseline_dir(config.baseline_dir.as_deref())?;
     let (engine, _) = store::open(baseline_dir.path(), Durability::Fsync)?;
-    let result = measure(&runtime, &clients, &engine, args);
+    let result = measure(&runtime, &clients, &engine, config);
     engine.close();
     let (grpc, baseline) = result?;
     let events_per_s = grpc.events_per_s();
     let baseline_events_per_s = baseline.events_per_s();
     let figures = Figures {
         bench: "grpc-append",
-        server: args.server.clone(),
-        client: args.client,
-        rpc: args.rpc,
-        clients: args.clients,
+        server: config.server.to_string(),
+        client: config.client,
+        rpc: config.rpc,
+        clients: config.clients,
         connections,
         events: grpc.events,
-        rounds: args.rounds,
+        rounds: config.rounds,
         elapsed_s: round2(grpc.elapsed.as_secs_f64()),
         events_per_s: round2(events_per_s),
         p50_us: grpc.latency_us.value_at_quantile(0.5),
@@ -135,10 +157,9 @@ pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
         baseline_p50_us: baseline.latency_us.value_at_quantile(0.5),
         baseline_p99_us: baseline.latency_us.value_at_quantile(0.99),
         baseline_max_us: baseline.latency_us.max(),
-        ratio: super::ratio(events_per_s, baseline_events_per_s),
+        ratio: ratio(events_per_s, baseline_events_per_s),
     };
-    emit(&figures, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    emit(&figures, config.json)
 }
 
 /// One client per bench client, each with the stream it appends to; clients share the
@@ -147,89 +168,72 @@ pub(super) fn run(args: &BenchGrpcAppendArgs) -> anyhow::Result<ExitCode> {
 /// by a read of a stream that does not exist yet, before any timing; all at once, since that
 /// client waits half a second before its first connection attempt.
 async fn connect(
-    kind: GrpcClientArg,
-    rpc: GrpcAppendRpcArg,
-    server: &str,
+    config: &GrpcAppendConfig,
     connections: u32,
-    clients: u32,
-) -> anyhow::Result<Vec<BenchClient>> {
+) -> Result<Vec<BenchClient>, BenchError> {
     let run: u32 = rand::rng().random();
     let stream = |i: u32| format!("grpc-bench-{run:08x}-{i}");
     let mut shared = Vec::with_capacity(connections as usize);
     for _ in 0..connections {
-        shared.push(match kind {
-            GrpcClientArg::Kurrentdb => {
-                Client::Kurrent(super::grpc_client(&super::client_url(server))?)
-            }
-            GrpcClientArg::Annals => Client::Annals(super::lean_client(server).await?),
+        shared.push(match config.client {
+            GrpcClient::Kurrentdb => Client::Official(official::Client::new(&config.server)?),
+            GrpcClient::Annals => Client::Annals(Box::new(lean_client(&config.server).await?)),
         });
     }
     let warm_ups: Vec<_> = (0..connections)
         .zip(&shared)
         .filter_map(|(i, c)| match c {
-            Client::Kurrent(k) => Some((k.clone(), stream(i))),
+            Client::Official(k) => Some((stream(i), k.clone())),
             _ => None,
         })
-        .map(|(k, stream)| tokio::spawn(async move { warm_up(&k, &stream).await }))
+        .map(|(stream, k)| tokio::spawn(async move { k.warm_up(&stream).await }))
         .collect();
     for w in warm_ups {
-        w.await
-            .context("warm-up task failed")?
-            .with_context(|| format!("cannot reach the server at {server}"))?;
+        w.await.map_err(|e| BenchError::Worker {
+            what: "a warm-up task",
+            reason: e.to_string(),
+        })??;
     }
-    if rpc == GrpcAppendRpcArg::BatchAppend {
+    if config.rpc == GrpcAppendRpc::BatchAppend {
         for c in &mut shared {
-            *c = c
-                .batch_append()
-                .await
-                .context("opening a BatchAppend call")?;
+            *c = c.batch_append().await?;
         }
     }
-    (0..clients)
-        .map(|i| {
-            let client = shared
-                .get(i as usize % shared.len())
-                .context("no connection")?
-                .clone();
-            Ok(BenchClient {
-                client,
-                stream: stream(i),
-            })
-        })
-        .collect()
-}
-
-/// Reads `stream`, which does not exist yet: opens the connection without writing anything.
-async fn warm_up(client: &kurrentdb::Client, stream: &str) -> anyhow::Result<()> {
-    let options = ReadStreamOptions::default().max_count(1);
-    match client.read_stream(stream, &options).await {
-        Ok(mut read) => match read.next().await {
-            Ok(_) | Err(kurrentdb::Error::ResourceNotFound) => Ok(()),
-            Err(e) => Err(e.into()),
-        },
-        Err(kurrentdb::Error::ResourceNotFound) => Ok(()),
-        Err(e) => Err(e.into()),
+    let mut clients = Vec::with_capacity(config.clients as usize);
+    for i in 0..config.clients {
+        let client = shared
+            .get(i as usize % shared.len())
+            .ok_or_else(|| BenchError::Check("no connection".to_owned()))?
+            .clone();
+        clients.push(BenchClient {
+            client,
+            stream: stream(i),
+        });
     }
+    Ok(clients)
 }
 
 /// A connection of either client library, or the BatchAppend call opened on one.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Client {
-    Annals(StreamsClient),
+    /// Boxed: a client is some 300 bytes, a BatchAppend call a pointer.
+    Annals(Box<StreamsClient>),
     AnnalsBatch(BatchAppender),
-    Kurrent(kurrentdb::Client),
-    KurrentBatch(Arc<BatchAppendClient>),
+    Official(official::Client),
+    OfficialBatch(official::BatchClient),
 }
 
 impl Client {
     /// Opens a BatchAppend call on this connection.
-    async fn batch_append(&mut self) -> anyhow::Result<Self> {
+    async fn batch_append(&mut self) -> Result<Self, BenchError> {
         Ok(match self {
-            Self::Annals(c) => Self::AnnalsBatch(c.batch_appender().await?),
-            Self::Kurrent(c) => Self::KurrentBatch(Arc::new(
-                c.batch_append(&BatchAppendOptions::default()).await?,
-            )),
-            Self::AnnalsBatch(_) | Self::KurrentBatch(_) => self.clone(),
+            Self::Annals(c) => Self::AnnalsBatch(
+                c.batch_appender()
+                    .await
+                    .context(|| "opening a BatchAppend call".to_owned())?,
+            ),
+            Self::Official(c) => Self::OfficialBatch(c.batch_appender().await?),
+            Self::AnnalsBatch(_) | Self::OfficialBatch(_) => self.clone(),
         })
     }
 
@@ -239,85 +243,50 @@ impl Client {
         stream: &str,
         template: &Template,
         id: uuid::Uuid,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), BenchError> {
+        let failed = || format!("append to {stream} failed");
         match self {
             Self::Annals(c) => {
                 let mut event = template.annals.clone();
                 event.id = id;
-                c.append(stream, ExpectedRevision::Any, vec![event]).await?;
+                c.append(stream, ExpectedRevision::Any, vec![event])
+                    .await
+                    .context(failed)?;
             }
             Self::AnnalsBatch(c) => {
                 let mut event = template.annals.clone();
                 event.id = id;
-                c.append(stream, ExpectedRevision::Any, vec![event]).await?;
+                c.append(stream, ExpectedRevision::Any, vec![event])
+                    .await
+                    .context(failed)?;
             }
-            Self::Kurrent(c) => {
-                let event = template.kurrent.clone().id(id);
-                c.append_to_stream(stream, &AppendToStreamOptions::default(), event)
-                    .await?;
-            }
-            Self::KurrentBatch(c) => {
-                let event = template.kurrent.clone().id(id);
-                c.append_to_stream(stream, StreamState::Any, vec![event])
-                    .await?;
-            }
+            Self::Official(c) => c.append(stream, &template.official, 1).await?,
+            Self::OfficialBatch(c) => c.append(stream, &template.official, id).await?,
         }
         Ok(())
     }
 }
 
-/// The bench's event in each library's form, built once: `EventData::json` would serialise the
-/// data again for every append.
-#[derive(Clone)]
-struct Template {
-    annals: ProposedEvent,
-    kurrent: EventData,
-}
-
-impl Template {
-    fn new(data: &Bytes) -> anyhow::Result<Self> {
-        let json: serde_json::Value = serde_json::from_slice(data)?;
-        Ok(Self {
-            annals: ProposedEvent {
-                id: uuid::Uuid::nil(),
-                event_type: EVENT_TYPE.to_owned(),
-                json: true,
-                data: data.clone(),
-                metadata: Bytes::new(),
-            },
-            kurrent: EventData::json(EVENT_TYPE, &json)?,
-        })
-    }
-}
-
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct BenchClient {
     client: Client,
     stream: String,
-}
-
-impl std::fmt::Debug for BenchClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BenchClient")
-            .field("stream", &self.stream)
-            .finish_non_exhaustive()
-    }
 }
 
 fn measure(
     runtime: &tokio::runtime::Runtime,
     clients: &[BenchClient],
     engine: &Engine,
-    args: &BenchGrpcAppendArgs,
-) -> anyhow::Result<(Side, Side)> {
+    config: &GrpcAppendConfig,
+) -> Result<(Side, Side), BenchError> {
     let data = event_data();
     let mut grpc = Side::new();
     let mut baseline = Side::new();
-    for round in 0..u64::from(args.rounds) {
-        let share = args.events / u64::from(args.rounds)
-            + u64::from(round < args.events % u64::from(args.rounds));
+    for round in 0..u64::from(config.rounds) {
+        let share = config.events / u64::from(config.rounds)
+            + u64::from(round < config.events % u64::from(config.rounds));
         let started = Instant::now();
-        let done = runtime.block_on(grpc_round(clients, share, &data, &mut grpc.latency_us))?;
+        let done = runtime.block_on(grpc_round(clients, share, &mut grpc.latency_us))?;
         let grpc_elapsed = started.elapsed();
         grpc.events += done;
         grpc.elapsed += grpc_elapsed;
@@ -332,10 +301,10 @@ fn measure(
         let baseline_elapsed = started.elapsed();
         baseline.events += done;
         baseline.elapsed += baseline_elapsed;
-        eprintln!(
+        tracing::info!(
             "bench grpc-append: round {}/{}: gRPC {:.0} events/s, in-process {:.0} events/s",
             round + 1,
-            args.rounds,
+            config.rounds,
             share as f64 / grpc_elapsed.as_secs_f64(),
             done as f64 / baseline_elapsed.as_secs_f64(),
         );
@@ -348,12 +317,11 @@ fn measure(
 async fn grpc_round(
     clients: &[BenchClient],
     events: u64,
-    data: &Bytes,
     latency_us: &mut Histogram<u64>,
-) -> anyhow::Result<u64> {
+) -> Result<u64, BenchError> {
     let remaining = Arc::new(AtomicU64::new(events));
     let acked = Arc::new(AtomicU64::new(0));
-    let template = Arc::new(Template::new(data)?);
+    let template = Arc::new(Template::new()?);
     let tasks: Vec<_> = clients
         .iter()
         .map(|c| {
@@ -367,18 +335,15 @@ async fn grpc_round(
                 let mut hist = latency_histogram();
                 while take(&remaining, 1) == 1 {
                     let started = Instant::now();
-                    c.client
-                        .append(&c.stream, &template, random_id())
-                        .await
-                        .with_context(|| format!("append to {} failed", c.stream))?;
+                    c.client.append(&c.stream, &template, random_id()).await?;
                     hist.saturating_record(micros(started.elapsed()));
                     acked.fetch_add(1, Ordering::Relaxed);
                 }
-                anyhow::Ok(hist)
+                Ok(hist)
             })
         })
         .collect();
-    join_histograms(tasks, latency_us, "client").await?;
+    join_histograms(tasks, latency_us, "a client task").await?;
     Ok(acked.load(Ordering::Relaxed))
 }
 
@@ -390,7 +355,7 @@ async fn engine_round(
     events: u64,
     data: &Bytes,
     latency_us: &mut Histogram<u64>,
-) -> anyhow::Result<u64> {
+) -> Result<u64, BenchError> {
     let event_type = EventType::new(EVENT_TYPE)?;
     let remaining = Arc::new(AtomicU64::new(events));
     let acked = Arc::new(AtomicU64::new(0));
@@ -418,39 +383,34 @@ async fn engine_round(
                     hist.saturating_record(micros(started.elapsed()));
                     acked.fetch_add(1, Ordering::Relaxed);
                 }
-                anyhow::Ok(hist)
+                Ok(hist)
             })
         })
         .collect();
-    join_histograms(tasks, latency_us, "in-process writer").await?;
+    join_histograms(tasks, latency_us, "an in-process writer task").await?;
     Ok(acked.load(Ordering::Relaxed))
 }
 
-/// Waits for every task and merges the latency histograms they return.
+/// Waits for every task and merges the latency histograms they return; the first error wins.
 async fn join_histograms(
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, BenchError>>>,
     latency_us: &mut Histogram<u64>,
-    what: &str,
-) -> anyhow::Result<()> {
+    what: &'static str,
+) -> Result<(), BenchError> {
     let mut first_error = None;
     for task in tasks {
         match task.await {
-            Ok(Ok(hist)) => latency_us
-                .add(&hist)
-                .context("merging latency histograms")?,
+            Ok(Ok(hist)) => merge(latency_us, &hist)?,
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
             Err(e) => {
-                first_error.get_or_insert(anyhow::anyhow!("{what} task failed: {e}"));
+                first_error.get_or_insert(BenchError::Worker {
+                    what,
+                    reason: e.to_string(),
+                });
             }
         }
     }
     first_error.map_or(Ok(()), Err)
-}
-
-/// A v4 id from the thread's fast generator: a getrandom syscall per event would load the cores
-/// the server uses.
-fn random_id() -> uuid::Uuid {
-    uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid()
 }

@@ -10,25 +10,24 @@
 
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
-use std::path::Path;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use annals_core::{ContentType, EventType, ExpectedRevision, NewEvent, StreamName};
 use annals_engine::{Durability, Engine, EngineConfig};
-use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rand::Rng;
 use serde::Serialize;
 
-use super::probe::{ProbedStorage, SyncProbe};
-use super::report::{emit, round2};
-use super::{EVENT_TYPE, event_data, latency_histogram, micros, take, with_progress};
-use crate::args::BenchAppendArgs;
+use crate::error::{BenchError, Context};
+use crate::measure::{latency_histogram, merge, micros, ratio, runtime, with_progress};
+use crate::probe::{ProbedStorage, SyncProbe};
+use crate::report::{emit, round2};
 use crate::store;
+use crate::workload::{EVENT_TYPE, event_data, random_id, take};
 
 /// File the baseline loops write in the data directory; removed afterwards.
 const BASELINE_FILE: &str = "bench-baseline.tmp";
@@ -36,9 +35,25 @@ const BASELINE_FILE: &str = "bench-baseline.tmp";
 const PREALLOC_CHUNK_BYTES: usize = 1024 * 1024;
 /// Least time a baseline round may run, so a tiny engine round still gets a fair sample.
 const BASELINE_ROUND_MIN: Duration = Duration::from_millis(500);
-/// Worker threads of the writers' async runtime: one per core of the machine the targets are set for.
-const BENCH_RUNTIME_THREADS: usize = 2;
 
+/// The settings of `bench append`.
+#[derive(Clone, Debug)]
+pub struct AppendConfig {
+    /// Store directory (created if missing).
+    pub data: PathBuf,
+    /// Concurrent writers.
+    pub writers: u32,
+    /// Events to append in all.
+    pub events: u64,
+    /// Events per append (~200 bytes each).
+    pub batch: u32,
+    /// Streams to spread the appends over, at random.
+    pub streams: u32,
+    /// Engine and baseline alternate this many times, since the disk's fsync speed drifts.
+    pub rounds: u32,
+    /// Print the figures as one JSON line.
+    pub json: bool,
+}
 #[derive(Debug, Serialize)]
 struct Figures {
     bench: &'static str,
@@ -77,44 +92,51 @@ struct Baseline {
     fsync_us: Histogram<u64>,
 }
 
-pub(super) fn run(args: &BenchAppendArgs) -> anyhow::Result<ExitCode> {
-    if args.writers == 0 || args.batch == 0 || args.rounds == 0 || args.streams == 0 {
-        bail!("--writers, --batch, --rounds and --streams must be at least 1");
+pub(crate) fn run(config: &AppendConfig) -> Result<(), BenchError> {
+    if config.writers == 0 || config.batch == 0 || config.rounds == 0 || config.streams == 0 {
+        return Err(BenchError::Options(
+            "--writers, --batch, --rounds and --streams must be at least 1".to_owned(),
+        ));
     }
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    std::fs::create_dir_all(&config.data)
+        .context(|| format!("cannot create {}", config.data.display()))?;
     let probe = Arc::new(SyncProbe::new());
-    let storage = ProbedStorage::open(&args.data, Arc::clone(&probe))
-        .with_context(|| format!("cannot open store {}", args.data.display()))?;
-    let config = EngineConfig {
+    let storage = ProbedStorage::open(&config.data, Arc::clone(&probe))
+        .context(|| format!("cannot open store {}", config.data.display()))?;
+    let engine_config = EngineConfig {
         durability: Durability::Fsync,
         ..EngineConfig::default()
     };
-    let (engine, report) = Engine::open(Arc::new(storage), config)
-        .with_context(|| format!("cannot open store {}", args.data.display()))?;
-    store::log_open_report(&args.data, &report);
-    let result = measure(&engine, &probe, args);
+    let (engine, report) =
+        Engine::open(Arc::new(storage), engine_config).map_err(|source| BenchError::OpenStore {
+            dir: config.data.clone(),
+            source,
+        })?;
+    store::log_open_report(&config.data, &report);
+    let result = measure(&engine, &probe, config);
     engine.close();
-    let _ = std::fs::remove_file(args.data.join(BASELINE_FILE));
-    let figures = result?;
-    emit(&figures, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    let _ = std::fs::remove_file(config.data.join(BASELINE_FILE));
+    emit(&result?, config.json)
 }
 
-fn measure(engine: &Engine, probe: &SyncProbe, args: &BenchAppendArgs) -> anyhow::Result<Figures> {
-    let baseline_path = args.data.join(BASELINE_FILE);
+fn measure(
+    engine: &Engine,
+    probe: &SyncProbe,
+    config: &AppendConfig,
+) -> Result<Figures, BenchError> {
+    let baseline_path = config.data.join(BASELINE_FILE);
     let data = event_data();
     let mut latency_us = latency_histogram();
     let mut engine_elapsed = Duration::ZERO;
     let (mut events, mut syncs, mut bytes, mut appends) = (0u64, 0u64, 0u64, 0u64);
     let mut baseline = Baseline::new();
     let mut prealloc = Baseline::new();
-    for round in 0..u64::from(args.rounds) {
-        let share = args.events / u64::from(args.rounds)
-            + u64::from(round < args.events % u64::from(args.rounds));
+    for round in 0..u64::from(config.rounds) {
+        let share = config.events / u64::from(config.rounds)
+            + u64::from(round < config.events % u64::from(config.rounds));
         let (syncs0, bytes0) = (probe.syncs(), engine.log().bytes());
         let started = Instant::now();
-        let done = run_writers(engine, args, share, &data, &mut latency_us)?;
+        let done = run_writers(engine, config, share, &data, &mut latency_us)?;
         let elapsed = started.elapsed();
         let round_syncs = probe.syncs() - syncs0;
         let round_bytes = engine.log().bytes() - bytes0;
@@ -145,10 +167,10 @@ fn measure(engine: &Engine, probe: &SyncProbe, args: &BenchAppendArgs) -> anyhow
             round_syncs,
             time_max,
         )?;
-        eprintln!(
+        tracing::info!(
             "bench append: round {}/{}: engine {:.0} events/s (batch {:.1} events), baseline {:.0} events/s, preallocated baseline {:.0} events/s",
             round + 1,
-            args.rounds,
+            config.rounds,
             done.events as f64 / elapsed.as_secs_f64(),
             batch_events,
             growing,
@@ -159,19 +181,12 @@ fn measure(engine: &Engine, probe: &SyncProbe, args: &BenchAppendArgs) -> anyhow
     let events_per_s = events as f64 / engine_elapsed.as_secs_f64();
     let baseline_events_per_s = baseline.events_per_s();
     let prealloc_events_per_s = prealloc.events_per_s();
-    let ratio = |base: f64| {
-        if base > 0.0 {
-            (events_per_s / base * 1000.0).round() / 1000.0
-        } else {
-            0.0
-        }
-    };
     Ok(Figures {
         bench: "append",
-        writers: args.writers,
-        batch: args.batch,
+        writers: config.writers,
+        batch: config.batch,
         events,
-        rounds: args.rounds,
+        rounds: config.rounds,
         elapsed_s: round2(engine_elapsed.as_secs_f64()),
         events_per_s: round2(events_per_s),
         appends_per_s: round2(appends as f64 / engine_elapsed.as_secs_f64()),
@@ -189,10 +204,10 @@ fn measure(engine: &Engine, probe: &SyncProbe, args: &BenchAppendArgs) -> anyhow
         baseline_fsync_p50_us: baseline.fsync_us.value_at_quantile(0.5),
         baseline_fsync_p99_us: baseline.fsync_us.value_at_quantile(0.99),
         baseline_fsync_mean_us: round2(baseline.fsync_us.mean()),
-        ratio: ratio(baseline_events_per_s),
+        ratio: ratio(events_per_s, baseline_events_per_s),
         prealloc_baseline_events_per_s: round2(prealloc_events_per_s),
         prealloc_baseline_fsync_mean_us: round2(prealloc.fsync_us.mean()),
-        prealloc_ratio: ratio(prealloc_events_per_s),
+        prealloc_ratio: ratio(events_per_s, prealloc_events_per_s),
     })
 }
 
@@ -202,32 +217,28 @@ struct Done {
     appends: u64,
 }
 
-/// Appends `events` events from `args.writers` concurrent writers, `args.batch` per append,
+/// Appends `events` events from `config.writers` concurrent writers, `config.batch` per append,
 /// recording each append's latency. The writers are tasks on a two-thread async runtime, as in
 /// the server, rather than 64 OS threads whose wake-ups would dominate on a 2-core machine.
 fn run_writers(
     engine: &Engine,
-    args: &BenchAppendArgs,
+    config: &AppendConfig,
     events: u64,
     data: &Bytes,
     latency_us: &mut Histogram<u64>,
-) -> anyhow::Result<Done> {
+) -> Result<Done, BenchError> {
     let event_type = EventType::new(EVENT_TYPE)?;
     let remaining = Arc::new(AtomicU64::new(events));
     let acked = Arc::new(AtomicU64::new(0));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(BENCH_RUNTIME_THREADS)
-        .enable_all()
-        .build()
-        .context("starting the writers' runtime")?;
+    let runtime = runtime("the writers")?;
     let per_writer = with_progress("bench append", events, &acked, || {
         runtime.block_on(async {
-            let tasks: Vec<_> = (0..args.writers)
+            let tasks: Vec<_> = (0..config.writers)
                 .map(|_| {
                     let (remaining, acked) = (Arc::clone(&remaining), Arc::clone(&acked));
                     let (engine, event_type, data) =
                         (engine.clone(), event_type.clone(), data.clone());
-                    let (batch, streams) = (args.batch, args.streams);
+                    let (batch, streams) = (config.batch, config.streams);
                     tokio::spawn(async move {
                         let mut hist = latency_histogram();
                         let mut appends = 0u64;
@@ -242,10 +253,7 @@ fn run_writers(
                             ))?;
                             let events = (0..n)
                                 .map(|_| NewEvent {
-                                    // A v4 id from the thread's fast generator: a getrandom
-                                    // syscall per event would load the 2 cores the engine uses.
-                                    id: uuid::Builder::from_random_bytes(rand::rng().random())
-                                        .into_uuid(),
+                                    id: random_id(),
                                     event_type: event_type.clone(),
                                     content_type: ContentType::Json,
                                     data: data.clone(),
@@ -260,16 +268,18 @@ fn run_writers(
                             appends += 1;
                             acked.fetch_add(n, Ordering::Relaxed);
                         }
-                        anyhow::Ok((hist, appends))
+                        Ok::<_, BenchError>((hist, appends))
                     })
                 })
                 .collect();
             let mut results = Vec::with_capacity(tasks.len());
             for task in tasks {
-                results.push(
-                    task.await
-                        .unwrap_or_else(|e| Err(anyhow::anyhow!("writer task failed: {e}"))),
-                );
+                results.push(task.await.unwrap_or_else(|e| {
+                    Err(BenchError::Worker {
+                        what: "a writer task",
+                        reason: e.to_string(),
+                    })
+                }));
             }
             results
         })
@@ -277,9 +287,7 @@ fn run_writers(
     let mut done = Done::default();
     for r in per_writer {
         let (hist, appends) = r?;
-        latency_us
-            .add(&hist)
-            .context("merging latency histograms")?;
+        merge(latency_us, &hist)?;
         done.appends += appends;
     }
     done.events = acked.load(Ordering::Relaxed);
@@ -311,33 +319,38 @@ impl Baseline {
         batch_events: f64,
         batches: u64,
         time_max: Duration,
-    ) -> anyhow::Result<f64> {
+    ) -> Result<f64, BenchError> {
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .write(true)
             .truncate(true)
             .open(path)
-            .context("cannot create the baseline file")?;
+            .context(|| "cannot create the baseline file".to_owned())?;
         if zeroed {
             let zeros = vec![0u8; PREALLOC_CHUNK_BYTES];
             let mut left = batch_bytes.saturating_mul(batches);
             while left > 0 {
                 let n = left.min(PREALLOC_CHUNK_BYTES as u64);
                 file.write_all(zeros.get(..n as usize).unwrap_or_default())
-                    .context("baseline preallocation")?;
+                    .context(|| "baseline preallocation".to_owned())?;
                 left -= n;
             }
-            file.sync_all().context("baseline preallocation sync")?;
-            file.seek(SeekFrom::Start(0)).context("baseline seek")?;
+            file.sync_all()
+                .context(|| "baseline preallocation sync".to_owned())?;
+            file.seek(SeekFrom::Start(0))
+                .context(|| "baseline seek".to_owned())?;
         }
-        let buf = vec![0x5a_u8; usize::try_from(batch_bytes.max(1))?];
+        let len = usize::try_from(batch_bytes.max(1))
+            .map_err(|_| BenchError::Check(format!("a batch of {batch_bytes} bytes")))?;
+        let buf = vec![0x5a_u8; len];
         let started = Instant::now();
         let mut done = 0;
         while done < batches && started.elapsed() < time_max {
-            file.write_all(&buf).context("baseline write")?;
+            file.write_all(&buf)
+                .context(|| "baseline write".to_owned())?;
             let t = Instant::now();
-            file.sync_data().context("baseline sync")?;
+            file.sync_data().context(|| "baseline sync".to_owned())?;
             self.fsync_us.saturating_record(micros(t.elapsed()));
             done += 1;
         }

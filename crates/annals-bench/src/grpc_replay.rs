@@ -1,8 +1,9 @@
 //! `annals bench grpc-replay`: one Rust client reads `$all` from the start over the KurrentDB
 //! gRPC protocol from a running `annals serve`; the baseline is an in-process `Engine::read_all`
-//! paging over a temporary store filled with as many events of the same shape. The client that
-//! reads is Annals's lean client (`annals_grpc::client`, `--client annals`, the default) or the
-//! official `kurrentdb` crate (`--client kurrentdb`); the fill always uses the latter.
+//! paging over a temporary store filled with as many events of the same shape. The client is
+//! Annals's lean client ([`crate::client`], `--client annals`, the default) or the official
+//! `kurrentdb` crate (`--client kurrentdb`, with the `kurrentdb-client` feature); the same client
+//! fills the server.
 //!
 //! The client *reads* (`Streams.Read` with a count), it does not subscribe: a read ends by itself
 //! at the count, where a catch-up subscription would need a count kept by the client and a
@@ -14,7 +15,7 @@
 //! appends of [`FILL_BATCH_EVENTS`] events (Annals positions are dense and start at 1, so the last
 //! event's position is the number of events). The two sides alternate in rounds.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,17 +23,17 @@ use std::time::{Duration, Instant};
 use annals_core::{ContentType, Direction, EventType, ExpectedRevision, NewEvent, Position};
 use annals_core::{StreamName, limits::APPEND_EVENTS_MAX};
 use annals_engine::{Durability, Engine};
-use annals_grpc::client::StreamsClient;
-use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
-use kurrentdb::{AppendToStreamOptions, Client, EventData, ReadAllOptions, StreamPosition};
 use rand::Rng;
 use serde::Serialize;
 
-use super::report::{emit, round2};
-use super::{EVENT_TYPE, event_data, take, with_progress};
-use crate::args::{BenchGrpcReplayArgs, GrpcClientArg};
-use crate::store;
+use crate::client::{ProposedEvent, StreamsClient};
+use crate::error::{BenchError, Context, ensure};
+use crate::grpc::{GrpcClient, GrpcServer, Template, lean_client};
+use crate::measure::{ratio, runtime, with_progress};
+use crate::report::{emit, round2};
+use crate::workload::{EVENT_TYPE, event_data, random_id, take};
+use crate::{official, store};
 
 /// Events per append when filling either store: large appends make the fill quick.
 const FILL_BATCH_EVENTS: u64 = 1_000;
@@ -42,16 +43,32 @@ const FILL_TASKS: usize = 4;
 const FILL_STREAMS: u32 = 1_000;
 /// Events asked for per `Engine::read_all` call by the baseline, as in `bench replay`.
 const BASELINE_PAGE_EVENTS: usize = 4_096;
-/// Worker threads of the client's async runtime.
-const BENCH_RUNTIME_THREADS: usize = 2;
 
 const _: () = assert!(FILL_BATCH_EVENTS as usize <= APPEND_EVENTS_MAX);
+
+/// The settings of `bench grpc-replay`.
+#[derive(Clone, Debug)]
+pub struct GrpcReplayConfig {
+    /// The running server.
+    pub server: GrpcServer,
+    /// The gRPC client library that reads (and fills).
+    pub client: GrpcClient,
+    /// Events to read from the start of `$all`; the server is filled up to this first.
+    pub events: u64,
+    /// gRPC and in-process alternate this many times.
+    pub rounds: u32,
+    /// Where to put the in-process baseline's temporary store (default: the system's temporary
+    /// directory).
+    pub baseline_dir: Option<PathBuf>,
+    /// Print the figures as one JSON line.
+    pub json: bool,
+}
 
 #[derive(Debug, Serialize)]
 struct Figures {
     bench: &'static str,
     server: String,
-    client: GrpcClientArg,
+    client: GrpcClient,
     events: u64,
     rounds: u32,
     /// Events this run appended to the server before reading (0 if it held enough).
@@ -65,49 +82,38 @@ struct Figures {
     ratio: f64,
 }
 
-pub(super) fn run(args: &BenchGrpcReplayArgs) -> anyhow::Result<ExitCode> {
-    if args.events == 0 || args.rounds == 0 {
-        bail!("--events and --rounds must be at least 1");
+pub(crate) fn run(config: &GrpcReplayConfig) -> Result<(), BenchError> {
+    if config.events == 0 || config.rounds == 0 {
+        return Err(BenchError::Options(
+            "--events and --rounds must be at least 1".to_owned(),
+        ));
     }
-    let url = super::client_url(&args.server);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(BENCH_RUNTIME_THREADS)
-        .enable_all()
-        .build()
-        .context("starting the client's runtime")?;
-    let client = runtime.block_on(async { super::grpc_client(&url) })?;
-    let head = runtime
-        .block_on(last_position(&client))
-        .with_context(|| format!("cannot read $all from {url}"))?;
-    let need = args.events.saturating_sub(head);
+    config.server.check(config.client)?;
+    let runtime = runtime("the client")?;
+    let reader = runtime.block_on(Reader::connect(config))?;
+    let head = runtime.block_on(reader.last_position())?;
+    let need = config.events.saturating_sub(head);
     let mut fill_events_per_s = 0.0;
     if need > 0 {
-        eprintln!("bench grpc-replay: the server holds {head} events; appending {need}");
+        tracing::info!("bench grpc-replay: the server holds {head} events; appending {need}");
         let started = Instant::now();
-        runtime.block_on(fill_grpc(&client, need))?;
+        runtime.block_on(fill_grpc(&reader, need))?;
         fill_events_per_s = need as f64 / started.elapsed().as_secs_f64();
     }
-    let baseline_dir = super::baseline_dir(args.baseline_dir.as_ref())?;
+    let baseline_dir = store::baseline_dir(config.baseline_dir.as_deref())?;
     let (engine, _) = store::open(baseline_dir.path(), Durability::None)?;
-    let result = fill_engine(&runtime, &engine, args.events).and_then(|()| {
-        let reader = match args.client {
-            GrpcClientArg::Kurrentdb => Reader::Kurrent(client.clone()),
-            GrpcClientArg::Annals => {
-                Reader::Annals(runtime.block_on(super::lean_client(&args.server))?)
-            }
-        };
-        measure(&runtime, &reader, &engine, args)
-    });
+    let result = fill_engine(&runtime, &engine, config.events)
+        .and_then(|()| measure(&runtime, &reader, &engine, config));
     engine.close();
     let (grpc, baseline) = result?;
     let events_per_s = grpc.events as f64 / grpc.elapsed.as_secs_f64();
     let baseline_events_per_s = baseline.events as f64 / baseline.elapsed.as_secs_f64();
     let figures = Figures {
         bench: "grpc-replay",
-        server: args.server.clone(),
-        client: args.client,
-        events: args.events,
-        rounds: args.rounds,
+        server: config.server.to_string(),
+        client: config.client,
+        events: config.events,
+        rounds: config.rounds,
         filled: need,
         fill_events_per_s: round2(fill_events_per_s),
         elapsed_s: round2(grpc.elapsed.as_secs_f64()),
@@ -115,10 +121,9 @@ pub(super) fn run(args: &BenchGrpcReplayArgs) -> anyhow::Result<ExitCode> {
         mb_per_s: round2(grpc.data_bytes as f64 / (1024.0 * 1024.0) / grpc.elapsed.as_secs_f64()),
         baseline_elapsed_s: round2(baseline.elapsed.as_secs_f64()),
         baseline_events_per_s: round2(baseline_events_per_s),
-        ratio: super::ratio(events_per_s, baseline_events_per_s),
+        ratio: ratio(events_per_s, baseline_events_per_s),
     };
-    emit(&figures, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    emit(&figures, config.json)
 }
 
 /// Events, data bytes and time of one side over all rounds.
@@ -129,111 +134,118 @@ struct Side {
     elapsed: Duration,
 }
 
-/// The client that reads, of either library.
-#[derive(Clone)]
+/// The client that fills and reads, of either library.
+#[derive(Clone, Debug)]
 enum Reader {
-    Annals(StreamsClient),
-    Kurrent(Client),
+    /// Boxed, as the official client is behind an `Arc`: a client is some 300 bytes.
+    Annals(Box<StreamsClient>),
+    Official(official::Client),
+}
+
+impl Reader {
+    async fn connect(config: &GrpcReplayConfig) -> Result<Self, BenchError> {
+        Ok(match config.client {
+            GrpcClient::Annals => Self::Annals(Box::new(lean_client(&config.server).await?)),
+            GrpcClient::Kurrentdb => Self::Official(official::Client::new(&config.server)?),
+        })
+    }
+
+    /// The commit position of the last event in `$all`, 0 if there is none.
+    async fn last_position(&self) -> Result<u64, BenchError> {
+        match self {
+            Self::Annals(c) => c
+                .clone()
+                .last_position()
+                .await
+                .context(|| "cannot read the end of $all".to_owned()),
+            Self::Official(c) => c.last_position().await,
+        }
+    }
+
+    /// Appends `count` benchmark events with ids of their own to `stream` in one append.
+    async fn append(
+        &self,
+        stream: &str,
+        template: &Template,
+        count: u64,
+    ) -> Result<(), BenchError> {
+        match self {
+            Self::Annals(c) => {
+                let events = (0..count)
+                    .map(|_| ProposedEvent {
+                        id: random_id(),
+                        ..template.annals.clone()
+                    })
+                    .collect();
+                c.clone()
+                    .append(stream, ExpectedRevision::Any, events)
+                    .await
+                    .map(|_| ())
+                    .context(|| format!("filling: append to {stream} failed"))
+            }
+            Self::Official(c) => c.append(stream, &template.official, count).await,
+        }
+    }
+
+    /// Reads the first `events` events of `$all`; returns the events read and the sum of their
+    /// data sizes.
+    async fn read_all(&self, events: u64) -> Result<(u64, u64), BenchError> {
+        match self {
+            Self::Annals(c) => read_lean(&mut StreamsClient::clone(c), events)
+                .await
+                .context(|| "reading $all failed".to_owned()),
+            Self::Official(c) => c.read_all(events).await,
+        }
+    }
 }
 
 fn measure(
     runtime: &tokio::runtime::Runtime,
     reader: &Reader,
     engine: &Engine,
-    args: &BenchGrpcReplayArgs,
-) -> anyhow::Result<(Side, Side)> {
+    config: &GrpcReplayConfig,
+) -> Result<(Side, Side), BenchError> {
     let (mut grpc, mut baseline) = (Side::default(), Side::default());
-    for round in 0..args.rounds {
+    for round in 0..config.rounds {
         let started = Instant::now();
-        let (events, bytes) = match reader {
-            Reader::Kurrent(client) => runtime.block_on(read_grpc(client, args.events))?,
-            Reader::Annals(client) => {
-                runtime.block_on(read_grpc_lean(&mut client.clone(), args.events))?
-            }
-        };
+        let (events, bytes) = runtime.block_on(reader.read_all(config.events))?;
         let grpc_elapsed = started.elapsed();
-        ensure!(
-            events == args.events,
-            "read {events} events of $all over gRPC, not {}: some of the server's events are hidden (deleted streams?); use a fresh server",
-            args.events
-        );
+        ensure(events == config.events, || {
+            format!(
+                "read {events} events of $all over gRPC, not {}: some of the server's events \
+                 are hidden (deleted streams?); use a fresh server",
+                config.events
+            )
+        })?;
         grpc.events += events;
         grpc.data_bytes += bytes;
         grpc.elapsed += grpc_elapsed;
         let started = Instant::now();
-        let (events, bytes) = read_engine(engine, args.events)?;
+        let (events, bytes) = read_engine(engine, config.events)?;
         let baseline_elapsed = started.elapsed();
-        ensure!(events == args.events, "the baseline read {events} events");
+        ensure(events == config.events, || {
+            format!("the baseline read {events} events")
+        })?;
         baseline.events += events;
         baseline.data_bytes += bytes;
         baseline.elapsed += baseline_elapsed;
-        eprintln!(
+        tracing::info!(
             "bench grpc-replay: round {}/{}: gRPC {:.0} events/s, in-process {:.0} events/s",
             round + 1,
-            args.rounds,
-            args.events as f64 / grpc_elapsed.as_secs_f64(),
-            args.events as f64 / baseline_elapsed.as_secs_f64(),
+            config.rounds,
+            config.events as f64 / grpc_elapsed.as_secs_f64(),
+            config.events as f64 / baseline_elapsed.as_secs_f64(),
         );
     }
     Ok((grpc, baseline))
 }
 
-/// The commit position of the last event in `$all`, 0 if there is none.
-async fn last_position(client: &Client) -> anyhow::Result<u64> {
-    let options = ReadAllOptions::default()
-        .backwards()
-        .position(StreamPosition::End)
-        .max_count(1);
-    let mut read = client.read_all(&options).await?;
-    Ok(read
-        .next()
-        .await?
-        .map_or(0, |e| e.get_original_event().position.commit))
-}
-
-/// Reads the first `events` events of `$all` over gRPC; returns the events read and the sum of
-/// their data sizes.
-async fn read_grpc(client: &Client, events: u64) -> anyhow::Result<(u64, u64)> {
-    let (mut read, mut bytes) = (0u64, 0u64);
-    let mut last: Option<u64> = None;
-    while read < events {
-        let position = match last {
-            None => StreamPosition::Start,
-            Some(p) => StreamPosition::Position(kurrentdb::Position {
-                commit: p,
-                prepare: p,
-            }),
-        };
-        // One more than needed after the first read: it starts with the last event seen.
-        let count = events - read + u64::from(last.is_some());
-        let options = ReadAllOptions::default()
-            .forwards()
-            .position(position)
-            .max_count(usize::try_from(count).unwrap_or(usize::MAX));
-        let mut stream = client.read_all(&options).await?;
-        let mut got = 0u64;
-        while let Some(e) = stream.next().await? {
-            let e = e.get_original_event();
-            if last.is_some_and(|l| e.position.commit <= l) {
-                continue;
-            }
-            last = Some(e.position.commit);
-            read += 1;
-            got += 1;
-            bytes += std::hint::black_box(e.data.len()) as u64;
-            if read == events {
-                break;
-            }
-        }
-        if got == 0 {
-            break;
-        }
-    }
-    Ok((read, bytes))
-}
-
-/// [`read_grpc`] with Annals's lean client.
-async fn read_grpc_lean(client: &mut StreamsClient, events: u64) -> anyhow::Result<(u64, u64)> {
+/// Reads the first `events` events of `$all` with Annals's lean client, as
+/// `official::Client::read_all` does with the official one.
+async fn read_lean(
+    client: &mut StreamsClient,
+    events: u64,
+) -> Result<(u64, u64), crate::client::ClientError> {
     let (mut read, mut bytes) = (0u64, 0u64);
     let mut last: Option<u64> = None;
     while read < events {
@@ -262,7 +274,7 @@ async fn read_grpc_lean(client: &mut StreamsClient, events: u64) -> anyhow::Resu
 
 /// Reads the first `events` events of `$all` through `Engine::read_all`; returns the events read
 /// and the sum of their data sizes.
-fn read_engine(engine: &Engine, events: u64) -> anyhow::Result<(u64, u64)> {
+fn read_engine(engine: &Engine, events: u64) -> Result<(u64, u64), BenchError> {
     let (mut read, mut bytes) = (0u64, 0u64);
     let mut from = Position(1);
     while read < events {
@@ -284,39 +296,45 @@ fn read_engine(engine: &Engine, events: u64) -> anyhow::Result<(u64, u64)> {
 
 /// Appends `events` benchmark events over gRPC, [`FILL_BATCH_EVENTS`] per append, from
 /// [`FILL_TASKS`] concurrent tasks sharing the client's connection.
-async fn fill_grpc(client: &Client, events: u64) -> anyhow::Result<()> {
-    let json: serde_json::Value = serde_json::from_slice(&event_data())?;
-    let template = EventData::json(EVENT_TYPE, &json)?;
+async fn fill_grpc(reader: &Reader, events: u64) -> Result<(), BenchError> {
+    let template = Arc::new(Template::new()?);
     let run: u32 = rand::rng().random();
     let remaining = Arc::new(AtomicU64::new(events));
     let tasks: Vec<_> = (0..FILL_TASKS)
         .map(|_| {
-            let (client, template, remaining) =
-                (client.clone(), template.clone(), Arc::clone(&remaining));
+            let (reader, template, remaining) = (
+                reader.clone(),
+                Arc::clone(&template),
+                Arc::clone(&remaining),
+            );
             tokio::spawn(async move {
-                let options = AppendToStreamOptions::default();
                 loop {
                     let n = take(&remaining, FILL_BATCH_EVENTS);
                     if n == 0 {
-                        return anyhow::Ok(());
+                        return Ok(());
                     }
                     let stream = format!(
                         "grpc-fill-{run:08x}-{}",
                         rand::rng().random_range(0..FILL_STREAMS)
                     );
-                    let batch: Vec<EventData> = (0..n)
-                        .map(|_| template.clone().id(uuid::Uuid::new_v4()))
-                        .collect();
-                    client
-                        .append_to_stream(stream.as_str(), &options, batch)
-                        .await
-                        .with_context(|| format!("filling: append to {stream} failed"))?;
+                    reader.append(&stream, &template, n).await?;
                 }
             })
         })
         .collect();
+    join(tasks, "a fill task").await
+}
+
+/// Waits for every task; the first error wins.
+async fn join(
+    tasks: Vec<tokio::task::JoinHandle<Result<(), BenchError>>>,
+    what: &'static str,
+) -> Result<(), BenchError> {
     for task in tasks {
-        task.await.context("fill task failed")??;
+        task.await.map_err(|e| BenchError::Worker {
+            what,
+            reason: e.to_string(),
+        })??;
     }
     Ok(())
 }
@@ -327,7 +345,7 @@ fn fill_engine(
     runtime: &tokio::runtime::Runtime,
     engine: &Engine,
     events: u64,
-) -> anyhow::Result<()> {
+) -> Result<(), BenchError> {
     let remaining = Arc::new(AtomicU64::new(events));
     let done = Arc::new(AtomicU64::new(0));
     with_progress(
@@ -345,10 +363,7 @@ fn fill_engine(
                         )
                     })
                     .collect();
-                for task in tasks {
-                    task.await.context("fill task failed")??;
-                }
-                anyhow::Ok(())
+                join(tasks, "a fill task").await
             })
         },
     )
@@ -359,7 +374,7 @@ async fn fill_engine_task(
     engine: &Engine,
     remaining: &AtomicU64,
     done: &AtomicU64,
-) -> anyhow::Result<()> {
+) -> Result<(), BenchError> {
     let event_type = EventType::new(EVENT_TYPE)?;
     let data = event_data();
     loop {

@@ -14,7 +14,7 @@ use tonic_prost::ProstEncoder;
 use uuid::Uuid;
 
 use crate::client::{RecordedEvent, Text};
-use crate::proto::streams::{ReadReq, ReadResp};
+use annals_proto::streams::{ReadReq, ReadResp};
 
 /// One answer of a read.
 #[derive(Debug)]
@@ -309,8 +309,8 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::proto::shared;
-    use crate::proto::streams::read_resp::{self, ReadEvent, read_event};
+    use annals_proto::shared;
+    use annals_proto::streams::read_resp::{self, ReadEvent, read_event};
 
     fn resp(id: shared::uuid::Value, metadata: &[(&str, &str)], data: &[u8]) -> ReadResp {
         ReadResp {

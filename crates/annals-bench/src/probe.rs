@@ -12,44 +12,44 @@ use annals_log::{FileStorage, Storage, StorageFile};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
-use super::{latency_histogram, micros};
+use crate::measure::{latency_histogram, micros};
 
 /// Suffix of log segment files; syncs of other files (the index) are not group commits.
 const SEGMENT_SUFFIX: &str = ".seg";
 
 /// Segment syncs seen so far and their latencies.
 #[derive(Debug)]
-pub(super) struct SyncProbe {
+pub(crate) struct SyncProbe {
     syncs: AtomicU64,
     latency_us: Mutex<Histogram<u64>>,
 }
 
 impl SyncProbe {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             syncs: AtomicU64::new(0),
             latency_us: Mutex::new(latency_histogram()),
         }
     }
 
-    pub(super) fn syncs(&self) -> u64 {
+    pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    pub(super) fn latency_us(&self) -> Histogram<u64> {
+    pub(crate) fn latency_us(&self) -> Histogram<u64> {
         self.latency_us.lock().clone()
     }
 }
 
 /// [`FileStorage`] with its segment files' syncs observed by a [`SyncProbe`].
 #[derive(Debug)]
-pub(super) struct ProbedStorage {
+pub(crate) struct ProbedStorage {
     inner: FileStorage,
     probe: Arc<SyncProbe>,
 }
 
 impl ProbedStorage {
-    pub(super) fn open(dir: &Path, probe: Arc<SyncProbe>) -> io::Result<Self> {
+    pub(crate) fn open(dir: &Path, probe: Arc<SyncProbe>) -> io::Result<Self> {
         Ok(Self {
             inner: FileStorage::open(dir)?,
             probe,

@@ -6,6 +6,7 @@
 //! The store under `--data` is filled up to N `OrderPlaced` events first (kept between runs).
 //! Each run registers a projection with a fresh name and drops its tables at the end.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,14 +15,14 @@ use annals_engine::{Durability, Engine, EngineConfig};
 use annals_projections::{
     PostgresTarget, ProjectionSpec, Projections, SqliteTarget, Target, parse_definitions,
 };
-use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::report::{emit, round2};
-use super::{latency_histogram, micros};
-use crate::args::{BenchProjectArgs, ProjectTargetArg};
+use crate::error::{BenchError, Context};
+use crate::measure::{latency_histogram, micros};
+use crate::report::{emit, round2};
+use crate::store::log_open_report;
 
 /// Events per append while filling the store.
 const FILL_BATCH_EVENTS: u64 = 500;
@@ -33,6 +34,30 @@ const REBUILD_TIMEOUT: Duration = Duration::from_secs(1_800);
 const LIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The Postgres database used when no `--target-url` is given.
 const POSTGRES_URL_DEFAULT: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+/// Which database `bench project` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectTarget {
+    Sqlite,
+    Postgres,
+}
+
+/// The settings of `bench project`.
+#[derive(Clone, Debug)]
+pub struct ProjectConfig {
+    pub target: ProjectTarget,
+    /// Postgres connection (URL or key=value); default: the `test` database on 127.0.0.1:5432.
+    pub target_url: Option<String>,
+    /// Store directory; filled with `OrderPlaced` events up to `events` first.
+    pub data: PathBuf,
+    pub events: u64,
+    /// Partitions the projection runs in parallel.
+    pub partitions: u32,
+    /// Single appends timed from append to row committed in the view.
+    pub live_appends: u64,
+    /// Print the figures as one JSON line.
+    pub json: bool,
+}
 
 #[derive(Serialize)]
 struct Figures {
@@ -59,37 +84,44 @@ struct Row {
     total: i64,
 }
 
-pub(super) fn run(args: &BenchProjectArgs) -> anyhow::Result<std::process::ExitCode> {
-    if args.events == 0 {
-        bail!("--events must be at least 1");
+pub(crate) fn run(config: &ProjectConfig) -> Result<(), BenchError> {
+    if config.events == 0 {
+        return Err(BenchError::Options(
+            "--events must be at least 1".to_owned(),
+        ));
     }
-    let (engine, _) = Engine::open_dir(
-        &args.data,
+    let (engine, report) = Engine::open_dir(
+        &config.data,
         EngineConfig {
             durability: Durability::Fsync,
             ..EngineConfig::default()
         },
     )
-    .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
-    fill(&engine, args.events)?;
-    let url = match args.target {
-        ProjectTargetArg::Sqlite => None,
-        ProjectTargetArg::Postgres => Some(
-            args.target_url
+    .map_err(|source| BenchError::OpenStore {
+        dir: config.data.clone(),
+        source,
+    })?;
+    log_open_report(&config.data, &report);
+    fill(&engine, config.events)?;
+    let url = match config.target {
+        ProjectTarget::Sqlite => None,
+        ProjectTarget::Postgres => Some(
+            config
+                .target_url
                 .clone()
                 .unwrap_or_else(|| POSTGRES_URL_DEFAULT.to_owned()),
         ),
     };
-    let scratch = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let scratch = tempfile::tempdir().context(|| "cannot make a temporary directory".to_owned())?;
     let sqlite_path = scratch.path().join("view.sqlite3");
-    let open = || -> anyhow::Result<Box<dyn Target>> {
+    let open = || -> Result<Box<dyn Target>, BenchError> {
         Ok(match &url {
             None => Box::new(SqliteTarget::open(&sqlite_path)?),
             Some(u) => Box::new(PostgresTarget::connect(u)?),
         })
     };
     let name = format!("bench_{}", std::process::id());
-    let spec = spec(&name, args.partitions)?;
+    let spec = spec(&name, config.partitions)?;
 
     // Baseline first: the same rows, read from the log beforehand, inserted in bulk. The
     // projection reads the whole store (earlier runs' live appends included), so the baseline
@@ -108,18 +140,24 @@ pub(super) fn run(args: &BenchProjectArgs) -> anyhow::Result<std::process::ExitC
     projections.register(spec, open()?)?;
     projections
         .wait_for(&name, head, REBUILD_TIMEOUT)
-        .map_err(|e| anyhow::anyhow!("the rebuild did not finish: {e}"))?;
+        .map_err(|source| BenchError::Wait {
+            context: "the rebuild did not finish",
+            source,
+        })?;
     let rebuild = started.elapsed();
     tracing::info!(seconds = rebuild.as_secs_f64(), "rebuild done");
 
     let mut hist = latency_histogram();
     let stream = StreamName::new(format!("order-live{}", std::process::id()))?;
-    for i in 0..args.live_appends {
+    for i in 0..config.live_appends {
         let t = Instant::now();
         let r = engine.append(&stream, ExpectedRevision::Any, vec![event(i)])?;
         projections
             .wait_for(&name, r.position, LIVE_TIMEOUT)
-            .map_err(|e| anyhow::anyhow!("a live append did not show: {e}"))?;
+            .map_err(|source| BenchError::Wait {
+                context: "a live append did not show",
+                source,
+            })?;
         let _ = hist.record(micros(t.elapsed()));
     }
     projections.reset(&name).ok();
@@ -134,20 +172,19 @@ pub(super) fn run(args: &BenchProjectArgs) -> anyhow::Result<std::process::ExitC
         &Figures {
             target: if url.is_some() { "postgres" } else { "sqlite" },
             events: counted,
-            partitions: args.partitions,
+            partitions: config.partitions,
             events_per_s: eps.round(),
             baseline_events_per_s: base_eps.round(),
             ratio: round2(eps / base_eps),
             rebuild_s: round2(rebuild.as_secs_f64()),
             baseline_s: round2(baseline.as_secs_f64()),
-            live_appends: args.live_appends,
+            live_appends: config.live_appends,
             live_p50_ms: ms(0.5),
             live_p99_ms: ms(0.99),
             live_max_ms: round2(hist.max() as f64 / 1000.0),
         },
-        args.json,
-    )?;
-    Ok(std::process::ExitCode::SUCCESS)
+        config.json,
+    )
 }
 
 fn definition_text(name: &str, partitions: u32) -> String {
@@ -168,11 +205,11 @@ params = ["data.id", "stream", "revision", "data.customer", "data.total"]
     )
 }
 
-fn spec(name: &str, partitions: u32) -> anyhow::Result<ProjectionSpec> {
+fn spec(name: &str, partitions: u32) -> Result<ProjectionSpec, BenchError> {
     let mut defs = parse_definitions(&definition_text(name, partitions))?;
     defs.pop()
         .map(|d| d.spec)
-        .context("the bench definition holds no projection")
+        .ok_or_else(|| BenchError::Check("the bench definition holds no projection".to_owned()))
 }
 
 fn event(i: u64) -> NewEvent {
@@ -191,7 +228,7 @@ fn event(i: u64) -> NewEvent {
 }
 
 /// Appends `OrderPlaced` events until the store holds `events`.
-fn fill(engine: &Engine, events: u64) -> anyhow::Result<()> {
+fn fill(engine: &Engine, events: u64) -> Result<(), BenchError> {
     let mut have = engine.head().0;
     let mut i = have;
     while have < events {
@@ -206,7 +243,7 @@ fn fill(engine: &Engine, events: u64) -> anyhow::Result<()> {
 }
 
 /// The view rows of the first `events` events, read from the log.
-fn rows_of(engine: &Engine, events: u64) -> anyhow::Result<Vec<Row>> {
+fn rows_of(engine: &Engine, events: u64) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::with_capacity(usize::try_from(events).unwrap_or(0));
     let mut from = Position(1);
     while (rows.len() as u64) < events {
@@ -232,7 +269,7 @@ fn rows_of(engine: &Engine, events: u64) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn baseline_sqlite(path: &std::path::Path, rows: &[Row]) -> anyhow::Result<Duration> {
+fn baseline_sqlite(path: &std::path::Path, rows: &[Row]) -> Result<Duration, BenchError> {
     let mut db = rusqlite::Connection::open(path)?;
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
@@ -259,9 +296,8 @@ fn baseline_sqlite(path: &std::path::Path, rows: &[Row]) -> anyhow::Result<Durat
     Ok(started.elapsed())
 }
 
-fn baseline_postgres(url: &str, table: &str, rows: &[Row]) -> anyhow::Result<Duration> {
-    let mut db = postgres::Client::connect(url, postgres::NoTls)
-        .with_context(|| "cannot connect to the Postgres target")?;
+fn baseline_postgres(url: &str, table: &str, rows: &[Row]) -> Result<Duration, BenchError> {
+    let mut db = postgres::Client::connect(url, postgres::NoTls)?;
     db.batch_execute(&format!(
         "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id TEXT PRIMARY KEY, stream TEXT NOT NULL, revision BIGINT NOT NULL, customer TEXT NOT NULL, total BIGINT NOT NULL)"
     ))?;

@@ -2,7 +2,7 @@
 //! reports the latency of each read and the reads per second. Streams are filled first where they
 //! hold fewer than 100 events (no fsync: the fill is not what is measured).
 
-use std::process::ExitCode;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -11,20 +11,33 @@ use annals_core::{
     StreamName,
 };
 use annals_engine::{Durability, Engine};
-use anyhow::{bail, ensure};
 use bytes::Bytes;
 use rand::Rng;
 use serde::Serialize;
 
-use super::report::{emit, round2};
-use super::{EVENT_TYPE, event_data, latency_histogram, micros, with_progress};
-use crate::args::BenchReadStreamArgs;
+use crate::error::{BenchError, ensure};
+use crate::measure::{latency_histogram, micros, with_progress};
+use crate::report::{emit, round2};
 use crate::store;
+use crate::workload::{EVENT_TYPE, event_data};
 
 /// Events in every stream this bench reads.
 const STREAM_EVENTS: u64 = 100;
 /// Threads filling streams.
 const FILL_WRITERS: u32 = 4;
+
+/// The settings of `bench read-stream`.
+#[derive(Clone, Debug)]
+pub struct ReadStreamConfig {
+    /// Store directory (created if missing); its streams are filled first where short.
+    pub data: PathBuf,
+    /// Streams of 100 events each to read from.
+    pub streams: u32,
+    /// Stream reads to time.
+    pub reads: u64,
+    /// Print the figures as one JSON line.
+    pub json: bool,
+}
 
 #[derive(Debug, Serialize)]
 struct Figures {
@@ -40,23 +53,24 @@ struct Figures {
     max_us: u64,
 }
 
-pub(super) fn run(args: &BenchReadStreamArgs) -> anyhow::Result<ExitCode> {
-    if args.streams == 0 || args.reads == 0 {
-        bail!("--streams and --reads must be at least 1");
+pub(crate) fn run(config: &ReadStreamConfig) -> Result<(), BenchError> {
+    if config.streams == 0 || config.reads == 0 {
+        return Err(BenchError::Options(
+            "--streams and --reads must be at least 1".to_owned(),
+        ));
     }
-    let (engine, _) = store::open(&args.data, Durability::None)?;
-    let result = fill(&engine, args.streams).and_then(|()| measure(&engine, args));
+    let (engine, _) = store::open(&config.data, Durability::None)?;
+    let result = fill(&engine, config.streams).and_then(|()| measure(&engine, config));
     engine.close();
-    emit(&result?, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    emit(&result?, config.json)
 }
 
-fn stream_name(i: u32) -> anyhow::Result<StreamName> {
+fn stream_name(i: u64) -> Result<StreamName, BenchError> {
     Ok(StreamName::new(format!("rs-{i}"))?)
 }
 
 /// Tops every stream `rs-0` .. `rs-{streams-1}` up to [`STREAM_EVENTS`] events.
-fn fill(engine: &Engine, streams: u32) -> anyhow::Result<()> {
+fn fill(engine: &Engine, streams: u32) -> Result<(), BenchError> {
     let event_type = EventType::new(EVENT_TYPE)?;
     let data = event_data();
     let next = AtomicU64::new(0);
@@ -66,21 +80,25 @@ fn fill(engine: &Engine, streams: u32) -> anyhow::Result<()> {
             let handles: Vec<_> = (0..FILL_WRITERS)
                 .map(|_| {
                     let (next, done, event_type, data) = (&next, &done, &event_type, &data);
-                    s.spawn(move || -> anyhow::Result<()> {
+                    s.spawn(move || -> Result<(), BenchError> {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             if i >= u64::from(streams) {
                                 return Ok(());
                             }
-                            top_up(engine, &stream_name(u32::try_from(i)?)?, event_type, data)?;
+                            top_up(engine, &stream_name(i)?, event_type, data)?;
                             done.fetch_add(1, Ordering::Relaxed);
                         }
                     })
                 })
                 .collect();
             handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("fill thread panicked")))
+                h.join().unwrap_or_else(|_| {
+                    Err(BenchError::Worker {
+                        what: "a fill thread",
+                        reason: "it panicked".to_owned(),
+                    })
+                })
             })
         })
     })
@@ -92,7 +110,7 @@ fn top_up(
     stream: &StreamName,
     event_type: &EventType,
     data: &Bytes,
-) -> anyhow::Result<()> {
+) -> Result<(), BenchError> {
     let held = match engine.read_stream(stream, Revision::END, Direction::Backwards, 1) {
         Ok(events) => events.first().map_or(0, |e| e.revision.0 + 1),
         Err(e) if matches!(e.domain(), Some(DomainError::StreamNotFound { .. })) => 0,
@@ -118,14 +136,14 @@ fn top_up(
     Ok(())
 }
 
-fn measure(engine: &Engine, args: &BenchReadStreamArgs) -> anyhow::Result<Figures> {
+fn measure(engine: &Engine, config: &ReadStreamConfig) -> Result<Figures, BenchError> {
     let mut rng = rand::rng();
     let mut latency_us = latency_histogram();
     let done = AtomicU64::new(0);
     let started = Instant::now();
-    with_progress("bench read-stream", args.reads, &done, || {
-        for _ in 0..args.reads {
-            let stream = stream_name(rng.random_range(0..args.streams))?;
+    with_progress("bench read-stream", config.reads, &done, || {
+        for _ in 0..config.reads {
+            let stream = stream_name(u64::from(rng.random_range(0..config.streams)))?;
             let t = Instant::now();
             let events = engine.read_stream(
                 &stream,
@@ -134,21 +152,22 @@ fn measure(engine: &Engine, args: &BenchReadStreamArgs) -> anyhow::Result<Figure
                 STREAM_EVENTS as usize,
             )?;
             latency_us.saturating_record(micros(t.elapsed()));
-            ensure!(
-                events.len() as u64 == STREAM_EVENTS,
-                "{stream} has {} events, expected {STREAM_EVENTS}",
-                events.len()
-            );
+            ensure(events.len() as u64 == STREAM_EVENTS, || {
+                format!(
+                    "{stream} has {} events, expected {STREAM_EVENTS}",
+                    events.len()
+                )
+            })?;
             done.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        Ok::<_, BenchError>(())
     })?;
     let elapsed = started.elapsed().as_secs_f64();
-    let reads_per_s = args.reads as f64 / elapsed;
+    let reads_per_s = config.reads as f64 / elapsed;
     Ok(Figures {
         bench: "read-stream",
-        streams: args.streams,
-        reads: args.reads,
+        streams: config.streams,
+        reads: config.reads,
         elapsed_s: round2(elapsed),
         reads_per_s: round2(reads_per_s),
         events_per_s: round2(reads_per_s * STREAM_EVENTS as f64),

@@ -1,0 +1,74 @@
+//! Annals's load generator: measurements of the engine, its gRPC protocol and its projections,
+//! each beside a baseline of the same machine taken in the same run (the disk's fsync speed drifts
+//! by 10x within minutes, so a figure without its own baseline says little).
+//!
+//! [`run`] runs one [`Bench`], described by a plain config struct; the `annals bench` command
+//! parses its options into one. Latencies go into HDR histograms; progress is logged through
+//! `tracing` (target `annals_bench`); the figures go to stdout, as pretty JSON or, with `json`
+//! set, as exactly one JSON line at the end.
+//!
+//! [`client`] is the lean gRPC client the gRPC benches load a server with. The official Rust
+//! `kurrentdb` client (`GrpcClient::Kurrentdb`) is compiled in only with the `kurrentdb-client`
+//! feature; without it, asking for it is [`BenchError::OfficialClientNotBuilt`].
+
+mod append;
+pub mod client;
+mod error;
+mod grpc;
+mod grpc_append;
+mod grpc_replay;
+mod measure;
+#[cfg_attr(feature = "kurrentdb-client", path = "official.rs")]
+#[cfg_attr(not(feature = "kurrentdb-client"), path = "official_absent.rs")]
+mod official;
+mod probe;
+mod project;
+mod read_stream;
+mod replay;
+mod report;
+mod store;
+mod workload;
+
+pub use append::AppendConfig;
+pub use error::BenchError;
+pub use grpc::{GrpcClient, GrpcServer};
+pub use grpc_append::{GrpcAppendConfig, GrpcAppendRpc};
+pub use grpc_replay::GrpcReplayConfig;
+pub use project::{ProjectConfig, ProjectTarget};
+pub use read_stream::ReadStreamConfig;
+pub use replay::{FillConfig, ReplayConfig};
+
+/// One benchmark and its settings.
+#[derive(Clone, Debug)]
+pub enum Bench {
+    /// Concurrent durable appends against a plain write+fdatasync loop of the same batches.
+    Append(AppendConfig),
+    /// Reading all of `$all` against a plain sequential read of the segment files.
+    Replay(ReplayConfig),
+    /// Random whole 100-event stream reads.
+    ReadStream(ReadStreamConfig),
+    /// Filling a store with events quickly (no fsync), up to a total; what `Replay` runs first.
+    Fill(FillConfig),
+    /// Concurrent single-event appends over gRPC to a running server, against the same workload
+    /// in-process on a temporary store.
+    GrpcAppend(GrpcAppendConfig),
+    /// Reading `$all` over gRPC from a running server, against an in-process read of as many
+    /// events from a temporary store.
+    GrpcReplay(GrpcReplayConfig),
+    /// Rebuilding a declarative projection into SQLite or Postgres view rows, against the same
+    /// database's bulk insert of the same rows; then live append-to-row latency.
+    Project(ProjectConfig),
+}
+
+/// Runs `bench` and prints its figures on stdout.
+pub fn run(bench: &Bench) -> Result<(), BenchError> {
+    match bench {
+        Bench::Append(c) => append::run(c),
+        Bench::Replay(c) => replay::run(c),
+        Bench::ReadStream(c) => read_stream::run(c),
+        Bench::Fill(c) => replay::fill(c),
+        Bench::GrpcAppend(c) => grpc_append::run(c),
+        Bench::GrpcReplay(c) => grpc_replay::run(c),
+        Bench::Project(c) => project::run(c),
+    }
+}
