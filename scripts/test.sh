@@ -36,4 +36,6 @@ export RUSTC_WORKSPACE_WRAPPER="$clippy_driver"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # A clean build gains nothing from incremental compilation's bookkeeping.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-cargo test --workspace --locked
+# The benches' official-client mode (`--features kurrentdb-client`, off in the shipped binary) is
+# built and tested too, so no case is dropped.
+cargo test --workspace --locked --features annals-cli/kurrentdb-client
