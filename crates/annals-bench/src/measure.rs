@@ -12,7 +12,7 @@ use crate::error::{BenchError, Context};
 /// Longest latency the histograms hold, in microseconds; longer ones are clamped to it.
 const LATENCY_US_MAX: u64 = 60_000_000;
 /// How often long runs log progress.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+const BENCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// Worker threads of the benches' async runtimes: one per core of the machine the targets are
 /// set for. Many writers are tasks on these rather than OS threads, whose wake-ups would dominate
 /// on 2 cores.
@@ -77,7 +77,7 @@ pub(crate) fn with_progress<T>(
             let mut last = started;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
-                if last.elapsed() >= PROGRESS_INTERVAL {
+                if last.elapsed() >= BENCH_PROGRESS_INTERVAL {
                     last = Instant::now();
                     let n = done.load(Ordering::Relaxed);
                     let secs = started.elapsed().as_secs_f64();

@@ -22,7 +22,7 @@ use crate::store;
 use crate::workload::{EVENT_TYPE, event_data};
 
 /// Events in every stream this bench reads.
-const STREAM_EVENTS: u64 = 100;
+const EVENTS_PER_STREAM: u64 = 100;
 /// Threads filling streams.
 const FILL_WRITERS: u32 = 4;
 
@@ -69,7 +69,7 @@ fn stream_name(i: u64) -> Result<StreamName, BenchError> {
     Ok(StreamName::new(format!("rs-{i}"))?)
 }
 
-/// Tops every stream `rs-0` .. `rs-{streams-1}` up to [`STREAM_EVENTS`] events.
+/// Tops every stream `rs-0` .. `rs-{streams-1}` up to [`EVENTS_PER_STREAM`] events.
 fn fill(engine: &Engine, streams: u32) -> Result<(), BenchError> {
     let event_type = EventType::new(EVENT_TYPE)?;
     let data = event_data();
@@ -104,7 +104,7 @@ fn fill(engine: &Engine, streams: u32) -> Result<(), BenchError> {
     })
 }
 
-/// Appends to `stream` what it lacks of [`STREAM_EVENTS`] events.
+/// Appends to `stream` what it lacks of [`EVENTS_PER_STREAM`] events.
 fn top_up(
     engine: &Engine,
     stream: &StreamName,
@@ -116,14 +116,14 @@ fn top_up(
         Err(e) if matches!(e.domain(), Some(DomainError::StreamNotFound { .. })) => 0,
         Err(e) => return Err(e.into()),
     };
-    if held >= STREAM_EVENTS {
+    if held >= EVENTS_PER_STREAM {
         return Ok(());
     }
     let expected = match held {
         0 => ExpectedRevision::NoStream,
         n => ExpectedRevision::Exact(n - 1),
     };
-    let events = (held..STREAM_EVENTS)
+    let events = (held..EVENTS_PER_STREAM)
         .map(|_| NewEvent {
             id: uuid::Uuid::new_v4(),
             event_type: event_type.clone(),
@@ -149,12 +149,12 @@ fn measure(engine: &Engine, config: &ReadStreamConfig) -> Result<Figures, BenchE
                 &stream,
                 Revision(0),
                 Direction::Forwards,
-                STREAM_EVENTS as usize,
+                EVENTS_PER_STREAM as usize,
             )?;
             latency_us.saturating_record(micros(t.elapsed()));
-            ensure(events.len() as u64 == STREAM_EVENTS, || {
+            ensure(events.len() as u64 == EVENTS_PER_STREAM, || {
                 format!(
-                    "{stream} has {} events, expected {STREAM_EVENTS}",
+                    "{stream} has {} events, expected {EVENTS_PER_STREAM}",
                     events.len()
                 )
             })?;
@@ -170,7 +170,7 @@ fn measure(engine: &Engine, config: &ReadStreamConfig) -> Result<Figures, BenchE
         reads: config.reads,
         elapsed_s: round2(elapsed),
         reads_per_s: round2(reads_per_s),
-        events_per_s: round2(reads_per_s * STREAM_EVENTS as f64),
+        events_per_s: round2(reads_per_s * EVENTS_PER_STREAM as f64),
         p50_us: latency_us.value_at_quantile(0.5),
         p99_us: latency_us.value_at_quantile(0.99),
         p999_us: latency_us.value_at_quantile(0.999),

@@ -11,7 +11,7 @@ use crate::args::CheckArgs;
 use crate::{output, store};
 
 /// Least time between two progress lines on stderr.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+const CHECK_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let config = EngineConfig {
@@ -30,7 +30,7 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut last = started;
     let result = engine.check(|events| {
-        if last.elapsed() >= PROGRESS_INTERVAL {
+        if last.elapsed() >= CHECK_PROGRESS_INTERVAL {
             last = Instant::now();
             eprintln!(
                 "check: {events} events checked ({:.1} s)",

@@ -165,25 +165,11 @@ fn decimal(value: i64, buf: &mut [u8; 20]) -> &[u8] {
 /// position), encoded into `buf` exactly as prost encodes `ReadResp { content:
 /// Event(recorded_event(e, structured)) }`.
 pub(crate) fn encode_read_event(e: &EventRecord, structured: bool, buf: &mut impl BufMut) {
-    // Field numbers, from streams.proto and shared.proto.
-    const RESP_EVENT: u32 = 1;
-    const READ_EVENT_EVENT: u32 = 1;
-    const READ_EVENT_COMMIT_POSITION: u32 = 3;
-    const ID: u32 = 1;
-    const STREAM: u32 = 2;
-    const REVISION: u32 = 3;
-    const PREPARE: u32 = 4;
-    const COMMIT: u32 = 5;
-    const METADATA: u32 = 6;
-    const CUSTOM_METADATA: u32 = 7;
-    const DATA: u32 = 8;
-    const UUID_STRUCTURED: u32 = 1;
-    const UUID_STRING: u32 = 2;
-    const UUID_MSB: u32 = 1;
-    const UUID_LSB: u32 = 2;
-    const STREAM_NAME: u32 = 3;
-    const MAP_KEY: u32 = 1;
-    const MAP_VALUE: u32 = 2;
+    use annals_proto::read_fields::{
+        COMMIT, CUSTOM_METADATA, DATA, ID, MAP_KEY, MAP_VALUE, METADATA, PREPARE,
+        READ_EVENT_COMMIT_POSITION, READ_EVENT_EVENT, RESP_EVENT, REVISION, STREAM, STREAM_NAME,
+        UUID_LSB, UUID_MSB, UUID_STRING, UUID_STRUCTURED,
+    };
 
     let (hi, lo) = e.id.as_u64_pair();
     let uuid_inner = if structured {

@@ -14,10 +14,11 @@ use annals_proto::server_features::server_features_server::ServerFeatures;
 use annals_proto::server_features::{SupportedMethod, SupportedMethods};
 use annals_proto::shared::Empty;
 
-const STREAMS: &str = "event_store.client.streams.streams";
-const FEATURES: &str = "event_store.client.server_features.serverfeatures";
-const GOSSIP: &str = "event_store.client.gossip.gossip";
-const PERSISTENT: &str = "event_store.client.persistent_subscriptions.persistentsubscriptions";
+const STREAMS_SERVICE: &str = "event_store.client.streams.streams";
+const FEATURES_SERVICE: &str = "event_store.client.server_features.serverfeatures";
+const GOSSIP_SERVICE: &str = "event_store.client.gossip.gossip";
+const PERSISTENT_SERVICE: &str =
+    "event_store.client.persistent_subscriptions.persistentsubscriptions";
 
 /// Port reported by gossip when the request did not say which it was sent to.
 const DEFAULT_PORT: u16 = 2113;
@@ -37,14 +38,14 @@ fn method(service: &str, name: &str, features: &[&str]) -> SupportedMethod {
 fn supported_methods() -> SupportedMethods {
     SupportedMethods {
         methods: vec![
-            method(STREAMS, "read", &["position", "events"]),
-            method(STREAMS, "append", &[]),
-            method(STREAMS, "delete", &[]),
-            method(STREAMS, "tombstone", &[]),
-            method(STREAMS, "batchappend", &["deadline_duration"]),
-            method(FEATURES, "getsupportedmethods", &[]),
-            method(GOSSIP, "read", &[]),
-            method(PERSISTENT, "list", &[]),
+            method(STREAMS_SERVICE, "read", &["position", "events"]),
+            method(STREAMS_SERVICE, "append", &[]),
+            method(STREAMS_SERVICE, "delete", &[]),
+            method(STREAMS_SERVICE, "tombstone", &[]),
+            method(STREAMS_SERVICE, "batchappend", &["deadline_duration"]),
+            method(FEATURES_SERVICE, "getsupportedmethods", &[]),
+            method(GOSSIP_SERVICE, "read", &[]),
+            method(PERSISTENT_SERVICE, "list", &[]),
         ],
         event_store_server_version: crate::SERVER_VERSION.to_owned(),
     }

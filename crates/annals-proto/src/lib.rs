@@ -41,6 +41,8 @@ pub mod event_store {
     }
 }
 
+pub mod read_fields;
+
 pub use event_store::client as shared;
 pub use event_store::client::{gossip, persistent_subscriptions, server_features, streams};
 

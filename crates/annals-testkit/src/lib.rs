@@ -10,6 +10,8 @@
 //! - [`verify`]: checks a store reopened after a crash against the appends sent to it.
 //! - [`storage`]: storage wrappers that check the order of writes and syncs.
 //! - [`postgres`]: a throwaway PostgreSQL server ([`postgres::TempPostgres`]) for target tests.
+//! - `tidy` (tests only): hygiene checks over the workspace's sources (module comments, file
+//!   sizes, constants defined in two crates).
 //!
 //! The model is written from the engine's documented and implemented semantics, not from its code
 //! paths: it is deliberately naive (linear scans, no index), so a bug in the engine's indexes,
@@ -20,6 +22,8 @@ mod model;
 pub mod postgres;
 pub mod random;
 pub mod storage;
+#[cfg(test)]
+mod tidy;
 pub mod verify;
 
 pub use model::{Model, ModelError, ModelEvent, ModelPage};

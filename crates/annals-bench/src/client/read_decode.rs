@@ -13,8 +13,13 @@ use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstEncoder;
 use uuid::Uuid;
 
-use crate::client::{RecordedEvent, Text};
+use annals_proto::read_fields::{
+    COMMIT, CUSTOM_METADATA, DATA, ID, MAP_KEY, MAP_VALUE, METADATA, READ_EVENT_EVENT, RESP_EVENT,
+    REVISION, STREAM, STREAM_NAME, UUID_LSB, UUID_MSB, UUID_STRING, UUID_STRUCTURED,
+};
 use annals_proto::streams::{ReadReq, ReadResp};
+
+use crate::client::{RecordedEvent, Text};
 
 /// One answer of a read.
 #[derive(Debug)]
@@ -76,7 +81,6 @@ pub(crate) enum WireError {
 
 /// Decodes one `ReadResp` message.
 pub(crate) fn decode_read_resp(message: Bytes) -> Result<ReadItem, WireError> {
-    const RESP_EVENT: u32 = 1;
     let mut event = None;
     let mut other = false;
     for field in Fields::new(&message, 0..message.len()) {
@@ -95,7 +99,6 @@ pub(crate) fn decode_read_resp(message: Bytes) -> Result<ReadItem, WireError> {
 
 /// A `ReadEvent`: its recorded event (a link, which this client never asks for, is ignored).
 fn decode_read_event(message: &Bytes, range: Range<usize>) -> Result<RecordedEvent, WireError> {
-    const READ_EVENT_EVENT: u32 = 1;
     let mut event = None;
     for field in Fields::new(message, range) {
         if let (READ_EVENT_EVENT, Value::Len(r)) = field? {
@@ -107,17 +110,6 @@ fn decode_read_event(message: &Bytes, range: Range<usize>) -> Result<RecordedEve
 }
 
 fn decode_recorded(message: &Bytes, range: Range<usize>) -> Result<RecordedEvent, WireError> {
-    const ID: u32 = 1;
-    const STREAM: u32 = 2;
-    const REVISION: u32 = 3;
-    const COMMIT: u32 = 5;
-    const METADATA: u32 = 6;
-    const CUSTOM_METADATA: u32 = 7;
-    const DATA: u32 = 8;
-    const STREAM_NAME: u32 = 3;
-    const MAP_KEY: u32 = 1;
-    const MAP_VALUE: u32 = 2;
-
     let mut id = None;
     let mut stream = Bytes::new();
     let (mut revision, mut position) = (0, 0);
@@ -171,25 +163,21 @@ fn decode_recorded(message: &Bytes, range: Range<usize>) -> Result<RecordedEvent
 }
 
 fn decode_uuid(message: &Bytes, range: Range<usize>) -> Result<Uuid, WireError> {
-    const STRUCTURED: u32 = 1;
-    const STRING: u32 = 2;
-    const MSB: u32 = 1;
-    const LSB: u32 = 2;
     let mut id = None;
     for field in Fields::new(message, range) {
         match field? {
-            (STRUCTURED, Value::Len(r)) => {
+            (UUID_STRUCTURED, Value::Len(r)) => {
                 let (mut high, mut low) = (0u64, 0u64);
                 for f in Fields::new(message, r) {
                     match f? {
-                        (MSB, Value::Varint(v)) => high = v,
-                        (LSB, Value::Varint(v)) => low = v,
+                        (UUID_MSB, Value::Varint(v)) => high = v,
+                        (UUID_LSB, Value::Varint(v)) => low = v,
                         _ => {}
                     }
                 }
                 id = Some(Uuid::from_u64_pair(high, low));
             }
-            (STRING, Value::Len(r)) => {
+            (UUID_STRING, Value::Len(r)) => {
                 let text = message.get(r).ok_or(WireError::Truncated)?;
                 id = Some(
                     Uuid::try_parse_ascii(text)
