@@ -212,6 +212,7 @@ fn spec(name: &str, partitions: u32) -> Result<ProjectionSpec, BenchError> {
         .ok_or_else(|| BenchError::Check("the bench definition holds no projection".to_owned()))
 }
 
+#[expect(clippy::expect_used, reason = "\"OrderPlaced\" is a valid event type")]
 fn event(i: u64) -> NewEvent {
     let data = serde_json::json!({
         "id": Uuid::new_v4().to_string(),
@@ -220,7 +221,7 @@ fn event(i: u64) -> NewEvent {
     });
     NewEvent {
         id: Uuid::new_v4(),
-        event_type: EventType::new("OrderPlaced").unwrap_or_else(|_| unreachable!()),
+        event_type: EventType::new("OrderPlaced").expect("valid event type"),
         content_type: ContentType::Json,
         data: Bytes::from(data.to_string()),
         metadata: Bytes::new(),
@@ -242,6 +243,14 @@ fn fill(engine: &Engine, events: u64) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The text member `key` of a JSON object, empty when absent.
+fn text(v: &serde_json::Value, key: &str) -> String {
+    v.get(key)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The view rows of the first `events` events, read from the log.
 fn rows_of(engine: &Engine, events: u64) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::with_capacity(usize::try_from(events).unwrap_or(0));
@@ -254,11 +263,14 @@ fn rows_of(engine: &Engine, events: u64) -> Result<Vec<Row>, BenchError> {
             }
             let v: serde_json::Value = serde_json::from_slice(&e.data)?;
             rows.push(Row {
-                id: v["id"].as_str().unwrap_or_default().to_owned(),
+                id: text(&v, "id"),
                 stream: e.stream.as_str().to_owned(),
                 revision: i64::try_from(e.revision.0).unwrap_or(i64::MAX),
-                customer: v["customer"].as_str().unwrap_or_default().to_owned(),
-                total: v["total"].as_i64().unwrap_or(0),
+                customer: text(&v, "customer"),
+                total: v
+                    .get("total")
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(0),
             });
         }
         if page.events.is_empty() || page.end_reached {

@@ -142,23 +142,29 @@ fn put_bytes(tag: u32, value: &[u8], buf: &mut impl BufMut) {
 /// Length of the hyphenated UUID string form.
 const UUID_STRING_LEN: usize = 36;
 
-/// The decimal digits of `value`, right-aligned in `buf`.
+/// The decimal digits of `value`, right-aligned in `buf` (20 bytes hold `i64::MIN`).
 fn decimal(value: i64, buf: &mut [u8; 20]) -> &[u8] {
     let mut n = value.unsigned_abs();
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
+    let mut len = 0;
+    for slot in buf.iter_mut().rev() {
+        // A remainder of 10 is below 10, so the cast keeps it whole.
+        *slot = b'0' + (n % 10) as u8;
         n /= 10;
+        len += 1;
         if n == 0 {
             break;
         }
     }
-    if value < 0 {
-        at -= 1;
-        buf[at] = b'-';
+    if value < 0
+        && let Some(slot) = buf
+            .len()
+            .checked_sub(len + 1)
+            .and_then(|at| buf.get_mut(at))
+    {
+        *slot = b'-';
+        len += 1;
     }
-    &buf[at..]
+    buf.get(buf.len() - len..).unwrap_or_default()
 }
 
 /// The `event_store.client.streams.ReadResp` holding `e` as a `ReadEvent` (no link, commit

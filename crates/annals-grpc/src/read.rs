@@ -583,9 +583,11 @@ async fn subscribe<G: Send + 'static>(
         // then the subscription ends as KurrentDB's does.
         let deleted = match stream_only {
             Some(_) => events.iter().position(EventRecord::is_tombstone).map(|i| {
-                let stream = events[i].stream.to_string();
-                events.truncate(i);
-                stream
+                let tombstone_and_after = events.split_off(i);
+                tombstone_and_after
+                    .first()
+                    .map(|e| e.stream.to_string())
+                    .unwrap_or_default()
             }),
             None => None,
         };

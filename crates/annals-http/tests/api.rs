@@ -1,7 +1,11 @@
 //! End-to-end tests of the HTTP API: a real engine in a temporary directory, the real listener on
 //! a real socket, and `reqwest` as the client.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers fail the test by panicking"
+)]
 
 mod support;
 

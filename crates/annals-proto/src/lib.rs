@@ -9,9 +9,11 @@
 #![allow(
     clippy::all,
     clippy::pedantic,
+    clippy::allow_attributes_without_reason,
     missing_debug_implementations,
     unreachable_pub,
-    missing_docs
+    missing_docs,
+    reason = "generated code: prost and tonic decide its shape, and which of these lints fire varies with the .proto files"
 )]
 
 /// `google.rpc`: the rich error status BatchAppend answers carry.

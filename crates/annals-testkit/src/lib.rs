@@ -17,6 +17,13 @@
 //! paths: it is deliberately naive (linear scans, no index), so a bug in the engine's indexes,
 //! caches or recovery shows up as a difference.
 
+#![expect(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test support: a setup that fails fails the test that asked for it"
+)]
+
 pub mod compare;
 mod model;
 pub mod postgres;
