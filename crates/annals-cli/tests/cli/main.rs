@@ -4,6 +4,14 @@
 //! every acknowledged append must be found), and that each bench prints its JSON figures,
 //! including the gRPC benches against a real server.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail the test by panicking"
+)]
+
 mod bench;
 mod clients;
 mod crash;

@@ -2,8 +2,6 @@
 //! restarts, partitions do not change the view, error policies, rebuilds with a swap, replay
 //! mode, read-your-writes waits, snapshots, and definitions rejected at registration.
 
-mod support;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +13,7 @@ use annals_projections::{
     ProjectionError, ProjectionState, Projections, SqliteTarget, Target, Value, WaitError,
     load_aggregate, save_aggregate_snapshot,
 };
-use support::*;
+use crate::support::*;
 
 fn sqlite(store: &Store) -> Box<dyn Target> {
     Box::new(SqliteTarget::open(store.db()).unwrap())
