@@ -771,12 +771,32 @@ fn nonzero_end(seg: &Segment, from: u64, to: u64) -> Result<u64, LogError> {
         seg.file
             .read_at(piece, start - seg.base)
             .map_err(LogError::io("read", &seg.name))?;
-        if let Some(i) = piece.iter().rposition(|&b| b != 0) {
+        if let Some(i) = last_nonzero(piece) {
             return Ok(start + i as u64 + 1);
         }
         end = start;
     }
     Ok(from)
+}
+
+/// The index of the last non-zero byte of `bytes`.
+///
+/// The newest segment ends in megabytes of preallocated zeros, which every open reads through.
+/// Runs of zeros are skipped by comparing whole pieces with zeros (a `memcmp`), so only the piece
+/// holding the last non-zero byte is looked at byte by byte; a byte-at-a-time scan of the zeros
+/// cost tens of milliseconds per open in unoptimized builds.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    static ZEROS: [u8; 4096] = [0; 4096];
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(ZEROS.len());
+        let piece = bytes.get(start..end).unwrap_or_default();
+        if piece != ZEROS.get(..piece.len()).unwrap_or_default() {
+            return piece.iter().rposition(|&b| b != 0).map(|i| start + i);
+        }
+        end = start;
+    }
+    None
 }
 
 fn create_segment(storage: &dyn Storage, base: u64) -> Result<Segment, LogError> {
@@ -1080,6 +1100,19 @@ mod tests {
                 .unwrap();
             assert_eq!(seen, 10);
             assert_eq!(stopped, expected[9].0 + expected[9].1.len() as u64);
+        }
+    }
+
+    #[test]
+    fn last_nonzero_finds_the_last_non_zero_byte() {
+        assert_eq!(last_nonzero(&[]), None);
+        assert_eq!(last_nonzero(&[0; 10_000]), None);
+        for at in [0, 1, 4_095, 4_096, 4_097, 8_191, 9_999] {
+            let mut bytes = vec![0u8; 10_000];
+            bytes[at] = 1;
+            assert_eq!(last_nonzero(&bytes), Some(at), "at {at}");
+            bytes[0] = 7;
+            assert_eq!(last_nonzero(&bytes), Some(at), "at {at} with a byte at 0");
         }
     }
 
