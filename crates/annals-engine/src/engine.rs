@@ -12,7 +12,7 @@ use annals_core::{
     NewEvent, Position, StreamMetadata, StreamName,
     limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX},
 };
-use annals_index::{INDEX_FILE, Index, IndexBatch, IndexCheckpoint, IndexRecord, RedbIndex};
+use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexRecord};
 use annals_log::codec::{Interner, RecordKind, decode_events};
 use annals_log::{FileStorage, Log, LogError, RecoveryReport, RecoveryStart, Storage};
 use parking_lot::{Mutex, RwLock};
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{EngineConfig, REINDEX_BATCH_RECORDS_MAX, WRITER_QUEUE_APPENDS_MAX};
 use crate::error::EngineError;
 use crate::head::Head;
+use crate::index_store::{destroy_index, index_missing, open_index};
 use crate::rules::{MetaMap, MetaState};
 use crate::writer::{
     BatchSlot, FlushState, Indexer, RecentEvent, Shared, WriteKind, WriteRequest, Writer,
@@ -91,13 +92,13 @@ impl Engine {
     ) -> Result<(Engine, OpenReport), EngineError> {
         let mut report = OpenReport::default();
         let index_missing = index_missing(storage.as_ref());
-        let (index, checkpoint) = match open_index(storage.as_ref(), &config) {
+        let (index, checkpoint) = match open_index(storage.as_ref(), &config.index) {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(error = %e, "index unreadable; rebuilding it from the log");
                 report.index_rebuilt = true;
-                RedbIndex::destroy(storage.as_ref())?;
-                open_index(storage.as_ref(), &config)?
+                destroy_index(storage.as_ref())?;
+                open_index(storage.as_ref(), &config.index)?
             }
         };
         let start = if checkpoint.address == 0 {
@@ -122,8 +123,8 @@ impl Engine {
                 tracing::warn!(address, %reason, "index checkpoint does not match the log; rebuilding the index");
                 drop(index);
                 report.index_rebuilt = true;
-                RedbIndex::destroy(storage.as_ref())?;
-                let (index, _) = open_index(storage.as_ref(), &config)?;
+                destroy_index(storage.as_ref())?;
+                let (index, _) = open_index(storage.as_ref(), &config.index)?;
                 let (log, writer, r) = Log::open(
                     Arc::clone(&storage),
                     config.log.clone(),
@@ -141,7 +142,7 @@ impl Engine {
         } else {
             start
         };
-        report.records_reindexed = reindex(&log, &index, from, &log_report)?;
+        report.records_reindexed = reindex(&log, index.as_ref(), from, &log_report)?;
         // A missing or empty index file opens as a new, empty index, which the line above just
         // rebuilt from the whole log.
         if index_missing && report.records_reindexed > 0 {
@@ -152,11 +153,10 @@ impl Engine {
         report.head = head;
         report.log = log_report;
 
-        let index = Arc::new(index);
-        let meta = load_metadata(&log, &index)?;
+        let meta = load_metadata(&log, index.as_ref())?;
         let shared = Arc::new(Shared {
             log: Arc::clone(&log),
-            index: Arc::clone(&index),
+            index,
             head: Head::new(head),
             meta: RwLock::new(meta),
             stopped: Mutex::new(None),
@@ -391,27 +391,10 @@ fn log_report_next(report: &OpenReport) -> Position {
     report.log.next_position
 }
 
-/// Whether the index file is missing or empty.
-fn index_missing(storage: &dyn Storage) -> bool {
-    storage
-        .open(INDEX_FILE, false)
-        .and_then(|f| f.len())
-        .map_or(true, |len| len == 0)
-}
-
-fn open_index(
-    storage: &dyn Storage,
-    config: &EngineConfig,
-) -> Result<(RedbIndex, IndexCheckpoint), EngineError> {
-    let index = RedbIndex::open(storage, &config.index)?;
-    let checkpoint = index.checkpoint()?;
-    Ok((index, checkpoint))
-}
-
 /// Applies every record from `from` to the end of the log to the index.
 fn reindex(
     log: &Arc<Log>,
-    index: &RedbIndex,
+    index: &dyn Index,
     from: RecoveryStart,
     report: &RecoveryReport,
 ) -> Result<u64, EngineError> {
@@ -475,7 +458,7 @@ fn reindex(
 }
 
 /// Reads the current metadata of every stream that has any (`$$` streams).
-fn load_metadata(log: &Arc<Log>, index: &RedbIndex) -> Result<MetaMap, EngineError> {
+fn load_metadata(log: &Arc<Log>, index: &dyn Index) -> Result<MetaMap, EngineError> {
     let mut meta = MetaMap::new();
     let mut after = Some("$$".to_owned());
     let mut interner = Interner::default();

@@ -18,6 +18,7 @@ mod config;
 mod engine;
 mod error;
 mod head;
+mod index_store;
 mod read;
 mod replay;
 mod rules;

@@ -99,6 +99,10 @@ pub struct IndexStats {
     pub position_entries: u64,
 }
 
+// The engine holds the index as `Arc<dyn Index>`: this stops compiling if the trait stops being
+// dyn compatible (a generic method, `Self` by value, an associated constant).
+const _: Option<&dyn Index> = None;
+
 /// The index as the engine sees it. Reads see every applied batch; only [`Index::flush`] makes
 /// them durable, which is safe because they can be re-derived from the log.
 pub trait Index: Send + Sync + Debug {

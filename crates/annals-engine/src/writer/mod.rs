@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use annals_core::{AppendResult, ExpectedRevision, NewEvent, StreamName};
-use annals_index::RedbIndex;
+use annals_index::Index;
 use annals_log::Log;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
@@ -82,7 +82,9 @@ impl WriteRequest {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) log: Arc<Log>,
-    pub(crate) index: Arc<RedbIndex>,
+    /// The index, behind its trait: the engine names its implementation only while opening
+    /// (`index_store.rs`).
+    pub(crate) index: Arc<dyn Index>,
     pub(crate) head: Head,
     /// Published metadata: what readers apply.
     pub(crate) meta: RwLock<MetaMap>,
