@@ -23,6 +23,7 @@ use crate::error::EngineError;
 use crate::head::Head;
 use crate::index_store::{destroy_index, index_missing, open_index};
 use crate::rules::{MetaMap, MetaState};
+use crate::threads::{self, INDEX_STORE_THREAD, SYNC_THREAD, ThreadPanic, WRITER_THREAD};
 use crate::writer::{
     BatchSlot, FlushState, Indexer, RecentEvent, Shared, WriteKind, WriteRequest, Writer,
     WriterSettings, run_index_flusher, run_syncer,
@@ -51,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     requests: RwLock<Option<mpsc::Sender<WriteRequest>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Pipeline threads that ended in a panic, found when they were joined.
+    panics: Mutex<Vec<ThreadPanic>>,
 }
 
 impl Drop for Inner {
@@ -65,9 +68,8 @@ impl Inner {
         // Joined under the lock, so a concurrent `close` waits for the same threads instead of
         // finding the list empty and returning (and closing the head) while they still drain.
         let mut threads = self.threads.lock();
-        for t in threads.drain(..) {
-            let _ = t.join();
-        }
+        let panics = threads::join(threads.drain(..).collect());
+        self.panics.lock().extend(panics);
         drop(threads);
         // Every acknowledged append is published by now; subscribers waiting for more stop.
         self.shared.head.close();
@@ -161,6 +163,8 @@ impl Engine {
             meta: RwLock::new(meta),
             stopped: Mutex::new(None),
             has_stopped: AtomicBool::new(false),
+            #[cfg(test)]
+            panic_hook: crate::threads::PanicHook::default(),
         });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_APPENDS_MAX);
         let slot = Arc::new(BatchSlot::default());
@@ -168,6 +172,7 @@ impl Engine {
             shared: Arc::clone(&shared),
             requests: RwLock::new(Some(tx)),
             threads: Mutex::new(Vec::new()),
+            panics: Mutex::new(Vec::new()),
         });
         let engine = Engine { inner };
         let recent = engine.recent_events(config.idempotency_window_events)?;
@@ -190,28 +195,31 @@ impl Engine {
         let indexer_flush = Arc::clone(&flush_state);
         // Never sent on: the flush thread ends when the sync thread drops its end.
         let (flush_stop_tx, flush_stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.to_owned())
-                .spawn(f)
-                .map_err(|e| EngineError::Stopped(format!("cannot start {name} thread: {e}")))
-        };
-        let writer_slot = Arc::clone(&slot);
-        let w = spawn(
-            "annals-writer",
-            Box::new(move || writer.run(rx, writer_slot)),
+        // Should a thread panic, `threads::spawn` stops the engine and runs the second closure,
+        // which releases what the other threads wait for from that one.
+        let (writer_slot, closing_slot) = (Arc::clone(&slot), Arc::clone(&slot));
+        let w = threads::spawn(
+            WRITER_THREAD,
+            &shared,
+            move || writer.run(rx, writer_slot),
+            move || closing_slot.close(),
         )?;
         let indexer = Indexer::new(indexer_shared, indexer_flush, durability);
-        let s = spawn(
-            "annals-sync",
-            Box::new(move || {
+        let (gone_slot, gone_shared) = (Arc::clone(&slot), Arc::clone(&shared));
+        let s = threads::spawn(
+            SYNC_THREAD,
+            &shared,
+            move || {
                 run_syncer(syncer_shared, slot, log_writer, indexer, durability);
                 drop(flush_stop_tx);
-            }),
+            },
+            move || gone_slot.sync_gone(&gone_shared),
         )?;
-        let f = spawn(
-            "annals-flush",
-            Box::new(move || run_index_flusher(flusher_shared, flush_state, flush_stop_rx, flush)),
+        let f = threads::spawn(
+            INDEX_STORE_THREAD,
+            &shared,
+            move || run_index_flusher(flusher_shared, flush_state, flush_stop_rx, flush),
+            || {},
         )?;
         engine.inner.threads.lock().extend([w, s, f]);
         tracing::info!(
@@ -223,9 +231,20 @@ impl Engine {
     }
 
     /// Stops taking writes, finishes those in flight, flushes the index and waits for the
-    /// writer threads. Other clones see [`EngineError::Stopped`] afterwards.
+    /// writer threads. Other clones see [`EngineError::Stopped`] afterwards. A pipeline thread
+    /// that panicked is logged; [`Engine::close_checked`] also returns it.
     pub fn close(&self) {
         self.inner.shutdown();
+    }
+
+    /// [`Engine::close`], then [`EngineError::ThreadPanicked`] for the first pipeline thread that
+    /// ended in a panic during the engine's life (every call, from every clone, says so).
+    pub fn close_checked(&self) -> Result<(), EngineError> {
+        self.inner.shutdown();
+        match self.inner.panics.lock().first() {
+            Some(p) => Err(p.clone().into()),
+            None => Ok(()),
+        }
     }
 
     /// The last durable position (0 when empty).

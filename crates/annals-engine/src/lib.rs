@@ -23,6 +23,7 @@ mod read;
 mod replay;
 mod rules;
 mod subscription;
+mod threads;
 mod writer;
 
 pub use check::CheckReport;

@@ -9,7 +9,7 @@ use annals_index::IndexBatch;
 use annals_log::{BATCH_BYTES_MAX, SyncTicket};
 use parking_lot::{Condvar, Mutex};
 
-use super::Reply;
+use super::{Reply, Shared};
 use crate::config::BATCH_APPENDS_MAX;
 use crate::error::EngineError;
 use crate::rules::MetaState;
@@ -24,6 +24,13 @@ pub(crate) struct SyncJob {
 }
 
 impl SyncJob {
+    /// Answers every request of the job with the engine's stop reason.
+    pub(super) fn fail(self, shared: &Shared) {
+        for (reply, _) in self.replies {
+            let _ = reply.send(Err(shared.stopped_error()));
+        }
+    }
+
     pub(super) fn new(last_position: Position) -> Self {
         Self {
             ticket: None,
@@ -44,6 +51,8 @@ pub(crate) struct OpenBatch {
     pub(super) full: bool,
     /// The writer has stopped; the sync thread drains and ends.
     pub(super) closed: bool,
+    /// The sync thread has ended (it panicked): nothing handed over would be written or answered.
+    pub(super) sync_gone: bool,
 }
 
 impl OpenBatch {
@@ -85,6 +94,29 @@ impl OpenBatch {
 pub(crate) struct BatchSlot {
     pub(super) state: Mutex<OpenBatch>,
     pub(super) changed: Condvar,
+}
+
+impl BatchSlot {
+    /// Says the writer has stopped: the sync thread writes what is open and ends.
+    pub(crate) fn close(&self) {
+        self.state.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// Says the sync thread has ended without draining (it panicked, and `shared` is stopped):
+    /// the open batch is answered with the stop reason, and the writer hands nothing over again.
+    pub(crate) fn sync_gone(&self, shared: &Shared) {
+        let job = {
+            let mut open = self.state.lock();
+            open.sync_gone = true;
+            open.buf.clear();
+            open.job.take()
+        };
+        self.changed.notify_all();
+        if let Some(job) = job {
+            job.fail(shared);
+        }
+    }
 }
 
 impl std::fmt::Debug for BatchSlot {

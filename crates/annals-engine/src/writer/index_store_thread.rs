@@ -45,6 +45,8 @@ pub(crate) fn run_index_flusher(
             stop.recv_timeout(INDEX_COMMIT_INTERVAL),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected)
         );
+        #[cfg(test)]
+        shared.panic_hook.check(crate::threads::INDEX_STORE_THREAD);
         let uncommitted = std::mem::take(&mut state.lock().uncommitted);
         if uncommitted > 0
             && let Err(e) = shared.index.commit_staged()

@@ -91,6 +91,9 @@ pub(crate) struct Shared {
     /// Set when the engine stopped taking writes, with the reason.
     pub(crate) stopped: Mutex<Option<String>>,
     pub(crate) has_stopped: AtomicBool,
+    /// Makes a pipeline thread panic, for the tests of panic reporting.
+    #[cfg(test)]
+    pub(crate) panic_hook: crate::threads::PanicHook,
 }
 
 impl Shared {

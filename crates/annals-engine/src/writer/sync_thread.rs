@@ -24,6 +24,8 @@ pub(crate) fn run_syncer(
     durability: Durability,
 ) {
     loop {
+        #[cfg(test)]
+        shared.panic_hook.check(crate::threads::SYNC_THREAD);
         let (buf, mut job) = {
             let mut open = slot.state.lock();
             let job = loop {

@@ -147,21 +147,31 @@ impl Writer {
                 self.add(req, &mut local);
             }
             let mut open = slot.state.lock();
-            while !open.takes(&local) {
+            while !open.sync_gone && !open.takes(&local) {
                 slot.changed.wait(&mut open);
+            }
+            if open.sync_gone {
+                // Nothing would write or answer these (the engine is stopped already).
+                drop(open);
+                if let Some(job) = local.job.take() {
+                    job.fail(&self.shared);
+                }
+                local = OpenBatch::default();
+                continue;
             }
             open.absorb(&mut local);
             drop(open);
             slot.changed.notify_all();
             self.evict();
         }
-        slot.state.lock().closed = true;
-        slot.changed.notify_all();
+        slot.close();
     }
 
     /// Checks and encodes one request into the open batch, or keeps it for the next batch if
     /// this one is full.
     fn add(&mut self, req: WriteRequest, open: &mut OpenBatch) {
+        #[cfg(test)]
+        self.shared.panic_hook.check(crate::threads::WRITER_THREAD);
         if self.shared.has_stopped.load(Ordering::Acquire) {
             let _ = req.reply.send(Err(self.shared.stopped_error()));
             return;
