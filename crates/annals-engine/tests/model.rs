@@ -1,6 +1,7 @@
 //! The engine against the reference model of `annals-testkit`: random sequences of appends (every
-//! expected-revision kind, right and wrong), retries of earlier appends (whole, partial, elsewhere),
-//! metadata writes, soft deletes, tombstones, stream and `$all` reads in both directions with
+//! expected-revision kind, right and wrong), appends at and past the input limits (empty, too many
+//! events, too large, repeated ids, bad metadata appends), retries of earlier appends (whole,
+//! partial, elsewhere), metadata writes, soft deletes, tombstones, stream and `$all` reads in both directions with
 //! limits and filters, and reopening the store, on [`FaultStorage`] with the default config. Every
 //! answer must be the model's answer: the same result, the same error, the same events.
 //!
@@ -148,17 +149,20 @@ impl Run {
                 let m = self.model.tombstone(&stream, expected);
                 compare_outcome(&e, &m).map_err(|d| self.fail(d))
             }
-            578..=589 => {
-                // Malformed requests: refused the same way, nothing written.
+            578..=629 => {
+                // Appends at and past the input limits, to streams and to metadata streams:
+                // refused (or, at a limit, taken) the same way.
                 let stream = self.pick_stream();
-                if self.rng.random_bool(0.5) {
-                    self.append(stream, ExpectedRevision::Any, Vec::new())
+                let to_metadata = self.rng.random_bool(0.4);
+                let stream = if to_metadata {
+                    stream.metadata_stream().unwrap()
                 } else {
-                    let e = random::random_event(&mut self.rng, 10);
-                    self.append(stream, ExpectedRevision::Any, vec![e.clone(), e])
-                }
+                    stream
+                };
+                let events = random::random_edge_append(&mut self.rng, to_metadata);
+                self.append(stream, ExpectedRevision::Any, events)
             }
-            590..=749 => self.read_stream(),
+            630..=749 => self.read_stream(),
             750..=909 => self.read_all(),
             910..=979 => self.read_postings(),
             _ => self.reopen(),
@@ -172,11 +176,14 @@ impl Run {
         events: Vec<NewEvent>,
     ) -> Result<(), String> {
         self.log.push(format!(
-            "append {stream} {expected} ids {:?}",
+            "append {stream} {expected} {} events, ids {:?}, bytes {}",
+            events.len(),
             events
                 .iter()
+                .take(8)
                 .map(|e| e.id.as_u128() as u16)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            events.iter().map(NewEvent::size_bytes).sum::<usize>()
         ));
         let e = self.engine().append(&stream, expected, events.clone());
         let m = self.model.append(&stream, expected, &events);
