@@ -12,7 +12,7 @@ use annals_core::{
     NewEvent, Position, StreamMetadata, StreamName,
     limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX},
 };
-use annals_index::{INDEX_FILE, Index, IndexBatch, IndexCheckpoint, IndexRecord, RedbIndex};
+use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexRecord};
 use annals_log::codec::{Interner, RecordKind, decode_events};
 use annals_log::{FileStorage, Log, LogError, RecoveryReport, RecoveryStart, Storage};
 use parking_lot::{Mutex, RwLock};
@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{EngineConfig, REINDEX_BATCH_RECORDS_MAX, WRITER_QUEUE_APPENDS_MAX};
 use crate::error::EngineError;
 use crate::head::Head;
+use crate::index_store::{destroy_index, index_missing, open_index};
 use crate::rules::{MetaMap, MetaState};
+use crate::threads::{self, INDEX_STORE_THREAD, SYNC_THREAD, ThreadPanic, WRITER_THREAD};
 use crate::writer::{
     BatchSlot, FlushState, Indexer, RecentEvent, Shared, WriteKind, WriteRequest, Writer,
     WriterSettings, run_index_flusher, run_syncer,
@@ -50,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     requests: RwLock<Option<mpsc::Sender<WriteRequest>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Pipeline threads that ended in a panic, found when they were joined.
+    panics: Mutex<Vec<ThreadPanic>>,
 }
 
 impl Drop for Inner {
@@ -64,9 +68,8 @@ impl Inner {
         // Joined under the lock, so a concurrent `close` waits for the same threads instead of
         // finding the list empty and returning (and closing the head) while they still drain.
         let mut threads = self.threads.lock();
-        for t in threads.drain(..) {
-            let _ = t.join();
-        }
+        let panics = threads::join(threads.drain(..).collect());
+        self.panics.lock().extend(panics);
         drop(threads);
         // Every acknowledged append is published by now; subscribers waiting for more stop.
         self.shared.head.close();
@@ -91,13 +94,13 @@ impl Engine {
     ) -> Result<(Engine, OpenReport), EngineError> {
         let mut report = OpenReport::default();
         let index_missing = index_missing(storage.as_ref());
-        let (index, checkpoint) = match open_index(storage.as_ref(), &config) {
+        let (index, checkpoint) = match open_index(storage.as_ref(), &config.index) {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(error = %e, "index unreadable; rebuilding it from the log");
                 report.index_rebuilt = true;
-                RedbIndex::destroy(storage.as_ref())?;
-                open_index(storage.as_ref(), &config)?
+                destroy_index(storage.as_ref())?;
+                open_index(storage.as_ref(), &config.index)?
             }
         };
         let start = if checkpoint.address == 0 {
@@ -122,8 +125,8 @@ impl Engine {
                 tracing::warn!(address, %reason, "index checkpoint does not match the log; rebuilding the index");
                 drop(index);
                 report.index_rebuilt = true;
-                RedbIndex::destroy(storage.as_ref())?;
-                let (index, _) = open_index(storage.as_ref(), &config)?;
+                destroy_index(storage.as_ref())?;
+                let (index, _) = open_index(storage.as_ref(), &config.index)?;
                 let (log, writer, r) = Log::open(
                     Arc::clone(&storage),
                     config.log.clone(),
@@ -141,7 +144,7 @@ impl Engine {
         } else {
             start
         };
-        report.records_reindexed = reindex(&log, &index, from, &log_report)?;
+        report.records_reindexed = reindex(&log, index.as_ref(), from, &log_report)?;
         // A missing or empty index file opens as a new, empty index, which the line above just
         // rebuilt from the whole log.
         if index_missing && report.records_reindexed > 0 {
@@ -152,15 +155,16 @@ impl Engine {
         report.head = head;
         report.log = log_report;
 
-        let index = Arc::new(index);
-        let meta = load_metadata(&log, &index)?;
+        let meta = load_metadata(&log, index.as_ref())?;
         let shared = Arc::new(Shared {
             log: Arc::clone(&log),
-            index: Arc::clone(&index),
+            index,
             head: Head::new(head),
             meta: RwLock::new(meta),
             stopped: Mutex::new(None),
             has_stopped: AtomicBool::new(false),
+            #[cfg(test)]
+            panic_hook: crate::threads::PanicHook::default(),
         });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_APPENDS_MAX);
         let slot = Arc::new(BatchSlot::default());
@@ -168,6 +172,7 @@ impl Engine {
             shared: Arc::clone(&shared),
             requests: RwLock::new(Some(tx)),
             threads: Mutex::new(Vec::new()),
+            panics: Mutex::new(Vec::new()),
         });
         let engine = Engine { inner };
         let recent = engine.recent_events(config.idempotency_window_events)?;
@@ -190,28 +195,31 @@ impl Engine {
         let indexer_flush = Arc::clone(&flush_state);
         // Never sent on: the flush thread ends when the sync thread drops its end.
         let (flush_stop_tx, flush_stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.to_owned())
-                .spawn(f)
-                .map_err(|e| EngineError::Stopped(format!("cannot start {name} thread: {e}")))
-        };
-        let writer_slot = Arc::clone(&slot);
-        let w = spawn(
-            "annals-writer",
-            Box::new(move || writer.run(rx, writer_slot)),
+        // Should a thread panic, `threads::spawn` stops the engine and runs the second closure,
+        // which releases what the other threads wait for from that one.
+        let (writer_slot, closing_slot) = (Arc::clone(&slot), Arc::clone(&slot));
+        let w = threads::spawn(
+            WRITER_THREAD,
+            &shared,
+            move || writer.run(rx, writer_slot),
+            move || closing_slot.close(),
         )?;
         let indexer = Indexer::new(indexer_shared, indexer_flush, durability);
-        let s = spawn(
-            "annals-sync",
-            Box::new(move || {
+        let (gone_slot, gone_shared) = (Arc::clone(&slot), Arc::clone(&shared));
+        let s = threads::spawn(
+            SYNC_THREAD,
+            &shared,
+            move || {
                 run_syncer(syncer_shared, slot, log_writer, indexer, durability);
                 drop(flush_stop_tx);
-            }),
+            },
+            move || gone_slot.sync_gone(&gone_shared),
         )?;
-        let f = spawn(
-            "annals-flush",
-            Box::new(move || run_index_flusher(flusher_shared, flush_state, flush_stop_rx, flush)),
+        let f = threads::spawn(
+            INDEX_STORE_THREAD,
+            &shared,
+            move || run_index_flusher(flusher_shared, flush_state, flush_stop_rx, flush),
+            || {},
         )?;
         engine.inner.threads.lock().extend([w, s, f]);
         tracing::info!(
@@ -223,9 +231,20 @@ impl Engine {
     }
 
     /// Stops taking writes, finishes those in flight, flushes the index and waits for the
-    /// writer threads. Other clones see [`EngineError::Stopped`] afterwards.
+    /// writer threads. Other clones see [`EngineError::Stopped`] afterwards. A pipeline thread
+    /// that panicked is logged; [`Engine::close_checked`] also returns it.
     pub fn close(&self) {
         self.inner.shutdown();
+    }
+
+    /// [`Engine::close`], then [`EngineError::ThreadPanicked`] for the first pipeline thread that
+    /// ended in a panic during the engine's life (every call, from every clone, says so).
+    pub fn close_checked(&self) -> Result<(), EngineError> {
+        self.inner.shutdown();
+        match self.inner.panics.lock().first() {
+            Some(p) => Err(p.clone().into()),
+            None => Ok(()),
+        }
     }
 
     /// The last durable position (0 when empty).
@@ -391,27 +410,10 @@ fn log_report_next(report: &OpenReport) -> Position {
     report.log.next_position
 }
 
-/// Whether the index file is missing or empty.
-fn index_missing(storage: &dyn Storage) -> bool {
-    storage
-        .open(INDEX_FILE, false)
-        .and_then(|f| f.len())
-        .map_or(true, |len| len == 0)
-}
-
-fn open_index(
-    storage: &dyn Storage,
-    config: &EngineConfig,
-) -> Result<(RedbIndex, IndexCheckpoint), EngineError> {
-    let index = RedbIndex::open(storage, &config.index)?;
-    let checkpoint = index.checkpoint()?;
-    Ok((index, checkpoint))
-}
-
 /// Applies every record from `from` to the end of the log to the index.
 fn reindex(
     log: &Arc<Log>,
-    index: &RedbIndex,
+    index: &dyn Index,
     from: RecoveryStart,
     report: &RecoveryReport,
 ) -> Result<u64, EngineError> {
@@ -475,7 +477,7 @@ fn reindex(
 }
 
 /// Reads the current metadata of every stream that has any (`$$` streams).
-fn load_metadata(log: &Arc<Log>, index: &RedbIndex) -> Result<MetaMap, EngineError> {
+fn load_metadata(log: &Arc<Log>, index: &dyn Index) -> Result<MetaMap, EngineError> {
     let mut meta = MetaMap::new();
     let mut after = Some("$$".to_owned());
     let mut interner = Interner::default();

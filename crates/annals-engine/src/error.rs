@@ -23,6 +23,10 @@ pub enum EngineError {
     /// reopened before it takes more appends.
     #[error("the store is not accepting writes: {0}")]
     Stopped(String),
+    /// A pipeline thread (writer, sync or index store) panicked, which is a bug. Writes stopped
+    /// when it happened; what was acknowledged before is durable, and reopening recovers.
+    #[error("the {thread} thread panicked: {message}")]
+    ThreadPanicked { thread: String, message: String },
 }
 
 impl EngineError {

@@ -18,10 +18,12 @@ mod config;
 mod engine;
 mod error;
 mod head;
+mod index_store;
 mod read;
 mod replay;
 mod rules;
 mod subscription;
+mod threads;
 mod writer;
 
 pub use check::CheckReport;

@@ -1,23 +1,32 @@
 //! The engine against the reference model of `annals-testkit`: random sequences of appends (every
-//! expected-revision kind, right and wrong), retries of earlier appends (whole, partial, elsewhere),
-//! metadata writes, soft deletes, tombstones, stream and `$all` reads in both directions with
+//! expected-revision kind, right and wrong), appends at and past the input limits (empty, too many
+//! events, too large, repeated ids, bad metadata appends), retries of earlier appends (whole,
+//! partial, elsewhere), metadata writes, soft deletes, tombstones, stream and `$all` reads in both directions with
 //! limits and filters, and reopening the store, on [`FaultStorage`] with the default config. Every
 //! answer must be the model's answer: the same result, the same error, the same events.
 //!
 //! A failure prints its seed; `ANNALS_MODEL_SEED=<seed>` replays just that one and
 //! `ANNALS_MODEL_SEEDS=<n>` runs more. Seeds that once failed stay below as named tests.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
 
+use annals_core::limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_BYTES_MAX};
 use annals_core::{
-    Direction, ExpectedRevision, Filter, FilterTarget, NewEvent, Position, Revision, StreamName,
+    ContentType, Direction, EventType, ExpectedRevision, Filter, FilterTarget, NewEvent, Position,
+    Revision, StreamName,
 };
 use annals_engine::{Engine, EngineConfig};
 use annals_log::{FaultStorage, LogConfig};
 use annals_testkit::compare::{compare_events, compare_outcome, compare_page, compare_read};
 use annals_testkit::{Model, random};
+use bytes::Bytes;
+use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
 use rand::Rng;
 use rand::rngs::StdRng;
+use uuid::Uuid;
 
 const STREAMS: [&str; 4] = ["order-1", "order-2", "cart-1", "user-7"];
 /// Operations per seed.
@@ -140,17 +149,20 @@ impl Run {
                 let m = self.model.tombstone(&stream, expected);
                 compare_outcome(&e, &m).map_err(|d| self.fail(d))
             }
-            578..=589 => {
-                // Malformed requests: refused the same way, nothing written.
+            578..=629 => {
+                // Appends at and past the input limits, to streams and to metadata streams:
+                // refused (or, at a limit, taken) the same way.
                 let stream = self.pick_stream();
-                if self.rng.random_bool(0.5) {
-                    self.append(stream, ExpectedRevision::Any, Vec::new())
+                let to_metadata = self.rng.random_bool(0.4);
+                let stream = if to_metadata {
+                    stream.metadata_stream().unwrap()
                 } else {
-                    let e = random::random_event(&mut self.rng, 10);
-                    self.append(stream, ExpectedRevision::Any, vec![e.clone(), e])
-                }
+                    stream
+                };
+                let events = random::random_edge_append(&mut self.rng, to_metadata);
+                self.append(stream, ExpectedRevision::Any, events)
             }
-            590..=749 => self.read_stream(),
+            630..=749 => self.read_stream(),
             750..=909 => self.read_all(),
             910..=979 => self.read_postings(),
             _ => self.reopen(),
@@ -164,11 +176,14 @@ impl Run {
         events: Vec<NewEvent>,
     ) -> Result<(), String> {
         self.log.push(format!(
-            "append {stream} {expected} ids {:?}",
+            "append {stream} {expected} {} events, ids {:?}, bytes {}",
+            events.len(),
             events
                 .iter()
+                .take(8)
                 .map(|e| e.id.as_u128() as u16)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            events.iter().map(NewEvent::size_bytes).sum::<usize>()
         ));
         let e = self.engine().append(&stream, expected, events.clone());
         let m = self.model.append(&stream, expected, &events);
@@ -534,4 +549,153 @@ fn read_all_backwards_with_limit_zero_looks_at_nothing() {
         .read_all(Position(0), Direction::Backwards, 0, None)
         .unwrap();
     assert_eq!((empty.next, empty.end_reached), (Position(0), true));
+}
+
+/// Filler for events of a chosen size: every event's data is a slice of it, so events near the
+/// size limits cost no copying.
+static FILLER: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(vec![b'x'; APPEND_BYTES_MAX + 64]));
+
+/// One append as the validation property sends it. Its `Debug` names sizes, not payloads: a
+/// failing case may hold megabytes.
+#[derive(Clone)]
+struct AppendCase {
+    stream: StreamName,
+    events: Vec<NewEvent>,
+}
+
+impl fmt::Debug for AppendCase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let events: Vec<String> = self
+            .events
+            .iter()
+            .take(8)
+            .map(|e| {
+                let data = if e.data.len() <= 40 {
+                    String::from_utf8_lossy(&e.data).into_owned()
+                } else {
+                    format!("{} bytes", e.data.len())
+                };
+                format!(
+                    "{} id {} data {data:?} metadata {} bytes",
+                    e.event_type,
+                    e.id.as_u128(),
+                    e.metadata.len()
+                )
+            })
+            .collect();
+        write!(
+            f,
+            "append to {} of {} events: {events:?}",
+            self.stream,
+            self.events.len()
+        )
+    }
+}
+
+/// The size an event is built to: small, or at or just past one of the limits.
+fn event_size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        8 => 0usize..64,
+        1 => Just(EVENT_BYTES_MAX),
+        1 => Just(EVENT_BYTES_MAX + 1),
+        2 => Just(APPEND_BYTES_MAX / 2),
+        2 => Just(APPEND_BYTES_MAX / 2 + 1),
+    ]
+}
+
+/// Data for an event: metadata JSON, good or bad, or filler.
+fn event_data() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        Just(r#"{"$maxCount":3}"#),
+        Just(r#"{"$tb":1,"custom":true}"#),
+        Just("{}"),
+        Just(r#"{"$maxCount":-1}"#),
+        Just("[]"),
+        Just("not json"),
+        Just(""),
+    ]
+}
+
+/// One event: an id from a small pool (so appends repeat ids), a type, and data of a chosen size
+/// (JSON data when small).
+fn event() -> impl Strategy<Value = NewEvent> {
+    (
+        0u128..6,
+        prop_oneof![Just("$metadata"), Just("OrderPlaced"), Just("T")],
+        event_size(),
+        event_data(),
+        0usize..3,
+    )
+        .prop_map(|(id, ty, size, json, metadata)| {
+            let metadata = FILLER.slice(..metadata);
+            let data = if size < 64 {
+                Bytes::from_static(json.as_bytes())
+            } else {
+                // Data that brings the whole event (data, metadata, type) to `size`.
+                FILLER.slice(..size.saturating_sub(metadata.len() + ty.len()))
+            };
+            NewEvent {
+                id: Uuid::from_u128(id),
+                event_type: EventType::new(ty).unwrap(),
+                content_type: ContentType::Json,
+                data,
+                metadata,
+            }
+        })
+}
+
+fn append_case() -> impl Strategy<Value = AppendCase> {
+    let events = prop_oneof![
+        1 => Just(Vec::new()),
+        12 => proptest::collection::vec(event(), 1..4),
+        // Over the count limit: tiny events, distinct ids.
+        1 => (1usize..3).prop_map(|over| {
+            (0..APPEND_EVENTS_MAX + over)
+                .map(|i| NewEvent {
+                    id: Uuid::from_u128(1_000 + i as u128),
+                    ..NewEvent::json("T", "{}").unwrap()
+                })
+                .collect()
+        }),
+    ];
+    (
+        prop_oneof![Just("order-1"), Just("$$order-1"), Just("$$cart-2")],
+        events,
+        any::<u64>(),
+    )
+        .prop_map(|(stream, mut events, salt)| {
+            // Ids unique to this case, keeping which events of it share one.
+            for e in &mut events {
+                e.id = Uuid::from_u128(e.id.as_u128() ^ (u128::from(salt) << 64));
+            }
+            AppendCase {
+                stream: StreamName::new(stream).unwrap(),
+                events,
+            }
+        })
+}
+
+/// Appends near and past every input limit (empty, too many events, an event or the whole append
+/// too large, repeated ids, bad metadata appends, and several at once) give the model's answer:
+/// the same error, or the same result.
+#[test]
+fn append_validation_matches_model() {
+    let (engine, _) = Engine::open(Arc::new(FaultStorage::new()), EngineConfig::default()).unwrap();
+    let model = RefCell::new(Model::new());
+    let config = ProptestConfig {
+        cases: 200,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let result = TestRunner::new(config).run(&append_case(), |case| {
+        let e = engine.append(&case.stream, ExpectedRevision::Any, case.events.clone());
+        let m = model
+            .borrow_mut()
+            .append(&case.stream, ExpectedRevision::Any, &case.events);
+        compare_outcome(&e, &m).map_err(TestCaseError::fail)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    engine.close();
 }

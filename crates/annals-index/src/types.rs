@@ -99,6 +99,10 @@ pub struct IndexStats {
     pub position_entries: u64,
 }
 
+// The engine holds the index as `Arc<dyn Index>`: this stops compiling if the trait stops being
+// dyn compatible (a generic method, `Self` by value, an associated constant).
+const _: Option<&dyn Index> = None;
+
 /// The index as the engine sees it. Reads see every applied batch; only [`Index::flush`] makes
 /// them durable, which is safe because they can be re-derived from the log.
 pub trait Index: Send + Sync + Debug {
@@ -151,4 +155,64 @@ pub trait Index: Send + Sync + Debug {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, StreamHead)>, IndexError>;
+}
+
+/// Shares one index between the engine's threads.
+impl<T: Index + ?Sized> Index for Arc<T> {
+    fn checkpoint(&self) -> Result<IndexCheckpoint, IndexError> {
+        (**self).checkpoint()
+    }
+    fn apply(&self, batch: &IndexBatch) -> Result<(), IndexError> {
+        (**self).apply(batch)
+    }
+    fn stage(&self, batch: &IndexBatch) -> Result<(), IndexError> {
+        (**self).stage(batch)
+    }
+    fn commit_staged(&self) -> Result<(), IndexError> {
+        (**self).commit_staged()
+    }
+    fn try_commit_staged(&self) -> Result<bool, IndexError> {
+        (**self).try_commit_staged()
+    }
+    fn flush(&self) -> Result<(), IndexError> {
+        (**self).flush()
+    }
+    fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError> {
+        (**self).stream_head(stream)
+    }
+    fn next_stream_id(&self) -> Result<u64, IndexError> {
+        (**self).next_stream_id()
+    }
+    fn stream_entries(
+        &self,
+        id: u64,
+        from: Revision,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Entry>, IndexError> {
+        (**self).stream_entries(id, from, direction, limit)
+    }
+    fn postings(
+        &self,
+        kind: PostingKind,
+        key: &str,
+        from: Position,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Posting>, IndexError> {
+        (**self).postings(kind, key, from, direction, limit)
+    }
+    fn seek(&self, position: Position) -> Result<Option<Posting>, IndexError> {
+        (**self).seek(position)
+    }
+    fn stats(&self) -> Result<IndexStats, IndexError> {
+        (**self).stats()
+    }
+    fn streams(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, StreamHead)>, IndexError> {
+        (**self).streams(after, limit)
+    }
 }

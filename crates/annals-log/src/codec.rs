@@ -577,4 +577,222 @@ mod tests {
         let visited = visit_events(&frame, &header, all, &mut |_| ControlFlow::Continue(()));
         assert!(matches!(visited, Err(FrameError::BadBody(_))));
     }
+
+    /// Property tests: any record encodes and decodes to itself, and any damage to its bytes is
+    /// refused, never decoded into something else and never a panic.
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Cases per property: enough to cover every field's corners, few enough to stay within
+        /// a second or two in an unoptimized build.
+        const CASES: u32 = 256;
+
+        /// One record's worth of input, as an append would bring it.
+        #[derive(Clone, Debug)]
+        struct Input {
+            kind: RecordKind,
+            stream: StreamName,
+            first_position: Position,
+            first_revision: Revision,
+            created: Timestamp,
+            events: Vec<NewEvent>,
+        }
+
+        fn name(max_chars: usize) -> impl Strategy<Value = String> {
+            let ascii = format!("[a-z$][a-zA-Z0-9$._-]{{0,{max_chars}}}");
+            let unicode = format!("\\PC{{1,{max_chars}}}");
+            // Mostly ASCII, sometimes any printable Unicode (multi-byte names).
+            prop_oneof![
+                3 => proptest::string::string_regex(&ascii).unwrap(),
+                1 => proptest::string::string_regex(&unicode).unwrap(),
+            ]
+        }
+
+        fn event() -> impl Strategy<Value = NewEvent> {
+            (
+                any::<u128>(),
+                name(40),
+                any::<bool>(),
+                vec(any::<u8>(), 0..300),
+                vec(any::<u8>(), 0..40),
+            )
+                .prop_map(|(id, ty, json, data, metadata)| NewEvent {
+                    id: Uuid::from_u128(id),
+                    event_type: EventType::new(ty).unwrap(),
+                    content_type: if json {
+                        ContentType::Json
+                    } else {
+                        ContentType::Binary
+                    },
+                    data: Bytes::from(data),
+                    metadata: Bytes::from(metadata),
+                })
+        }
+
+        fn input() -> impl Strategy<Value = Input> {
+            (
+                any::<bool>(),
+                name(60),
+                1..u64::MAX / 2,
+                0..u64::MAX / 2,
+                any::<i64>(),
+                vec(event(), 1..8),
+            )
+                .prop_map(
+                    |(tombstone, stream, first, revision, created, mut events)| {
+                        // A tombstone record holds the one `$streamDeleted` event.
+                        if tombstone {
+                            events.truncate(1);
+                        }
+                        Input {
+                            kind: if tombstone {
+                                RecordKind::Tombstone
+                            } else {
+                                RecordKind::Events
+                            },
+                            stream: StreamName::new(stream).unwrap(),
+                            first_position: Position(first),
+                            first_revision: if tombstone {
+                                Revision::TOMBSTONE
+                            } else {
+                                Revision(revision)
+                            },
+                            created: Timestamp(created),
+                            events,
+                        }
+                    },
+                )
+        }
+
+        /// `input` encoded after `prefix` bytes already in the buffer.
+        fn encode(input: &Input, prefix: usize) -> Vec<u8> {
+            let mut buf = vec![0xa5; prefix];
+            encode_commit(
+                &mut buf,
+                input.kind,
+                &input.stream,
+                input.first_position,
+                input.first_revision,
+                input.created,
+                &input.events,
+            );
+            buf.split_off(prefix)
+        }
+
+        /// Decodes a frame that parsed, every way the crate offers; must not panic.
+        fn decode_all(frame: &[u8], header: &CommitHeader) {
+            let bytes = Bytes::copy_from_slice(frame);
+            let whole = (Position(1), Position::END);
+            let _ = decode_events(&bytes, header, &mut Interner::default(), whole, |_| {});
+            let _ = visit_events(frame, header, whole, &mut |_| ControlFlow::Continue(()));
+            let _ = frame_stream(frame);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+            #[test]
+            fn records_decode_to_what_was_encoded(input in input(), prefix in 0usize..64) {
+                let frame = encode(&input, prefix);
+                let (kind, header, len) = parse_frame(&frame).unwrap();
+                prop_assert_eq!(kind, input.kind);
+                prop_assert_eq!(len, frame.len());
+                prop_assert_eq!(header.first_position, input.first_position);
+                prop_assert_eq!(header.first_revision, input.first_revision);
+                prop_assert_eq!(header.created, input.created);
+                prop_assert_eq!(header.event_count as usize, input.events.len());
+                prop_assert_eq!(frame_stream(&frame), Some(input.stream.as_str()));
+
+                let bytes = Bytes::from(frame.clone());
+                let mut decoded = Vec::new();
+                let whole = (Position(1), Position::END);
+                decode_events(&bytes, &header, &mut Interner::default(), whole, |e| {
+                    decoded.push(e)
+                })
+                .unwrap();
+                prop_assert_eq!(decoded.len(), input.events.len());
+                for (i, (got, sent)) in decoded.iter().zip(&input.events).enumerate() {
+                    let i = i as u64;
+                    prop_assert_eq!(got.id, sent.id);
+                    prop_assert_eq!(&got.stream, &input.stream);
+                    prop_assert_eq!(got.position, Position(input.first_position.0 + i));
+                    let revision = if input.kind == RecordKind::Tombstone {
+                        Revision::TOMBSTONE
+                    } else {
+                        Revision(input.first_revision.0 + i)
+                    };
+                    prop_assert_eq!(got.revision, revision);
+                    prop_assert_eq!(&got.event_type, &sent.event_type);
+                    prop_assert_eq!(got.content_type, sent.content_type);
+                    prop_assert_eq!(got.created, input.created);
+                    prop_assert_eq!(&got.data, &sent.data);
+                    prop_assert_eq!(&got.metadata, &sent.metadata);
+                }
+                // The borrowed views agree with the owned records.
+                let mut viewed = 0;
+                let flow = visit_events(&frame, &header, whole, &mut |v| {
+                    let owned = &decoded[viewed];
+                    let view = (v.id, v.position, v.data);
+                    assert_eq!(view, (owned.id, owned.position, &owned.data[..]));
+                    viewed += 1;
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+                prop_assert!(flow.is_continue());
+                prop_assert_eq!(viewed, decoded.len());
+            }
+
+            #[test]
+            fn any_flipped_bit_is_refused(
+                input in input(),
+                at in any::<prop::sample::Index>(),
+                bit in 0u8..8,
+            ) {
+                let mut frame = encode(&input, 0);
+                let byte = at.index(frame.len());
+                frame[byte] ^= 1 << bit;
+                let parsed = parse_frame(&frame);
+                prop_assert!(parsed.is_err(), "flip at {}:{} parsed: {:?}", byte, bit, parsed);
+            }
+
+            #[test]
+            fn any_truncation_is_refused_as_truncated(
+                input in input(),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let frame = encode(&input, 0);
+                let cut = cut.index(frame.len());
+                match parse_frame(&frame[..cut]) {
+                    Err(FrameError::Truncated { needed }) => prop_assert!(needed > cut),
+                    other => {
+                        prop_assert!(false, "cut at {} of {}: {:?}", cut, frame.len(), other)
+                    }
+                }
+            }
+
+            /// Arbitrary bytes, and a valid record with arbitrary bytes written over part of it
+            /// (the CRC then catches it unless the bytes happened to match), never panic; what
+            /// parses decodes without panicking either.
+            #[test]
+            fn arbitrary_bytes_never_panic(
+                input in input(),
+                noise in vec(any::<u8>(), 0..200),
+                at in any::<prop::sample::Index>(),
+            ) {
+                if let Ok((_, header, len)) = parse_frame(&noise) {
+                    decode_all(&noise[..len], &header);
+                }
+                let mut frame = encode(&input, 0);
+                let start = at.index(frame.len());
+                let end = (start + noise.len()).min(frame.len());
+                frame[start..end].copy_from_slice(&noise[..end - start]);
+                if let Ok((_, header, len)) = parse_frame(&frame) {
+                    decode_all(&frame[..len], &header);
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Annals's log: the only source of truth.
 //!
 //! Appends become framed, checksummed commit records ([`codec`]) written to segment files
-//! ([`segment`] layout) through the [`Storage`] trait. Recovery cuts a torn tail and refuses
+//! (`segment` layout) through the [`Storage`] trait. Recovery cuts a torn tail and refuses
 //! corruption anywhere else. See `docs/design/storage-format.md` for the byte layout and the crash
 //! analysis.
 //!

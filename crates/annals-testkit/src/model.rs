@@ -14,7 +14,10 @@
 //!   found; a later append first writes metadata with `$tb` = the first new revision;
 //! - a tombstone writes `$streamDeleted` at revision `i64::MAX`; reads and appends (and appends to
 //!   `$$stream`) then fail with stream deleted;
-//! - `$all` reads return the log as written, with no metadata rules applied.
+//! - `$all` reads return the log as written, with no metadata rules applied;
+//! - an append is first checked against the input rules `annals_core` documents (limits, distinct
+//!   ids, metadata streams), written out here on their own (`validate_append`), so that a change
+//!   to the engine's checks shows as a difference instead of being copied.
 //!
 //! Wall-clock rules (`$maxAge`) are not modelled: tests must not set them.
 
@@ -24,7 +27,7 @@ use annals_core::{
     AppendResult, ContentType, Direction, DomainError, ExpectedRevision, Filter, FilterTarget,
     InputError, METADATA_EVENT_TYPE, NewEvent, Position, Revision, StreamMetadata, StreamName,
     TOMBSTONE_EVENT_TYPE, category_of,
-    limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX, READ_EVENTS_MAX},
+    limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_BYTES_MAX, READ_EVENTS_MAX},
 };
 use bytes::Bytes;
 use uuid::Uuid;
@@ -579,43 +582,67 @@ fn undelete_json(previous: Option<&[u8]>, truncate_before: u64) -> Bytes {
     Bytes::from(serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default())
 }
 
-/// The input checks `Engine::append` makes before a request reaches the writer, in its order.
+/// The input rules of an append, as `annals_core` states them (not as the engine codes them):
+///
+/// 1. an append has events ([`InputError::EmptyAppend`]);
+/// 2. at most [`APPEND_EVENTS_MAX`] of them;
+/// 3. an event's size is its data plus its metadata plus its type, in bytes, and is at most
+///    [`EVENT_BYTES_MAX`] (`limits.rs`); the first event over it is the one reported;
+/// 4. the append's size is the sum of its events' sizes, at most [`APPEND_BYTES_MAX`];
+/// 5. event ids within one append are distinct;
+/// 6. an append to a metadata stream (`$$name`) holds only `$metadata` events whose data is
+///    stream metadata (as [`StreamMetadata::parse`] reads it); the first event that is not is
+///    the one reported. `InputError::InvalidMetadataAppend` words this as "exactly one event",
+///    but several are taken, the last one being the metadata (see `ARCHITECTURE.md`).
+///
+/// Every rule is evaluated; when several are broken, the first in this list is reported (from
+/// the shape of the whole append down to single events).
 fn validate_append(stream: &StreamName, events: &[NewEvent]) -> Result<(), ModelError> {
-    if events.is_empty() {
-        return Err(InputError::EmptyAppend.into());
-    }
-    if events.len() > APPEND_EVENTS_MAX {
-        return Err(InputError::TooManyEvents {
+    let sizes: Vec<usize> = events
+        .iter()
+        .map(|e| e.data.len() + e.metadata.len() + e.event_type.as_str().len())
+        .collect();
+    let total: usize = sizes.iter().sum();
+    let mut ids: Vec<u128> = events.iter().map(|e| e.id.as_u128()).collect();
+    ids.sort_unstable();
+    let repeated_id = ids.windows(2).any(|pair| pair.first() == pair.last());
+    let metadata_problem = if stream.is_metadata_stream() {
+        events.iter().find_map(|e| {
+            if e.event_type.as_str() == METADATA_EVENT_TYPE {
+                StreamMetadata::parse(&e.data).err()
+            } else {
+                Some(InputError::InvalidMetadataAppend)
+            }
+        })
+    } else {
+        None
+    };
+    let broken = [
+        events.is_empty().then_some(InputError::EmptyAppend),
+        (events.len() > APPEND_EVENTS_MAX).then_some(InputError::TooManyEvents {
             count: events.len(),
             max: APPEND_EVENTS_MAX,
-        }
-        .into());
-    }
-    let mut size = 0usize;
-    for (index, e) in events.iter().enumerate() {
-        e.validate(index)?;
-        size += e.size_bytes();
-    }
-    if size > APPEND_BYTES_MAX {
-        return Err(InputError::AppendTooLarge {
-            size,
+        }),
+        sizes
+            .iter()
+            .enumerate()
+            .find(|&(_, &size)| size > EVENT_BYTES_MAX)
+            .map(|(index, &size)| InputError::EventTooLarge {
+                index,
+                size,
+                max: EVENT_BYTES_MAX,
+            }),
+        (total > APPEND_BYTES_MAX).then_some(InputError::AppendTooLarge {
+            size: total,
             max: APPEND_BYTES_MAX,
-        }
-        .into());
+        }),
+        repeated_id.then_some(InputError::DuplicateEventId),
+        metadata_problem,
+    ];
+    match broken.into_iter().flatten().next() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
     }
-    let mut ids = std::collections::HashSet::new();
-    if !events.iter().all(|e| ids.insert(e.id)) {
-        return Err(InputError::DuplicateEventId.into());
-    }
-    if stream.is_metadata_stream() {
-        for e in events {
-            if e.event_type.as_str() != METADATA_EVENT_TYPE {
-                return Err(InputError::InvalidMetadataAppend.into());
-            }
-            StreamMetadata::parse(&e.data)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -696,6 +723,79 @@ mod tests {
             first
         );
         assert_eq!(m.head(), Position(2));
+    }
+
+    /// Each input rule on its own, and the first rule wins when several are broken.
+    #[test]
+    fn input_rules_and_their_order() {
+        let s = name("a-1");
+        let meta = name("$$a-1");
+        let sized = |id: u128, size: usize| NewEvent {
+            data: Bytes::from(vec![b'x'; size - 1]),
+            ..ev(id)
+        };
+        let input = |stream: &StreamName, events: &[NewEvent]| match validate_append(stream, events)
+        {
+            Err(ModelError::Input(e)) => Some(e),
+            Err(other) => panic!("{other:?}"),
+            Ok(()) => None,
+        };
+        assert_eq!(input(&s, &[]), Some(InputError::EmptyAppend));
+        assert_eq!(input(&s, &[sized(1, EVENT_BYTES_MAX)]), None);
+        assert_eq!(
+            input(
+                &s,
+                &[
+                    ev(1),
+                    sized(2, EVENT_BYTES_MAX + 1),
+                    sized(3, EVENT_BYTES_MAX + 2)
+                ]
+            ),
+            Some(InputError::EventTooLarge {
+                size: EVENT_BYTES_MAX + 1,
+                max: EVENT_BYTES_MAX
+            })
+        );
+        let half = APPEND_BYTES_MAX / 2;
+        assert_eq!(input(&s, &[sized(1, half), sized(2, half)]), None);
+        assert_eq!(
+            input(&s, &[sized(1, half), sized(2, half), ev(2)]),
+            Some(InputError::AppendTooLarge {
+                size: APPEND_BYTES_MAX + 3,
+                max: APPEND_BYTES_MAX
+            }),
+            "too large wins over a repeated id"
+        );
+        assert_eq!(
+            input(&s, &[ev(1), ev(2), ev(1)]),
+            Some(InputError::DuplicateEventId)
+        );
+        let metadata = |id: u128, json: &'static str| NewEvent {
+            id: Uuid::from_u128(id),
+            ..NewEvent::json(METADATA_EVENT_TYPE, json).unwrap()
+        };
+        assert_eq!(
+            input(
+                &meta,
+                &[metadata(1, "{}"), metadata(2, r#"{"$maxCount":1}"#)]
+            ),
+            None
+        );
+        assert_eq!(
+            input(&meta, &[metadata(1, "{}"), ev(2)]),
+            Some(InputError::InvalidMetadataAppend)
+        );
+        assert!(matches!(
+            input(&meta, &[metadata(1, "[]"), ev(2)]),
+            Some(InputError::InvalidMetadata(_))
+        ));
+        assert_eq!(
+            input(&meta, &[ev(1), metadata(1, "[]")]),
+            Some(InputError::DuplicateEventId),
+            "a repeated id wins over bad metadata"
+        );
+        // The same events are fine in a stream that holds no metadata.
+        assert_eq!(input(&s, &[metadata(1, "[]"), ev(2)]), None);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! A fault-injecting, in-memory [`Storage`] for crash tests.
 //!
 //! Every file keeps two images: what has been written (`current`) and what a crash would leave
-//! (`durable`). `sync` copies one to the other; a file's creation or removal survives a crash only
-//! after `sync_dir`. A test can make the N-th sync fail and every later operation fail too (the
+//! (`durable`). `sync` makes the durable image equal to the current one; a file's creation or
+//! removal survives a crash only after `sync_dir`. Both images are copy-on-write pages
+//! ([`paged_image`]), so a sync or a crash image copies only what changed, not whole files. A test can make the N-th sync fail and every later operation fail too (the
 //! process "dies" there), then take [`FaultStorage::crash_image`]: a new storage holding only what
 //! was durable, which it may tear or corrupt further with [`FaultStorage::set_bytes`] before
 //! reopening the store on it.
@@ -20,10 +21,14 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::storage::{Storage, StorageFile};
 
+mod paged_image;
+
+use paged_image::PagedImage;
+
 #[derive(Default, Clone)]
 struct FileImage {
-    current: Vec<u8>,
-    durable: Vec<u8>,
+    current: PagedImage,
+    durable: PagedImage,
     /// The file's directory entry survives a crash.
     entry_durable: bool,
     /// Removed, but the removal is not yet durable.
@@ -158,7 +163,7 @@ impl FaultStorage {
         s.files
             .get(name)
             .filter(|f| !f.removed)
-            .map(|f| f.current.clone())
+            .map(|f| f.current.to_vec())
     }
 
     /// Replaces the bytes of `name` as if they had always been durable (for tearing and bit
@@ -166,8 +171,8 @@ impl FaultStorage {
     pub fn set_bytes(&self, name: &str, bytes: Vec<u8>) {
         let mut s = self.state.lock();
         let image = s.files.entry(name.to_owned()).or_default();
-        image.current = bytes.clone();
-        image.durable = bytes;
+        image.current = PagedImage::from_bytes(&bytes);
+        image.durable = image.current.clone();
         image.entry_durable = true;
         image.removed = false;
     }
@@ -298,27 +303,20 @@ fn to_usize(v: u64) -> io::Result<usize> {
 impl StorageFile for FaultFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.with(|image| {
-            let start = to_usize(offset)?;
-            let end = start.saturating_add(buf.len());
-            let src = image
-                .current
-                .get(start..end)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))?;
-            buf.copy_from_slice(src);
-            Ok(())
+            if image.current.read(buf, to_usize(offset)?) {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "read past end",
+                ))
+            }
         })
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.with(|image| {
-            let start = to_usize(offset)?;
-            let end = start.saturating_add(buf.len());
-            if image.current.len() < end {
-                image.current.resize(end, 0);
-            }
-            if let Some(dst) = image.current.get_mut(start..end) {
-                dst.copy_from_slice(buf);
-            }
+            image.current.write(buf, to_usize(offset)?);
             Ok(())
         })
     }
@@ -329,7 +327,10 @@ impl StorageFile for FaultFile {
         FaultStorage::count_sync(&mut s)?;
         match s.files.get_mut(&self.name) {
             Some(image) if !image.removed => {
-                image.durable = image.current.clone();
+                let FileImage {
+                    current, durable, ..
+                } = image;
+                durable.assign_from(current);
                 Ok(())
             }
             _ => Err(io::Error::new(io::ErrorKind::NotFound, self.name.clone())),
@@ -338,7 +339,7 @@ impl StorageFile for FaultFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(|image| {
-            image.current.resize(to_usize(len)?, 0);
+            image.current.set_len(to_usize(len)?);
             Ok(())
         })
     }
@@ -350,8 +351,13 @@ impl StorageFile for FaultFile {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "a test fails by panicking"
+    )]
 
+    use super::paged_image::PAGE_BYTES;
     use super::*;
 
     #[test]
@@ -374,6 +380,7 @@ mod tests {
     fn crash_at_sync_stops_everything() {
         let s = FaultStorage::new();
         let a = s.open("a", true).unwrap();
+        s.sync_dir().unwrap();
         s.crash_at_sync(2);
         a.write_at(b"1", 0).unwrap();
         a.sync().unwrap();
@@ -381,5 +388,148 @@ mod tests {
         assert!(a.sync().is_err());
         assert!(a.write_at(b"3", 2).is_err());
         assert!(s.has_crashed());
+        // The sync that crashed made nothing durable.
+        assert_eq!(s.crash_image().bytes("a").unwrap(), b"1");
+    }
+
+    /// A file synced, then overwritten in part, grown and cut again, keeps exactly what its last
+    /// sync saw; other files keep their own last sync.
+    #[test]
+    fn a_crash_keeps_each_file_as_its_last_sync_left_it() {
+        let s = FaultStorage::new();
+        let a = s.open("a", true).unwrap();
+        let b = s.open("b", true).unwrap();
+        s.sync_dir().unwrap();
+        let first: Vec<u8> = (0..3 * PAGE_BYTES + 17).map(|i| (i % 251) as u8).collect();
+        a.write_at(&first, 0).unwrap();
+        b.write_at(b"b-synced", 0).unwrap();
+        a.sync().unwrap();
+        b.sync().unwrap();
+        // After the syncs: an overwrite across a page boundary, growth, and a cut.
+        a.write_at(&[0xee; 40], PAGE_BYTES as u64 - 20).unwrap();
+        a.set_len(5 * PAGE_BYTES as u64).unwrap();
+        a.write_at(b"tail", 4 * PAGE_BYTES as u64).unwrap();
+        b.write_at(b"-lost", 8).unwrap();
+        assert_eq!(s.crash_image().bytes("a").unwrap(), first);
+        assert_eq!(s.crash_image().bytes("b").unwrap(), b"b-synced");
+
+        // A second sync of `a` alone: `a` moves on, `b` does not.
+        a.set_len(PAGE_BYTES as u64 + 5).unwrap();
+        a.sync().unwrap();
+        let mut expected = first[..PAGE_BYTES + 5].to_vec();
+        expected[PAGE_BYTES - 20..PAGE_BYTES + 5].fill(0xee);
+        let image = s.crash_image();
+        assert_eq!(image.bytes("a").unwrap(), expected);
+        assert_eq!(image.bytes("b").unwrap(), b"b-synced");
+        // Growing a cut file reads zeros where the cut bytes were, before and after a crash.
+        a.set_len(2 * PAGE_BYTES as u64).unwrap();
+        a.sync().unwrap();
+        expected.resize(2 * PAGE_BYTES, 0);
+        assert_eq!(s.bytes("a").unwrap(), expected);
+        assert_eq!(s.crash_image().bytes("a").unwrap(), expected);
+    }
+
+    /// A crash image is a copy: writes to it do not reach the storage it came from, and writes to
+    /// that storage do not reach the image.
+    #[test]
+    fn crash_images_are_independent_of_their_storage() {
+        let s = FaultStorage::new();
+        let a = s.open("a", true).unwrap();
+        s.sync_dir().unwrap();
+        a.write_at(&vec![1u8; 2 * PAGE_BYTES], 0).unwrap();
+        a.sync().unwrap();
+        let image = s.crash_image();
+        a.write_at(b"after", 10).unwrap();
+        a.sync().unwrap();
+        let in_image = image.open("a", false).unwrap();
+        in_image.write_at(b"image", PAGE_BYTES as u64).unwrap();
+        in_image.sync().unwrap();
+        let mut expected_image = vec![1u8; 2 * PAGE_BYTES];
+        expected_image[PAGE_BYTES..PAGE_BYTES + 5].copy_from_slice(b"image");
+        assert_eq!(image.bytes("a").unwrap(), expected_image);
+        let mut expected = vec![1u8; 2 * PAGE_BYTES];
+        expected[10..15].copy_from_slice(b"after");
+        assert_eq!(s.bytes("a").unwrap(), expected);
+        assert_eq!(s.crash_image().bytes("a").unwrap(), expected);
+    }
+
+    /// Random writes, cuts, syncs and failed syncs on two files, against two plain byte vectors
+    /// per file: what is written now and what a crash would keep.
+    #[test]
+    fn random_operations_match_a_copying_reference() {
+        let s = FaultStorage::new();
+        let names = ["a", "b"];
+        let files: Vec<_> = names.iter().map(|n| s.open(n, true).unwrap()).collect();
+        s.sync_dir().unwrap();
+        let mut current = vec![Vec::<u8>::new(); 2];
+        let mut durable = vec![Vec::<u8>::new(); 2];
+        // A small linear congruential generator: the same operations in every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |bound: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as usize % bound
+        };
+        for step in 0..3_000usize {
+            let f = next(2);
+            match next(12) {
+                0..=5 => {
+                    let start = next(4 * PAGE_BYTES);
+                    let len = next(PAGE_BYTES + PAGE_BYTES / 2);
+                    let buf: Vec<u8> = (0..len).map(|i| ((step + i) % 255) as u8 + 1).collect();
+                    files[f].write_at(&buf, start as u64).unwrap();
+                    let c = &mut current[f];
+                    if c.len() < start + len {
+                        c.resize(start + len, 0);
+                    }
+                    c[start..start + len].copy_from_slice(&buf);
+                }
+                6 => {
+                    let len = next(5 * PAGE_BYTES);
+                    files[f].set_len(len as u64).unwrap();
+                    current[f].resize(len, 0);
+                }
+                7..=9 => {
+                    files[f].sync().unwrap();
+                    durable[f] = current[f].clone();
+                }
+                10 => {
+                    // An I/O error from the disk: nothing becomes durable.
+                    s.fail_syncs(true);
+                    assert!(files[f].sync().is_err());
+                    s.fail_syncs(false);
+                }
+                _ => {
+                    let image = s.crash_image();
+                    for (i, name) in names.iter().enumerate() {
+                        assert_eq!(image.bytes(name).unwrap(), durable[i], "step {step}");
+                    }
+                }
+            }
+            assert_eq!(files[f].len().unwrap(), current[f].len() as u64);
+            assert_eq!(s.bytes(names[f]).unwrap(), current[f], "step {step}");
+        }
+    }
+
+    /// A held sync waits, and completes once released.
+    #[test]
+    fn held_syncs_wait_for_release() {
+        let s = FaultStorage::new();
+        let a = s.open("a", true).unwrap();
+        a.write_at(b"held", 0).unwrap();
+        s.hold_syncs(true);
+        std::thread::scope(|scope| {
+            let syncing = scope.spawn(|| a.sync());
+            while s.held_syncs() == 0 {
+                std::thread::yield_now();
+            }
+            assert_eq!(s.syncs(), 0, "the held sync has not happened yet");
+            assert!(s.crash_image().bytes("a").is_none());
+            s.hold_syncs(false);
+            syncing.join().unwrap().unwrap();
+        });
+        assert_eq!(s.held_syncs(), 0);
+        assert_eq!(s.syncs(), 1);
     }
 }

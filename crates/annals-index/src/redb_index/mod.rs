@@ -1,0 +1,271 @@
+//! [`Index`] kept in a redb database (`index.redb`) in the store's directory.
+//!
+//! Tables:
+//! - `meta`: the checkpoint and the next stream id;
+//! - `streams`: name → (id, next revision, last position, flags);
+//! - `stream_events`: (stream id, first revision of a record) → (first position, record address,
+//!   event count): one entry per record, so a 100-event append costs one insert, not 100;
+//! - `categories`: (category, first position of a record) → (record address, event count);
+//! - `event_types`: (type, first position of a run of events of that type within a record) →
+//!   (record address, run length);
+//! - `positions`: first position of a record → its address, sparse (see [`crate::POSITION_BUCKET`]).
+//!
+//! Batches are staged in memory first ([`crate::staged`]) and committed to redb without fsync,
+//! several per transaction; [`Index::flush`] commits durably.
+//! redb was chosen over fjall for its faster range reads and lack of background threads (see
+//! ARCHITECTURE.md).
+//!
+//! Each job has a file of its own: staging a batch (resolving its streams) in [`stage`], writing
+//! staged batches to redb in [`commit`], and reads, which merge staged batches with a redb
+//! snapshot, in [`read`]. The [`Index`] implementation below only routes to them.
+
+use std::collections::HashMap;
+
+use parking_lot::{Mutex, RwLock};
+
+use annals_core::{Direction, Position, Revision};
+use annals_log::Storage;
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::error::IndexError;
+use crate::redb_backend::Backend;
+use crate::staged::{HeadTuple, Staged};
+use crate::types::{
+    Entry, Index, IndexBatch, IndexCheckpoint, IndexStats, Posting, PostingKind, StreamHead,
+};
+
+mod commit;
+mod read;
+mod stage;
+
+/// The index's file name in the store directory.
+pub const INDEX_FILE: &str = "index.redb";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STREAMS: TableDefinition<&str, (u64, u64, u64, u64)> = TableDefinition::new("streams");
+const STREAM_EVENTS: TableDefinition<(u64, u64), (u64, u64, u64)> =
+    TableDefinition::new("stream_events");
+const CATEGORIES: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("categories");
+const EVENT_TYPES: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("event_types");
+const POSITIONS: TableDefinition<u64, u64> = TableDefinition::new("positions");
+
+const META_ADDRESS: &str = "checkpoint_address";
+const META_NEXT_POSITION: &str = "checkpoint_next_position";
+const META_NEXT_STREAM_ID: &str = "next_stream_id";
+const META_LAST_RECORD: &str = "checkpoint_last_record";
+const META_GENERATION: &str = "staged_generation";
+
+const FLAG_TOMBSTONED: u64 = 1;
+
+/// Settings of the redb index.
+#[derive(Clone, Debug)]
+pub struct RedbIndexConfig {
+    /// redb's page cache, in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for RedbIndexConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The redb-backed index.
+#[derive(Debug)]
+pub struct RedbIndex {
+    db: Database,
+    staged: RwLock<Staged>,
+    /// One commit at a time, so committed heads and generations only move forwards.
+    commit_lock: Mutex<()>,
+}
+
+fn head_from(t: HeadTuple) -> StreamHead {
+    let (id, next_revision, last_position, flags) = t;
+    StreamHead {
+        id,
+        last_revision: next_revision.checked_sub(1),
+        last_position: Position(last_position),
+        tombstoned: flags & FLAG_TOMBSTONED != 0,
+    }
+}
+
+impl RedbIndex {
+    /// Opens (or creates) the index file in `storage`.
+    pub fn open(storage: &dyn Storage, config: &RedbIndexConfig) -> Result<Self, IndexError> {
+        let file = storage
+            .open(INDEX_FILE, true)
+            .map_err(|e| IndexError::Store(redb::StorageError::Io(e).into()))?;
+        let db = Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create_with_backend(Backend(file))?;
+        let mut txn = db.begin_write()?;
+        txn.set_quick_repair(true);
+        let (next_id, generation) = {
+            let meta = txn.open_table(META)?;
+            txn.open_table(STREAMS)?;
+            txn.open_table(STREAM_EVENTS)?;
+            txn.open_table(CATEGORIES)?;
+            txn.open_table(EVENT_TYPES)?;
+            txn.open_table(POSITIONS)?;
+            let get =
+                |k| -> Result<Option<u64>, IndexError> { Ok(meta.get(k)?.map(|v| v.value())) };
+            (
+                get(META_NEXT_STREAM_ID)?.unwrap_or(1),
+                get(META_GENERATION)?.unwrap_or(0),
+            )
+        };
+        txn.commit()?;
+        Ok(Self {
+            db,
+            staged: RwLock::new(Staged {
+                batches: Vec::new(),
+                heads: HashMap::new(),
+                next_generation: generation.saturating_add(1),
+                next_id,
+            }),
+            commit_lock: Mutex::new(()),
+        })
+    }
+
+    /// Removes the index file so the next open starts empty (used when the index is damaged or
+    /// ahead of the log).
+    pub fn destroy(storage: &dyn Storage) -> Result<(), IndexError> {
+        match storage.remove(INDEX_FILE) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(IndexError::Store(redb::StorageError::Io(e).into())),
+        }
+        storage
+            .sync_dir()
+            .map_err(|e| IndexError::Store(redb::StorageError::Io(e).into()))
+    }
+}
+
+/// The end (exclusive) of a run of `count` numbers from `first`, as stored in an entry of `table`
+/// keyed by `key`: an end past `u64::MAX` means the index file is damaged.
+fn run_end(
+    table: &str,
+    key: impl std::fmt::Debug,
+    first: u64,
+    count: u64,
+) -> Result<u64, IndexError> {
+    first.checked_add(count).ok_or_else(|| {
+        IndexError::Inconsistent(format!(
+            "{table} entry {key:?}: {count} from {first} passes the largest number"
+        ))
+    })
+}
+
+impl Index for RedbIndex {
+    fn checkpoint(&self) -> Result<IndexCheckpoint, IndexError> {
+        self.read_checkpoint()
+    }
+
+    fn stage(&self, batch: &IndexBatch) -> Result<(), IndexError> {
+        self.stage_batch(batch)
+    }
+
+    fn commit_staged(&self) -> Result<(), IndexError> {
+        let _one_at_a_time = self.commit_lock.lock();
+        self.commit_staged_locked()
+    }
+
+    fn try_commit_staged(&self) -> Result<bool, IndexError> {
+        match self.commit_lock.try_lock() {
+            Some(_one_at_a_time) => self.commit_staged_locked().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    fn flush(&self) -> Result<(), IndexError> {
+        let _one_at_a_time = self.commit_lock.lock();
+        self.commit_staged_locked()?;
+        self.commit_durably_locked()
+    }
+
+    fn next_stream_id(&self) -> Result<u64, IndexError> {
+        Ok(self.staged.read().next_id)
+    }
+
+    fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError> {
+        self.read_stream_head(stream)
+    }
+
+    fn stream_entries(
+        &self,
+        id: u64,
+        from: Revision,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Entry>, IndexError> {
+        self.read_stream_entries(id, from, direction, limit)
+    }
+
+    fn postings(
+        &self,
+        kind: PostingKind,
+        key: &str,
+        from: Position,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Posting>, IndexError> {
+        self.read_postings(kind, key, from, direction, limit)
+    }
+
+    fn seek(&self, position: Position) -> Result<Option<Posting>, IndexError> {
+        self.read_seek(position)
+    }
+
+    fn stats(&self) -> Result<IndexStats, IndexError> {
+        self.read_stats()
+    }
+
+    fn streams(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, StreamHead)>, IndexError> {
+        self.read_streams(after, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::types::{IndexRecord, KnownStream};
+
+    pub(super) fn rec(addr: u64, stream: &str, pos: u64, rev: u64, n: usize) -> IndexRecord {
+        IndexRecord {
+            address: addr,
+            stream: Arc::from(stream),
+            first_position: Position(pos),
+            first_revision: Revision(rev),
+            tombstone: false,
+            event_types: (0..n).map(|_| Arc::from("Ty")).collect(),
+            known: None,
+        }
+    }
+
+    pub(super) fn known(mut r: IndexRecord, id: u64, next_revision: u64) -> IndexRecord {
+        r.known = Some(KnownStream { id, next_revision });
+        r
+    }
+
+    pub(super) fn batch_of(records: Vec<IndexRecord>, next_position: u64) -> IndexBatch {
+        let last = records.last().map_or(0, |r| r.address);
+        IndexBatch {
+            records,
+            checkpoint: IndexCheckpoint {
+                address: last + 10,
+                next_position: Position(next_position),
+                last_record_address: last,
+            },
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Staging a batch: resolving each record's stream (id, next revision, flags) against what is
+//! staged, what the writer says it knows, or a redb snapshot, checking that the record continues
+//! its stream, and adding the batch to the staged layer, visible to reads at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redb::ReadableDatabase;
+
+use super::{FLAG_TOMBSTONED, META_NEXT_STREAM_ID, RedbIndex, STREAMS, run_end};
+use crate::error::IndexError;
+use crate::staged::{HeadTuple, StagedBatch, StagedRecord};
+use crate::types::IndexBatch;
+
+impl RedbIndex {
+    /// Stages `batch` (all after the current checkpoint) and moves the checkpoint; refuses a
+    /// record that contradicts the index.
+    pub(super) fn stage_batch(&self, batch: &IndexBatch) -> Result<(), IndexError> {
+        let mut staged = self.staged.write();
+        // Opened only for a stream neither staged nor known to the writer (recovery, reindex).
+        let mut snapshot: Option<redb::ReadOnlyTable<&str, HeadTuple>> = None;
+        let mut next_id = staged.next_id;
+        let mut heads: HashMap<Arc<str>, HeadTuple> = HashMap::new();
+        let mut records = Vec::with_capacity(batch.records.len());
+        for rec in &batch.records {
+            let name: &str = &rec.stream;
+            let found = heads
+                .get(name)
+                .copied()
+                .or_else(|| staged.head(name).map(|(h, _)| h));
+            let head = match (found, rec.known) {
+                (Some(h), Some(known)) if h.0 != known.id => {
+                    return Err(IndexError::Inconsistent(format!(
+                        "stream {name}: the writer knows it as id {}, the index as id {}",
+                        known.id, h.0
+                    )));
+                }
+                (Some(h), _) => h,
+                // A stream the index has not seen: the writer handed out the next id.
+                (None, Some(known)) if known.id >= next_id => {
+                    if known.id != next_id || known.next_revision != 0 {
+                        return Err(IndexError::Inconsistent(format!(
+                            "stream {name}: the writer made it new with id {} at revision {}, \
+                             the next id is {next_id}",
+                            known.id, known.next_revision
+                        )));
+                    }
+                    next_id = run_end("meta", META_NEXT_STREAM_ID, next_id, 1)?;
+                    (known.id, 0, 0, 0)
+                }
+                // Known to the writer, committed to the store: the writer never appends to a
+                // tombstoned stream, so its flags are clear.
+                (None, Some(known)) => (known.id, known.next_revision, 0, 0),
+                (None, None) => {
+                    let table = match &mut snapshot {
+                        Some(t) => t,
+                        None => snapshot.insert(self.db.begin_read()?.open_table(STREAMS)?),
+                    };
+                    match table.get(name)? {
+                        Some(h) => h.value(),
+                        None => {
+                            let id = next_id;
+                            next_id = run_end("meta", META_NEXT_STREAM_ID, id, 1)?;
+                            (id, 0, 0, 0)
+                        }
+                    }
+                }
+            };
+            let (id, mut next_revision, _, mut flags) = head;
+            let count = rec.event_types.len() as u64;
+            if count == 0 {
+                return Err(IndexError::Inconsistent(format!(
+                    "record at {} has no events",
+                    rec.address
+                )));
+            }
+            let first = rec.first_position.0;
+            let last = run_end("record", rec.address, first, count)? - 1;
+            let first_revision = next_revision;
+            if rec.tombstone {
+                flags |= FLAG_TOMBSTONED;
+            } else {
+                if rec.first_revision.0 != next_revision {
+                    return Err(IndexError::Inconsistent(format!(
+                        "stream {name}: record at {} starts at revision {}, expected {next_revision}",
+                        rec.address, rec.first_revision.0
+                    )));
+                }
+                next_revision = run_end("streams", name, next_revision, count)?;
+            }
+            records.push(StagedRecord {
+                id,
+                address: rec.address,
+                stream: Arc::clone(&rec.stream),
+                first_position: first,
+                first_revision,
+                tombstone: rec.tombstone,
+                event_types: rec.event_types.clone(),
+            });
+            heads.insert(Arc::clone(&rec.stream), (id, next_revision, last, flags));
+        }
+        let generation = staged.next_generation;
+        for (name, head) in &heads {
+            staged.heads.insert(Arc::clone(name), (*head, generation));
+        }
+        staged.batches.push(Arc::new(StagedBatch {
+            generation,
+            records,
+            heads,
+            next_id,
+            checkpoint: batch.checkpoint,
+        }));
+        staged.next_generation = generation.saturating_add(1);
+        staged.next_id = next_id;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::super::tests::{batch_of, known, rec};
+    use super::*;
+    use crate::redb_index::RedbIndexConfig;
+    use crate::types::Index;
+    use annals_core::{Direction, Position, Revision};
+    use annals_log::FaultStorage;
+
+    /// Records the writer describes stage exactly as looked-up ones do, and a description that
+    /// contradicts the index is refused, not trusted.
+    #[test]
+    fn writer_known_streams_match_lookups() {
+        let storage = FaultStorage::new();
+        let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
+        assert_eq!(idx.next_stream_id().unwrap(), 1);
+        idx.apply(&batch_of(vec![rec(10, "a-1", 1, 0, 2)], 3))
+            .unwrap();
+        assert_eq!(idx.next_stream_id().unwrap(), 2);
+        // Committed (not staged) stream known by id, and a new one with the next id.
+        idx.stage(&batch_of(
+            vec![
+                known(rec(20, "a-1", 3, 2, 1), 1, 2),
+                known(rec(30, "b-1", 4, 0, 1), 2, 0),
+            ],
+            5,
+        ))
+        .unwrap();
+        assert_eq!(idx.next_stream_id().unwrap(), 3);
+        let a = idx.stream_head("a-1").unwrap().unwrap();
+        assert_eq!(
+            (a.id, a.last_revision, a.last_position),
+            (1, Some(2), Position(3))
+        );
+        let b = idx.stream_head("b-1").unwrap().unwrap();
+        assert_eq!((b.id, b.last_revision), (2, Some(0)));
+        idx.commit_staged().unwrap();
+        let entries = idx
+            .stream_entries(1, Revision(0), Direction::Forwards, 10)
+            .unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.position.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // A staged stream under another id, and a new stream skipping an id: refused.
+        let wrong_id = idx.stage(&batch_of(vec![known(rec(40, "b-1", 5, 1, 1), 7, 1)], 6));
+        assert!(
+            matches!(wrong_id, Err(IndexError::Inconsistent(_))),
+            "{wrong_id:?}"
+        );
+        let skipped = idx.stage(&batch_of(vec![known(rec(40, "c-1", 5, 0, 1), 4, 0)], 6));
+        assert!(
+            matches!(skipped, Err(IndexError::Inconsistent(_))),
+            "{skipped:?}"
+        );
+        assert!(idx.stream_head("c-1").unwrap().is_none());
+        assert_eq!(idx.next_stream_id().unwrap(), 3);
+    }
+}
