@@ -37,8 +37,6 @@ pub(crate) fn take(remaining: &AtomicU64, want: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
-
     use super::*;
 
     #[test]

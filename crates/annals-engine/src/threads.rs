@@ -105,7 +105,6 @@ impl PanicHook {
     }
 
     /// Panics if `thread` is armed (once).
-    #[allow(clippy::panic, reason = "the point of the hook")]
     pub(crate) fn check(&self, thread: &str) {
         let mut armed = self.thread.lock();
         if *armed == Some(thread) {
@@ -118,12 +117,6 @@ impl PanicHook {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::panic,
-        reason = "a test fails by panicking"
-    )]
-
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 

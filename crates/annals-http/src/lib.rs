@@ -13,13 +13,6 @@
 //! | `GET /health`, `GET /metrics`, `GET /openapi.json` | operations ([`ops`]) |
 //! | `/projections…` | projections: register, status, commands, read-your-writes ([`projections`]) |
 
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 pub mod append;
 mod error;
 pub mod live;

@@ -9,13 +9,6 @@
 //! own checkpoint (the log address and position it covers), committed with the entries it covers,
 //! so after a crash the engine re-applies the log from there.
 
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod error;
 mod redb_backend;
 mod redb_index;

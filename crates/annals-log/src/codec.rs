@@ -453,12 +453,6 @@ pub fn frame_stream(frame: &[u8]) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails by panicking"
-    )]
-
     use super::*;
 
     fn sample(n: usize) -> Vec<NewEvent> {

@@ -7,13 +7,6 @@
 //!
 //! This crate knows nothing of threads, async runtimes, indexes or the network.
 
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 pub mod codec;
 mod error;
 mod fault;

@@ -7,6 +7,13 @@
 //! removes or refuses. Most tests run on [`FaultStorage`]; the last ones run on [`FileStorage`] in
 //! a temporary directory.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail the test by panicking"
+)]
+
 use std::sync::Arc;
 
 use annals_core::{NewEvent, Position, Revision, StreamName, Timestamp};

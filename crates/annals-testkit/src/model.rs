@@ -752,6 +752,7 @@ mod tests {
                 ]
             ),
             Some(InputError::EventTooLarge {
+                index: 1,
                 size: EVENT_BYTES_MAX + 1,
                 max: EVENT_BYTES_MAX
             })

@@ -288,12 +288,6 @@ impl Iterator for Fields<'_> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails by panicking"
-    )]
-
     use std::collections::HashMap;
 
     use super::*;

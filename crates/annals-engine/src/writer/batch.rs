@@ -127,12 +127,6 @@ impl std::fmt::Debug for BatchSlot {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails by panicking"
-    )]
-
     use super::*;
     use annals_core::Revision;
     use annals_index::IndexRecord;

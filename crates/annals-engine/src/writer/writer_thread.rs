@@ -412,7 +412,10 @@ impl Writer {
         }))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the fields of one commit record, passed apart so the hot path builds no struct"
+    )]
     fn encode(
         &mut self,
         stream: &StreamName,

@@ -325,12 +325,6 @@ pub(super) fn batch_append(
 mod tests {
     //! BatchAppend batches sent in several chunks, which neither official client sends but the
     //! protocol allows: driven through `batch_step` over an engine on in-memory storage.
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails by panicking"
-    )]
-
     use std::sync::Arc;
 
     use annals_engine::{Engine, EngineConfig};

@@ -233,8 +233,6 @@ impl Index for RedbIndex {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
-
     use std::sync::Arc;
 
     use super::*;

@@ -26,7 +26,10 @@ type StreamEventItem<'a> = Result<
 
 /// Appends the part of one run (`count` numbers from `first`, the matching positions from
 /// `first_pos`) at or beyond `from` in `direction`, up to `limit` items in `out`.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one run's numbers and the read's bounds; a struct for them would live one call"
+)]
 fn push_run<T>(
     out: &mut Vec<T>,
     first: u64,
@@ -56,7 +59,6 @@ fn push_run<T>(
 }
 
 /// Items of the staged runs, in `direction` order, appended to `out` up to `limit`.
-#[allow(clippy::too_many_arguments)]
 fn push_staged<T>(
     out: &mut Vec<T>,
     runs: &[(u64, u64, u64, u64)],
@@ -347,8 +349,6 @@ impl RedbIndex {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
-
     use super::super::commit::needs_position_entry;
     use super::super::tests::rec;
     use super::*;

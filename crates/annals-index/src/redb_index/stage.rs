@@ -118,8 +118,6 @@ impl RedbIndex {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
-
     use super::super::tests::{batch_of, known, rec};
     use super::*;
     use crate::redb_index::RedbIndexConfig;

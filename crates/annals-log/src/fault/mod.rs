@@ -351,12 +351,6 @@ impl StorageFile for FaultFile {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails by panicking"
-    )]
-
     use super::paged_image::PAGE_BYTES;
     use super::*;
 

@@ -148,12 +148,6 @@ impl PagedImage {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "a test fails by panicking"
-    )]
-
     use super::*;
 
     #[test]

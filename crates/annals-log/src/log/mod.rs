@@ -224,13 +224,6 @@ fn create_segment(storage: &dyn Storage, base: u64) -> Result<Segment, LogError>
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        clippy::panic,
-        reason = "a test fails by panicking"
-    )]
-
     use super::*;
     use crate::FaultStorage;
     use crate::codec::{RecordKind, encode_commit};

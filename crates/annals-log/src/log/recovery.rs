@@ -313,13 +313,6 @@ fn last_nonzero(bytes: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        clippy::panic,
-        reason = "a test fails by panicking"
-    )]
-
     use super::super::tests::filled;
     use super::*;
     use crate::FaultStorage;

@@ -291,7 +291,10 @@ impl Scanner {
     }
 
     /// The next record, or `None` at `end`.
-    #[allow(clippy::should_implement_trait)]
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "a fallible next: Iterator's would have to yield Result and could not stop on an error"
+    )]
     pub fn next(&mut self) -> Result<Option<Record>, LogError> {
         loop {
             if self.address >= self.end {
@@ -363,13 +366,6 @@ impl Scanner {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        clippy::panic,
-        reason = "a test fails by panicking"
-    )]
-
     use super::super::tests::filled;
     use super::*;
     use crate::FaultStorage;

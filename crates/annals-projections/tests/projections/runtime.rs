@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use annals_core::{EventRecord, Position, StreamName};
 use annals_projections::{
     AggregateSnapshot, Effect, FailureAction, Handler, HandlerContext, HandlerError, OnFailure,
     ProjectionError, ProjectionState, Projections, SqliteTarget, Target, Value, WaitError,
     load_aggregate, save_aggregate_snapshot,
 };
-use crate::support::*;
 
 fn sqlite(store: &Store) -> Box<dyn Target> {
     Box::new(SqliteTarget::open(store.db()).unwrap())

@@ -2,8 +2,6 @@
 //! handler (account balances), a fault-injecting target wrapper, a recording effect sink, and
 //! the from-scratch computation a view is compared with.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,25 +17,25 @@ use annals_projections::{
 };
 use parking_lot::Mutex;
 
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-pub struct Store {
-    pub dir: tempfile::TempDir,
-    pub engine: Engine,
+pub(crate) struct Store {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) engine: Engine,
 }
 
 impl Store {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let engine = open_engine(&dir.path().join("store"));
         Store { dir, engine }
     }
 
-    pub fn db(&self) -> PathBuf {
+    pub(crate) fn db(&self) -> PathBuf {
         self.dir.path().join("views.db")
     }
 
-    pub fn append(&self, stream: &str, event_type: &str, amount: i64) -> Position {
+    pub(crate) fn append(&self, stream: &str, event_type: &str, amount: i64) -> Position {
         let data = format!("{{\"amount\":{amount}}}");
         self.engine
             .append(
@@ -50,7 +48,7 @@ impl Store {
     }
 
     /// Deposits in `streams` accounts, `rounds` times, with amounts varying by round.
-    pub fn deposits(&self, streams: usize, rounds: usize) -> Position {
+    pub(crate) fn deposits(&self, streams: usize, rounds: usize) -> Position {
         let mut last = Position(0);
         for r in 0..rounds {
             for s in 0..streams {
@@ -61,7 +59,7 @@ impl Store {
     }
 }
 
-pub fn open_engine(dir: &Path) -> Engine {
+pub(crate) fn open_engine(dir: &Path) -> Engine {
     let config = EngineConfig {
         durability: Durability::None,
         ..EngineConfig::default()
@@ -70,7 +68,7 @@ pub fn open_engine(dir: &Path) -> Engine {
 }
 
 /// Every event of `$all`.
-pub fn all_events(engine: &Engine) -> Vec<EventRecord> {
+pub(crate) fn all_events(engine: &Engine) -> Vec<EventRecord> {
     let mut out = Vec::new();
     let mut from = Position(1);
     loop {
@@ -88,7 +86,10 @@ pub fn all_events(engine: &Engine) -> Vec<EventRecord> {
 
 /// The balances view computed from the log: stream → (total, events), skipping the event
 /// types the handler refuses and the positions in `excluded`.
-pub fn expected_balances(engine: &Engine, excluded: &HashSet<u64>) -> Vec<Vec<Option<String>>> {
+pub(crate) fn expected_balances(
+    engine: &Engine,
+    excluded: &HashSet<u64>,
+) -> Vec<Vec<Option<String>>> {
     let mut map: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for e in all_events(engine) {
         if !e.stream.as_str().starts_with("acct-") || excluded.contains(&e.position.0) {
@@ -107,29 +108,29 @@ pub fn expected_balances(engine: &Engine, excluded: &HashSet<u64>) -> Vec<Vec<Op
         .collect()
 }
 
-pub fn amount_of(e: &EventRecord) -> i64 {
+pub(crate) fn amount_of(e: &EventRecord) -> i64 {
     serde_json::from_slice::<serde_json::Value>(&e.data)
         .ok()
         .and_then(|v| v.get("amount").and_then(|a| a.as_i64()))
         .unwrap_or(0)
 }
 
-pub fn view_rows(db: &Path) -> Vec<Vec<Option<String>>> {
+pub(crate) fn view_rows(db: &Path) -> Vec<Vec<Option<String>>> {
     let mut t = SqliteTarget::open(db).unwrap();
     t.query_rows("SELECT stream, total, events FROM balances ORDER BY stream")
         .unwrap()
 }
 
-pub const SETUP: &str = "CREATE TABLE {balances} (stream TEXT PRIMARY KEY, \
+pub(crate) const SETUP: &str = "CREATE TABLE {balances} (stream TEXT PRIMARY KEY, \
     total INTEGER NOT NULL, events INTEGER NOT NULL)";
-pub const UPSERT: &str = "INSERT INTO {balances} (stream, total, events) VALUES ($1, $2, 1) \
+pub(crate) const UPSERT: &str = "INSERT INTO {balances} (stream, total, events) VALUES ($1, $2, 1) \
     ON CONFLICT (stream) DO UPDATE SET total = total + excluded.total, events = events + 1";
 
 /// Balances: `Deposited` adds its amount; `Poison` fails in the handler; `BadSql` runs a
 /// statement that violates NOT NULL; `Flaky` fails while `flaky_failures` is above 0 and is then a deposit; `Notify`
 /// declares an effect (and counts as a deposit of 0).
-pub struct Balances {
-    pub flaky_failures: Arc<AtomicU64>,
+pub(crate) struct Balances {
+    pub(crate) flaky_failures: Arc<AtomicU64>,
 }
 
 impl Handler for Balances {
@@ -164,12 +165,12 @@ impl Handler for Balances {
     }
 }
 
-pub fn spec(name: &str, partitions: u32) -> ProjectionSpec {
+pub(crate) fn spec(name: &str, partitions: u32) -> ProjectionSpec {
     let flaky = Arc::new(AtomicU64::new(0));
     spec_with(name, partitions, OnFailure::Stop, flaky)
 }
 
-pub fn spec_with(
+pub(crate) fn spec_with(
     name: &str,
     partitions: u32,
     on_failure: OnFailure,
@@ -200,8 +201,8 @@ pub fn spec_with(
 
 /// Records every delivered effect.
 #[derive(Debug, Default)]
-pub struct RecordingSink {
-    pub delivered: Mutex<Vec<(String, Effect)>>,
+pub(crate) struct RecordingSink {
+    pub(crate) delivered: Mutex<Vec<(String, Effect)>>,
 }
 
 impl EffectSink for RecordingSink {
@@ -215,25 +216,25 @@ impl EffectSink for RecordingSink {
 
 /// When a [`FaultyTarget`] fails.
 #[derive(Debug, Default)]
-pub struct FaultPlan {
+pub(crate) struct FaultPlan {
     /// Commits seen so far, across every connection.
-    pub commits: AtomicU64,
+    pub(crate) commits: AtomicU64,
     /// Commit numbers (1-based) that fail with `Unavailable` before touching the database.
-    pub fail_at: Mutex<HashSet<u64>>,
+    pub(crate) fail_at: Mutex<HashSet<u64>>,
     /// While set, every commit fails with `Unavailable`.
-    pub down: AtomicBool,
-    pub failed: AtomicU64,
+    pub(crate) down: AtomicBool,
+    pub(crate) failed: AtomicU64,
 }
 
 /// A SQLite target that fails chosen commits with `Unavailable` (nothing written).
 #[derive(Debug)]
-pub struct FaultyTarget {
-    pub inner: SqliteTarget,
-    pub plan: Arc<FaultPlan>,
+pub(crate) struct FaultyTarget {
+    pub(crate) inner: SqliteTarget,
+    pub(crate) plan: Arc<FaultPlan>,
 }
 
 impl FaultyTarget {
-    pub fn open(db: &Path, plan: Arc<FaultPlan>) -> Self {
+    pub(crate) fn open(db: &Path, plan: Arc<FaultPlan>) -> Self {
         FaultyTarget {
             inner: SqliteTarget::open(db).unwrap(),
             plan,
@@ -328,7 +329,7 @@ impl Target for FaultyTarget {
 }
 
 /// Waits until `cond` holds, failing the test after [`WAIT`].
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + WAIT;
     while !cond() {
         assert!(

@@ -1,0 +1,18 @@
+//! Integration tests of the engine, in one test binary so the stack links once: smoke tests of
+//! the API, crash and fault tests (a crash at every sync keeps exactly the acknowledged appends),
+//! random operations against the reference model, subscriptions switching from catch-up to live,
+//! shutdown with appends in flight, and a data directory written by format version 1.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers outside #[test] functions fail the test by panicking"
+)]
+
+mod crash;
+mod format_fixture;
+mod model;
+mod shutdown;
+mod smoke;
+mod subscription;
