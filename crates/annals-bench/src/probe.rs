@@ -8,14 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use annals_log::{FileStorage, Storage, StorageFile};
+use annals_log::{FileStorage, SEGMENT_SUFFIX, Storage, StorageFile};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
 use crate::measure::{latency_histogram, micros};
-
-/// Suffix of log segment files; syncs of other files (the index) are not group commits.
-const SEGMENT_SUFFIX: &str = ".seg";
 
 /// Segment syncs seen so far and their latencies.
 #[derive(Debug)]
@@ -60,6 +57,7 @@ impl ProbedStorage {
 impl Storage for ProbedStorage {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>> {
         let file = self.inner.open(name, create)?;
+        // Only syncs of segment files are group commits; the index's are not.
         if name.ends_with(SEGMENT_SUFFIX) {
             Ok(Arc::new(ProbedFile {
                 inner: file,

@@ -23,5 +23,5 @@ pub use log::{
     RecoveryStart, SEGMENT_BYTES_MAX_DEFAULT, Scanner, SyncTicket, TORN_TAIL_WINDOW_BYTES,
     Truncation, UNSYNCED_BATCHES_MAX,
 };
-pub use segment::{FORMAT_VERSION, SEGMENT_HEADER_BYTES};
+pub use segment::{FORMAT_VERSION, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX};
 pub use storage::{Storage, StorageFile};

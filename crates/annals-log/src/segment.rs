@@ -24,7 +24,8 @@ pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"ANNALSEG";
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 /// The on-disk format version this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
-const SEGMENT_SUFFIX: &str = ".seg";
+/// What every segment file's name ends with.
+pub const SEGMENT_SUFFIX: &str = ".seg";
 
 pub(crate) fn segment_name(base: u64) -> String {
     format!("{base:020}{SEGMENT_SUFFIX}")

@@ -51,7 +51,7 @@ pub fn random_event(rng: &mut StdRng, data_bytes_max: usize) -> NewEvent {
     };
     NewEvent {
         id: random_id(rng),
-        event_type: EventType::new(event_type).unwrap_or_else(|_| unreachable!("valid type")),
+        event_type: EventType::new(event_type).unwrap(),
         content_type,
         data,
         metadata,
@@ -70,7 +70,7 @@ pub fn event_with_payload(rng: &mut StdRng, data_bytes: usize) -> NewEvent {
     rng.fill(&mut data[..]);
     NewEvent {
         id: random_id(rng),
-        event_type: EventType::new("Blob").unwrap_or_else(|_| unreachable!("valid type")),
+        event_type: EventType::new("Blob").unwrap(),
         content_type: ContentType::Binary,
         data: Bytes::from(data),
         metadata: Bytes::new(),
@@ -90,7 +90,7 @@ fn event_of_size(rng: &mut StdRng, event_type: &str, size_bytes: usize) -> NewEv
     let data_bytes = size_bytes.saturating_sub(event_type.len());
     NewEvent {
         id: random_id(rng),
-        event_type: EventType::new(event_type).unwrap_or_else(|_| unreachable!("valid type")),
+        event_type: EventType::new(event_type).unwrap(),
         content_type: ContentType::Binary,
         data: FILLER.slice(..data_bytes.min(FILLER.len())),
         metadata: Bytes::new(),
@@ -109,8 +109,7 @@ fn metadata_event(rng: &mut StdRng) -> NewEvent {
     };
     NewEvent {
         id: random_id(rng),
-        event_type: EventType::new(METADATA_EVENT_TYPE)
-            .unwrap_or_else(|_| unreachable!("valid type")),
+        event_type: EventType::new(METADATA_EVENT_TYPE).unwrap(),
         content_type: ContentType::Json,
         data: Bytes::from(json),
         metadata: Bytes::new(),

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use redb::Durability;
 
 use super::{
-    CATEGORIES, EVENT_TYPES, META, META_ADDRESS, META_GENERATION, META_LAST_RECORD,
-    META_NEXT_POSITION, META_NEXT_STREAM_ID, POSITIONS, RedbIndex, STREAM_EVENTS, STREAMS,
+    CATEGORIES_TABLE, EVENT_TYPES_TABLE, META_ADDRESS, META_GENERATION, META_LAST_RECORD,
+    META_NEXT_POSITION, META_NEXT_STREAM_ID, META_TABLE, POSITIONS_TABLE, RedbIndex,
+    STREAM_EVENTS_TABLE, STREAMS_TABLE,
 };
 use crate::error::IndexError;
 use crate::staged::HeadTuple;
@@ -24,12 +25,12 @@ impl RedbIndex {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
         {
-            let mut meta = txn.open_table(META)?;
-            let mut streams = txn.open_table(STREAMS)?;
-            let mut events = txn.open_table(STREAM_EVENTS)?;
-            let mut categories = txn.open_table(CATEGORIES)?;
-            let mut types = txn.open_table(EVENT_TYPES)?;
-            let mut positions = txn.open_table(POSITIONS)?;
+            let mut meta = txn.open_table(META_TABLE)?;
+            let mut streams = txn.open_table(STREAMS_TABLE)?;
+            let mut events = txn.open_table(STREAM_EVENTS_TABLE)?;
+            let mut categories = txn.open_table(CATEGORIES_TABLE)?;
+            let mut types = txn.open_table(EVENT_TYPES_TABLE)?;
+            let mut positions = txn.open_table(POSITIONS_TABLE)?;
             // Entries are inserted in key order: neighbours land in the same B-tree pages, which
             // redb then copies and hashes once per transaction instead of once per entry.
             let mut heads: HashMap<&str, HeadTuple> = HashMap::new();

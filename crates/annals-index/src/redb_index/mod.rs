@@ -41,13 +41,15 @@ mod stage;
 /// The index's file name in the store directory.
 pub const INDEX_FILE: &str = "index.redb";
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const STREAMS: TableDefinition<&str, (u64, u64, u64, u64)> = TableDefinition::new("streams");
-const STREAM_EVENTS: TableDefinition<(u64, u64), (u64, u64, u64)> =
+const META_TABLE: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STREAMS_TABLE: TableDefinition<&str, (u64, u64, u64, u64)> = TableDefinition::new("streams");
+const STREAM_EVENTS_TABLE: TableDefinition<(u64, u64), (u64, u64, u64)> =
     TableDefinition::new("stream_events");
-const CATEGORIES: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("categories");
-const EVENT_TYPES: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("event_types");
-const POSITIONS: TableDefinition<u64, u64> = TableDefinition::new("positions");
+const CATEGORIES_TABLE: TableDefinition<(&str, u64), (u64, u64)> =
+    TableDefinition::new("categories");
+const EVENT_TYPES_TABLE: TableDefinition<(&str, u64), (u64, u64)> =
+    TableDefinition::new("event_types");
+const POSITIONS_TABLE: TableDefinition<u64, u64> = TableDefinition::new("positions");
 
 const META_ADDRESS: &str = "checkpoint_address";
 const META_NEXT_POSITION: &str = "checkpoint_next_position";
@@ -103,12 +105,12 @@ impl RedbIndex {
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         let (next_id, generation) = {
-            let meta = txn.open_table(META)?;
-            txn.open_table(STREAMS)?;
-            txn.open_table(STREAM_EVENTS)?;
-            txn.open_table(CATEGORIES)?;
-            txn.open_table(EVENT_TYPES)?;
-            txn.open_table(POSITIONS)?;
+            let meta = txn.open_table(META_TABLE)?;
+            txn.open_table(STREAMS_TABLE)?;
+            txn.open_table(STREAM_EVENTS_TABLE)?;
+            txn.open_table(CATEGORIES_TABLE)?;
+            txn.open_table(EVENT_TYPES_TABLE)?;
+            txn.open_table(POSITIONS_TABLE)?;
             let get =
                 |k| -> Result<Option<u64>, IndexError> { Ok(meta.get(k)?.map(|v| v.value())) };
             (

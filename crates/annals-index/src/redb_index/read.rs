@@ -8,8 +8,9 @@ use annals_core::{Direction, Position, Revision};
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
 use super::{
-    CATEGORIES, EVENT_TYPES, META, META_ADDRESS, META_GENERATION, META_LAST_RECORD,
-    META_NEXT_POSITION, POSITIONS, RedbIndex, STREAM_EVENTS, STREAMS, head_from, run_end,
+    CATEGORIES_TABLE, EVENT_TYPES_TABLE, META_ADDRESS, META_GENERATION, META_LAST_RECORD,
+    META_NEXT_POSITION, META_TABLE, POSITIONS_TABLE, RedbIndex, STREAM_EVENTS_TABLE, STREAMS_TABLE,
+    head_from, run_end,
 };
 use crate::error::IndexError;
 use crate::staged::StagedBatch;
@@ -92,7 +93,7 @@ impl RedbIndex {
         let mut staged = self.staged.read().batches.clone();
         let txn = self.db.begin_read()?;
         let committed = txn
-            .open_table(META)?
+            .open_table(META_TABLE)?
             .get(META_GENERATION)?
             .map_or(0, |v| v.value());
         staged.retain(|b| b.generation > committed);
@@ -104,7 +105,7 @@ impl RedbIndex {
             return Ok(b.checkpoint);
         }
         let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
+        let meta = txn.open_table(META_TABLE)?;
         let get = |k| -> Result<Option<u64>, IndexError> { Ok(meta.get(k)?.map(|v| v.value())) };
         Ok(IndexCheckpoint {
             address: get(META_ADDRESS)?.unwrap_or(0),
@@ -120,14 +121,14 @@ impl RedbIndex {
         let txn = self.db.begin_read()?;
         if let Some((head, generation)) = staged {
             let committed = txn
-                .open_table(META)?
+                .open_table(META_TABLE)?
                 .get(META_GENERATION)?
                 .map_or(0, |v| v.value());
             if generation > committed {
                 return Ok(Some(head_from(head)));
             }
         }
-        let streams = txn.open_table(STREAMS)?;
+        let streams = txn.open_table(STREAMS_TABLE)?;
         Ok(streams.get(stream)?.map(|h| head_from(h.value())))
     }
 
@@ -156,7 +157,7 @@ impl RedbIndex {
         if direction == Direction::Backwards {
             push_staged(&mut out, &runs, from.0, direction, limit, make)?;
         }
-        let table = txn.open_table(STREAM_EVENTS)?;
+        let table = txn.open_table(STREAM_EVENTS_TABLE)?;
         // The record holding `from` starts at or before it.
         let start = table
             .range((id, 0)..=(id, from.0))?
@@ -241,8 +242,8 @@ impl RedbIndex {
             push_staged(&mut out, &runs, from.0, direction, limit, make)?;
         }
         let table = txn.open_table(match kind {
-            PostingKind::Category => CATEGORIES,
-            PostingKind::EventType => EVENT_TYPES,
+            PostingKind::Category => CATEGORIES_TABLE,
+            PostingKind::EventType => EVENT_TYPES_TABLE,
         })?;
         // The run holding `from` starts at or before it.
         let start = table
@@ -299,7 +300,7 @@ impl RedbIndex {
                 address: r.address,
             })
             .max_by_key(|p| p.position);
-        let table = txn.open_table(POSITIONS)?;
+        let table = txn.open_table(POSITIONS_TABLE)?;
         let committed = table
             .range(..=position.0)?
             .next_back()
@@ -317,11 +318,11 @@ impl RedbIndex {
     pub(super) fn read_stats(&self) -> Result<IndexStats, IndexError> {
         let txn = self.db.begin_read()?;
         Ok(IndexStats {
-            streams: txn.open_table(STREAMS)?.len()?,
-            stream_entries: txn.open_table(STREAM_EVENTS)?.len()?,
-            category_postings: txn.open_table(CATEGORIES)?.len()?,
-            type_postings: txn.open_table(EVENT_TYPES)?.len()?,
-            position_entries: txn.open_table(POSITIONS)?.len()?,
+            streams: txn.open_table(STREAMS_TABLE)?.len()?,
+            stream_entries: txn.open_table(STREAM_EVENTS_TABLE)?.len()?,
+            category_postings: txn.open_table(CATEGORIES_TABLE)?.len()?,
+            type_postings: txn.open_table(EVENT_TYPES_TABLE)?.len()?,
+            position_entries: txn.open_table(POSITIONS_TABLE)?.len()?,
         })
     }
 
@@ -331,7 +332,7 @@ impl RedbIndex {
         limit: usize,
     ) -> Result<Vec<(String, StreamHead)>, IndexError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(STREAMS)?;
+        let table = txn.open_table(STREAMS_TABLE)?;
         let mut out = Vec::new();
         let iter = match after {
             Some(a) => {
@@ -422,9 +423,9 @@ mod tests {
         // Entries whose runs pass u64::MAX, as a damaged index file could hold them.
         let txn = idx.db.begin_write().unwrap();
         {
-            let mut events = txn.open_table(STREAM_EVENTS).unwrap();
+            let mut events = txn.open_table(STREAM_EVENTS_TABLE).unwrap();
             events.insert((7, 0), (u64::MAX, 64, 2)).unwrap();
-            let mut categories = txn.open_table(CATEGORIES).unwrap();
+            let mut categories = txn.open_table(CATEGORIES_TABLE).unwrap();
             categories.insert(("order", u64::MAX), (64, 2)).unwrap();
         }
         txn.commit().unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use redb::ReadableDatabase;
 
-use super::{FLAG_TOMBSTONED, META_NEXT_STREAM_ID, RedbIndex, STREAMS, run_end};
+use super::{FLAG_TOMBSTONED, META_NEXT_STREAM_ID, RedbIndex, STREAMS_TABLE, run_end};
 use crate::error::IndexError;
 use crate::staged::{HeadTuple, StagedBatch, StagedRecord};
 use crate::types::IndexBatch;
@@ -54,7 +54,7 @@ impl RedbIndex {
                 (None, None) => {
                     let table = match &mut snapshot {
                         Some(t) => t,
-                        None => snapshot.insert(self.db.begin_read()?.open_table(STREAMS)?),
+                        None => snapshot.insert(self.db.begin_read()?.open_table(STREAMS_TABLE)?),
                     };
                     match table.get(name)? {
                         Some(h) => h.value(),

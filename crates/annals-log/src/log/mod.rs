@@ -100,13 +100,13 @@ pub struct Log {
 }
 
 impl Log {
+    #[expect(
+        clippy::expect_used,
+        reason = "`open` always leaves at least one segment and none is ever removed from a log"
+    )]
     fn last_segment(&self) -> Arc<Segment> {
         let segs = self.segments.read();
-        // `open` always leaves at least one segment.
-        Arc::clone(
-            segs.last()
-                .unwrap_or_else(|| unreachable!("log has no segment")),
-        )
+        Arc::clone(segs.last().expect("a log has at least one segment"))
     }
 
     fn segment_for(&self, address: u64) -> Result<Arc<Segment>, LogError> {
