@@ -34,7 +34,9 @@ pub enum InputError {
     UnknownContentType(String),
     #[error("invalid stream metadata: {0}")]
     InvalidMetadata(String),
-    #[error("append to a metadata stream must have exactly one event of type $metadata")]
+    #[error(
+        "an append to a metadata stream may hold only events of type $metadata (the last one is the metadata)"
+    )]
     InvalidMetadataAppend,
     #[error("streams starting with $$ hold metadata and cannot be deleted directly")]
     CannotDeleteMetadataStream,

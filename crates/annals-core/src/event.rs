@@ -7,7 +7,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::error::InputError;
-use crate::limits::EVENT_BYTES_MAX;
+use crate::limits::STORE_EVENT_BYTES_MAX;
 use crate::name::{EventType, StreamName};
 use crate::position::{Position, Revision};
 use crate::timestamp::Timestamp;
@@ -77,7 +77,7 @@ impl NewEvent {
         })
     }
 
-    /// Bytes this event counts against [`EVENT_BYTES_MAX`] and the append limit.
+    /// Bytes this event counts against [`STORE_EVENT_BYTES_MAX`] and the append limit.
     pub fn size_bytes(&self) -> usize {
         self.data.len() + self.metadata.len() + self.event_type.as_str().len()
     }
@@ -85,11 +85,11 @@ impl NewEvent {
     /// Checks the store's size limit; `index` is the event's place in its append, for the error.
     pub fn validate(&self, index: usize) -> Result<(), InputError> {
         let size = self.size_bytes();
-        if size > EVENT_BYTES_MAX {
+        if size > STORE_EVENT_BYTES_MAX {
             return Err(InputError::EventTooLarge {
                 index,
                 size,
-                max: EVENT_BYTES_MAX,
+                max: STORE_EVENT_BYTES_MAX,
             });
         }
         Ok(())

@@ -21,17 +21,17 @@ pub const STREAM_NAME_BYTES_MAX: usize = 1_024;
 pub const EVENT_TYPE_BYTES_MAX: usize = 1_024;
 
 /// Largest single event: data plus metadata plus type, in bytes.
-pub const EVENT_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub const STORE_EVENT_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Largest append: the sum of its events' sizes, in bytes.
-pub const APPEND_BYTES_MAX: usize = 8 * 1024 * 1024;
+pub const STORE_APPEND_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Most events in one append.
 pub const APPEND_EVENTS_MAX: usize = 10_000;
 
 /// Most events one read call of the engine returns; larger requests are clamped, not refused.
 /// An HTTP read is one engine read, so this is also the most one HTTP read returns.
-pub const READ_EVENTS_MAX: usize = 65_536;
+pub const STORE_READ_EVENTS_MAX: usize = 65_536;
 
 // The network's defaults.
 
@@ -48,16 +48,16 @@ pub const NETWORK_CONNECTIONS_MAX: usize = 1_024;
 /// Most live subscriptions (gRPC and server-sent events together).
 pub const NETWORK_SUBSCRIPTIONS_MAX: usize = 1_024;
 /// Most events one gRPC read returns, whatever count it asks for. A gRPC read pages through the
-/// engine, so this may exceed [`READ_EVENTS_MAX`]; an HTTP read is one engine read and returns at
-/// most [`READ_EVENTS_MAX`].
+/// engine, so this may exceed [`STORE_READ_EVENTS_MAX`]; an HTTP read is one engine read and
+/// returns at most [`STORE_READ_EVENTS_MAX`].
 pub const NETWORK_READ_EVENTS_MAX: u64 = 100_000;
 
 const _: () = assert!(STREAM_NAME_BYTES_MAX < u16::MAX as usize);
 const _: () = assert!(EVENT_TYPE_BYTES_MAX < u16::MAX as usize);
-const _: () = assert!(EVENT_BYTES_MAX <= APPEND_BYTES_MAX);
-const _: () = assert!(NETWORK_EVENT_BYTES_MAX <= EVENT_BYTES_MAX);
+const _: () = assert!(STORE_EVENT_BYTES_MAX <= STORE_APPEND_BYTES_MAX);
+const _: () = assert!(NETWORK_EVENT_BYTES_MAX <= STORE_EVENT_BYTES_MAX);
 const _: () = assert!(NETWORK_EVENT_BYTES_MAX <= NETWORK_APPEND_BYTES_MAX);
-const _: () = assert!(NETWORK_APPEND_BYTES_MAX <= APPEND_BYTES_MAX);
+const _: () = assert!(NETWORK_APPEND_BYTES_MAX <= STORE_APPEND_BYTES_MAX);
 const _: () = assert!(NETWORK_APPEND_EVENTS_MAX <= APPEND_EVENTS_MAX);
 // A request carries a whole append plus its framing.
 const _: () = assert!(NETWORK_APPEND_BYTES_MAX < NETWORK_REQUEST_BYTES_MAX);

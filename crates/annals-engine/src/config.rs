@@ -18,7 +18,7 @@ pub enum Durability {
 /// Most appends waiting for the writer; senders wait when it is full.
 pub const WRITER_QUEUE_APPENDS_MAX: usize = 8_192;
 /// Most appends in one group-commit batch.
-pub const BATCH_APPENDS_MAX: usize = 8_192;
+pub const GROUP_COMMIT_APPENDS_MAX: usize = 8_192;
 /// Streams whose state the writer keeps in memory beyond those not yet indexed.
 pub const STREAM_CACHE_ENTRIES_MAX: usize = 200_000;
 /// Most recent event ids remembered for idempotent appends.

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use annals_core::{
     AppendResult, Direction, EventRecord, ExpectedRevision, InputError, METADATA_EVENT_TYPE,
     NewEvent, Position, StreamMetadata, StreamName,
-    limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX},
+    limits::{APPEND_EVENTS_MAX, STORE_APPEND_BYTES_MAX},
 };
 use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexRecord};
 use annals_log::codec::{Interner, RecordKind, decode_events};
@@ -562,10 +562,10 @@ fn validate_append(stream: &StreamName, events: &[NewEvent]) -> Result<(), Engin
         e.validate(index)?;
         size += e.size_bytes();
     }
-    if size > APPEND_BYTES_MAX {
+    if size > STORE_APPEND_BYTES_MAX {
         return Err(InputError::AppendTooLarge {
             size,
-            max: APPEND_BYTES_MAX,
+            max: STORE_APPEND_BYTES_MAX,
         }
         .into());
     }

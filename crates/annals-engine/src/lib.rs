@@ -21,8 +21,8 @@ mod writer;
 
 pub use check::CheckReport;
 pub use config::{
-    BATCH_APPENDS_MAX, Durability, EngineConfig, IDEMPOTENCY_WINDOW_EVENTS, INDEX_FLUSH_INTERVAL,
-    STREAM_CACHE_ENTRIES_MAX, WRITER_QUEUE_APPENDS_MAX,
+    Durability, EngineConfig, GROUP_COMMIT_APPENDS_MAX, IDEMPOTENCY_WINDOW_EVENTS,
+    INDEX_FLUSH_INTERVAL, STREAM_CACHE_ENTRIES_MAX, WRITER_QUEUE_APPENDS_MAX,
 };
 pub use engine::{Engine, OpenReport};
 pub use error::EngineError;

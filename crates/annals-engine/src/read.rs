@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use annals_core::{
     Direction, DomainError, EventRecord, Filter, FilterTarget, Position, Revision, StreamName,
-    Timestamp, limits::READ_EVENTS_MAX,
+    Timestamp, limits::STORE_READ_EVENTS_MAX,
 };
 use annals_index::{Index, PostingKind};
 use annals_log::LogError;
@@ -52,7 +52,7 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<EventRecord>, EngineError> {
         let shared = &self.inner.shared;
-        let limit = limit.min(READ_EVENTS_MAX);
+        let limit = limit.min(STORE_READ_EVENTS_MAX);
         let not_found = || -> EngineError {
             DomainError::StreamNotFound {
                 stream: stream.to_string(),
@@ -166,7 +166,7 @@ impl Engine {
         limit: usize,
         filter: Option<&Filter>,
     ) -> Result<AllPage, EngineError> {
-        let limit = limit.min(READ_EVENTS_MAX);
+        let limit = limit.min(STORE_READ_EVENTS_MAX);
         match direction {
             Direction::Forwards => self.read_all_forwards(from, limit, filter),
             Direction::Backwards => self.read_all_backwards(from, limit, filter),
@@ -350,7 +350,7 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<EventRecord>, EngineError> {
         let shared = &self.inner.shared;
-        let limit = limit.min(READ_EVENTS_MAX);
+        let limit = limit.min(STORE_READ_EVENTS_MAX);
         let head = shared.head.get();
         let mut cursor = match direction {
             Direction::Forwards => from,

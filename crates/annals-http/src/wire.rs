@@ -177,7 +177,8 @@ impl ReadParams {
 
     /// The count asked for, at least 1, clamped to `max` and to what one engine read returns.
     pub fn count(&self, max: u64) -> Result<u64, ApiError> {
-        let engine_max = u64::try_from(annals_core::limits::READ_EVENTS_MAX).unwrap_or(u64::MAX);
+        let engine_max =
+            u64::try_from(annals_core::limits::STORE_READ_EVENTS_MAX).unwrap_or(u64::MAX);
         let max = max.min(engine_max).max(1);
         let Some(s) = self.count.as_deref() else {
             return Ok(READ_COUNT_DEFAULT.min(max));

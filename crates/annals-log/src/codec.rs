@@ -24,7 +24,7 @@ use std::sync::Arc;
 use annals_core::{
     ContentType, EventRecord, EventType, EventView, NewEvent, Position, Revision, StreamName,
     Timestamp,
-    limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX, STREAM_NAME_BYTES_MAX},
+    limits::{APPEND_EVENTS_MAX, STORE_APPEND_BYTES_MAX, STREAM_NAME_BYTES_MAX},
 };
 use bytes::Bytes;
 use uuid::Uuid;
@@ -38,7 +38,7 @@ const EVENT_HEADER_BYTES: usize = 16 + 1 + 1 + 2 + 4 + 4;
 pub const RECORD_BODY_BYTES_MAX: usize = BODY_FIXED_BYTES
     + STREAM_NAME_BYTES_MAX
     + APPEND_EVENTS_MAX * EVENT_HEADER_BYTES
-    + APPEND_BYTES_MAX;
+    + STORE_APPEND_BYTES_MAX;
 
 const _: () = assert!(FRAME_HEADER_BYTES == 16);
 const _: () = assert!(RECORD_BODY_BYTES_MAX < u32::MAX as usize);

@@ -19,9 +19,9 @@ pub use error::LogError;
 pub use fault::FaultStorage;
 pub use file_storage::FileStorage;
 pub use log::{
-    BATCH_BYTES_MAX, Log, LogConfig, LogWriter, PREALLOCATE_BYTES_DEFAULT, Record, RecoveryReport,
-    RecoveryStart, SEGMENT_BYTES_MAX_DEFAULT, Scanner, SyncTicket, TORN_TAIL_WINDOW_BYTES,
-    Truncation, UNSYNCED_BATCHES_MAX,
+    GROUP_COMMIT_BYTES_MAX, Log, LogConfig, LogWriter, PREALLOCATE_BYTES_DEFAULT, Record,
+    RecoveryReport, RecoveryStart, SEGMENT_BYTES_MAX_DEFAULT, Scanner, SyncTicket,
+    TORN_TAIL_WINDOW_BYTES, Truncation, UNSYNCED_BATCHES_MAX,
 };
 pub use segment::{FORMAT_VERSION, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX};
 pub use storage::{Storage, StorageFile};

@@ -27,7 +27,9 @@ use annals_core::{
     AppendResult, ContentType, Direction, DomainError, ExpectedRevision, Filter, FilterTarget,
     InputError, METADATA_EVENT_TYPE, NewEvent, Position, Revision, StreamMetadata, StreamName,
     TOMBSTONE_EVENT_TYPE, category_of,
-    limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_BYTES_MAX, READ_EVENTS_MAX},
+    limits::{
+        APPEND_EVENTS_MAX, STORE_APPEND_BYTES_MAX, STORE_EVENT_BYTES_MAX, STORE_READ_EVENTS_MAX,
+    },
 };
 use bytes::Bytes;
 use uuid::Uuid;
@@ -367,7 +369,7 @@ impl Model {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<ModelEvent>, ModelError> {
-        let limit = limit.min(READ_EVENTS_MAX);
+        let limit = limit.min(STORE_READ_EVENTS_MAX);
         let name = stream.as_str();
         let not_found = || -> ModelError {
             DomainError::StreamNotFound {
@@ -455,7 +457,7 @@ impl Model {
         direction: Direction,
         limit: usize,
     ) -> Vec<ModelEvent> {
-        let limit = limit.min(READ_EVENTS_MAX);
+        let limit = limit.min(STORE_READ_EVENTS_MAX);
         let keep =
             |e: &&ModelEvent| e.revision != Revision::TOMBSTONE.0 && wanted(e) && self.shows(e);
         match direction {
@@ -505,7 +507,7 @@ impl Model {
         limit: usize,
         filter: Option<&Filter>,
     ) -> ModelPage {
-        let limit = limit.min(READ_EVENTS_MAX);
+        let limit = limit.min(STORE_READ_EVENTS_MAX);
         let passes = |e: &ModelEvent| {
             filter.is_none_or(|f| match f.target() {
                 FilterTarget::StreamName => f.matches_str(&e.stream),
@@ -587,13 +589,12 @@ fn undelete_json(previous: Option<&[u8]>, truncate_before: u64) -> Bytes {
 /// 1. an append has events ([`InputError::EmptyAppend`]);
 /// 2. at most [`APPEND_EVENTS_MAX`] of them;
 /// 3. an event's size is its data plus its metadata plus its type, in bytes, and is at most
-///    [`EVENT_BYTES_MAX`] (`limits.rs`); the first event over it is the one reported;
-/// 4. the append's size is the sum of its events' sizes, at most [`APPEND_BYTES_MAX`];
+///    [`STORE_EVENT_BYTES_MAX`] (`limits.rs`); the first event over it is the one reported;
+/// 4. the append's size is the sum of its events' sizes, at most [`STORE_APPEND_BYTES_MAX`];
 /// 5. event ids within one append are distinct;
 /// 6. an append to a metadata stream (`$$name`) holds only `$metadata` events whose data is
 ///    stream metadata (as [`StreamMetadata::parse`] reads it); the first event that is not is
-///    the one reported. `InputError::InvalidMetadataAppend` words this as "exactly one event",
-///    but several are taken, the last one being the metadata (see `ARCHITECTURE.md`).
+///    the one reported. Several may be appended at once; the last one is the metadata.
 ///
 /// Every rule is evaluated; when several are broken, the first in this list is reported (from
 /// the shape of the whole append down to single events).
@@ -626,15 +627,15 @@ fn validate_append(stream: &StreamName, events: &[NewEvent]) -> Result<(), Model
         sizes
             .iter()
             .enumerate()
-            .find(|&(_, &size)| size > EVENT_BYTES_MAX)
+            .find(|&(_, &size)| size > STORE_EVENT_BYTES_MAX)
             .map(|(index, &size)| InputError::EventTooLarge {
                 index,
                 size,
-                max: EVENT_BYTES_MAX,
+                max: STORE_EVENT_BYTES_MAX,
             }),
-        (total > APPEND_BYTES_MAX).then_some(InputError::AppendTooLarge {
+        (total > STORE_APPEND_BYTES_MAX).then_some(InputError::AppendTooLarge {
             size: total,
-            max: APPEND_BYTES_MAX,
+            max: STORE_APPEND_BYTES_MAX,
         }),
         repeated_id.then_some(InputError::DuplicateEventId),
         metadata_problem,
@@ -741,29 +742,29 @@ mod tests {
             Ok(()) => None,
         };
         assert_eq!(input(&s, &[]), Some(InputError::EmptyAppend));
-        assert_eq!(input(&s, &[sized(1, EVENT_BYTES_MAX)]), None);
+        assert_eq!(input(&s, &[sized(1, STORE_EVENT_BYTES_MAX)]), None);
         assert_eq!(
             input(
                 &s,
                 &[
                     ev(1),
-                    sized(2, EVENT_BYTES_MAX + 1),
-                    sized(3, EVENT_BYTES_MAX + 2)
+                    sized(2, STORE_EVENT_BYTES_MAX + 1),
+                    sized(3, STORE_EVENT_BYTES_MAX + 2)
                 ]
             ),
             Some(InputError::EventTooLarge {
                 index: 1,
-                size: EVENT_BYTES_MAX + 1,
-                max: EVENT_BYTES_MAX
+                size: STORE_EVENT_BYTES_MAX + 1,
+                max: STORE_EVENT_BYTES_MAX
             })
         );
-        let half = APPEND_BYTES_MAX / 2;
+        let half = STORE_APPEND_BYTES_MAX / 2;
         assert_eq!(input(&s, &[sized(1, half), sized(2, half)]), None);
         assert_eq!(
             input(&s, &[sized(1, half), sized(2, half), ev(2)]),
             Some(InputError::AppendTooLarge {
-                size: APPEND_BYTES_MAX + 3,
-                max: APPEND_BYTES_MAX
+                size: STORE_APPEND_BYTES_MAX + 3,
+                max: STORE_APPEND_BYTES_MAX
             }),
             "too large wins over a repeated id"
         );

@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use annals_core::limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_BYTES_MAX};
+use annals_core::limits::{APPEND_EVENTS_MAX, STORE_APPEND_BYTES_MAX, STORE_EVENT_BYTES_MAX};
 use annals_core::{ContentType, EventType, METADATA_EVENT_TYPE, NewEvent};
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -78,11 +78,12 @@ pub fn event_with_payload(rng: &mut StdRng, data_bytes: usize) -> NewEvent {
 }
 
 /// Filler that events of a chosen size are cut from, so events at the size limits cost no copy.
-static FILLER: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(vec![b'x'; APPEND_BYTES_MAX]));
+static FILLER: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(vec![b'x'; STORE_APPEND_BYTES_MAX]));
 
 // Three events of a third of the append limit each stay under the event limit, so their total
 // is refused as an append too large, not as one event too large.
-const _: () = assert!(APPEND_BYTES_MAX - 2 * (APPEND_BYTES_MAX / 3) < EVENT_BYTES_MAX);
+const _: () =
+    assert!(STORE_APPEND_BYTES_MAX - 2 * (STORE_APPEND_BYTES_MAX / 3) < STORE_EVENT_BYTES_MAX);
 
 /// An event of type `event_type` whose size as the limits count it (data, metadata and type) is
 /// exactly `size_bytes`, or as close above as the type allows.
@@ -116,12 +117,12 @@ fn metadata_event(rng: &mut StdRng) -> NewEvent {
     }
 }
 
-/// The events of an append at or past the input limits of `annals_core` (so mostly refused):
-/// none; one more than [`APPEND_EVENTS_MAX`]; an event of exactly [`EVENT_BYTES_MAX`] or one
-/// byte more; a total of exactly [`APPEND_BYTES_MAX`] or one byte more; a repeated id; or, for an
+/// The events of an append at or past the input limits of `annals_core` (so mostly refused): none;
+/// one more than [`APPEND_EVENTS_MAX`]; an event of exactly [`STORE_EVENT_BYTES_MAX`] or one byte
+/// more; a total of exactly [`STORE_APPEND_BYTES_MAX`] or one byte more; a repeated id; or, for an
 /// append to a metadata stream (`metadata_stream`), `$metadata` events with good or bad JSON mixed
-/// with other types. Now and then a second rule is broken too, so the order in which the rules
-/// are checked shows. Events at the limits but not past them are rare: they are written.
+/// with other types. Now and then a second rule is broken too, so the order in which the rules are
+/// checked shows. Events at the limits but not past them are rare: they are written.
 pub fn random_edge_append(rng: &mut StdRng, metadata_stream: bool) -> Vec<NewEvent> {
     // Past the limit nine times in ten: an append at the limit is taken, and its megabytes then
     // slow every later read and reopen of the run.
@@ -141,18 +142,18 @@ pub fn random_edge_append(rng: &mut StdRng, metadata_stream: bool) -> Vec<NewEve
         }
         2 => {
             let mut events = random_events(rng, 3, 20);
-            let big = event_of_size(rng, "Big", EVENT_BYTES_MAX + over);
+            let big = event_of_size(rng, "Big", STORE_EVENT_BYTES_MAX + over);
             let at = rng.random_range(0..=events.len());
             events.insert(at, big);
             events
         }
         3 => {
             // Three events under the event limit that together reach the append limit.
-            let third = APPEND_BYTES_MAX / 3;
+            let third = STORE_APPEND_BYTES_MAX / 3;
             vec![
                 event_of_size(rng, "Third", third),
                 event_of_size(rng, "Third", third),
-                event_of_size(rng, "Third", APPEND_BYTES_MAX - 2 * third + over),
+                event_of_size(rng, "Third", STORE_APPEND_BYTES_MAX - 2 * third + over),
             ]
         }
         4 => {
@@ -207,17 +208,17 @@ mod tests {
             let kinds = [
                 ("empty", events.is_empty()),
                 ("too many events", events.len() > APPEND_EVENTS_MAX),
-                ("an event at the limit", largest == EVENT_BYTES_MAX),
-                ("an event past the limit", largest > EVENT_BYTES_MAX),
-                ("an append at the limit", total == APPEND_BYTES_MAX),
+                ("an event at the limit", largest == STORE_EVENT_BYTES_MAX),
+                ("an event past the limit", largest > STORE_EVENT_BYTES_MAX),
+                ("an append at the limit", total == STORE_APPEND_BYTES_MAX),
                 (
                     "an append past the limit",
-                    total > APPEND_BYTES_MAX && largest <= EVENT_BYTES_MAX,
+                    total > STORE_APPEND_BYTES_MAX && largest <= STORE_EVENT_BYTES_MAX,
                 ),
                 ("a repeated id", repeated),
                 (
                     "an append past the limit with a repeated id",
-                    repeated && total > APPEND_BYTES_MAX && largest <= EVENT_BYTES_MAX,
+                    repeated && total > STORE_APPEND_BYTES_MAX && largest <= STORE_EVENT_BYTES_MAX,
                 ),
                 (
                     "a metadata append with another type",

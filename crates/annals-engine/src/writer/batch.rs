@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use annals_core::{AppendResult, Position};
 use annals_index::IndexBatch;
-use annals_log::{BATCH_BYTES_MAX, SyncTicket};
+use annals_log::{GROUP_COMMIT_BYTES_MAX, SyncTicket};
 use parking_lot::{Condvar, Mutex};
 
 use super::{Reply, Shared};
-use crate::config::BATCH_APPENDS_MAX;
+use crate::config::GROUP_COMMIT_APPENDS_MAX;
 use crate::error::EngineError;
 use crate::rules::MetaState;
 
@@ -61,8 +61,8 @@ impl OpenBatch {
         let (Some(mine), Some(theirs)) = (&self.job, &other.job) else {
             return true;
         };
-        self.buf.len() + other.buf.len() <= BATCH_BYTES_MAX
-            && mine.replies.len() + theirs.replies.len() <= BATCH_APPENDS_MAX
+        self.buf.len() + other.buf.len() <= GROUP_COMMIT_BYTES_MAX
+            && mine.replies.len() + theirs.replies.len() <= GROUP_COMMIT_APPENDS_MAX
     }
 
     /// Appends `other`'s records and answers (leaving it empty), shifting its record addresses,
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn a_batch_that_would_overflow_waits_for_the_sync_thread() {
         let mut open = OpenBatch::default();
-        let mut big = batch(1..2, BATCH_BYTES_MAX - 5, 0);
+        let mut big = batch(1..2, GROUP_COMMIT_BYTES_MAX - 5, 0);
         open.absorb(&mut big);
         let small = batch(2..3, 10, 1);
         assert!(!open.takes(&small));

@@ -6,13 +6,13 @@
 //! - [`index_store_thread`]: commits what is staged to the index store, and makes it durable.
 //!
 //! The writer thread takes requests as they arrive, checks each against the stream heads it knows
-//! (including batches still syncing), assigns revisions and dense positions, and encodes one
-//! commit record per request into a batch of its own, then appends that to the open batch (up to
-//! [`crate::BATCH_APPENDS_MAX`] requests and [`annals_log::BATCH_BYTES_MAX`] bytes) under the
-//! hand-over lock, which is therefore only held for a copy. The sync thread takes the open batch
-//! the moment it is free, writes it with one write and `fdatasync`s it; everything that arrived
-//! meanwhile, already checked, forms the next batch. So batches grow with load, and only one batch is ever written but not
-//! durable (within [`annals_log::UNSYNCED_BATCHES_MAX`]).
+//! (including batches still syncing), assigns revisions and dense positions, and encodes one commit
+//! record per request into a batch of its own, then appends that to the open batch (up to
+//! [`crate::GROUP_COMMIT_APPENDS_MAX`] requests and [`annals_log::GROUP_COMMIT_BYTES_MAX`] bytes)
+//! under the hand-over lock, which is therefore only held for a copy. The sync thread takes the
+//! open batch the moment it is free, writes it with one write and `fdatasync`s it; everything that
+//! arrived meanwhile, already checked, forms the next batch. So batches grow with load, and only
+//! one batch is ever written but not durable (within [`annals_log::UNSYNCED_BATCHES_MAX`]).
 //!
 //! Right after the sync the same thread stages the batch in the index (in memory, visible to
 //! reads), publishes the new head and only then answers every request of the batch (failures

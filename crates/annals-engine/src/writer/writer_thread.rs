@@ -12,7 +12,7 @@ use annals_core::{
     Position, Revision, StreamMetadata, StreamName, TOMBSTONE_EVENT_TYPE, Timestamp,
 };
 use annals_index::{Index, IndexError, IndexRecord, KnownStream};
-use annals_log::BATCH_BYTES_MAX;
+use annals_log::GROUP_COMMIT_BYTES_MAX;
 use annals_log::codec::{RecordKind, encode_commit};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::batch::{BatchSlot, OpenBatch, SyncJob};
 use super::{Shared, WriteKind, WriteRequest};
-use crate::config::BATCH_APPENDS_MAX;
+use crate::config::GROUP_COMMIT_APPENDS_MAX;
 use crate::error::EngineError;
 use crate::rules::{MetaMap, MetaState};
 
@@ -176,7 +176,8 @@ impl Writer {
             let _ = req.reply.send(Err(self.shared.stopped_error()));
             return;
         }
-        if !open.buf.is_empty() && open.buf.len() + req.encoded_bytes_max() > BATCH_BYTES_MAX {
+        if !open.buf.is_empty() && open.buf.len() + req.encoded_bytes_max() > GROUP_COMMIT_BYTES_MAX
+        {
             self.carry = Some(req);
             open.full = true;
             return;
@@ -186,7 +187,7 @@ impl Writer {
         // Record addresses are offsets into the batch until the sync thread writes it.
         self.process(req, &mut open.buf, job, 0);
         job.last_position = Position(self.next_position - 1);
-        if job.replies.len() >= BATCH_APPENDS_MAX {
+        if job.replies.len() >= GROUP_COMMIT_APPENDS_MAX {
             open.full = true;
         }
     }

@@ -1,9 +1,10 @@
 //! The engine against the reference model of `annals-testkit`: random sequences of appends (every
 //! expected-revision kind, right and wrong), appends at and past the input limits (empty, too many
 //! events, too large, repeated ids, bad metadata appends), retries of earlier appends (whole,
-//! partial, elsewhere), metadata writes, soft deletes, tombstones, stream and `$all` reads in both directions with
-//! limits and filters, and reopening the store, on [`FaultStorage`] with the default config. Every
-//! answer must be the model's answer: the same result, the same error, the same events.
+//! partial, elsewhere), metadata writes, soft deletes, tombstones, stream and `$all` reads in both
+//! directions with limits and filters, and reopening the store, on [`FaultStorage`] with the
+//! default config. Every answer must be the model's answer: the same result, the same error, the
+//! same events.
 //!
 //! A failure prints its seed; `ANNALS_MODEL_SEED=<seed>` replays just that one and
 //! `ANNALS_MODEL_SEEDS=<n>` runs more. Seeds that once failed stay below as named tests.
@@ -12,7 +13,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
-use annals_core::limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_BYTES_MAX};
+use annals_core::limits::{APPEND_EVENTS_MAX, STORE_APPEND_BYTES_MAX, STORE_EVENT_BYTES_MAX};
 use annals_core::{
     ContentType, Direction, EventType, ExpectedRevision, Filter, FilterTarget, NewEvent, Position,
     Revision, StreamName,
@@ -553,7 +554,8 @@ fn read_all_backwards_with_limit_zero_looks_at_nothing() {
 
 /// Filler for events of a chosen size: every event's data is a slice of it, so events near the
 /// size limits cost no copying.
-static FILLER: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(vec![b'x'; APPEND_BYTES_MAX + 64]));
+static FILLER: LazyLock<Bytes> =
+    LazyLock::new(|| Bytes::from(vec![b'x'; STORE_APPEND_BYTES_MAX + 64]));
 
 /// One append as the validation property sends it. Its `Debug` names sizes, not payloads: a
 /// failing case may hold megabytes.
@@ -596,10 +598,10 @@ impl fmt::Debug for AppendCase {
 fn event_size() -> impl Strategy<Value = usize> {
     prop_oneof![
         8 => 0usize..64,
-        1 => Just(EVENT_BYTES_MAX),
-        1 => Just(EVENT_BYTES_MAX + 1),
-        2 => Just(APPEND_BYTES_MAX / 2),
-        2 => Just(APPEND_BYTES_MAX / 2 + 1),
+        1 => Just(STORE_EVENT_BYTES_MAX),
+        1 => Just(STORE_EVENT_BYTES_MAX + 1),
+        2 => Just(STORE_APPEND_BYTES_MAX / 2),
+        2 => Just(STORE_APPEND_BYTES_MAX / 2 + 1),
     ]
 }
 

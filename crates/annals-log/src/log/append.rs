@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{BATCH_BYTES_MAX, Log, create_segment};
+use super::{GROUP_COMMIT_BYTES_MAX, Log, create_segment};
 use crate::error::LogError;
 use crate::segment::{SEGMENT_HEADER_BYTES, Segment};
 use crate::storage::StorageFile;
@@ -74,13 +74,13 @@ impl LogWriter {
     /// Writes `bytes` (whole framed records) at the end of the log, starting a new segment first
     /// if the current one is full. Returns the address written at and the ticket to sync.
     ///
-    /// The caller keeps at most [`UNSYNCED_BATCHES_MAX`](super::UNSYNCED_BATCHES_MAX) batches of at most [`BATCH_BYTES_MAX`]
-    /// bytes written but not synced; recovery relies on that bound.
+    /// The caller keeps at most [`UNSYNCED_BATCHES_MAX`](super::UNSYNCED_BATCHES_MAX) batches of at
+    /// most [`GROUP_COMMIT_BYTES_MAX`] bytes written but not synced; recovery relies on that bound.
     pub fn append(&mut self, bytes: &[u8]) -> Result<(u64, SyncTicket), LogError> {
         if self.log.is_poisoned() {
             return Err(LogError::Poisoned);
         }
-        debug_assert!(bytes.len() <= BATCH_BYTES_MAX);
+        debug_assert!(bytes.len() <= GROUP_COMMIT_BYTES_MAX);
         // Room for a new segment's header too, so neither path below can overflow.
         let room = bytes.len() as u64 + SEGMENT_HEADER_BYTES;
         if self.write_end.checked_add(room).is_none() {

@@ -30,8 +30,8 @@ pub use scan::Scanner;
 
 /// Most bytes one group-commit batch may hold. A batch is closed before it would pass this, unless
 /// it is empty, and one record is always smaller, so no batch is larger.
-pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
-const _: () = assert!(codec::RECORD_BODY_BYTES_MAX + FRAME_HEADER_BYTES <= BATCH_BYTES_MAX);
+pub const GROUP_COMMIT_BYTES_MAX: usize = 16 * 1024 * 1024;
+const _: () = assert!(codec::RECORD_BODY_BYTES_MAX + FRAME_HEADER_BYTES <= GROUP_COMMIT_BYTES_MAX);
 
 /// Most batches written but not yet synced at any time. The engine's sync thread writes a batch
 /// and syncs it before it writes the next; the writer only gathers the next one in memory.
@@ -39,7 +39,7 @@ pub const UNSYNCED_BATCHES_MAX: u64 = 1;
 
 /// The region at the end of the log where a crash can leave a torn or reordered write: everything
 /// that may have been written but not synced.
-pub const TORN_TAIL_WINDOW_BYTES: u64 = UNSYNCED_BATCHES_MAX * BATCH_BYTES_MAX as u64;
+pub const TORN_TAIL_WINDOW_BYTES: u64 = UNSYNCED_BATCHES_MAX * GROUP_COMMIT_BYTES_MAX as u64;
 
 /// Default size at which a new segment is started.
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
