@@ -16,7 +16,7 @@ use crate::segment::Segment;
 /// Bytes read at a time by [`Log::visit_records`].
 const VISIT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Chunks read ahead by [`Log::visit_records`]'s reader thread.
-const VISIT_CHUNKS_IN_FLIGHT: usize = 2;
+const VISIT_CHUNKS_IN_FLIGHT_MAX: usize = 2;
 
 /// A run of consecutive log bytes within one segment.
 struct Chunk {
@@ -190,10 +190,10 @@ impl Log {
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let (full_tx, full_rx) =
-                crossbeam_channel::bounded::<Result<Chunk, LogError>>(VISIT_CHUNKS_IN_FLIGHT);
+                crossbeam_channel::bounded::<Result<Chunk, LogError>>(VISIT_CHUNKS_IN_FLIGHT_MAX);
             let (free_tx, free_rx) =
-                crossbeam_channel::bounded::<Vec<u8>>(VISIT_CHUNKS_IN_FLIGHT + 1);
-            for _ in 0..=VISIT_CHUNKS_IN_FLIGHT {
+                crossbeam_channel::bounded::<Vec<u8>>(VISIT_CHUNKS_IN_FLIGHT_MAX + 1);
+            for _ in 0..=VISIT_CHUNKS_IN_FLIGHT_MAX {
                 let _ = free_tx.send(vec![0u8; chunk_bytes]);
             }
             let stop = &stop;
