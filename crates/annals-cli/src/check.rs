@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use annals_engine::{Durability, Engine, EngineConfig};
+use anyhow::Context as _;
 
 use crate::args::CheckArgs;
 use crate::{output, store};
@@ -38,7 +39,9 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             );
         }
     });
-    engine.close();
+    engine
+        .close_checked()
+        .context("the store's pipeline failed")?;
     match result {
         Ok(report) => {
             let ok = output::check_summary(&open, &report)?;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use annals_core::{Direction, Filter, FilterTarget, Position, Revision, StreamName};
 use annals_engine::{Durability, Engine};
+use anyhow::Context as _;
 
 use crate::args::{ReadAllArgs, ReadArgs};
 use crate::output::{self, Out};
@@ -18,7 +19,9 @@ pub(crate) fn stream(args: &ReadArgs) -> anyhow::Result<ExitCode> {
     let stream = StreamName::new(&args.stream)?;
     let (engine, _) = store::open_existing(&args.data, Durability::Fsync)?;
     let result = print_stream(&engine, &stream, args);
-    engine.close();
+    engine
+        .close_checked()
+        .context("the store's pipeline failed")?;
     finish(result)
 }
 
@@ -58,7 +61,9 @@ pub(crate) fn all(args: &ReadAllArgs) -> anyhow::Result<ExitCode> {
     let filter = filter(args)?;
     let (engine, _) = store::open_existing(&args.data, Durability::Fsync)?;
     let result = print_all(&engine, filter.as_ref(), args);
-    engine.close();
+    engine
+        .close_checked()
+        .context("the store's pipeline failed")?;
     finish(result)
 }
 

@@ -107,8 +107,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Projections stop after their commits in flight; each resumes from its checkpoint.
     projections.shutdown();
     // Closing waits for the writer threads, so every append in flight is answered first.
-    engine.close();
+    // A pipeline thread that panicked during the run is reported, and the exit is a failure.
+    let closed = engine.close_checked();
     tracing::info!(head = engine.head().0, "store closed");
+    closed.context("the store's pipeline failed during the run")?;
     runtime.shutdown_timeout(annals_server::SHUTDOWN_GRACE);
     served?;
     Ok(ExitCode::SUCCESS)

@@ -27,7 +27,9 @@ pub(crate) fn append(args: &AppendArgs) -> anyhow::Result<ExitCode> {
     };
     let (engine, _) = store::open(&args.data, args.durability.into())?;
     let result = engine.append(&stream, args.expected, vec![event]);
-    engine.close();
+    engine
+        .close_checked()
+        .context("the store's pipeline failed")?;
     let result = result.with_context(|| format!("append to {stream} failed"))?;
     output::append_result(&result)?;
     Ok(ExitCode::SUCCESS)
@@ -108,7 +110,9 @@ pub(crate) fn load(args: &LoadArgs) -> anyhow::Result<ExitCode> {
             })
             .collect()
     });
-    engine.close();
+    engine
+        .close_checked()
+        .context("the store's pipeline failed")?;
     for r in results {
         r?;
     }
