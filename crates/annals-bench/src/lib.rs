@@ -21,6 +21,15 @@ mod measure;
 #[cfg_attr(feature = "kurrentdb-client", path = "official.rs")]
 #[cfg_attr(not(feature = "kurrentdb-client"), path = "official_absent.rs")]
 mod official;
+/// The stand-in for the official client, compiled and tested in builds that have the real one
+/// too (the gate's), so the default build's code cannot rot unseen.
+#[cfg(all(test, feature = "kurrentdb-client"))]
+#[expect(
+    dead_code,
+    reason = "only `Client::new` is called: the rest exists to match the real client's names"
+)]
+#[path = "official_absent.rs"]
+mod official_absent;
 mod probe;
 mod project;
 mod read_stream;
@@ -70,5 +79,22 @@ pub fn run(bench: &Bench) -> Result<(), BenchError> {
         Bench::GrpcAppend(c) => grpc_append::run(c),
         Bench::GrpcReplay(c) => grpc_replay::run(c),
         Bench::Project(c) => project::run(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Without the official client, asking for it is a clear error, not a missing symbol.
+    #[cfg(feature = "kurrentdb-client")]
+    #[test]
+    fn the_stand_in_refuses_to_make_a_client() {
+        use crate::official_absent::Client;
+        let server = crate::GrpcServer {
+            authority: "127.0.0.1:2113".to_owned(),
+            tls: false,
+        };
+        let e = Client::new(&server).unwrap_err();
+        assert!(matches!(e, crate::BenchError::OfficialClientNotBuilt), "{e}");
+        assert!(e.to_string().contains("kurrentdb-client"), "{e}");
     }
 }
