@@ -94,7 +94,10 @@ mod tests {
             tls: false,
         };
         let e = Client::new(&server).unwrap_err();
-        assert!(matches!(e, crate::BenchError::OfficialClientNotBuilt), "{e}");
+        assert!(
+            matches!(e, crate::BenchError::OfficialClientNotBuilt),
+            "{e}"
+        );
         assert!(e.to_string().contains("kurrentdb-client"), "{e}");
     }
 }
