@@ -38,6 +38,13 @@ pub struct Subscription {
 }
 
 impl Engine {
+    /// A watch of the published head: it changes whenever new events are durable and visible.
+    /// For async readers that page with their own reads (a stream cursor) and wait here between
+    /// pages; borrow the value before reading, so a change after the read is never missed.
+    pub fn head_watch(&self) -> watch::Receiver<Position> {
+        self.inner.shared.head.subscribe()
+    }
+
     /// Subscribes to `$all` from position `from` (inclusive; `Position(1)` or `START` for the
     /// beginning).
     pub fn subscribe_all(&self, from: Position, filter: Option<Filter>) -> Subscription {

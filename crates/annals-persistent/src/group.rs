@@ -272,6 +272,32 @@ impl<T: Clone> Group<T> {
         Ok(())
     }
 
+    /// A parked event put back (`ReplayParked`): delivered before fresh events with a retry
+    /// count of 0. It was handled when it was parked, so the checkpoint does not wait for it; if
+    /// it fails again it is parked again. Ignored if an event with its `seq` already waits or is
+    /// in flight.
+    pub fn replay(&mut self, message: Message<T>) {
+        let seq = message.seq;
+        let present = self.in_flight.contains_key(&seq)
+            || self.retries.iter().any(|w| w.message.seq == seq)
+            || self.fresh.iter().any(|w| w.message.seq == seq);
+        if present {
+            return;
+        }
+        let at = self
+            .retries
+            .iter()
+            .position(|w| w.message.seq > seq)
+            .unwrap_or(self.retries.len());
+        self.retries.insert(
+            at,
+            Waiting {
+                message,
+                retry_count: 0,
+            },
+        );
+    }
+
     /// Events waiting for a consumer (fresh and retries): what bounds how much the runtime
     /// reads ahead.
     pub fn waiting(&self) -> usize {

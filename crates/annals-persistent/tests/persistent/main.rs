@@ -1,5 +1,6 @@
 //! Integration tests of persistent subscriptions, in one test binary: the group state machine
-//! against a reference model under random acks, nacks, timeouts and consumer drops.
+//! against a reference model under random acks, nacks, timeouts and consumer drops, and the
+//! runtime over a real engine.
 
 #![expect(
     clippy::panic,
@@ -9,3 +10,4 @@
 )]
 
 mod model;
+mod runtime;
