@@ -24,7 +24,8 @@ pub use actor::{ConnectionLabel, ConnectionState, GroupState};
 pub use definition::{FilterDefinition, GroupDefinition, StartFrom};
 pub use error::PersistentError;
 pub use names::{
-    ALL, CHECKPOINT_EVENT_TYPE, CONFIG_EVENT_TYPE, CONFIG_STREAM, GroupKey, LINK_EVENT_TYPE, Source,
+    ALL_SOURCE, CHECKPOINT_EVENT_TYPE, CONFIG_EVENT_TYPE, CONFIG_STREAM, GroupKey, LINK_EVENT_TYPE,
+    Source,
 };
 pub use runtime::{Consumer, ConsumerEvent, GroupInfo, Payload, Subscriptions};
 

@@ -18,7 +18,7 @@ pub const CHECKPOINT_EVENT_TYPE: &str = "$SubscriptionCheckpoint";
 /// The type of a link event: its data is `{revision}@{stream}`.
 pub const LINK_EVENT_TYPE: &str = "$>";
 /// The source name of groups on `$all`.
-pub const ALL: &str = "$all";
+pub const ALL_SOURCE: &str = "$all";
 
 /// What a group reads: one stream, or `$all`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -32,13 +32,13 @@ impl Source {
     pub fn name(&self) -> &str {
         match self {
             Source::Stream(s) => s.as_str(),
-            Source::All => ALL,
+            Source::All => ALL_SOURCE,
         }
     }
 
     /// Parses a source name (`$all` is `$all`).
     pub fn parse(name: &str) -> Result<Self, PersistentError> {
-        if name == ALL {
+        if name == ALL_SOURCE {
             return Ok(Source::All);
         }
         StreamName::new(name)
