@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use annals_persistent::Subscriptions;
 use annals_projections::{Catalog, Projections};
 use annals_server::{Limits, ServerState, TlsFiles};
 use anyhow::Context;
@@ -67,7 +68,12 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(?applied, "projection definition applied");
         }
     }
-    let state = ServerState::new(engine.clone(), limits);
+    // Persistent-subscription groups start from their checkpoints before the first client can
+    // reach them.
+    let persistent = runtime
+        .block_on(Subscriptions::open(engine.clone()))
+        .context("cannot start the persistent subscriptions")?;
+    let state = ServerState::new(engine.clone(), limits).with_persistent(Arc::clone(&persistent));
     let catalog = Arc::new(catalog);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
@@ -104,7 +110,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("serving failed")
     });
-    // Projections stop after their commits in flight; each resumes from its checkpoint.
+    // Persistent-subscription groups write their last checkpoints while the store still takes
+    // writes; projections stop after their commits in flight. Each resumes from its checkpoint.
+    runtime.block_on(persistent.shutdown());
     projections.shutdown();
     // Closing waits for the writer threads, so every append in flight is answered first.
     // A pipeline thread that panicked during the run is reported, and the exit is a failure.

@@ -1,5 +1,5 @@
-//! The small services: `ServerFeatures` (version and supported methods), `Gossip` (a one-node
-//! cluster) and `PersistentSubscriptions` (List only, always empty).
+//! The small services: `ServerFeatures` (version and supported methods) and `Gossip` (a one-node
+//! cluster).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,8 +8,6 @@ use tonic::{Request, Response, Status};
 use crate::Authority;
 use annals_proto::gossip::gossip_server::Gossip;
 use annals_proto::gossip::{ClusterInfo, EndPoint, MemberInfo, member_info};
-use annals_proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptions;
-use annals_proto::persistent_subscriptions::{ListReq, ListResp};
 use annals_proto::server_features::server_features_server::ServerFeatures;
 use annals_proto::server_features::{SupportedMethod, SupportedMethods};
 use annals_proto::shared::Empty;
@@ -45,7 +43,16 @@ fn supported_methods() -> SupportedMethods {
             method(STREAMS_SERVICE, "batchappend", &["deadline_duration"]),
             method(FEATURES_SERVICE, "getsupportedmethods", &[]),
             method(GOSSIP_SERVICE, "read", &[]),
-            method(PERSISTENT_SERVICE, "list", &[]),
+            // Every persistent-subscription method serves groups on streams and on $all; clients
+            // (the Rust one) use gRPC rather than their HTTP fallback only when all are listed.
+            method(PERSISTENT_SERVICE, "create", &["stream", "all"]),
+            method(PERSISTENT_SERVICE, "update", &["stream", "all"]),
+            method(PERSISTENT_SERVICE, "delete", &["stream", "all"]),
+            method(PERSISTENT_SERVICE, "read", &["stream", "all"]),
+            method(PERSISTENT_SERVICE, "getinfo", &["stream", "all"]),
+            method(PERSISTENT_SERVICE, "replayparked", &["stream", "all"]),
+            method(PERSISTENT_SERVICE, "list", &["stream", "all"]),
+            method(PERSISTENT_SERVICE, "restartsubsystem", &["stream", "all"]),
         ],
         event_store_server_version: crate::SERVER_VERSION.to_owned(),
     }
@@ -101,18 +108,6 @@ impl Gossip for GossipService {
         };
         Ok(Response::new(ClusterInfo {
             members: vec![member],
-        }))
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PersistentService;
-
-#[tonic::async_trait]
-impl PersistentSubscriptions for PersistentService {
-    async fn list(&self, _request: Request<ListReq>) -> Result<Response<ListResp>, Status> {
-        Ok(Response::new(ListResp {
-            subscriptions: Vec::new(),
         }))
     }
 }

@@ -13,6 +13,7 @@
 mod convert;
 mod error;
 mod features;
+mod persistent;
 mod read;
 mod read_route;
 mod streams;
@@ -57,8 +58,9 @@ pub fn routes(state: ServerState) -> axum::Router {
         .max_encoding_message_size(usize::MAX);
     let features = ServerFeaturesServer::new(features::FeaturesService);
     let gossip = GossipServer::new(features::GossipService);
-    let persistent = PersistentSubscriptionsServer::new(features::PersistentService)
-        .max_decoding_message_size(max);
+    let persistent =
+        PersistentSubscriptionsServer::new(persistent::PersistentService::new(state.clone()))
+            .max_decoding_message_size(max);
     let read = read_route::ReadRoute::new(state, max);
     axum::Router::new()
         .route_service(read_route::PATH, read)

@@ -12,6 +12,6 @@ mod metrics;
 mod state;
 
 pub use limits::{AppendBudget, Limits};
-pub use listen::{SHUTDOWN_GRACE, ServeError, TlsFiles, serve};
+pub use listen::{PeerAddr, SHUTDOWN_GRACE, ServeError, TlsFiles, serve};
 pub use metrics::{Api, Metrics};
 pub use state::ServerState;

@@ -21,6 +21,10 @@ use tokio_rustls::rustls;
 
 use crate::state::ServerState;
 
+/// The address of the client a request came from, inserted into every request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Longest a shutdown waits for requests in flight before it drops their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -81,7 +85,15 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let stream = QuickAck(stream);
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers that describe their caller (persistent-subscription consumers) find the
+        // peer's address among the request's extensions.
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                req
+            },
+        ));
         let active = state.metrics.connection_opened();
         match &acceptor {
             None => {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use annals_engine::Engine;
+use annals_persistent::Subscriptions;
 use tokio::sync::watch;
 
 use crate::limits::Limits;
@@ -14,6 +15,9 @@ pub struct ServerState {
     pub engine: Engine,
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
+    /// The server's persistent-subscription groups, when it runs them (`annals serve` does;
+    /// a state built for a test of another API may not).
+    pub persistent: Option<Arc<Subscriptions>>,
     stopping: Arc<watch::Sender<bool>>,
 }
 
@@ -23,8 +27,15 @@ impl ServerState {
             engine,
             limits: Arc::new(limits),
             metrics: Arc::new(Metrics::new()),
+            persistent: None,
             stopping: Arc::new(watch::channel(false).0),
         }
+    }
+
+    /// The same state, serving `subscriptions`' persistent-subscription groups.
+    pub fn with_persistent(mut self, subscriptions: Arc<Subscriptions>) -> Self {
+        self.persistent = Some(subscriptions);
+        self
     }
 
     /// Tells long-lived responses (subscriptions, server-sent events) to end: the server is

@@ -2,7 +2,8 @@
 //! (`@kurrent/kurrentdb-client`) against `annals serve`: each runs a script of appends (every
 //! expected-revision kind), wrong-version errors, reads both ways, a missing stream, a filtered
 //! `$all` read, a catch-up subscription that goes live, stream metadata, soft delete and tombstone,
-//! through the client's public API. `scripts/install-clients.sh` (run by the test command)
+//! through the client's public API; and a second script per client of persistent subscriptions
+//! (competing consumers, nacks, parking, replay, management). `scripts/install-clients.sh` (run by the test command)
 //! installs the pinned clients into `target/clients`; without them these tests fail, never skip.
 
 use std::path::Path;
@@ -35,12 +36,12 @@ fn run_client(server: &Server, program: &Path, args: &[&str]) {
     assert!(stdout.contains("checks passed"), "{stdout}");
 }
 
-#[test]
-fn python_kurrentdbclient_works_against_annals() {
+/// Runs one Python client script against a fresh server.
+fn run_python(script: &str) {
     let root = workspace_root();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let script = root.join("tests/clients/python/client_test.py");
+    let script = root.join("tests/clients/python").join(script);
     run_client(
         &server,
         &root.join("target/clients/py/bin/python"),
@@ -48,8 +49,8 @@ fn python_kurrentdbclient_works_against_annals() {
     );
 }
 
-#[test]
-fn node_kurrentdb_client_works_against_annals() {
+/// Runs one Node client script against a fresh server.
+fn run_node(script: &str) {
     let root = workspace_root();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
@@ -61,10 +62,30 @@ fn node_kurrentdb_client_works_against_annals() {
             .exists(),
         "the Node client is missing: run ./scripts/install-clients.sh (the test command does)"
     );
-    let script = installed.join("client_test.mjs");
-    std::fs::copy(root.join("tests/clients/node/client_test.mjs"), &script).unwrap();
+    let copy = installed.join(script);
+    std::fs::copy(root.join("tests/clients/node").join(script), &copy).unwrap();
     let node = which("node");
-    run_client(&server, &node, &[script.to_str().unwrap(), &server.url()]);
+    run_client(&server, &node, &[copy.to_str().unwrap(), &server.url()]);
+}
+
+#[test]
+fn python_kurrentdbclient_works_against_annals() {
+    run_python("client_test.py");
+}
+
+#[test]
+fn python_kurrentdbclient_persistent_subscriptions() {
+    run_python("persistent_test.py");
+}
+
+#[test]
+fn node_kurrentdb_client_works_against_annals() {
+    run_node("client_test.mjs");
+}
+
+#[test]
+fn node_kurrentdb_client_persistent_subscriptions() {
+    run_node("persistent_test.mjs");
 }
 
 /// The full path of `program` on PATH.

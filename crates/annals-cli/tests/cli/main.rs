@@ -2,7 +2,8 @@
 //! round trips, serve's signal handling (SIGTERM during HTTP appends loses no acknowledged one),
 //! serving over TLS, a real-process crash test (SIGKILL during concurrent durable appends, then
 //! every acknowledged append must be found), and that each bench prints its JSON figures,
-//! including the gRPC benches against a real server.
+//! including the gRPC benches against a real server; a persistent-subscription group across a
+//! SIGKILL.
 
 #![expect(
     clippy::unwrap_used,
@@ -16,6 +17,7 @@ mod bench;
 mod clients;
 mod crash;
 mod grpc_bench;
+mod persistent;
 mod projections;
 mod roundtrip;
 mod serve;

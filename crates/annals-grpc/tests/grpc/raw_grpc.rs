@@ -1,7 +1,8 @@
 //! Raw gRPC requests against the router (no client library): unknown services and methods,
-//! persistent-subscription List, and gossip.
+//! persistent-subscription List with and without the subsystem, and gossip.
 
 use annals_engine::{Engine, EngineConfig};
+use annals_persistent::Subscriptions;
 use annals_server::{Limits, ServerState};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -10,6 +11,12 @@ use tower::ServiceExt;
 fn state(dir: &tempfile::TempDir) -> ServerState {
     let (engine, _) = Engine::open_dir(dir.path(), EngineConfig::default()).unwrap();
     ServerState::new(engine, Limits::default())
+}
+
+async fn state_with_persistent(dir: &tempfile::TempDir) -> ServerState {
+    let state = state(dir);
+    let persistent = Subscriptions::open(state.engine.clone()).await.unwrap();
+    state.with_persistent(persistent)
 }
 
 /// A unary gRPC call with an empty request message; returns the status code, the
@@ -41,7 +48,7 @@ async fn unknown_service_and_method_are_unimplemented() {
     assert_eq!(grpc.as_deref(), Some("12"));
     let (_, grpc, _) = call(
         router.clone(),
-        "http://localhost/event_store.client.persistent_subscriptions.PersistentSubscriptions/Create",
+        "http://localhost/event_store.client.persistent_subscriptions.PersistentSubscriptions/NoSuchMethod",
     )
     .await;
     assert_eq!(grpc.as_deref(), Some("12"));
@@ -56,7 +63,16 @@ async fn unknown_service_and_method_are_unimplemented() {
 #[tokio::test]
 async fn persistent_list_is_empty_and_gossip_names_the_host() {
     let dir = tempfile::tempdir().unwrap();
-    let router = annals_grpc::router(state(&dir));
+    // Without the subsystem, the service says so instead of answering as if there were no groups.
+    let (_, grpc, _) = call(
+        annals_grpc::router(state(&dir)),
+        "http://localhost/event_store.client.persistent_subscriptions.PersistentSubscriptions/List",
+    )
+    .await;
+    assert_eq!(grpc.as_deref(), Some("14"), "unavailable");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let router = annals_grpc::router(state_with_persistent(&dir2).await);
     let (status, grpc, body) = call(
         router.clone(),
         "http://localhost/event_store.client.persistent_subscriptions.PersistentSubscriptions/List",

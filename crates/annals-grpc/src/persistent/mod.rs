@@ -1,0 +1,304 @@
+//! The `PersistentSubscriptions` service: groups created, updated, deleted, listed and
+//! described, consumed through `Read` (a bidirectional call per consumer: options, then acks and
+//! nacks; the confirmation, then events), parked events replayed. Each call maps its messages
+//! onto `annals_persistent::Subscriptions`, which holds every rule.
+
+mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use annals_persistent::{
+    ConnectionLabel, ConsumerEvent, NackAction, PersistentError, Source, Subscriptions,
+};
+use annals_proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptions;
+use annals_proto::persistent_subscriptions::{
+    CreateReq, CreateResp, DeleteReq, DeleteResp, GetInfoReq, GetInfoResp, ListReq, ListResp,
+    ReadReq, ReadResp, ReplayParkedReq, ReplayParkedResp, UpdateReq, UpdateResp, delete_req,
+    get_info_req, list_req, read_req, replay_parked_req,
+};
+use annals_proto::shared::Empty;
+use annals_server::ServerState;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert::parse_uuid;
+
+/// Answers one `Read` call queues before the consumer waits for the client.
+const READ_ANSWERS_QUEUED_MAX: usize = 64;
+
+/// The service over a server's groups.
+#[derive(Clone, Debug)]
+pub(crate) struct PersistentService {
+    state: ServerState,
+}
+
+impl PersistentService {
+    pub(crate) fn new(state: ServerState) -> Self {
+        Self { state }
+    }
+
+    fn subscriptions(&self) -> Result<Arc<Subscriptions>, Status> {
+        self.state
+            .persistent
+            .clone()
+            .ok_or_else(|| Status::unavailable("this server runs no persistent subscriptions"))
+    }
+}
+
+type ReadStream = Pin<Box<dyn Stream<Item = Result<ReadResp, Status>> + Send>>;
+
+fn nack_action(value: i32) -> NackAction {
+    match value {
+        1 => NackAction::Park,
+        2 => NackAction::Retry,
+        3 => NackAction::Skip,
+        4 => NackAction::Stop,
+        _ => NackAction::Unknown,
+    }
+}
+
+fn ids(wire: &[annals_proto::shared::Uuid]) -> Result<Vec<uuid::Uuid>, Status> {
+    wire.iter()
+        .map(|id| parse_uuid(Some(id)).map_err(Status::from))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl PersistentSubscriptions for PersistentService {
+    async fn create(&self, request: Request<CreateReq>) -> Result<Response<CreateResp>, Status> {
+        let subs = self.subscriptions()?;
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("Create without options"))?;
+        let definition = convert::create_definition(options)?;
+        subs.create(definition).await.map_err(convert::status)?;
+        Ok(Response::new(CreateResp {}))
+    }
+
+    async fn update(&self, request: Request<UpdateReq>) -> Result<Response<UpdateResp>, Status> {
+        let subs = self.subscriptions()?;
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("Update without options"))?;
+        use annals_proto::persistent_subscriptions::update_req::options::StreamOption;
+        let source = match &options.stream_option {
+            Some(StreamOption::Stream(s)) => convert::source(s.stream_identifier.as_ref(), false)?,
+            Some(StreamOption::All(_)) => Source::All,
+            #[expect(deprecated, reason = "older clients still send the deprecated field")]
+            None => convert::source(options.stream_identifier.as_ref(), false)?,
+        };
+        let key = convert::key(source, &options.group_name)?;
+        let current = subs.info(&key).await.map_err(convert::status)?.definition;
+        let definition = convert::update_definition(options, &current)?;
+        subs.update(definition).await.map_err(convert::status)?;
+        Ok(Response::new(UpdateResp {}))
+    }
+
+    async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        let subs = self.subscriptions()?;
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("Delete without options"))?;
+        let source = match &options.stream_option {
+            Some(delete_req::options::StreamOption::StreamIdentifier(s)) => {
+                convert::source(Some(s), false)?
+            }
+            Some(delete_req::options::StreamOption::All(_)) => Source::All,
+            None => return Err(Status::invalid_argument("Delete names no stream")),
+        };
+        let key = convert::key(source, &options.group_name)?;
+        subs.delete(&key).await.map_err(convert::status)?;
+        Ok(Response::new(DeleteResp {}))
+    }
+
+    type ReadStream = ReadStream;
+
+    async fn read(
+        &self,
+        request: Request<Streaming<ReadReq>>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let subs = self.subscriptions()?;
+        let label = ConnectionLabel {
+            from: request
+                .extensions()
+                .get::<annals_server::PeerAddr>()
+                .map(|a| a.0.to_string())
+                .unwrap_or_default(),
+            name: request
+                .metadata()
+                .get("connection-name")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let mut inbound = request.into_inner();
+        let Some(read_req::Content::Options(options)) =
+            inbound.message().await?.and_then(|m| m.content)
+        else {
+            return Err(Status::invalid_argument(
+                "a persistent subscription's first message must be its options",
+            ));
+        };
+        let source = match &options.stream_option {
+            Some(read_req::options::StreamOption::StreamIdentifier(s)) => {
+                convert::source(Some(s), false)?
+            }
+            Some(read_req::options::StreamOption::All(_)) => Source::All,
+            None => return Err(Status::invalid_argument("Read names no stream")),
+        };
+        let structured = matches!(
+            options.uuid_option.and_then(|u| u.content),
+            Some(read_req::options::uuid_option::Content::Structured(_))
+        );
+        let key = convert::key(source, &options.group_name)?;
+        let capacity = usize::try_from(options.buffer_size).unwrap_or(0).max(1);
+        let mut consumer = subs
+            .connect(&key, capacity, label)
+            .await
+            .map_err(convert::status)?;
+        let (tx, rx) = mpsc::channel(READ_ANSWERS_QUEUED_MAX);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if tx.send(Ok(convert::confirmation(&key))).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    event = consumer.next() => {
+                        let answer = match event {
+                            Some(ConsumerEvent::Event(d)) => Ok(convert::read_event(
+                                d.message.payload.event(),
+                                d.message.payload.link(),
+                                d.retry_count,
+                                structured,
+                            )),
+                            Some(ConsumerEvent::Dropped) | None => Err(convert::status(
+                                PersistentError::Dropped {
+                                    stream: key.source.to_string(),
+                                    group: key.group.clone(),
+                                },
+                            )),
+                        };
+                        let end = answer.is_err();
+                        if tx.send(answer).await.is_err() || end {
+                            return;
+                        }
+                    }
+                    message = inbound.message() => {
+                        let content = match message {
+                            Ok(Some(m)) => m.content,
+                            // The client ended its side or went away: leave the group.
+                            Ok(None) | Err(_) => return,
+                        };
+                        match content {
+                            Some(read_req::Content::Ack(ack)) => match ids(&ack.ids) {
+                                Ok(ids) => consumer.ack(ids).await,
+                                Err(e) => {
+                                    let _ = tx.send(Err(e)).await;
+                                    return;
+                                }
+                            },
+                            Some(read_req::Content::Nack(nack)) => match ids(&nack.ids) {
+                                Ok(ids) => {
+                                    consumer.nack(ids, nack_action(nack.action), nack.reason).await;
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(e)).await;
+                                    return;
+                                }
+                            },
+                            // Options again, or nothing: ignored.
+                            _ => {}
+                        }
+                    }
+                    () = state.stopping() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_info(
+        &self,
+        request: Request<GetInfoReq>,
+    ) -> Result<Response<GetInfoResp>, Status> {
+        let subs = self.subscriptions()?;
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("GetInfo without options"))?;
+        let source = match &options.stream_option {
+            Some(get_info_req::options::StreamOption::StreamIdentifier(s)) => {
+                convert::source(Some(s), false)?
+            }
+            Some(get_info_req::options::StreamOption::All(_)) => Source::All,
+            None => return Err(Status::invalid_argument("GetInfo names no stream")),
+        };
+        let key = convert::key(source, &options.group_name)?;
+        let info = subs.info(&key).await.map_err(convert::status)?;
+        Ok(Response::new(GetInfoResp {
+            subscription_info: Some(convert::subscription_info(&info)),
+        }))
+    }
+
+    async fn replay_parked(
+        &self,
+        request: Request<ReplayParkedReq>,
+    ) -> Result<Response<ReplayParkedResp>, Status> {
+        let subs = self.subscriptions()?;
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("ReplayParked without options"))?;
+        let source = match &options.stream_option {
+            Some(replay_parked_req::options::StreamOption::StreamIdentifier(s)) => {
+                convert::source(Some(s), false)?
+            }
+            Some(replay_parked_req::options::StreamOption::All(_)) => Source::All,
+            None => return Err(Status::invalid_argument("ReplayParked names no stream")),
+        };
+        let limit = match options.stop_at_option {
+            Some(replay_parked_req::options::StopAtOption::StopAt(n)) => {
+                Some(u64::try_from(n).map_err(|_| {
+                    Status::invalid_argument(format!("stop_at must not be negative, got {n}"))
+                })?)
+            }
+            Some(replay_parked_req::options::StopAtOption::NoLimit(_)) | None => None,
+        };
+        let key = convert::key(source, &options.group_name)?;
+        subs.replay_parked(&key, limit)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(ReplayParkedResp {}))
+    }
+
+    async fn list(&self, request: Request<ListReq>) -> Result<Response<ListResp>, Status> {
+        let subs = self.subscriptions()?;
+        let source = match request.into_inner().options.and_then(|o| o.list_option) {
+            Some(list_req::options::ListOption::ListForStream(s)) => match s.stream_option {
+                Some(list_req::stream_option::StreamOption::Stream(id)) => {
+                    Some(convert::source(Some(&id), false)?)
+                }
+                Some(list_req::stream_option::StreamOption::All(_)) => Some(Source::All),
+                None => None,
+            },
+            Some(list_req::options::ListOption::ListAllSubscriptions(_)) | None => None,
+        };
+        let groups = subs.list(source.as_ref()).await;
+        Ok(Response::new(ListResp {
+            subscriptions: groups.iter().map(convert::subscription_info).collect(),
+        }))
+    }
+
+    async fn restart_subsystem(&self, _request: Request<Empty>) -> Result<Response<Empty>, Status> {
+        let subs = self.subscriptions()?;
+        subs.restart().await;
+        Ok(Response::new(Empty {}))
+    }
+}
