@@ -36,6 +36,11 @@ pub enum ApiError {
     /// A failure of the server itself (a task that died).
     #[error("{0}")]
     Internal(String),
+    /// This server runs no persistent subscriptions.
+    #[error("this server runs no persistent subscriptions")]
+    PersistentDisabled,
+    #[error(transparent)]
+    Persistent(annals_persistent::PersistentError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -82,45 +87,83 @@ impl ApiError {
             }
             ApiError::NoRoute(_) => simple(StatusCode::NOT_FOUND, "no_route"),
             ApiError::Internal(_) => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApiError::Engine(e) => match e {
-                EngineError::Domain(DomainError::WrongExpectedRevision {
-                    stream,
-                    expected,
-                    actual,
-                }) => (
-                    StatusCode::CONFLICT,
-                    json!({
-                        "error": "wrong_expected_revision",
-                        "message": message,
-                        "stream": stream,
-                        "expected": expected_json(*expected),
-                        "actual": revision_json(*actual),
-                    }),
-                ),
-                EngineError::Domain(DomainError::StreamDeleted { stream }) => (
-                    StatusCode::GONE,
-                    json!({ "error": "stream_deleted", "message": message, "stream": stream }),
-                ),
-                EngineError::Domain(DomainError::StreamNotFound { stream }) => (
-                    StatusCode::NOT_FOUND,
-                    json!({ "error": "stream_not_found", "message": message, "stream": stream }),
-                ),
-                EngineError::Input(
-                    InputError::EventTooLarge { .. }
-                    | InputError::AppendTooLarge { .. }
-                    | InputError::TooManyEvents { .. },
-                ) => simple(StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-                EngineError::Input(_) | EngineError::Filter(_) => {
-                    simple(StatusCode::BAD_REQUEST, "bad_request")
+            ApiError::PersistentDisabled => {
+                simple(StatusCode::SERVICE_UNAVAILABLE, "persistent_disabled")
+            }
+            ApiError::Persistent(e) => {
+                use annals_persistent::PersistentError as P;
+                let group = |status: StatusCode, code: &str, stream: &str, group: &str| {
+                    (
+                        status,
+                        json!({ "error": code, "message": message, "stream": stream, "group": group }),
+                    )
+                };
+                match e {
+                    P::NotFound { stream, group: g } => {
+                        group(StatusCode::NOT_FOUND, "group_not_found", stream, g)
+                    }
+                    P::AlreadyExists { stream, group: g } => {
+                        group(StatusCode::CONFLICT, "group_exists", stream, g)
+                    }
+                    P::MaxSubscribersReached { stream, group: g } => {
+                        group(StatusCode::CONFLICT, "max_subscribers_reached", stream, g)
+                    }
+                    P::InvalidSettings {
+                        stream, group: g, ..
+                    } => group(StatusCode::BAD_REQUEST, "invalid_settings", stream, g),
+                    P::Invalid(_) => simple(StatusCode::BAD_REQUEST, "bad_request"),
+                    P::Dropped { .. } => simple(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                    P::Engine(e) => engine_answer(e, message),
+                    // Corrupt stored state, and anything new, is the server's fault.
+                    _ => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
                 }
-                EngineError::Stopped(_) => simple(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-                EngineError::Log(_) | EngineError::Index(_) => {
-                    simple(StatusCode::INTERNAL_SERVER_ERROR, "internal")
-                }
-                // The engine's error is non-exhaustive: anything new is the server's fault.
-                _ => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            },
+            }
+            ApiError::Engine(e) => engine_answer(e, message),
         }
+    }
+}
+
+/// The answer to an engine error.
+fn engine_answer(e: &EngineError, message: String) -> (StatusCode, serde_json::Value) {
+    let simple =
+        |status: StatusCode, code: &str| (status, json!({ "error": code, "message": message }));
+    match e {
+        EngineError::Domain(DomainError::WrongExpectedRevision {
+            stream,
+            expected,
+            actual,
+        }) => (
+            StatusCode::CONFLICT,
+            json!({
+                "error": "wrong_expected_revision",
+                "message": message,
+                "stream": stream,
+                "expected": expected_json(*expected),
+                "actual": revision_json(*actual),
+            }),
+        ),
+        EngineError::Domain(DomainError::StreamDeleted { stream }) => (
+            StatusCode::GONE,
+            json!({ "error": "stream_deleted", "message": message, "stream": stream }),
+        ),
+        EngineError::Domain(DomainError::StreamNotFound { stream }) => (
+            StatusCode::NOT_FOUND,
+            json!({ "error": "stream_not_found", "message": message, "stream": stream }),
+        ),
+        EngineError::Input(
+            InputError::EventTooLarge { .. }
+            | InputError::AppendTooLarge { .. }
+            | InputError::TooManyEvents { .. },
+        ) => simple(StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        EngineError::Input(_) | EngineError::Filter(_) => {
+            simple(StatusCode::BAD_REQUEST, "bad_request")
+        }
+        EngineError::Stopped(_) => simple(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        EngineError::Log(_) | EngineError::Index(_) => {
+            simple(StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
+        // The engine's error is non-exhaustive: anything new is the server's fault.
+        _ => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 

@@ -12,11 +12,13 @@
 //! | `GET /all/live` | `$all` as server-sent events ([`live`]) |
 //! | `GET /health`, `GET /metrics`, `GET /openapi.json` | operations ([`ops`]) |
 //! | `/projections…` | projections: register, status, commands, read-your-writes ([`projections`]) |
+//! | `/subscriptions…` | persistent-subscription groups: list, info, create, update, delete, replay parked ([`persistent`]) |
 
 pub mod append;
 mod error;
 pub mod live;
 pub mod ops;
+pub mod persistent;
 pub mod projections;
 pub mod read;
 pub mod wire;
@@ -50,6 +52,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/projections/{name}/wait"),
     ("get", "/projections/{name}/tables/{table}"),
     ("post", "/projections/{name}/{command}"),
+    ("get", "/subscriptions"),
+    ("get", "/subscriptions/{stream}"),
+    ("get", "/subscriptions/{stream}/{group}"),
+    ("put", "/subscriptions/{stream}/{group}"),
+    ("post", "/subscriptions/{stream}/{group}"),
+    ("delete", "/subscriptions/{stream}/{group}"),
+    ("post", "/subscriptions/{stream}/{group}/replay-parked"),
 ];
 
 /// What the HTTP handlers share: the server's state and, when the server runs projections, their
@@ -102,6 +111,19 @@ pub fn router(state: ServerState, projections: Option<Arc<Catalog>>) -> Router {
             get(projections::table),
         )
         .route("/projections/{name}/{command}", post(projections::command))
+        .route("/subscriptions", get(persistent::list))
+        .route("/subscriptions/{stream}", get(persistent::list_stream))
+        .route(
+            "/subscriptions/{stream}/{group}",
+            get(persistent::info)
+                .put(persistent::create)
+                .post(persistent::update)
+                .delete(persistent::delete),
+        )
+        .route(
+            "/subscriptions/{stream}/{group}/replay-parked",
+            post(persistent::replay_parked),
+        )
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(state)
 }

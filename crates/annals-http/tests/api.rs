@@ -8,6 +8,7 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod subscriptions;
 mod support;
 
 use std::time::Duration;
@@ -785,6 +786,7 @@ async fn health_metrics_and_openapi() {
                 "{}{}",
                 s.base,
                 path.replace("{stream}", "m-1")
+                    .replace("{group}", "g")
                     .replace("{name}", "p")
                     .replace("{command}", "pause")
             );
@@ -799,6 +801,9 @@ async fn health_metrics_and_openapi() {
                     .await
                     .unwrap(),
                 "get" => s.client.get(&url).send().await.unwrap(),
+                "post" if path.starts_with("/subscriptions") => {
+                    s.client.post(&url).json(&json!({})).send().await.unwrap()
+                }
                 "post" => s
                     .client
                     .post(&url)
@@ -806,8 +811,24 @@ async fn health_metrics_and_openapi() {
                     .send()
                     .await
                     .unwrap(),
+                "put" => s.client.put(&url).json(&json!({})).send().await.unwrap(),
+                "delete" => s.client.delete(&url).send().await.unwrap(),
                 other => panic!("unexpected method {other}"),
             };
+            if path.starts_with("/subscriptions/{stream}/{group}") && method != "put" {
+                // Served by its handler: the group `g` does not exist (yet, or any more).
+                assert_eq!(resp.status(), 404, "{method} {path}");
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["error"], "group_not_found", "{method} {path}");
+                continue;
+            }
+            if method == "put" {
+                assert_eq!(resp.status(), 201, "{method} {path}");
+                // Gone again, for the other methods of the path.
+                let gone = s.client.delete(&url).send().await.unwrap();
+                assert_eq!(gone.status(), 200);
+                continue;
+            }
             if path.starts_with("/projections") {
                 // This server runs no projections: the route answers, from its handler, that
                 // projections are disabled (the projection tests of `annals serve` cover them).

@@ -448,7 +448,8 @@ impl<T: Clone> Group<T> {
         if superseded.is_empty() {
             return;
         }
-        self.fresh.retain(|w| !superseded.contains(&w.message.seq));
+        let gone: std::collections::HashSet<u64> = superseded.iter().copied().collect();
+        self.fresh.retain(|w| !gone.contains(&w.message.seq));
         for seq in superseded {
             self.counts.conflated += 1;
             self.settle(seq);

@@ -7,12 +7,13 @@ parking after the last retry, replaying parked events, info, list, update, delet
 """
 
 import json
+import os
 import sys
 import threading
 import time
 import uuid
 
-from kurrentdbclient import KurrentDBClient, NewEvent
+from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.exceptions import AlreadyExistsError, NotFoundError
 
 
@@ -63,7 +64,7 @@ def main(url):
     ]
     for t in threads:
         t.start()
-    client.append_to_stream(stream, current_version=None, events=[event(n) for n in range(6)])
+    client.append_to_stream(stream, current_version=StreamState.ANY, events=[event(n) for n in range(6)])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with lock:
@@ -87,7 +88,7 @@ def main(url):
 
     # Nacks: retry until the last retry parks it; park at once; replay brings both back.
     jobs = f"job-{uuid.uuid4().hex}"
-    client.append_to_stream(jobs, current_version=None, events=[event(0), event(1)])
+    client.append_to_stream(jobs, current_version=StreamState.ANY, events=[event(0), event(1)])
     client.create_subscription_to_stream("g", jobs, max_retry_count=1)
     sub = client.read_subscription_to_stream("g", jobs)
     retries = []
@@ -145,4 +146,16 @@ def main(url):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    # Consumers still reading on their threads would keep the interpreter from exiting: leave
+    # with the outcome at once.
+    code = 0
+    try:
+        main(sys.argv[1])
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

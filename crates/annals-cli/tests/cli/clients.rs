@@ -8,31 +8,56 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::support::{Server, workspace_root};
 
-/// Runs `program args…` and insists it exits 0, showing its output and the server's log if not.
+/// Longest a client script may run; a script stuck waiting for an event fails the test instead
+/// of hanging it.
+const CLIENT_RUN_MAX: Duration = Duration::from_secs(180);
+
+/// Runs `program args…` and insists it exits 0 within [`CLIENT_RUN_MAX`], showing its output
+/// and the server's log if not.
 fn run_client(server: &Server, program: &Path, args: &[&str]) {
     assert!(
         program.exists(),
         "{} is missing: run ./scripts/install-clients.sh (the test command does)",
         program.display()
     );
-    let out = Command::new(program)
+    let out_dir = tempfile::tempdir().unwrap();
+    let stdout_path = out_dir.path().join("stdout");
+    let stderr_path = out_dir.path().join("stderr");
+    let mut child = Command::new(program)
         .args(args)
-        .output()
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > CLIENT_RUN_MAX {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let log: Vec<String> = server.log.try_iter().collect();
     assert!(
-        out.status.success(),
-        "{} {args:?} failed with {}\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+        status.is_some_and(|s| s.success()),
+        "{} {args:?} failed ({}) \nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
         program.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        status.map_or_else(
+            || format!("still running after {CLIENT_RUN_MAX:?}"),
+            |s| s.to_string()
+        ),
         log.join("\n")
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("checks passed"), "{stdout}");
 }
 

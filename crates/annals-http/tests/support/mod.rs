@@ -19,6 +19,8 @@ pub(crate) struct Server {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     pub(crate) engine: Engine,
+    /// The server's persistent-subscription groups, as `annals serve` runs them.
+    pub(crate) persistent: std::sync::Arc<annals_persistent::Subscriptions>,
     _dir: tempfile::TempDir,
 }
 
@@ -30,7 +32,11 @@ impl Server {
     pub(crate) async fn start_with(limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = Engine::open_dir(dir.path(), EngineConfig::default()).unwrap();
-        let state = ServerState::new(engine.clone(), limits);
+        let persistent = annals_persistent::Subscriptions::open(engine.clone())
+            .await
+            .unwrap();
+        let state = ServerState::new(engine.clone(), limits)
+            .with_persistent(std::sync::Arc::clone(&persistent));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -51,6 +57,7 @@ impl Server {
             stop: Some(stop),
             task: Some(task),
             engine,
+            persistent,
             _dir: dir,
         }
     }
@@ -66,6 +73,7 @@ impl Server {
                 .expect("server stops")
                 .unwrap();
         }
+        self.persistent.shutdown().await;
         self.engine.close();
     }
 
