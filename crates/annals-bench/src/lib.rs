@@ -30,6 +30,7 @@ mod official;
 )]
 #[path = "official_absent.rs"]
 mod official_absent;
+mod persistent;
 mod probe;
 mod project;
 mod read_stream;
@@ -43,6 +44,7 @@ pub use error::BenchError;
 pub use grpc::{GrpcClient, GrpcServer};
 pub use grpc_append::{GrpcAppendConfig, GrpcAppendRpc};
 pub use grpc_replay::GrpcReplayConfig;
+pub use persistent::PersistentConfig;
 pub use project::{ProjectConfig, ProjectTarget};
 pub use read_stream::ReadStreamConfig;
 pub use replay::{FillConfig, ReplayConfig};
@@ -67,6 +69,9 @@ pub enum Bench {
     /// Rebuilding a declarative projection into SQLite or Postgres view rows, against the same
     /// database's bulk insert of the same rows; then live append-to-row latency.
     Project(ProjectConfig),
+    /// Several consumers of one persistent-subscription group taking and acking a stream over
+    /// gRPC, against a catch-up subscription reading it; then live append-to-delivery latency.
+    Persistent(PersistentConfig),
 }
 
 /// Runs `bench` and prints its figures on stdout.
@@ -79,6 +84,7 @@ pub fn run(bench: &Bench) -> Result<(), BenchError> {
         Bench::GrpcAppend(c) => grpc_append::run(c),
         Bench::GrpcReplay(c) => grpc_replay::run(c),
         Bench::Project(c) => project::run(c),
+        Bench::Persistent(c) => persistent::run(c),
     }
 }
 

@@ -236,6 +236,10 @@ pub enum BenchCommand {
     /// Rebuilding a declarative projection into SQLite or Postgres view rows, against the same
     /// database's bulk insert of the same rows; then live append-to-row latency.
     Project(BenchProjectArgs),
+    /// Consumers of one persistent-subscription group taking and acking a stream over gRPC,
+    /// against a catch-up subscription reading the same events; then live append-to-delivery
+    /// latency at a fixed rate.
+    Persistent(BenchPersistentArgs),
 }
 
 /// The client library of the gRPC benches.
@@ -284,6 +288,38 @@ pub struct BenchProjectArgs {
     /// Single appends timed from append to row committed in the view.
     #[arg(long, default_value_t = 500)]
     pub live_appends: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["data", "server"])))]
+pub struct BenchPersistentArgs {
+    /// Store directory for a server this bench runs in its own process (fsync durability).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// A running server instead: HOST:PORT or http://HOST:PORT (cleartext).
+    #[arg(long)]
+    pub server: Option<ServerAddr>,
+    /// Consumers in the group, each on its own connection.
+    #[arg(long, default_value_t = 4)]
+    pub consumers: usize,
+    /// Events appended to a fresh stream, then read by each side.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Catch-up subscription and group alternate this many times.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
+    /// Events in flight to each consumer at most (the client's buffer size).
+    #[arg(long, default_value_t = 64)]
+    pub buffer: i32,
+    /// Live phase: single-event appends per second.
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: u64,
+    /// Live phase: appends sent (0: no live phase).
+    #[arg(long, default_value_t = 5_000)]
+    pub live_events: u64,
+    /// End with one JSON line of the figures.
     #[arg(long)]
     pub json: bool,
 }

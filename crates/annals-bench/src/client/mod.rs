@@ -8,11 +8,13 @@
 //! [`StreamsClient`] is one connection; clones share it, and concurrent calls on it are HTTP/2
 //! streams of that one connection, as with the official clients.
 //!
-//! Append and Read are here, BatchAppend in `batch_append.rs`. Read answers are decoded by hand
+//! Append and Read are here, BatchAppend in `batch_append.rs`, persistent subscriptions and
+//! catch-up stream subscriptions in `persistent.rs`. Read answers are decoded by hand
 //! (`read_decode.rs`), checked against prost's decoding in its unit test and against the official
 //! client on a live server in `annals-grpc`'s tests.
 
 mod batch_append;
+mod persistent;
 mod read_decode;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use uuid::Uuid;
 
 pub use batch_append::BatchAppender;
+pub use persistent::{Delivered, GroupConsumer, GroupOptions, Subscribed};
 use read_decode::{ReadClientCodec, ReadItem};
 
 /// What a client call can fail with.
@@ -152,6 +155,9 @@ impl Service<http::Request<tonic::body::Body>> for Connection {
 /// A `Streams` client over one HTTP/2 connection; clones share the connection.
 #[derive(Clone, Debug)]
 pub struct StreamsClient {
+    /// The connection and its origin, for the other services' stubs.
+    connection: Connection,
+    origin: http::Uri,
     inner: Generated<Connection>,
     /// The same connection for reads, whose answers [`ReadClientCodec`] decodes.
     reads: tonic::client::Grpc<Connection>,
@@ -190,10 +196,15 @@ impl StreamsClient {
         let conn = Connection(send);
         let reads = tonic::client::Grpc::with_origin(conn.clone(), origin.clone())
             .max_decoding_message_size(usize::MAX);
-        let inner = Generated::with_origin(conn, origin)
+        let inner = Generated::with_origin(conn.clone(), origin.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        Ok(Self { inner, reads })
+        Ok(Self {
+            connection: conn,
+            origin,
+            inner,
+            reads,
+        })
     }
 
     /// Appends `events` to `stream` in one `Streams.Append` call (options, then one message per

@@ -1,18 +1,55 @@
 //! `annals bench`: the parsed options of each bench turned into its `annals_bench` settings, and
-//! run. The benches themselves live in `annals-bench`.
+//! run. The benches themselves live in `annals-bench`; `in_process` is the server
+//! `bench persistent --data` runs beside its clients.
+
+mod in_process;
 
 use std::process::ExitCode;
 
 use annals_bench::{
     AppendConfig, Bench, FillConfig, GrpcAppendConfig, GrpcAppendRpc, GrpcClient, GrpcReplayConfig,
-    GrpcServer, ProjectConfig, ProjectTarget, ReadStreamConfig, ReplayConfig,
+    GrpcServer, PersistentConfig, ProjectConfig, ProjectTarget, ReadStreamConfig, ReplayConfig,
 };
 
 use crate::args::{BenchCommand, GrpcAppendRpcArg, GrpcClientArg, ProjectTargetArg, ServerAddr};
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    // `bench persistent --data DIR` loads a server of its own, run in this process.
+    if let BenchCommand::Persistent(a) = &command
+        && let Some(data) = &a.data
+    {
+        let server = in_process::Server::start(data)?;
+        let mut config = persistent_config(a);
+        config.server = GrpcServer {
+            authority: server.addr.to_string(),
+            tls: false,
+        };
+        let ran = annals_bench::run(&Bench::Persistent(config));
+        server.stop()?;
+        ran?;
+        return Ok(ExitCode::SUCCESS);
+    }
     annals_bench::run(&bench(command))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn persistent_config(a: &crate::args::BenchPersistentArgs) -> PersistentConfig {
+    PersistentConfig {
+        server: a.server.as_ref().map_or_else(
+            || GrpcServer {
+                authority: String::new(),
+                tls: false,
+            },
+            grpc_server,
+        ),
+        consumers: a.consumers,
+        events: a.events,
+        rounds: a.rounds,
+        buffer: a.buffer,
+        rate: a.rate,
+        live_events: a.live_events,
+        json: a.json,
+    }
 }
 
 /// The bench `command` asks for, with its settings.
@@ -67,6 +104,7 @@ fn bench(command: BenchCommand) -> Bench {
             baseline_dir: a.baseline_dir,
             json: a.json,
         }),
+        BenchCommand::Persistent(a) => Bench::Persistent(persistent_config(&a)),
         BenchCommand::Project(a) => Bench::Project(ProjectConfig {
             target: match a.target {
                 ProjectTargetArg::Sqlite => ProjectTarget::Sqlite,

@@ -1,4 +1,4 @@
-//! `annals bench grpc-append` and `annals bench grpc-replay` at tiny sizes against a real
+//! `annals bench grpc-append`, `grpc-replay` and `persistent` at tiny sizes against a real
 //! `annals serve`: each prints positive figures for both sides, and what it says it wrote is in
 //! the server, read back over gRPC by a separate client. No timing is asserted. The runs with the
 //! official client (`--client kurrentdb`) need the binary built with the `kurrentdb-client`
@@ -305,4 +305,77 @@ fn grpc_bench_lean_client_refuses_tls() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cleartext"), "{stderr}");
     assert_eq!(std::fs::read_dir(baseline.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn persistent_bench_runs_in_process_and_against_a_server() {
+    // In process, over a store of its own: the figures are there and every event was handed
+    // out exactly once across the consumers.
+    let dir = tempfile::tempdir().unwrap();
+    let out = annals_ok(&[
+        "bench",
+        "persistent",
+        "--data",
+        path_str(dir.path()),
+        "--consumers",
+        "3",
+        "--events",
+        "300",
+        "--live-events",
+        "50",
+        "--rate",
+        "500",
+        "--json",
+    ]);
+    let figures = last_json_line(&out);
+    assert_positive(
+        &figures,
+        &[
+            "events_per_s",
+            "baseline_events_per_s",
+            "ratio",
+            "consumer_min",
+            "live_p50_ms",
+            "live_p99_ms",
+        ],
+    );
+    assert_eq!(figures["consumers"], 3, "{figures}");
+    assert_eq!(figures["redelivered"], 0, "{figures}");
+    // The store holds the bench's 350 events (and the group's own bookkeeping).
+    let (engine, _) =
+        annals_engine::Engine::open_dir(dir.path(), annals_engine::EngineConfig::default())
+            .unwrap();
+    let benched = engine
+        .read_all(
+            annals_core::Position(0),
+            annals_core::Direction::Forwards,
+            10_000,
+            None,
+        )
+        .unwrap()
+        .events
+        .into_iter()
+        .filter(|e| e.stream.as_str().starts_with("bench_persistent-"))
+        .count();
+    assert_eq!(benched, 350);
+    engine.close();
+
+    // Against a running server, and a refused pair of options.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let out = annals_ok(&[
+        "bench",
+        "persistent",
+        "--server",
+        &server.addr.to_string(),
+        "--events",
+        "100",
+        "--live-events",
+        "0",
+        "--json",
+    ]);
+    let figures = last_json_line(&out);
+    assert_positive(&figures, &["events_per_s", "baseline_events_per_s"]);
+    let refused = annals(&["bench", "persistent", "--events", "10"]);
+    assert!(!refused.status.success());
 }
