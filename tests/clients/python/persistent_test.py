@@ -119,6 +119,64 @@ def main(url):
     check(replayed == [0, 1], f"parked events replay in order ({replayed})")
     sub.stop()
 
+    # PinnedByCorrelation: each correlation id's events go to one consumer, across streams.
+    tag = uuid.uuid4().hex
+    corr_group = f"corr-{tag}"
+    client.create_subscription_to_all(
+        corr_group,
+        filter_include=[f"corr{tag}-.*"],
+        filter_by_stream_name=True,
+        consumer_strategy="PinnedByCorrelation",
+    )
+    c1 = client.read_subscription_to_all(corr_group)
+    c2 = client.read_subscription_to_all(corr_group)
+    owners = {}
+    olock = threading.Lock()
+
+    def consume_corr(name, sub):
+        try:
+            for e in sub:
+                sub.ack(e)
+                corr = json.loads(e.metadata)["$correlationId"]
+                with olock:
+                    owners.setdefault(corr, set()).add(name)
+        except Exception:  # stopped from the main thread
+            pass
+
+    corr_threads = [
+        threading.Thread(target=consume_corr, args=("c1", c1), daemon=True),
+        threading.Thread(target=consume_corr, args=("c2", c2), daemon=True),
+    ]
+    for t in corr_threads:
+        t.start()
+    for s_i in range(4):
+        client.append_to_stream(
+            f"corr{tag}-{s_i}",
+            current_version=StreamState.ANY,
+            events=[
+                NewEvent(
+                    type="Numbered",
+                    data=json.dumps({"n": n}).encode(),
+                    metadata=json.dumps({"$correlationId": f"c{n % 2}"}).encode(),
+                )
+                for n in range(4)
+            ],
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with olock:
+            if len(owners) == 2:
+                break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    with olock:
+        check(
+            len(owners) == 2 and all(len(v) == 1 for v in owners.values()),
+            f"PinnedByCorrelation keeps each correlation id on one consumer ({owners})",
+        )
+    c1.stop()
+    c2.stop()
+
     # $all with a filter, update, list, delete.
     group = f"all-{uuid.uuid4().hex}"
     client.create_subscription_to_all(group, filter_include=[r"task-.*"], filter_by_stream_name=True)

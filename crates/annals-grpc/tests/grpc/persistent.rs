@@ -447,3 +447,121 @@ async fn an_all_group_delivers_only_what_its_filter_takes() {
     assert_eq!(got, vec![0, 1, 2, 3, 4]);
     quiet(&mut sub, Duration::from_millis(500)).await;
 }
+
+/// Events of `$all` groups: stream (or correlation id) → which consumers got its events.
+async fn collect_two(
+    a: &mut PersistentSubscription,
+    b: &mut PersistentSubscription,
+    count: usize,
+    key: impl Fn(&kurrentdb::ResolvedEvent) -> String,
+) -> std::collections::BTreeMap<String, BTreeSet<char>> {
+    let mut owners: std::collections::BTreeMap<String, BTreeSet<char>> = Default::default();
+    let mut got = 0;
+    while got < count {
+        let (who, e) = tokio::select! {
+            (_, _, e) = next(a) => { a.ack(&e).await.unwrap(); ('a', e) }
+            (_, _, e) = next(b) => { b.ack(&e).await.unwrap(); ('b', e) }
+        };
+        owners.entry(key(&e)).or_default().insert(who);
+        got += 1;
+    }
+    owners
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_strategy_shares_events_as_kurrentdb_does() {
+    let s = start().await;
+    let c = &s.client;
+    let all_from_start = |strategy| {
+        PersistentSubscriptionToAllOptions::default()
+            .start_from(StreamPosition::Start)
+            .filter(SubscriptionFilter::on_stream_name().add_prefix("cart-"))
+            .consumer_strategy_name(strategy)
+    };
+    for (group, strategy) in [
+        ("single", SystemConsumerStrategy::DispatchToSingle),
+        ("pinned", SystemConsumerStrategy::Pinned),
+    ] {
+        c.create_persistent_subscription_to_all(group, &all_from_start(strategy))
+            .await
+            .unwrap();
+    }
+    let subscribe = |group: &'static str| async move {
+        c.subscribe_to_persistent_subscription_to_all(group, &consumer(50))
+            .await
+            .unwrap()
+    };
+    let (mut single_a, mut single_b) = (subscribe("single").await, subscribe("single").await);
+    let (mut pinned_a, mut pinned_b) = (subscribe("pinned").await, subscribe("pinned").await);
+    // Both consumers of each group are connected; now 6 streams of 4 events. (The Rust client
+    // refuses to create `PinnedByCorrelation` groups; the Python client's script covers them.)
+    for stream in 0..6 {
+        let events: Vec<EventData> = (0..4)
+            .map(|n| {
+                EventData::json("Numbered", &json!({ "n": n }))
+                    .unwrap()
+                    .metadata_as_json(&json!({ "$correlationId": format!("corr-{}", n % 2) }))
+                    .unwrap()
+                    .id(uuid::Uuid::new_v4())
+            })
+            .collect();
+        c.append_to_stream(
+            format!("cart-{stream}"),
+            &AppendToStreamOptions::default(),
+            events,
+        )
+        .await
+        .unwrap();
+    }
+    let by_stream = |e: &kurrentdb::ResolvedEvent| e.get_original_stream_id().to_owned();
+    // DispatchToSingle: the first consumer with room takes everything.
+    let single = collect_two(&mut single_a, &mut single_b, 24, by_stream).await;
+    let takers: BTreeSet<char> = single.values().flatten().copied().collect();
+    assert_eq!(takers.len(), 1, "one consumer takes all: {single:?}");
+    // Pinned: each stream's events go to one consumer.
+    let pinned = collect_two(&mut pinned_a, &mut pinned_b, 24, by_stream).await;
+    assert_eq!(pinned.len(), 6);
+    assert!(pinned.values().all(|o| o.len() == 1), "{pinned:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn updating_a_group_drops_its_consumers_who_reconnect_where_it_was() {
+    let s = start().await;
+    let c = &s.client;
+    append(c, "upd-1", 0, 4).await;
+    c.create_persistent_subscription("upd-1", "g", &from_start())
+        .await
+        .unwrap();
+    let mut sub = c
+        .subscribe_to_persistent_subscription("upd-1", "g", &consumer(10))
+        .await
+        .unwrap();
+    for expected in 0..2 {
+        let (n, _, e) = next(&mut sub).await;
+        assert_eq!(n, expected);
+        sub.ack(&e).await.unwrap();
+    }
+    c.update_persistent_subscription("upd-1", "g", &from_start().max_retry_count(2))
+        .await
+        .unwrap();
+    let dropped = async {
+        loop {
+            if let Err(e) = sub.next_subscription_event().await {
+                return e;
+            }
+        }
+    };
+    tokio::time::timeout(DELIVERY_WAIT, dropped).await.unwrap();
+    // Reconnected, the consumer gets what was not acked; acked events may come again only if
+    // no checkpoint covered them (at least once), never an event lost.
+    let mut sub = c
+        .subscribe_to_persistent_subscription("upd-1", "g", &consumer(10))
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    while !(seen.contains(&2) && seen.contains(&3)) {
+        let (n, _, e) = next(&mut sub).await;
+        sub.ack(&e).await.unwrap();
+        seen.insert(n);
+    }
+}
