@@ -565,3 +565,42 @@ async fn updating_a_group_drops_its_consumers_who_reconnect_where_it_was() {
         seen.insert(n);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarting_the_subsystem_drops_consumers_and_keeps_groups() {
+    let s = start().await;
+    let c = &s.client;
+    append(c, "rs-1", 0, 3).await;
+    c.create_persistent_subscription("rs-1", "g", &from_start())
+        .await
+        .unwrap();
+    let mut sub = c
+        .subscribe_to_persistent_subscription("rs-1", "g", &consumer(10))
+        .await
+        .unwrap();
+    let (n, _, e) = next(&mut sub).await;
+    assert_eq!(n, 0);
+    sub.ack(&e).await.unwrap();
+    c.restart_persistent_subscription_subsystem(&Default::default())
+        .await
+        .unwrap();
+    let dropped = async {
+        loop {
+            if let Err(e) = sub.next_subscription_event().await {
+                return e;
+            }
+        }
+    };
+    tokio::time::timeout(DELIVERY_WAIT, dropped).await.unwrap();
+    let mut sub = c
+        .subscribe_to_persistent_subscription("rs-1", "g", &consumer(10))
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    while seen.len() < 2 || !seen.contains(&2) {
+        let (n, _, e) = next(&mut sub).await;
+        sub.ack(&e).await.unwrap();
+        seen.insert(n);
+    }
+    assert!(seen.contains(&1) && seen.contains(&2), "{seen:?}");
+}
