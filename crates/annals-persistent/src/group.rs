@@ -323,6 +323,23 @@ impl<T: Clone> Group<T> {
         now: Instant,
         out: &mut Vec<Delivery<T>>,
     ) -> VecDeque<Waiting<T>> {
+        // Without affinity, events go out in order to whichever consumer has room: stop at the
+        // first that finds none, leaving the rest in place (this runs after every ack).
+        if !self.settings.strategy.is_pinned() {
+            let mut queue = queue;
+            while !queue.is_empty() {
+                let Some(consumer) = self.free_consumer() else {
+                    break;
+                };
+                if let Some(waiting) = queue.pop_front() {
+                    self.send(consumer, waiting, now, out);
+                }
+            }
+            return queue;
+        }
+        if !self.consumers.iter().any(Consumer::has_room) {
+            return queue;
+        }
         let mut kept = VecDeque::new();
         let mut blocked_buckets: Vec<u32> = Vec::new();
         for waiting in queue {
