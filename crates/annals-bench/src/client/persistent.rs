@@ -1,17 +1,22 @@
 //! The lean client's persistent subscriptions and catch-up stream subscriptions, for
 //! `bench persistent`: create a group on a stream, consume it (`Read`: options, then events
 //! in, acks out) on the client's connection, and subscribe to a stream from its start.
-//! Answers are decoded by prost; the bench reads only each event's data and id.
+//! A group's events are decoded by hand (`read_decode.rs`), as `Streams.Read`'s are, so the
+//! bench's two sides spend the same client CPU per event.
 
 use annals_proto::persistent_subscriptions::persistent_subscriptions_client::PersistentSubscriptionsClient;
 use annals_proto::persistent_subscriptions::{CreateReq, ReadReq, ReadResp, create_req, read_req};
+
+/// The gRPC path of a persistent subscription's `Read`.
+const PERSISTENT_READ_PATH: &str =
+    "/event_store.client.persistent_subscriptions.PersistentSubscriptions/Read";
 use annals_proto::shared;
 use annals_proto::streams::read_req as streams_read;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::read_decode::{ReadClientCodec, ReadItem};
+use super::read_decode::{PersistentClientCodec, PersistentItem, ReadClientCodec, ReadItem};
 use super::{ClientError, RecordedEvent, StreamsClient, stream_identifier};
 
 /// Acks a consumer may queue before sending waits for the connection.
@@ -40,7 +45,7 @@ pub struct Delivered {
 #[derive(Debug)]
 pub struct GroupConsumer {
     acks: mpsc::Sender<ReadReq>,
-    answers: tonic::Streaming<ReadResp>,
+    answers: tonic::Streaming<PersistentItem>,
 }
 
 impl StreamsClient {
@@ -117,15 +122,25 @@ impl StreamsClient {
         acks.send(options)
             .await
             .map_err(|_| ClientError::Closed("the consumer's call".to_owned()))?;
-        let mut answers = self
-            .persistent_client()
-            .read(ReceiverStream::new(outgoing))
+        let mut grpc =
+            tonic::client::Grpc::with_origin(self.connection.clone(), self.origin.clone())
+                .max_decoding_message_size(usize::MAX);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connection lost: {e}")))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(PERSISTENT_READ_PATH);
+        let mut answers = grpc
+            .streaming(
+                tonic::Request::new(ReceiverStream::new(outgoing)),
+                path,
+                PersistentClientCodec,
+            )
             .await?
             .into_inner();
         match answers.message().await? {
-            Some(ReadResp {
+            Some(PersistentItem::Other(ReadResp {
                 content: Some(annals_proto::persistent_subscriptions::read_resp::Content::SubscriptionConfirmation(_)),
-            }) => Ok(GroupConsumer { acks, answers }),
+            })) => Ok(GroupConsumer { acks, answers }),
             _ => Err(ClientError::Protocol(
                 "a persistent subscription without its confirmation",
             )),
@@ -176,29 +191,29 @@ impl StreamsClient {
 impl GroupConsumer {
     /// The next event, `None` when the server ended the call.
     pub async fn next(&mut self) -> Result<Option<Delivered>, ClientError> {
-        use annals_proto::persistent_subscriptions::read_resp::{Content, read_event::Count};
         loop {
-            let Some(resp) = self.answers.message().await? else {
+            let Some(item) = self.answers.message().await? else {
                 return Ok(None);
             };
-            let Some(Content::Event(read)) = resp.content else {
+            let PersistentItem::Event {
+                event,
+                link,
+                retry_count,
+            } = item
+            else {
                 continue;
             };
-            let retry_count = match read.count {
-                Some(Count::RetryCount(n)) => n,
-                _ => 0,
+            let (hi, lo) = link.as_ref().unwrap_or(&event).id.as_u64_pair();
+            let ack_id = shared::Uuid {
+                value: Some(shared::uuid::Value::Structured(shared::uuid::Structured {
+                    most_significant_bits: hi.cast_signed(),
+                    least_significant_bits: lo.cast_signed(),
+                })),
             };
-            let ack_id = read
-                .link
-                .as_ref()
-                .or(read.event.as_ref())
-                .and_then(|e| e.id.clone())
-                .ok_or(ClientError::Protocol("a delivered event without an id"))?;
-            let data = read.event.map(|e| e.data).unwrap_or_default();
             return Ok(Some(Delivered {
                 ack_id,
-                retry_count,
-                data,
+                retry_count: i32::try_from(retry_count).unwrap_or(i32::MAX),
+                data: event.data,
             }));
         }
     }

@@ -97,6 +97,92 @@ pub(crate) fn decode_read_resp(message: Bytes) -> Result<ReadItem, WireError> {
     }
 }
 
+/// One answer of a persistent subscription's `Read`.
+#[derive(Debug)]
+pub(crate) enum PersistentItem {
+    Event {
+        event: RecordedEvent,
+        /// The link the event was reached through (resolved links, replayed parked events).
+        link: Option<RecordedEvent>,
+        retry_count: u64,
+    },
+    /// Anything but an event: the subscription's confirmation.
+    Other(annals_proto::persistent_subscriptions::ReadResp),
+}
+
+/// Field numbers of `persistent_subscriptions.ReadResp.ReadEvent` beyond the shape it shares
+/// with `streams.ReadResp.ReadEvent` (event 1, link 2, position 3/4).
+const READ_EVENT_LINK: u32 = 2;
+const PERSISTENT_RETRY_COUNT: u32 = 5;
+
+/// Decodes one `persistent_subscriptions.ReadResp` message: an event by hand, as
+/// [`decode_read_resp`] does (the messages share their event's shape), anything else by prost.
+pub(crate) fn decode_persistent_read_resp(message: Bytes) -> Result<PersistentItem, WireError> {
+    let mut read_event = None;
+    let mut other = false;
+    for field in Fields::new(&message, 0..message.len()) {
+        match field? {
+            (RESP_EVENT, Value::Len(r)) => read_event = Some(r),
+            _ => other = true,
+        }
+    }
+    let Some(range) = read_event.filter(|_| !other) else {
+        return annals_proto::persistent_subscriptions::ReadResp::decode(message)
+            .map(PersistentItem::Other)
+            .map_err(|e| WireError::Prost(e.to_string()));
+    };
+    let (mut event, mut link, mut retry_count) = (None, None, 0);
+    for field in Fields::new(&message, range) {
+        match field? {
+            (READ_EVENT_EVENT, Value::Len(r)) => event = Some(decode_recorded(&message, r)?),
+            (READ_EVENT_LINK, Value::Len(r)) => link = Some(decode_recorded(&message, r)?),
+            (PERSISTENT_RETRY_COUNT, Value::Varint(v)) => retry_count = v,
+            _ => {}
+        }
+    }
+    Ok(PersistentItem::Event {
+        event: event.ok_or(WireError::Field("a read event without its event"))?,
+        link,
+        retry_count,
+    })
+}
+
+/// The client codec of a persistent subscription's `Read`: prost for the requests,
+/// [`decode_persistent_read_resp`] for answers.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PersistentClientCodec;
+
+impl Codec for PersistentClientCodec {
+    type Encode = annals_proto::persistent_subscriptions::ReadReq;
+    type Decode = PersistentItem;
+    type Encoder = ProstEncoder<annals_proto::persistent_subscriptions::ReadReq>;
+    type Decoder = PersistentDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        PersistentDecoder
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PersistentDecoder;
+
+impl Decoder for PersistentDecoder {
+    type Item = PersistentItem;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<PersistentItem>, Status> {
+        use bytes::Buf;
+        let message = buf.copy_to_bytes(buf.remaining());
+        decode_persistent_read_resp(message)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("bad persistent ReadResp: {e}")))
+    }
+}
+
 /// A `ReadEvent`: its recorded event (a link, which this client never asks for, is ignored).
 fn decode_read_event(message: &Bytes, range: Range<usize>) -> Result<RecordedEvent, WireError> {
     let mut event = None;
@@ -389,6 +475,63 @@ mod tests {
                 let _ = decode_read_resp(Bytes::from(flipped));
             }
         }
+    }
+
+    #[test]
+    fn persistent_answers_decode_as_prost_does() {
+        use annals_proto::persistent_subscriptions as ps;
+        for case in cases() {
+            // The persistent ReadResp shares the event's wire shape: read the case as one, then
+            // give it a link and a retry count.
+            let mut resp = ps::ReadResp::decode(Bytes::from(case.encode_to_vec())).unwrap();
+            let Some(ps::read_resp::Content::Event(e)) = &mut resp.content else {
+                panic!("not an event");
+            };
+            let mut link = e.event.clone().unwrap();
+            link.stream_identifier = Some(shared::StreamIdentifier {
+                stream_name: Bytes::from_static(b"$persistentsubscription-s::g-parked"),
+            });
+            link.data = Bytes::from_static(b"7@order-42");
+            e.link = Some(link);
+            e.count = Some(ps::read_resp::read_event::Count::RetryCount(3));
+            let e = e.clone();
+            let hand = decode_persistent_read_resp(Bytes::from(resp.encode_to_vec())).unwrap();
+            let PersistentItem::Event {
+                event,
+                link,
+                retry_count,
+            } = hand
+            else {
+                panic!("not decoded as an event");
+            };
+            // The oracle converts a streams RecordedEvent; the bytes are the same.
+            let oracle = |r: &ps::read_resp::read_event::RecordedEvent| {
+                recorded(read_event::RecordedEvent::decode(Bytes::from(r.encode_to_vec())).unwrap())
+                    .unwrap()
+            };
+            assert_eq!(
+                format!("{event:?}"),
+                format!("{:?}", oracle(e.event.as_ref().unwrap()))
+            );
+            assert_eq!(
+                format!("{:?}", link.unwrap()),
+                format!("{:?}", oracle(e.link.as_ref().unwrap()))
+            );
+            assert_eq!(retry_count, 3);
+        }
+        let confirmation = ps::ReadResp {
+            content: Some(ps::read_resp::Content::SubscriptionConfirmation(
+                ps::read_resp::SubscriptionConfirmation {
+                    subscription_id: "s::g".to_owned(),
+                },
+            )),
+        };
+        let item = decode_persistent_read_resp(Bytes::from(confirmation.encode_to_vec())).unwrap();
+        assert!(matches!(item, PersistentItem::Other(r) if r == confirmation));
+        let wire = confirmation.encode_to_vec();
+        assert!(
+            decode_persistent_read_resp(Bytes::copy_from_slice(&wire[..wire.len() - 1])).is_err()
+        );
     }
 
     /// The oracle: prost's decoding of a recorded event converted field by field.
