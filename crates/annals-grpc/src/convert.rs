@@ -167,84 +167,177 @@ fn decimal(value: i64, buf: &mut [u8; 20]) -> &[u8] {
     buf.get(buf.len() - len..).unwrap_or_default()
 }
 
+/// One event as a `RecordedEvent` message on the wire (the same in `streams` and
+/// `persistent_subscriptions`): its parts' lengths worked out once, then written by [`put`].
+///
+/// [`put`]: RecordedWire::put
+struct RecordedWire<'a> {
+    e: &'a EventRecord,
+    structured: bool,
+    uuid_inner: usize,
+    uuid_len: usize,
+    stream_len: usize,
+    /// The `created` ticks in decimal, right-aligned, from `ticks_at`.
+    ticks: [u8; 20],
+    ticks_at: usize,
+    /// The message's length (without its own key and length).
+    len: usize,
+}
+
+impl<'a> RecordedWire<'a> {
+    fn new(e: &'a EventRecord, structured: bool) -> Self {
+        use annals_proto::read_fields::{
+            COMMIT, CUSTOM_METADATA, DATA, ID, METADATA, PREPARE, REVISION, STREAM, STREAM_NAME,
+            UUID_LSB, UUID_MSB, UUID_STRING, UUID_STRUCTURED,
+        };
+        let (hi, lo) = e.id.as_u64_pair();
+        let uuid_inner = if structured {
+            varint_len(UUID_MSB, hi) + varint_len(UUID_LSB, lo)
+        } else {
+            UUID_STRING_LEN
+        };
+        let uuid_len = delimited_len(
+            if structured {
+                UUID_STRUCTURED
+            } else {
+                UUID_STRING
+            },
+            uuid_inner,
+        );
+        let stream_len = bytes_len(STREAM_NAME, e.stream.as_str().len());
+        let mut ticks = [0u8; 20];
+        let ticks_at = 20 - decimal(e.created.unix_ticks(), &mut ticks).len();
+        let mut wire = Self {
+            e,
+            structured,
+            uuid_inner,
+            uuid_len,
+            stream_len,
+            ticks,
+            ticks_at,
+            len: 0,
+        };
+        let position = e.position.0;
+        wire.len = delimited_len(ID, uuid_len)
+            + delimited_len(STREAM, stream_len)
+            + varint_len(REVISION, e.revision.0)
+            + varint_len(PREPARE, position)
+            + varint_len(COMMIT, position)
+            + wire
+                .entries()
+                .iter()
+                .map(|entry| delimited_len(METADATA, entry_len(entry)))
+                .sum::<usize>()
+            + bytes_len(CUSTOM_METADATA, e.metadata.len())
+            + bytes_len(DATA, e.data.len());
+        wire
+    }
+
+    /// The system metadata map's entries, in the order they are written.
+    fn entries(&self) -> [(&[u8], &[u8]); 3] {
+        [
+            (b"type", self.e.event_type.as_str().as_bytes()),
+            (b"content-type", self.e.content_type.mime().as_bytes()),
+            (
+                b"created",
+                self.ticks.get(self.ticks_at..).unwrap_or_default(),
+            ),
+        ]
+    }
+
+    /// Writes the message as field `tag` of its parent.
+    fn put(&self, tag: u32, buf: &mut impl BufMut) {
+        use annals_proto::read_fields::{
+            COMMIT, CUSTOM_METADATA, DATA, ID, MAP_KEY, MAP_VALUE, METADATA, PREPARE, REVISION,
+            STREAM, STREAM_NAME, UUID_LSB, UUID_MSB, UUID_STRING, UUID_STRUCTURED,
+        };
+        let e = self.e;
+        put_delimited_header(tag, self.len, buf);
+        put_delimited_header(ID, self.uuid_len, buf);
+        if self.structured {
+            let (hi, lo) = e.id.as_u64_pair();
+            put_delimited_header(UUID_STRUCTURED, self.uuid_inner, buf);
+            put_varint(UUID_MSB, hi, buf);
+            put_varint(UUID_LSB, lo, buf);
+        } else {
+            put_delimited_header(UUID_STRING, UUID_STRING_LEN, buf);
+            let mut text = [0u8; UUID_STRING_LEN];
+            buf.put_slice(e.id.hyphenated().encode_lower(&mut text).as_bytes());
+        }
+        put_delimited_header(STREAM, self.stream_len, buf);
+        put_bytes(STREAM_NAME, e.stream.as_str().as_bytes(), buf);
+        put_varint(REVISION, e.revision.0, buf);
+        put_varint(PREPARE, e.position.0, buf);
+        put_varint(COMMIT, e.position.0, buf);
+        for entry in &self.entries() {
+            put_delimited_header(METADATA, entry_len(entry), buf);
+            put_bytes(MAP_KEY, entry.0, buf);
+            put_bytes(MAP_VALUE, entry.1, buf);
+        }
+        put_bytes(CUSTOM_METADATA, &e.metadata, buf);
+        put_bytes(DATA, &e.data, buf);
+    }
+}
+
+/// Length of one metadata map entry's message.
+fn entry_len((k, v): &(&[u8], &[u8])) -> usize {
+    use annals_proto::read_fields::{MAP_KEY, MAP_VALUE};
+    bytes_len(MAP_KEY, k.len()) + bytes_len(MAP_VALUE, v.len())
+}
+
 /// The `event_store.client.streams.ReadResp` holding `e` as a `ReadEvent` (no link, commit
 /// position), encoded into `buf` exactly as prost encodes `ReadResp { content:
 /// Event(recorded_event(e, structured)) }`.
 pub(crate) fn encode_read_event(e: &EventRecord, structured: bool, buf: &mut impl BufMut) {
-    use annals_proto::read_fields::{
-        COMMIT, CUSTOM_METADATA, DATA, ID, MAP_KEY, MAP_VALUE, METADATA, PREPARE,
-        READ_EVENT_COMMIT_POSITION, READ_EVENT_EVENT, RESP_EVENT, REVISION, STREAM, STREAM_NAME,
-        UUID_LSB, UUID_MSB, UUID_STRING, UUID_STRUCTURED,
-    };
-
-    let (hi, lo) = e.id.as_u64_pair();
-    let uuid_inner = if structured {
-        varint_len(UUID_MSB, hi) + varint_len(UUID_LSB, lo)
-    } else {
-        UUID_STRING_LEN
-    };
-    let uuid_len = delimited_len(
-        if structured {
-            UUID_STRUCTURED
-        } else {
-            UUID_STRING
-        },
-        uuid_inner,
-    );
-    let stream = e.stream.as_str().as_bytes();
-    let stream_len = bytes_len(STREAM_NAME, stream.len());
-    let mut ticks = [0u8; 20];
-    let created = decimal(e.created.unix_ticks(), &mut ticks);
-    let entries: [(&[u8], &[u8]); 3] = [
-        (b"type", e.event_type.as_str().as_bytes()),
-        (b"content-type", e.content_type.mime().as_bytes()),
-        (b"created", created),
-    ];
-    let entry_len =
-        |(k, v): &(&[u8], &[u8])| bytes_len(MAP_KEY, k.len()) + bytes_len(MAP_VALUE, v.len());
+    use annals_proto::read_fields::{READ_EVENT_COMMIT_POSITION, READ_EVENT_EVENT, RESP_EVENT};
+    let recorded = RecordedWire::new(e, structured);
     let position = e.position.0;
-    let recorded_len = delimited_len(ID, uuid_len)
-        + delimited_len(STREAM, stream_len)
-        + varint_len(REVISION, e.revision.0)
-        + varint_len(PREPARE, position)
-        + varint_len(COMMIT, position)
-        + entries
-            .iter()
-            .map(|entry| delimited_len(METADATA, entry_len(entry)))
-            .sum::<usize>()
-        + bytes_len(CUSTOM_METADATA, e.metadata.len())
-        + bytes_len(DATA, e.data.len());
     // The commit position is a oneof member, so it is written even when zero.
-    let read_event_len = delimited_len(READ_EVENT_EVENT, recorded_len)
+    let read_event_len = delimited_len(READ_EVENT_EVENT, recorded.len)
         + key_len(READ_EVENT_COMMIT_POSITION)
         + encoded_len_varint(position);
-
     put_delimited_header(RESP_EVENT, read_event_len, buf);
-    put_delimited_header(READ_EVENT_EVENT, recorded_len, buf);
-    put_delimited_header(ID, uuid_len, buf);
-    if structured {
-        put_delimited_header(UUID_STRUCTURED, uuid_inner, buf);
-        put_varint(UUID_MSB, hi, buf);
-        put_varint(UUID_LSB, lo, buf);
-    } else {
-        put_delimited_header(UUID_STRING, UUID_STRING_LEN, buf);
-        let mut text = [0u8; UUID_STRING_LEN];
-        buf.put_slice(e.id.hyphenated().encode_lower(&mut text).as_bytes());
-    }
-    put_delimited_header(STREAM, stream_len, buf);
-    put_bytes(STREAM_NAME, stream, buf);
-    put_varint(REVISION, e.revision.0, buf);
-    put_varint(PREPARE, position, buf);
-    put_varint(COMMIT, position, buf);
-    for entry in &entries {
-        put_delimited_header(METADATA, entry_len(entry), buf);
-        put_bytes(MAP_KEY, entry.0, buf);
-        put_bytes(MAP_VALUE, entry.1, buf);
-    }
-    put_bytes(CUSTOM_METADATA, &e.metadata, buf);
-    put_bytes(DATA, &e.data, buf);
+    recorded.put(READ_EVENT_EVENT, buf);
     encode_key(READ_EVENT_COMMIT_POSITION, WireType::Varint, buf);
     encode_varint(position, buf);
+}
+
+/// The `event_store.client.persistent_subscriptions.ReadResp` of one delivery (the event, the
+/// link it came through, the commit position of the link or else the event, the retry count),
+/// encoded into `buf` exactly as prost encodes it.
+pub(crate) fn encode_persistent_event(
+    event: &EventRecord,
+    link: Option<&EventRecord>,
+    retry_count: u32,
+    structured: bool,
+    buf: &mut impl BufMut,
+) {
+    use annals_proto::read_fields::{
+        PERSISTENT_READ_EVENT_RETRY_COUNT, READ_EVENT_COMMIT_POSITION, READ_EVENT_EVENT,
+        READ_EVENT_LINK, RESP_EVENT,
+    };
+    let recorded = RecordedWire::new(event, structured);
+    let link_wire = link.map(|l| RecordedWire::new(l, structured));
+    let position = link.unwrap_or(event).position.0;
+    let retry = u64::from(retry_count);
+    // The position and the retry count are oneof members, so written even when zero.
+    let read_event_len = delimited_len(READ_EVENT_EVENT, recorded.len)
+        + link_wire
+            .as_ref()
+            .map_or(0, |l| delimited_len(READ_EVENT_LINK, l.len))
+        + key_len(READ_EVENT_COMMIT_POSITION)
+        + encoded_len_varint(position)
+        + key_len(PERSISTENT_READ_EVENT_RETRY_COUNT)
+        + encoded_len_varint(retry);
+    put_delimited_header(RESP_EVENT, read_event_len, buf);
+    recorded.put(READ_EVENT_EVENT, buf);
+    if let Some(l) = &link_wire {
+        l.put(READ_EVENT_LINK, buf);
+    }
+    encode_key(READ_EVENT_COMMIT_POSITION, WireType::Varint, buf);
+    encode_varint(position, buf);
+    encode_key(PERSISTENT_READ_EVENT_RETRY_COUNT, WireType::Varint, buf);
+    encode_varint(retry, buf);
 }
 
 /// The encoded length of [`encode_read_event`]'s output, to reserve room for it.

@@ -61,9 +61,11 @@ pub fn routes(state: ServerState) -> axum::Router {
     let persistent =
         PersistentSubscriptionsServer::new(persistent::PersistentService::new(state.clone()))
             .max_decoding_message_size(max);
+    let persistent_read = persistent::read_route::ReadRoute::new(state.clone(), max);
     let read = read_route::ReadRoute::new(state, max);
     axum::Router::new()
         .route_service(read_route::PATH, read)
+        .route_service(persistent::read_route::PATH, persistent_read)
         .route_service(&service_path(&streams), streams)
         .route_service(&service_path(&features), features)
         .route_service(&service_path(&gossip), gossip)

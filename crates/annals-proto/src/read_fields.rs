@@ -1,4 +1,6 @@
-//! Field numbers of the `Streams.Read` answer, as `streams.proto` and `shared.proto` give them.
+//! Field numbers of the `Streams.Read` answer, as `streams.proto` and `shared.proto` give them,
+//! and of a persistent subscription's `Read` answer, which shares the event's shape
+//! (`persistent.proto`: the same numbers for the event, its recorded events and the position).
 //!
 //! The server encodes read events by hand (`annals-grpc`) and the benches' client decodes them by
 //! hand (`annals-bench`), both skipping prost on the hot path; they take the numbers from here so
@@ -10,6 +12,10 @@ pub const RESP_EVENT: u32 = 1;
 pub const READ_EVENT_EVENT: u32 = 1;
 /// `ReadResp.ReadEvent.commit_position`.
 pub const READ_EVENT_COMMIT_POSITION: u32 = 3;
+/// `ReadResp.ReadEvent.link` (the link an event was reached through).
+pub const READ_EVENT_LINK: u32 = 2;
+/// `persistent_subscriptions.ReadResp.ReadEvent.retry_count`.
+pub const PERSISTENT_READ_EVENT_RETRY_COUNT: u32 = 5;
 
 // `ReadResp.ReadEvent.RecordedEvent`.
 pub const ID: u32 = 1;

@@ -14,8 +14,9 @@ use tonic_prost::ProstEncoder;
 use uuid::Uuid;
 
 use annals_proto::read_fields::{
-    COMMIT, CUSTOM_METADATA, DATA, ID, MAP_KEY, MAP_VALUE, METADATA, READ_EVENT_EVENT, RESP_EVENT,
-    REVISION, STREAM, STREAM_NAME, UUID_LSB, UUID_MSB, UUID_STRING, UUID_STRUCTURED,
+    COMMIT, CUSTOM_METADATA, DATA, ID, MAP_KEY, MAP_VALUE, METADATA,
+    PERSISTENT_READ_EVENT_RETRY_COUNT, READ_EVENT_EVENT, READ_EVENT_LINK, RESP_EVENT, REVISION,
+    STREAM, STREAM_NAME, UUID_LSB, UUID_MSB, UUID_STRING, UUID_STRUCTURED,
 };
 use annals_proto::streams::{ReadReq, ReadResp};
 
@@ -110,11 +111,6 @@ pub(crate) enum PersistentItem {
     Other(annals_proto::persistent_subscriptions::ReadResp),
 }
 
-/// Field numbers of `persistent_subscriptions.ReadResp.ReadEvent` beyond the shape it shares
-/// with `streams.ReadResp.ReadEvent` (event 1, link 2, position 3/4).
-const READ_EVENT_LINK: u32 = 2;
-const PERSISTENT_RETRY_COUNT: u32 = 5;
-
 /// Decodes one `persistent_subscriptions.ReadResp` message: an event by hand, as
 /// [`decode_read_resp`] does (the messages share their event's shape), anything else by prost.
 pub(crate) fn decode_persistent_read_resp(message: Bytes) -> Result<PersistentItem, WireError> {
@@ -136,7 +132,7 @@ pub(crate) fn decode_persistent_read_resp(message: Bytes) -> Result<PersistentIt
         match field? {
             (READ_EVENT_EVENT, Value::Len(r)) => event = Some(decode_recorded(&message, r)?),
             (READ_EVENT_LINK, Value::Len(r)) => link = Some(decode_recorded(&message, r)?),
-            (PERSISTENT_RETRY_COUNT, Value::Varint(v)) => retry_count = v,
+            (PERSISTENT_READ_EVENT_RETRY_COUNT, Value::Varint(v)) => retry_count = v,
             _ => {}
         }
     }

@@ -528,6 +528,56 @@ pub(crate) fn confirmation(key: &GroupKey) -> ReadResp {
 mod tests {
     use super::*;
 
+    fn record(stream: &str, revision: u64, position: u64, data: &[u8]) -> EventRecord {
+        use annals_core::{ContentType, EventType, Position, Revision, StreamName, Timestamp};
+        EventRecord {
+            id: uuid::Uuid::new_v4(),
+            stream: StreamName::new(stream).unwrap(),
+            revision: Revision(revision),
+            position: Position(position),
+            event_type: EventType::new("$>").unwrap(),
+            content_type: ContentType::Binary,
+            created: Timestamp(1_763_000_000_123_456_789),
+            data: bytes::Bytes::copy_from_slice(data),
+            metadata: bytes::Bytes::from_static(br#"{"Reason":"poison"}"#),
+        }
+    }
+
+    #[test]
+    fn hand_encoded_deliveries_are_what_prost_encodes() {
+        use prost::Message;
+        let event = record("order-1", 7, 1_234, br#"{"a":1}"#);
+        let link = record(
+            "$persistentsubscription-order-1::g-parked",
+            0,
+            99_999,
+            b"7@order-1",
+        );
+        let empty = record("s", 0, 0, b"");
+        for (e, l) in [
+            (&event, None),
+            (&event, Some(&link)),
+            (&empty, None),
+            (&empty, Some(&event)),
+        ] {
+            for retry_count in [0, 1, 300, u32::MAX >> 1] {
+                for structured in [true, false] {
+                    let mut buf = Vec::new();
+                    crate::convert::encode_persistent_event(
+                        e,
+                        l,
+                        retry_count,
+                        structured,
+                        &mut buf,
+                    );
+                    let expected = read_event(e, l, retry_count, structured);
+                    assert_eq!(buf.len(), expected.encoded_len());
+                    assert_eq!(ReadResp::decode(buf.as_slice()).unwrap(), expected);
+                }
+            }
+        }
+    }
+
     #[test]
     fn positions_and_starts_read_as_kurrentdb_writes_them() {
         let all = Source::All;

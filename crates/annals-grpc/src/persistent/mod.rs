@@ -4,12 +4,14 @@
 //! onto `annals_persistent::Subscriptions`, which holds every rule.
 
 mod convert;
+pub(crate) mod read_route;
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use annals_persistent::{
-    ConnectionLabel, ConsumerEvent, NackAction, PersistentError, Source, Subscriptions,
+    ConnectionLabel, ConsumerEvent, Delivery, NackAction, Payload, PersistentError, Source,
+    Subscriptions,
 };
 use annals_proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptions;
 use annals_proto::persistent_subscriptions::{
@@ -64,6 +66,146 @@ fn ids(wire: &[annals_proto::shared::Uuid]) -> Result<Vec<uuid::Uuid>, Status> {
     wire.iter()
         .map(|id| parse_uuid(Some(id)).map_err(Status::from))
         .collect()
+}
+
+/// One answer of a `Read` call: a delivery, encoded by hand on the route that serves the call
+/// (`read_route.rs`), or any other message.
+pub(crate) enum Answer {
+    Event {
+        delivery: Box<Delivery<Payload>>,
+        structured: bool,
+    },
+    Message(Box<ReadResp>),
+}
+
+impl Answer {
+    /// The answer as prost's message.
+    fn into_message(self) -> ReadResp {
+        match self {
+            Answer::Event {
+                delivery,
+                structured,
+            } => convert::read_event(
+                delivery.message.payload.event(),
+                delivery.message.payload.link(),
+                delivery.retry_count,
+                structured,
+            ),
+            Answer::Message(m) => *m,
+        }
+    }
+}
+
+/// Starts a `Read` call: reads its options, joins the group, and hands back the call's answers
+/// (the confirmation, then deliveries) while a task relays acks and nacks to the group.
+pub(crate) async fn start_read(
+    state: ServerState,
+    request: Request<Streaming<ReadReq>>,
+) -> Result<mpsc::Receiver<Result<Answer, Status>>, Status> {
+    let subs = state
+        .persistent
+        .clone()
+        .ok_or_else(|| Status::unavailable("this server runs no persistent subscriptions"))?;
+
+    let label = ConnectionLabel {
+        from: request
+            .extensions()
+            .get::<annals_server::PeerAddr>()
+            .map(|a| a.0.to_string())
+            .unwrap_or_default(),
+        name: request
+            .metadata()
+            .get("connection-name")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let mut inbound = request.into_inner();
+    let Some(read_req::Content::Options(options)) =
+        inbound.message().await?.and_then(|m| m.content)
+    else {
+        return Err(Status::invalid_argument(
+            "a persistent subscription's first message must be its options",
+        ));
+    };
+    let source = match &options.stream_option {
+        Some(read_req::options::StreamOption::StreamIdentifier(s)) => {
+            convert::source(Some(s), false)?
+        }
+        Some(read_req::options::StreamOption::All(_)) => Source::All,
+        None => return Err(Status::invalid_argument("Read names no stream")),
+    };
+    let structured = matches!(
+        options.uuid_option.and_then(|u| u.content),
+        Some(read_req::options::uuid_option::Content::Structured(_))
+    );
+    let key = convert::key(source, &options.group_name)?;
+    let capacity = usize::try_from(options.buffer_size).unwrap_or(0).max(1);
+    let mut consumer = subs
+        .connect(&key, capacity, label)
+        .await
+        .map_err(convert::status)?;
+    let (tx, rx) = mpsc::channel(READ_ANSWERS_QUEUED_MAX);
+    tokio::spawn(async move {
+        if tx
+            .send(Ok(Answer::Message(Box::new(convert::confirmation(&key)))))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            tokio::select! {
+                event = consumer.next() => {
+                    let answer = match event {
+                        Some(ConsumerEvent::Event(delivery)) => Ok(Answer::Event {
+                            delivery,
+                            structured,
+                        }),
+                        Some(ConsumerEvent::Dropped) | None => Err(convert::status(
+                            PersistentError::Dropped {
+                                stream: key.source.to_string(),
+                                group: key.group.clone(),
+                            },
+                        )),
+                    };
+                    let end = answer.is_err();
+                    if tx.send(answer).await.is_err() || end {
+                        return;
+                    }
+                }
+                message = inbound.message() => {
+                    let content = match message {
+                        Ok(Some(m)) => m.content,
+                        // The client ended its side or went away: leave the group.
+                        Ok(None) | Err(_) => return,
+                    };
+                    match content {
+                        Some(read_req::Content::Ack(ack)) => match ids(&ack.ids) {
+                            Ok(ids) => consumer.ack(ids).await,
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        },
+                        Some(read_req::Content::Nack(nack)) => match ids(&nack.ids) {
+                            Ok(ids) => {
+                                consumer.nack(ids, nack_action(nack.action), nack.reason).await;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        },
+                        // Options again, or nothing: ignored.
+                        _ => {}
+                    }
+                }
+                () = state.stopping() => return,
+            }
+        }
+    });
+    Ok(rx)
 }
 
 #[tonic::async_trait]
@@ -123,105 +265,10 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<Streaming<ReadReq>>,
     ) -> Result<Response<Self::ReadStream>, Status> {
-        let subs = self.subscriptions()?;
-        let label = ConnectionLabel {
-            from: request
-                .extensions()
-                .get::<annals_server::PeerAddr>()
-                .map(|a| a.0.to_string())
-                .unwrap_or_default(),
-            name: request
-                .metadata()
-                .get("connection-name")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-        };
-        let mut inbound = request.into_inner();
-        let Some(read_req::Content::Options(options)) =
-            inbound.message().await?.and_then(|m| m.content)
-        else {
-            return Err(Status::invalid_argument(
-                "a persistent subscription's first message must be its options",
-            ));
-        };
-        let source = match &options.stream_option {
-            Some(read_req::options::StreamOption::StreamIdentifier(s)) => {
-                convert::source(Some(s), false)?
-            }
-            Some(read_req::options::StreamOption::All(_)) => Source::All,
-            None => return Err(Status::invalid_argument("Read names no stream")),
-        };
-        let structured = matches!(
-            options.uuid_option.and_then(|u| u.content),
-            Some(read_req::options::uuid_option::Content::Structured(_))
-        );
-        let key = convert::key(source, &options.group_name)?;
-        let capacity = usize::try_from(options.buffer_size).unwrap_or(0).max(1);
-        let mut consumer = subs
-            .connect(&key, capacity, label)
-            .await
-            .map_err(convert::status)?;
-        let (tx, rx) = mpsc::channel(READ_ANSWERS_QUEUED_MAX);
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            if tx.send(Ok(convert::confirmation(&key))).await.is_err() {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    event = consumer.next() => {
-                        let answer = match event {
-                            Some(ConsumerEvent::Event(d)) => Ok(convert::read_event(
-                                d.message.payload.event(),
-                                d.message.payload.link(),
-                                d.retry_count,
-                                structured,
-                            )),
-                            Some(ConsumerEvent::Dropped) | None => Err(convert::status(
-                                PersistentError::Dropped {
-                                    stream: key.source.to_string(),
-                                    group: key.group.clone(),
-                                },
-                            )),
-                        };
-                        let end = answer.is_err();
-                        if tx.send(answer).await.is_err() || end {
-                            return;
-                        }
-                    }
-                    message = inbound.message() => {
-                        let content = match message {
-                            Ok(Some(m)) => m.content,
-                            // The client ended its side or went away: leave the group.
-                            Ok(None) | Err(_) => return,
-                        };
-                        match content {
-                            Some(read_req::Content::Ack(ack)) => match ids(&ack.ids) {
-                                Ok(ids) => consumer.ack(ids).await,
-                                Err(e) => {
-                                    let _ = tx.send(Err(e)).await;
-                                    return;
-                                }
-                            },
-                            Some(read_req::Content::Nack(nack)) => match ids(&nack.ids) {
-                                Ok(ids) => {
-                                    consumer.nack(ids, nack_action(nack.action), nack.reason).await;
-                                }
-                                Err(e) => {
-                                    let _ = tx.send(Err(e)).await;
-                                    return;
-                                }
-                            },
-                            // Options again, or nothing: ignored.
-                            _ => {}
-                        }
-                    }
-                    () = state.stopping() => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        use tokio_stream::StreamExt;
+        let answers = start_read(self.state.clone(), request).await?;
+        let stream = ReceiverStream::new(answers).map(|a| a.map(Answer::into_message));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_info(
