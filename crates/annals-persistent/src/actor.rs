@@ -17,6 +17,7 @@ use crate::error::PersistentError;
 use crate::group::{ConsumerId, Delivery, Group, GroupCounts, GroupError, Message, NackAction};
 use crate::names::Source;
 use crate::runtime::{ConsumerEvent, Payload};
+use crate::settings::Strategy;
 use crate::store;
 
 /// How often in-flight events are checked against their deadline and checkpoints on time.
@@ -161,13 +162,19 @@ fn correlation_of(event: &annals_core::EventRecord) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn message_of(source: &Source, payload: Payload) -> Message<Payload> {
+/// The group's message for `payload`; the correlation id is read from the event's metadata
+/// only for a group that pins by it.
+fn message_of(source: &Source, strategy: Strategy, payload: Payload) -> Message<Payload> {
     let event = payload.event();
     Message {
         seq: seq_of(source, event),
         id: payload.ack_id(),
-        stream: event.stream.to_string(),
-        correlation: correlation_of(event),
+        stream: event.stream.clone(),
+        correlation: if strategy == Strategy::PinnedByCorrelation {
+            correlation_of(event)
+        } else {
+            None
+        },
         payload,
     }
 }
@@ -301,7 +308,7 @@ async fn run_inner(
                 live = caught_up;
                 let head = engine.head().0;
                 for event in events {
-                    let message = message_of(&key.source, Payload::new(event, None));
+                    let message = message_of(&key.source, definition.settings.strategy, Payload::new(event, None));
                     let behind = match key.source {
                         Source::All => head.saturating_sub(message.seq),
                         Source::Stream(_) => 0,
@@ -421,7 +428,11 @@ async fn replay_parked(
             replayed += 1;
             // A parked event whose original is gone is dropped with its link.
             if let Some(event) = store::resolve_link(engine, &link) {
-                let message = message_of(&key.source, Payload::new(event, Some(link)));
+                let message = message_of(
+                    &key.source,
+                    definition.settings.strategy,
+                    Payload::new(event, Some(link)),
+                );
                 group.replay(message);
             }
         }

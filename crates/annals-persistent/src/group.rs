@@ -40,7 +40,7 @@ pub struct Message<T> {
     /// The id a consumer acks it by (the link's for a resolved link, else the event's).
     pub id: Uuid,
     /// The stream the event belongs to: the `Pinned` key, and what conflation groups by.
-    pub stream: String,
+    pub stream: annals_core::StreamName,
     /// The event's correlation id, if its metadata has one: the `PinnedByCorrelation` key.
     pub correlation: Option<String>,
     /// What the runtime carries along (the event itself).
@@ -663,7 +663,7 @@ mod tests {
         Message {
             seq,
             id: Uuid::from_u128(u128::from(seq)),
-            stream: stream.to_owned(),
+            stream: annals_core::StreamName::new(stream).unwrap(),
             correlation: None,
             payload: (),
         }

@@ -27,28 +27,26 @@ const GROUP_COMMANDS_MAX: usize = 1_024;
 
 /// An event as a group carries it: the event, and the link it was reached through (a parked
 /// event being replayed is reached through its parked link).
+/// Shared, so handing a delivery out copies a pointer, not two records.
 #[derive(Clone, Debug)]
-pub struct Payload {
-    event: EventRecord,
-    link: Option<EventRecord>,
-}
+pub struct Payload(Arc<(EventRecord, Option<EventRecord>)>);
 
 impl Payload {
     pub fn new(event: EventRecord, link: Option<EventRecord>) -> Self {
-        Self { event, link }
+        Self(Arc::new((event, link)))
     }
 
     pub fn event(&self) -> &EventRecord {
-        &self.event
+        &self.0.0
     }
 
     pub fn link(&self) -> Option<&EventRecord> {
-        self.link.as_ref()
+        self.0.1.as_ref()
     }
 
     /// The id a consumer acks with: the link's when there is one, else the event's.
     pub fn ack_id(&self) -> Uuid {
-        self.link.as_ref().unwrap_or(&self.event).id
+        self.link().unwrap_or(self.event()).id
     }
 }
 

@@ -250,7 +250,7 @@ impl Run {
             let message = Message {
                 seq,
                 id: Uuid::from_u128(u128::from(seq)),
-                stream: stream.clone(),
+                stream: annals_core::StreamName::new(stream.as_str()).unwrap(),
                 correlation: correlation.clone(),
                 payload: seq,
             };
