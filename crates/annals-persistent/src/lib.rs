@@ -27,7 +27,7 @@ pub use names::{
     ALL_SOURCE, CHECKPOINT_EVENT_TYPE, CONFIG_EVENT_TYPE, CONFIG_STREAM, GroupKey, LINK_EVENT_TYPE,
     Source,
 };
-pub use runtime::{Consumer, ConsumerEvent, GroupInfo, Payload, Subscriptions};
+pub use runtime::{Consumer, ConsumerAcks, ConsumerEvent, GroupInfo, Payload, Subscriptions};
 
 pub use group::{
     ConsumerId, ConsumerInfo, Delivery, Group, GroupCounts, GroupError, Message, NackAction,

@@ -353,6 +353,32 @@ impl Consumer {
         self.events.recv().await
     }
 
+    /// A handle that acks and nacks for this consumer, for a task of its own; the consumer
+    /// stays in the group until the `Consumer` itself is dropped.
+    pub fn acks(&self) -> ConsumerAcks {
+        ConsumerAcks {
+            id: self.id,
+            commands: self.commands.clone(),
+        }
+    }
+
+    pub async fn ack(&self, ids: Vec<Uuid>) {
+        self.acks().ack(ids).await;
+    }
+
+    pub async fn nack(&self, ids: Vec<Uuid>, action: NackAction, reason: String) {
+        self.acks().nack(ids, action, reason).await;
+    }
+}
+
+/// Acks and nacks on behalf of one [`Consumer`].
+#[derive(Clone, Debug)]
+pub struct ConsumerAcks {
+    id: ConsumerId,
+    commands: mpsc::Sender<Command>,
+}
+
+impl ConsumerAcks {
     pub async fn ack(&self, ids: Vec<Uuid>) {
         let _ = self
             .commands

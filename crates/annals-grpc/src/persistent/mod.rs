@@ -22,14 +22,11 @@ use annals_proto::persistent_subscriptions::{
 use annals_proto::shared::Empty;
 use annals_server::ServerState;
 use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use futures::StreamExt as _;
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::parse_uuid;
-
-/// Answers one `Read` call queues before the consumer waits for the client.
-const READ_ANSWERS_QUEUED_MAX: usize = 64;
 
 /// The service over a server's groups.
 #[derive(Clone, Debug)]
@@ -101,7 +98,7 @@ impl Answer {
 pub(crate) async fn start_read(
     state: ServerState,
     request: Request<Streaming<ReadReq>>,
-) -> Result<mpsc::Receiver<Result<Answer, Status>>, Status> {
+) -> Result<Answers, Status> {
     let subs = state
         .persistent
         .clone()
@@ -141,71 +138,101 @@ pub(crate) async fn start_read(
     );
     let key = convert::key(source, &options.group_name)?;
     let capacity = usize::try_from(options.buffer_size).unwrap_or(0).max(1);
-    let mut consumer = subs
+    let consumer = subs
         .connect(&key, capacity, label)
         .await
         .map_err(convert::status)?;
-    let (tx, rx) = mpsc::channel(READ_ANSWERS_QUEUED_MAX);
+    // Acks and nacks arrive on a task of their own; deliveries go straight from the consumer
+    // to the response, with no queue between. The task reports a bad request, or the end of
+    // the client's side, through `ended`.
+    let (mut ended_tx, ended) = oneshot::channel::<Option<Status>>();
+    let acks = consumer.acks();
+    let stopping = state.clone();
     tokio::spawn(async move {
-        if tx
-            .send(Ok(Answer::Message(Box::new(convert::confirmation(&key)))))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        loop {
-            tokio::select! {
-                event = consumer.next() => {
-                    let answer = match event {
-                        Some(ConsumerEvent::Event(delivery)) => Ok(Answer::Event {
-                            delivery,
-                            structured,
-                        }),
-                        Some(ConsumerEvent::Dropped) | None => Err(convert::status(
-                            PersistentError::Dropped {
-                                stream: key.source.to_string(),
-                                group: key.group.clone(),
-                            },
-                        )),
-                    };
-                    let end = answer.is_err();
-                    if tx.send(answer).await.is_err() || end {
-                        return;
-                    }
-                }
-                message = inbound.message() => {
-                    let content = match message {
-                        Ok(Some(m)) => m.content,
-                        // The client ended its side or went away: leave the group.
-                        Ok(None) | Err(_) => return,
-                    };
-                    match content {
-                        Some(read_req::Content::Ack(ack)) => match ids(&ack.ids) {
-                            Ok(ids) => consumer.ack(ids).await,
-                            Err(e) => {
-                                let _ = tx.send(Err(e)).await;
-                                return;
-                            }
-                        },
-                        Some(read_req::Content::Nack(nack)) => match ids(&nack.ids) {
-                            Ok(ids) => {
-                                consumer.nack(ids, nack_action(nack.action), nack.reason).await;
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Err(e)).await;
-                                return;
-                            }
-                        },
-                        // Options again, or nothing: ignored.
-                        _ => {}
-                    }
-                }
-                () = state.stopping() => return,
+        let outcome = loop {
+            let message = tokio::select! {
+                message = inbound.message() => message,
+                () = ended_tx.closed() => return,
+                () = stopping.stopping() => return,
+            };
+            let content = match message {
+                Ok(Some(m)) => m.content,
+                // The client ended its side or went away: leave the group.
+                Ok(None) | Err(_) => break None,
+            };
+            match content {
+                Some(read_req::Content::Ack(ack)) => match ids(&ack.ids) {
+                    Ok(ids) => acks.ack(ids).await,
+                    Err(e) => break Some(e),
+                },
+                Some(read_req::Content::Nack(nack)) => match ids(&nack.ids) {
+                    Ok(ids) => acks.nack(ids, nack_action(nack.action), nack.reason).await,
+                    Err(e) => break Some(e),
+                },
+                // Options again, or nothing: ignored.
+                _ => {}
             }
-        }
+        };
+        let _ = ended_tx.send(outcome);
     });
-    Ok(rx)
+    let confirmation = Answer::Message(Box::new(convert::confirmation(&key)));
+    let outbound = Outbound {
+        consumer,
+        ended,
+        state,
+        key,
+        structured,
+        done: false,
+    };
+    let deliveries = futures::stream::unfold(outbound, Outbound::next);
+    Ok(Box::pin(
+        futures::stream::once(std::future::ready(Ok(confirmation))).chain(deliveries),
+    ))
+}
+
+/// The answers of one `Read` call after its confirmation.
+pub(crate) type Answers = Pin<Box<dyn Stream<Item = Result<Answer, Status>> + Send>>;
+
+/// What the response of a `Read` call reads from: the consumer's deliveries, until the group
+/// drops it, the ack task ends, or the server stops.
+struct Outbound {
+    consumer: annals_persistent::Consumer,
+    ended: oneshot::Receiver<Option<Status>>,
+    state: ServerState,
+    key: annals_persistent::GroupKey,
+    structured: bool,
+    /// The last answer was given: the next poll ends the stream.
+    done: bool,
+}
+
+impl Outbound {
+    async fn next(mut self) -> Option<(Result<Answer, Status>, Self)> {
+        if self.done {
+            return None;
+        }
+        let answer = tokio::select! {
+            event = self.consumer.next() => match event {
+                Some(ConsumerEvent::Event(delivery)) => Ok(Answer::Event {
+                    delivery,
+                    structured: self.structured,
+                }),
+                Some(ConsumerEvent::Dropped) | None => Err(convert::status(
+                    PersistentError::Dropped {
+                        stream: self.key.source.to_string(),
+                        group: self.key.group.clone(),
+                    },
+                )),
+            },
+            ended = &mut self.ended => match ended {
+                Ok(Some(status)) => Err(status),
+                // The client ended its side: so does the response.
+                Ok(None) | Err(_) => return None,
+            },
+            () = self.state.stopping() => return None,
+        };
+        self.done = answer.is_err();
+        Some((answer, self))
+    }
 }
 
 #[tonic::async_trait]
@@ -265,9 +292,9 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<Streaming<ReadReq>>,
     ) -> Result<Response<Self::ReadStream>, Status> {
-        use tokio_stream::StreamExt;
+        use futures::StreamExt;
         let answers = start_read(self.state.clone(), request).await?;
-        let stream = ReceiverStream::new(answers).map(|a| a.map(Answer::into_message));
+        let stream = answers.map(|a| a.map(Answer::into_message));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use annals_proto::persistent_subscriptions::ReadReq;
 use annals_server::ServerState;
 use bytes::BufMut;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
 use tonic::server::{Grpc, StreamingService};
@@ -68,15 +67,12 @@ struct ReadMethod(ServerState);
 
 impl StreamingService<ReadReq> for ReadMethod {
     type Response = Answer;
-    type ResponseStream = ReceiverStream<Result<Answer, Status>>;
+    type ResponseStream = super::Answers;
     type Future = BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: tonic::Request<Streaming<ReadReq>>) -> Self::Future {
         let state = self.0.clone();
-        Box::pin(async move {
-            let answers = start_read(state, request).await?;
-            Ok(tonic::Response::new(ReceiverStream::new(answers)))
-        })
+        Box::pin(async move { Ok(tonic::Response::new(start_read(state, request).await?)) })
     }
 }
 
