@@ -16,7 +16,7 @@ use crate::definition::{GroupDefinition, StartFrom};
 use crate::error::PersistentError;
 use crate::group::{ConsumerId, Delivery, Group, GroupCounts, GroupError, Message, NackAction};
 use crate::names::Source;
-use crate::runtime::{ConsumerEvent, Payload};
+use crate::runtime::{Payload, ToConsumer};
 use crate::settings::Strategy;
 use crate::store;
 
@@ -33,7 +33,7 @@ pub(crate) enum Command {
         id: ConsumerId,
         capacity: usize,
         connection: ConnectionLabel,
-        events: mpsc::Sender<ConsumerEvent>,
+        events: mpsc::Sender<ToConsumer>,
         reply: oneshot::Sender<Result<(), GroupError>>,
     },
     Ack {
@@ -181,7 +181,7 @@ fn message_of(source: &Source, strategy: Strategy, payload: Payload) -> Message<
 
 /// A connected consumer's channel and label.
 struct Connected {
-    events: mpsc::Sender<ConsumerEvent>,
+    events: mpsc::Sender<ToConsumer>,
     label: ConnectionLabel,
     capacity: usize,
 }
@@ -252,9 +252,8 @@ async fn run_inner(
     loop {
         // Hand out what can go, then write what the state machine decided.
         let now = Instant::now();
-        for d in group.dispatch(now) {
-            deliver(&mut group, &mut consumers, d);
-        }
+        let batches = group_by_consumer(group.dispatch(now));
+        deliver(&mut group, &mut consumers, batches);
         let parked = group.take_parked();
         if !parked.is_empty() {
             parked_count += parked.len() as u64;
@@ -323,7 +322,7 @@ async fn run_inner(
     }
     // Stopping: consumers are told, and the progress made is kept.
     for (_, c) in consumers.drain() {
-        let _ = c.events.try_send(ConsumerEvent::Dropped);
+        let _ = c.events.try_send(ToConsumer::Dropped);
     }
     if let Some(seq) = group.checkpoint_on_stop() {
         store::save_checkpoint(engine, key, seq).await?;
@@ -331,27 +330,42 @@ async fn run_inner(
     Ok(())
 }
 
-/// Sends a delivery to its consumer's channel; a consumer whose channel is full or gone is
-/// disconnected (what it held is retried elsewhere).
+/// One dispatch's deliveries per consumer, each consumer's in the order given.
+fn group_by_consumer(
+    deliveries: Vec<Delivery<Payload>>,
+) -> Vec<(ConsumerId, Vec<Delivery<Payload>>)> {
+    let mut batches: Vec<(ConsumerId, Vec<Delivery<Payload>>)> = Vec::new();
+    for d in deliveries {
+        match batches.iter_mut().find(|(c, _)| *c == d.consumer) {
+            Some((_, batch)) => batch.push(d),
+            None => batches.push((d.consumer, vec![d])),
+        }
+    }
+    batches
+}
+
+/// Sends each consumer its deliveries in one message; a consumer whose channel is full or gone
+/// is disconnected (what it held is retried elsewhere).
 fn deliver(
     group: &mut Group<Payload>,
     consumers: &mut HashMap<ConsumerId, Connected>,
-    d: Delivery<Payload>,
+    batches: Vec<(ConsumerId, Vec<Delivery<Payload>>)>,
 ) {
-    let consumer = d.consumer;
-    let sent = match consumers.get(&consumer) {
-        Some(c) => c.events.try_send(ConsumerEvent::Event(Box::new(d))).is_ok(),
-        None => false,
-    };
-    if !sent {
-        if let Some(c) = consumers.remove(&consumer) {
-            tracing::warn!(
-                consumer,
-                "a persistent-subscription consumer fell behind; dropped"
-            );
-            let _ = c.events.try_send(ConsumerEvent::Dropped);
+    for (consumer, batch) in batches {
+        let sent = match consumers.get(&consumer) {
+            Some(c) => c.events.try_send(ToConsumer::Deliveries(batch)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            if let Some(c) = consumers.remove(&consumer) {
+                tracing::warn!(
+                    consumer,
+                    "a persistent-subscription consumer fell behind; dropped"
+                );
+                let _ = c.events.try_send(ToConsumer::Dropped);
+            }
+            group.disconnect(consumer);
         }
-        group.disconnect(consumer);
     }
 }
 

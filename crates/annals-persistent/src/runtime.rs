@@ -5,7 +5,7 @@
 //! Definitions are saved to the config stream before a change is answered, so a group survives
 //! a restart and a crash; at open every saved group starts again from its checkpoint.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +48,14 @@ impl Payload {
     pub fn ack_id(&self) -> Uuid {
         self.link().unwrap_or(self.event()).id
     }
+}
+
+/// What a group's task sends a consumer: the deliveries of one dispatch in one message, or
+/// that it was dropped.
+#[derive(Debug)]
+pub(crate) enum ToConsumer {
+    Deliveries(Vec<Delivery<Payload>>),
+    Dropped,
 }
 
 /// What a consumer receives.
@@ -280,6 +288,7 @@ impl Subscriptions {
             Ok(()) => Ok(Consumer {
                 id,
                 events: rx,
+                pending: VecDeque::new(),
                 commands,
             }),
             Err(GroupError::MaxConsumersReached { .. }) => {
@@ -343,14 +352,25 @@ impl Subscriptions {
 #[derive(Debug)]
 pub struct Consumer {
     id: ConsumerId,
-    events: mpsc::Receiver<ConsumerEvent>,
+    events: mpsc::Receiver<ToConsumer>,
+    /// Deliveries of the last batch not yet taken.
+    pending: VecDeque<Delivery<Payload>>,
     commands: mpsc::Sender<Command>,
 }
 
 impl Consumer {
     /// The next event, or [`ConsumerEvent::Dropped`]; `None` once the group is gone.
+    /// Cancel-safe: a batch received is kept whole before anything else can happen.
     pub async fn next(&mut self) -> Option<ConsumerEvent> {
-        self.events.recv().await
+        loop {
+            if let Some(d) = self.pending.pop_front() {
+                return Some(ConsumerEvent::Event(Box::new(d)));
+            }
+            match self.events.recv().await? {
+                ToConsumer::Deliveries(batch) => self.pending.extend(batch),
+                ToConsumer::Dropped => return Some(ConsumerEvent::Dropped),
+            }
+        }
     }
 
     /// A handle that acks and nacks for this consumer, for a task of its own; the consumer
