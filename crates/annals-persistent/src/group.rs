@@ -168,6 +168,9 @@ pub struct Group<T> {
     fresh: VecDeque<Waiting<T>>,
     /// Events in flight, by `seq`.
     in_flight: BTreeMap<u64, InFlight<T>>,
+    /// The `seq`s in flight under each ack id (one, unless two events share an id), so an ack
+    /// finds its event without a scan.
+    in_flight_ids: HashMap<Uuid, Vec<u64>>,
     /// Every offered event the checkpoint has not passed: `true` once handled.
     unsettled: BTreeMap<u64, bool>,
     /// The newest `seq` below which every offered event is handled.
@@ -195,6 +198,7 @@ impl<T: Clone> Group<T> {
             retries: VecDeque::new(),
             fresh: VecDeque::new(),
             in_flight: BTreeMap::new(),
+            in_flight_ids: HashMap::new(),
             unsettled: BTreeMap::new(),
             handled_through: checkpoint,
             handled_since_checkpoint: 0,
@@ -241,7 +245,7 @@ impl<T: Clone> Group<T> {
             .map(|(seq, _)| *seq)
             .collect();
         for seq in held {
-            if let Some(f) = self.in_flight.remove(&seq) {
+            if let Some(f) = self.remove_in_flight(seq) {
                 self.retry(f.message, f.retry_count);
             }
         }
@@ -432,6 +436,10 @@ impl<T: Clone> Group<T> {
             retry_count: waiting.retry_count,
             message: waiting.message.clone(),
         });
+        self.in_flight_ids
+            .entry(waiting.message.id)
+            .or_default()
+            .push(waiting.message.seq);
         self.in_flight.insert(
             waiting.message.seq,
             InFlight {
@@ -476,13 +484,33 @@ impl<T: Clone> Group<T> {
     /// The in-flight event `id` of `consumer` (the oldest, should two share an id).
     fn take_in_flight(&mut self, consumer: ConsumerId, id: Uuid) -> Option<InFlight<T>> {
         let seq = self
-            .in_flight
+            .in_flight_ids
+            .get(&id)?
             .iter()
-            .find(|(_, f)| f.consumer == consumer && f.message.id == id)
-            .map(|(seq, _)| *seq)?;
-        let f = self.in_flight.remove(&seq)?;
+            .copied()
+            .filter(|seq| {
+                self.in_flight
+                    .get(seq)
+                    .is_some_and(|f| f.consumer == consumer)
+            })
+            .min()?;
+        let f = self.remove_in_flight(seq)?;
         if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
             c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        Some(f)
+    }
+
+    /// Takes the event in flight at `seq` out of both indexes.
+    fn remove_in_flight(&mut self, seq: u64) -> Option<InFlight<T>> {
+        let f = self.in_flight.remove(&seq)?;
+        if let std::collections::hash_map::Entry::Occupied(mut seqs) =
+            self.in_flight_ids.entry(f.message.id)
+        {
+            seqs.get_mut().retain(|s| *s != seq);
+            if seqs.get().is_empty() {
+                seqs.remove();
+            }
         }
         Some(f)
     }
@@ -531,7 +559,7 @@ impl<T: Clone> Group<T> {
             .map(|(seq, _)| *seq)
             .collect();
         for seq in expired {
-            if let Some(f) = self.in_flight.remove(&seq) {
+            if let Some(f) = self.remove_in_flight(seq) {
                 if let Some(c) = self.consumers.iter_mut().find(|c| c.id == f.consumer) {
                     c.in_flight = c.in_flight.saturating_sub(1);
                 }
