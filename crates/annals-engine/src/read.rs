@@ -59,6 +59,19 @@ impl Engine {
             }
             .into()
         };
+        // `$$stream` goes with its stream: once that is tombstoned, its metadata reads as deleted
+        // too (as in KurrentDB), even though `$$stream` still takes writes.
+        if let Some(target) = stream.metadata_target()
+            && shared
+                .index
+                .stream_head(target.as_str())?
+                .is_some_and(|h| h.tombstoned)
+        {
+            return Err(DomainError::StreamDeleted {
+                stream: stream.to_string(),
+            }
+            .into());
+        }
         let Some(head) = shared.index.stream_head(stream.as_str())? else {
             return Err(not_found());
         };

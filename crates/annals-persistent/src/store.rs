@@ -236,12 +236,15 @@ pub(crate) fn resolve_link(engine: &Engine, link: &EventRecord) -> Option<EventR
 }
 
 /// Deletes the group's checkpoint and parked streams (a group that is deleted leaves nothing).
+/// A stream that never had events is refused a soft delete (actual revision none): nothing to do.
 pub(crate) async fn delete_state(engine: &Engine, key: &GroupKey) -> Result<(), PersistentError> {
     for stream in [key.checkpoint_stream()?, key.parked_stream()?] {
         match engine.delete_async(&stream, ExpectedRevision::Any).await {
             Ok(_)
             | Err(EngineError::Domain(
-                DomainError::StreamNotFound { .. } | DomainError::StreamDeleted { .. },
+                DomainError::StreamNotFound { .. }
+                | DomainError::StreamDeleted { .. }
+                | DomainError::WrongExpectedRevision { actual: None, .. },
             )) => {}
             Err(e) => return Err(e.into()),
         }

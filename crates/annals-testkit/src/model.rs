@@ -12,8 +12,11 @@
 //!   revision. Any other append is checked and written normally, even if some ids were seen;
 //! - a soft delete writes `$tb = i64::MAX` (keeping other keys); the stream then reads as not
 //!   found; a later append first writes metadata with `$tb` = the first new revision;
-//! - a tombstone writes `$streamDeleted` at revision `i64::MAX`; reads and appends (and appends to
-//!   `$$stream`) then fail with stream deleted;
+//! - a soft-deleted stream takes `no_stream` and its last revision (or `any`) and refuses
+//!   `stream_exists` as deleted; a soft delete of a stream without events fails with wrong
+//!   expected revision (actual: none) whatever it expected;
+//! - a tombstone writes `$streamDeleted` at revision `i64::MAX`; reads and appends then fail with
+//!   stream deleted, and so do reads (not writes) of its `$$stream`;
 //! - `$all` reads return the log as written, with no metadata rules applied;
 //! - an append is first checked against the input rules `annals_core` documents (limits, distinct
 //!   ids, metadata streams), written out here on their own (`validate_append`), so that a change
@@ -162,8 +165,9 @@ impl Model {
         if let Some(result) = self.idempotent_result(stream, expected, events)? {
             return Ok(result);
         }
-        check_expected(stream, expected, &state)?;
-        if self.is_soft_deleted(name) && !stream.is_metadata_stream() {
+        let soft_deleted = self.is_soft_deleted(name) && !stream.is_metadata_stream();
+        check_expected(stream, expected, &state, soft_deleted, false)?;
+        if soft_deleted {
             let previous = self.meta.get(name).cloned();
             let json = undelete_json(previous.as_deref(), state.next_revision);
             self.write_metadata(stream, json)?;
@@ -201,7 +205,8 @@ impl Model {
         }
         let state = self.state(stream.as_str());
         self.check_not_tombstoned(stream)?;
-        check_expected(stream, expected, &state)?;
+        let soft_deleted = self.is_soft_deleted(stream.as_str());
+        check_expected(stream, expected, &state, soft_deleted, true)?;
         let previous = self.meta.get(stream.as_str()).cloned();
         let json = Bytes::from(StreamMetadata::soft_delete_json(previous.as_deref()));
         let position = self.write_metadata(stream, json)?;
@@ -222,7 +227,8 @@ impl Model {
         }
         let state = self.state(stream.as_str());
         self.check_not_tombstoned(stream)?;
-        check_expected(stream, expected, &state)?;
+        let soft_deleted = self.is_soft_deleted(stream.as_str());
+        check_expected(stream, expected, &state, soft_deleted, false)?;
         let (_, position) = self.push(
             stream.as_str(),
             None,
@@ -238,19 +244,11 @@ impl Model {
         })
     }
 
-    /// Fails if `stream` is tombstoned, or is `$$target` of a tombstoned target.
+    /// Fails if `stream` is tombstoned (its `$$stream` still takes writes).
     fn check_not_tombstoned(&self, stream: &StreamName) -> Result<(), ModelError> {
         if self.is_tombstoned(stream.as_str()) {
             return Err(DomainError::StreamDeleted {
                 stream: stream.to_string(),
-            }
-            .into());
-        }
-        if let Some(target) = stream.metadata_target()
-            && self.is_tombstoned(target.as_str())
-        {
-            return Err(DomainError::StreamDeleted {
-                stream: target.to_string(),
             }
             .into());
         }
@@ -377,6 +375,15 @@ impl Model {
             }
             .into()
         };
+        if stream
+            .metadata_target()
+            .is_some_and(|t| self.is_tombstoned(t.as_str()))
+        {
+            return Err(DomainError::StreamDeleted {
+                stream: name.to_owned(),
+            }
+            .into());
+        }
         let Some(state) = self.streams.get(name) else {
             return Err(not_found());
         };
@@ -561,16 +568,26 @@ fn check_expected(
     stream: &StreamName,
     expected: ExpectedRevision,
     state: &StreamState,
+    soft_deleted: bool,
+    soft_delete: bool,
 ) -> Result<(), ModelError> {
-    if expected.is_satisfied_by(state.current()) {
-        return Ok(());
-    }
-    Err(DomainError::WrongExpectedRevision {
+    let current = state.current();
+    let wrong = DomainError::WrongExpectedRevision {
         stream: stream.to_string(),
         expected,
-        actual: state.current(),
-    }
-    .into())
+        actual: current,
+    };
+    let deleted = DomainError::StreamDeleted {
+        stream: stream.to_string(),
+    };
+    let outcome = match (soft_delete && current.is_none(), soft_deleted, expected) {
+        (true, _, _) => Err(wrong),
+        (false, true, ExpectedRevision::StreamExists) => Err(deleted),
+        (false, true, ExpectedRevision::NoStream) => Ok(()),
+        _ if expected.is_satisfied_by(current) => Ok(()),
+        _ => Err(wrong),
+    };
+    outcome.map_err(ModelError::from)
 }
 
 /// The metadata an append to a soft-deleted stream writes first: the previous keys with `$tb` =

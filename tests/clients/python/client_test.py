@@ -112,8 +112,86 @@ def main(url):
         # FailedPreconditionError in this client version (BatchAppend's as StreamIsDeletedError).
         check("is deleted" in str(e), f"tombstoned stream is refused as deleted ({type(e).__name__})")
 
+    deletes_as_kurrentdb_judges_them(client)
+    tombstoned_metadata(client)
+    system_events_in_all(client)
+
     client.close()
     print("all python client checks passed")
+
+
+def expect_error(kind, what, call):
+    try:
+        call()
+    except kind as e:
+        print(f"ok: {what} ({type(e).__name__})")
+        return
+    raise AssertionError(f"{what}: no {kind.__name__}")
+
+
+def deletes_as_kurrentdb_judges_them(client):
+    # Soft delete of a stream that never existed: not found, whatever the expected version.
+    never = f"never-{uuid.uuid4().hex}"
+    head = client.get_commit_position(filter_exclude=[])
+    for expected in (StreamState.ANY, StreamState.NO_STREAM, StreamState.EXISTS, 0):
+        expect_error(NotFoundError, f"delete of a stream that never existed, expecting {expected}",
+                     lambda: client.delete_stream(never, current_version=expected))
+    check(client.get_commit_position(filter_exclude=[]) == head, "the refused deletes wrote nothing")
+
+    # A soft-deleted stream: deleted for stream_exists, restored by no_stream, revisions go on.
+    stream = f"sd-{uuid.uuid4().hex}"
+    client.append_to_stream(stream, current_version=StreamState.NO_STREAM, events=[event("A", 0), event("B", 1)])
+    client.delete_stream(stream, current_version=1)
+    expect_error(StreamIsDeletedError, "delete expecting stream_exists of a soft-deleted stream",
+                 lambda: client.delete_stream(stream, current_version=StreamState.EXISTS))
+    expect_error(WrongCurrentVersionError, "delete of a soft-deleted stream with a stale revision",
+                 lambda: client.delete_stream(stream, current_version=0))
+    client.delete_stream(stream, current_version=StreamState.ANY)
+    client.delete_stream(stream, current_version=1)
+    check(client.get_current_version(stream) == StreamState.NO_STREAM, "a soft-deleted stream has no version")
+    client.append_to_stream(stream, current_version=StreamState.NO_STREAM, events=[event("C", 2)])
+    check(client.get_current_version(stream) == 2, "no_stream restores a soft-deleted stream at the next revision")
+    check([e.stream_position for e in client.get_stream(stream)] == [2], "only the new event reads back")
+    client.delete_stream(stream, current_version=StreamState.EXISTS)
+    expect_error(NotFoundError, "a stream deleted expecting stream_exists reads as not found",
+                 lambda: client.get_stream(stream))
+
+
+def tombstoned_metadata(client):
+    stream = f"tm-{uuid.uuid4().hex}"
+    client.append_to_stream(stream, current_version=StreamState.NO_STREAM, events=event("A", 0))
+    client.set_stream_metadata(stream, metadata={"foo": "baz"}, current_version=StreamState.NO_STREAM)
+    client.tombstone_stream(stream, current_version=StreamState.ANY)
+    expect_error(StreamIsDeletedError, "metadata of a tombstoned stream reads as deleted",
+                 lambda: client.get_stream_metadata(stream))
+    # KurrentDB still takes metadata for a tombstoned stream; the stream stays deleted.
+    client.set_stream_metadata(stream, metadata={"foo": "bar"}, current_version=0)
+    client.set_stream_metadata(stream, metadata={"foo": "bar"}, current_version=StreamState.ANY)
+    expect_error(StreamIsDeletedError, "and still does after metadata was written",
+                 lambda: client.get_stream_metadata(stream))
+    expect_error(StreamIsDeletedError, "the tombstoned stream itself stays deleted",
+                 lambda: client.get_stream(stream))
+
+
+def system_events_in_all(client):
+    stream = f"sys-{uuid.uuid4().hex}"
+    client.append_to_stream(stream, current_version=StreamState.NO_STREAM, events=event("A", 0))
+    client.set_stream_metadata(stream, metadata={"owner": "py"})
+    meta_stream = f"$${stream}"
+    unfiltered = [e for e in client.read_all(filter_exclude=[]) if e.stream_name == meta_stream]
+    check([e.type for e in unfiltered] == ["$metadata"], "$all without a filter shows the $metadata event")
+    default = [e for e in client.read_all() if e.stream_name == meta_stream]
+    check(default == [], "the default filter leaves system events out")
+    sub = client.subscribe_to_all(filter_exclude=[])
+    for e in sub:
+        if e.stream_name == meta_stream:
+            check(e.type == "$metadata", "an unfiltered $all subscription delivers it too")
+            break
+    sub.stop()
+    head = client.get_commit_position()
+    check(head > 0, "get_commit_position with the default filter")
+    check(client.get_commit_position(filter_exclude=[".*"]) == 0,
+          "get_commit_position with a filter that excludes everything is 0")
 
 
 if __name__ == "__main__":

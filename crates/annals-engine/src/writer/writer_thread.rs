@@ -251,34 +251,28 @@ impl Writer {
             }
             .into());
         }
-        if let Some(target) = stream.metadata_target()
-            && self.state(&target)?.tombstoned
-        {
-            return Err(DomainError::StreamDeleted {
-                stream: target.to_string(),
-            }
-            .into());
-        }
+        // `$$stream` of a tombstoned stream still takes metadata, as in KurrentDB: the tombstone
+        // is the stream's own record, which no metadata can undo.
         if let WriteKind::Append(events) = &req.kind
             && let Some(result) = self.idempotent_result(stream, req.expected, events)?
         {
             return Ok(result);
         }
-        if !req.expected.is_satisfied_by(state.current()) {
-            return Err(DomainError::WrongExpectedRevision {
-                stream: stream.to_string(),
-                expected: req.expected,
-                actual: state.current(),
-            }
-            .into());
-        }
+        let soft_deleted = !stream.is_metadata_stream()
+            && self
+                .meta
+                .get(stream.as_str())
+                .is_some_and(|m| m.rules.is_soft_deleted());
+        check_expected(
+            stream,
+            &req.kind,
+            req.expected,
+            state.current(),
+            soft_deleted,
+        )?;
         match &req.kind {
             WriteKind::Append(events) => {
-                let soft_deleted = self
-                    .meta
-                    .get(stream.as_str())
-                    .is_some_and(|m| m.rules.is_soft_deleted());
-                if soft_deleted && !stream.is_metadata_stream() {
+                if soft_deleted {
                     // Appending to a soft-deleted stream restores it from here on, as KurrentDB
                     // does: its metadata gets `$tb` = the first new revision.
                     let json = undelete_json(
@@ -514,4 +508,48 @@ fn undelete_json(previous: Option<&[u8]>, truncate_before: u64) -> Bytes {
         .unwrap_or_default();
     obj.insert("$tb".to_owned(), serde_json::Value::from(truncate_before));
     Bytes::from(serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default())
+}
+
+/// Judges `expected` against a stream whose last revision is `current`, by KurrentDB's rules:
+/// - a soft-deleted stream counts as existing for an exact revision (its last one) and `any`,
+///   takes `no_stream` too (the write restores it, revisions going on), and refuses
+///   `stream_exists` as deleted;
+/// - a soft delete needs a stream with events: a stream that never had any is answered with a
+///   wrong expected revision whose actual revision is "none", whatever was expected (clients read
+///   that as stream-not-found).
+fn check_expected(
+    stream: &StreamName,
+    kind: &WriteKind,
+    expected: ExpectedRevision,
+    current: Option<u64>,
+    soft_deleted: bool,
+) -> Result<(), EngineError> {
+    let wrong = || -> EngineError {
+        DomainError::WrongExpectedRevision {
+            stream: stream.to_string(),
+            expected,
+            actual: current,
+        }
+        .into()
+    };
+    if matches!(kind, WriteKind::SoftDelete) && current.is_none() {
+        return Err(wrong());
+    }
+    if soft_deleted {
+        match expected {
+            ExpectedRevision::StreamExists => {
+                return Err(DomainError::StreamDeleted {
+                    stream: stream.to_string(),
+                }
+                .into());
+            }
+            ExpectedRevision::NoStream => return Ok(()),
+            _ => {}
+        }
+    }
+    if expected.is_satisfied_by(current) {
+        Ok(())
+    } else {
+        Err(wrong())
+    }
 }

@@ -251,6 +251,97 @@ async fn soft_delete_then_append_and_tombstone() {
     ));
 }
 
+/// The position of the last event in `$all`, system events included (0 when empty).
+async fn last_position(c: &Client) -> u64 {
+    let opts = ReadAllOptions::default()
+        .position(StreamPosition::End)
+        .backwards()
+        .max_count(1);
+    let mut r = c.read_all(&opts).await.unwrap();
+    match r.next().await.unwrap() {
+        Some(e) => e.get_original_event().position.commit,
+        None => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_and_metadata_as_kurrentdb_judges_them() {
+    let s = start().await;
+    let c = &s.client;
+    c.append_to_stream("other-1", &Default::default(), event("A", 0))
+        .await
+        .unwrap();
+    let head = last_position(c).await;
+
+    // A soft delete of a stream that never existed fails whatever it expects, and writes nothing.
+    for state in [
+        StreamState::Any,
+        StreamState::NoStream,
+        StreamState::StreamExists,
+        StreamState::StreamRevision(0),
+    ] {
+        let err = c
+            .delete_stream(
+                "never-1",
+                &DeleteStreamOptions::default().stream_state(state),
+            )
+            .await
+            .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("FailedPrecondition") && text.contains("Actual version: -1"),
+            "{state:?}: {text}"
+        );
+    }
+    assert_eq!(last_position(c).await, head);
+
+    // A soft-deleted stream: deleted for stream_exists, restored by no_stream.
+    c.append_to_stream(
+        "cart-2",
+        &Default::default(),
+        vec![event("A", 0), event("A", 1)],
+    )
+    .await
+    .unwrap();
+    c.delete_stream("cart-2", &Default::default())
+        .await
+        .unwrap();
+    let exists = DeleteStreamOptions::default().stream_state(StreamState::StreamExists);
+    let err = c.delete_stream("cart-2", &exists).await.unwrap_err();
+    assert!(matches!(err, kurrentdb::Error::ResourceDeleted), "{err:?}");
+    let no_stream = AppendToStreamOptions::default().stream_state(StreamState::NoStream);
+    let w = c
+        .append_to_stream("cart-2", &no_stream, event("A", 2))
+        .await
+        .unwrap();
+    assert_eq!(w.next_expected_version, 2);
+    let events = read_all_of(c, "cart-2", &ReadStreamOptions::default()).await;
+    assert_eq!(events.iter().map(|e| e.0).collect::<Vec<_>>(), vec![2]);
+
+    // A tombstoned stream's metadata reads as deleted, and still takes writes.
+    let metadata = StreamMetadata::builder().max_count(5).build();
+    c.set_stream_metadata("cart-2", &Default::default(), &metadata)
+        .await
+        .unwrap();
+    c.tombstone_stream("cart-2", &TombstoneStreamOptions::default())
+        .await
+        .unwrap();
+    let got = c
+        .get_stream_metadata("cart-2", &Default::default())
+        .await
+        .unwrap();
+    assert!(got.is_deleted(), "{got:?}");
+    let at_two = AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(2));
+    c.set_stream_metadata("cart-2", &at_two, &metadata)
+        .await
+        .unwrap();
+    let got = c
+        .get_stream_metadata("cart-2", &Default::default())
+        .await
+        .unwrap();
+    assert!(got.is_deleted(), "{got:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn read_all_with_filters() {
     let s = start().await;
