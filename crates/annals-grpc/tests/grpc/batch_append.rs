@@ -185,15 +185,20 @@ async fn a_call_stops_reading_past_its_in_flight_bytes() {
     };
     server.storage.hold_syncs(true);
     let _release = Release(server.storage.clone());
-    // 17 batches of 4 MB: more than 64 MiB in flight.
-    let mut held = Vec::new();
-    for n in 0..17 {
-        let appender = appender.clone();
-        let events = big(n);
-        held.push(tokio::spawn(async move {
-            appender.append("big", ExpectedRevision::Any, events).await
-        }));
+    // 17 batches of 4 MB: more than 64 MiB in flight. An append puts its batch on the call when
+    // first polled: poll each once here, in order, so all 17 are on the call before the batch
+    // below, however the machine schedules the tasks that then wait for the answers.
+    let mut pending: Vec<_> = (0..17)
+        .map(|n| {
+            let appender = appender.clone();
+            let events = big(n);
+            Box::pin(async move { appender.append("big", ExpectedRevision::Any, events).await })
+        })
+        .collect();
+    for p in &mut pending {
+        assert!(futures::poll!(p.as_mut()).is_pending());
     }
+    let held: Vec<_> = pending.into_iter().map(tokio::spawn).collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while server.storage.held_syncs() == 0 {
         assert!(
