@@ -42,6 +42,10 @@ pub enum InputError {
     CannotDeleteMetadataStream,
     #[error("event ids within one append must be distinct")]
     DuplicateEventId,
+    #[error(
+        "stream {stream} is served from the index ($ce- and $et- streams are read-only): it cannot be appended to, deleted or given metadata"
+    )]
+    IndexedStreamWrite { stream: String },
 }
 
 /// A well-formed request that the stream's state refuses. Nothing was written.

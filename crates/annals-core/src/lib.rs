@@ -10,6 +10,7 @@ mod event;
 mod filter;
 mod json;
 pub mod limits;
+mod link;
 mod metadata;
 mod name;
 mod position;
@@ -21,6 +22,10 @@ pub use event::{
 };
 pub use filter::{Filter, FilterError, FilterTarget};
 pub use json::EventJson;
+pub use link::{
+    CATEGORY_STREAM_PREFIX, EVENT_TYPE_STREAM_PREFIX, IndexedStream, LINK_EVENT_TYPE,
+    ResolvedEvent, link_id, link_to,
+};
 pub use metadata::{SOFT_DELETE_TRUNCATE_BEFORE, StreamMetadata};
 pub use name::{EventType, StreamName, category_of};
 pub use position::{AppendResult, Direction, ExpectedRevision, Position, Revision};

@@ -113,7 +113,7 @@ impl AsRef<str> for StreamName {
 
 /// A validated event type: non-empty UTF-8 of at most [`EVENT_TYPE_BYTES_MAX`] bytes.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventType(Arc<str>);
+pub struct EventType(pub(crate) Arc<str>);
 
 impl EventType {
     pub fn new(name: impl AsRef<str>) -> Result<Self, InputError> {

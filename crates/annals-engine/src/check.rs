@@ -1,9 +1,10 @@
 //! `annals check`: verifies every record's checksum and position, and that the index agrees with
-//! the log entry for entry.
+//! the log entry for entry (category and event-type revisions included: they must number each
+//! list's events densely in log order).
 
 use std::collections::HashMap;
 
-use annals_core::{Direction, Position, category_of};
+use annals_core::{Direction, Position, Revision, category_of};
 use annals_index::{Index, PostingKind};
 use annals_log::codec::{Interner, RecordKind, decode_events};
 
@@ -42,6 +43,7 @@ impl Engine {
         let mut next = Position(1);
         let mut revisions: HashMap<String, (u64, bool)> = HashMap::new();
         let mut ids: HashMap<String, u64> = HashMap::new();
+        let mut list_revisions: HashMap<(PostingKind, String), u64> = HashMap::new();
         while let Some(rec) = scan.next()? {
             report.records += 1;
             if rec.header.first_position != next {
@@ -110,18 +112,22 @@ impl Engine {
                         ),
                     ),
                 }
+                // The event is the next revision of its category's and its type's lists.
                 for (kind, key) in [
                     (PostingKind::Category, category_of(name)),
                     (PostingKind::EventType, e.event_type.as_str()),
                 ] {
-                    let p = index.postings(kind, key, e.position, Direction::Forwards, 1)?;
-                    if p.first().map(|p| (p.position, p.address)) != Some((e.position, rec.address))
-                    {
+                    let due = list_revisions.entry((kind, key.to_owned())).or_insert(0);
+                    let revision = Revision(*due);
+                    *due += 1;
+                    let p = index.postings(kind, key, revision, Direction::Forwards, 1)?;
+                    let found = p.first().map(|p| (p.revision, p.position, p.address));
+                    if found != Some((revision, e.position, rec.address)) {
                         problem(
                             &mut report,
                             format!(
-                                "{kind:?} {key:?}: position {} missing from the index",
-                                e.position
+                                "{kind:?} {key:?}@{revision}: index has {found:?}, log has position {} at {}",
+                                e.position, rec.address
                             ),
                         );
                     }

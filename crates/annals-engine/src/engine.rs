@@ -537,16 +537,31 @@ fn load_metadata(log: &Arc<Log>, index: &dyn Index) -> Result<MetaMap, EngineErr
     Ok(meta)
 }
 
-/// Metadata streams are deleted with their stream, never on their own.
+/// Metadata streams are deleted with their stream, never on their own; streams the index serves
+/// are never deleted.
 fn deletable(stream: &StreamName) -> Result<(), EngineError> {
     if stream.is_metadata_stream() {
         return Err(InputError::CannotDeleteMetadataStream.into());
+    }
+    writable(stream)
+}
+
+/// `$ce-` and `$et-` streams are served from the index: nothing may be written to them, nor to
+/// their metadata streams (`$$$ce-…`), which would give them rules of their own.
+fn writable(stream: &StreamName) -> Result<(), EngineError> {
+    let target = stream.metadata_target();
+    if stream.indexed().is_some() || target.is_some_and(|t| t.indexed().is_some()) {
+        return Err(InputError::IndexedStreamWrite {
+            stream: stream.to_string(),
+        }
+        .into());
     }
     Ok(())
 }
 
 /// Checks an append against the input limits before it reaches the writer.
 fn validate_append(stream: &StreamName, events: &[NewEvent]) -> Result<(), EngineError> {
+    writable(stream)?;
     if events.is_empty() {
         return Err(InputError::EmptyAppend.into());
     }

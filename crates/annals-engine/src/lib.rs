@@ -1,5 +1,6 @@
 //! Annals's engine: the single writer with group commit, optimistic concurrency and idempotent
-//! appends; reads of streams, `$all`, categories and event types with stream-metadata rules; the
+//! appends; reads of streams, `$all`, and of categories and event types as the streams `$ce-…`
+//! and `$et-…` (served from the index), with stream-metadata rules; the
 //! committed-head signal; catch-up/live subscriptions; and the store check.
 //!
 //! Data paths (see ARCHITECTURE.md): an append goes caller → bounded queue → writer thread (check,
@@ -12,6 +13,7 @@ mod engine;
 mod error;
 mod head;
 mod index_store;
+mod links;
 mod read;
 mod replay;
 mod rules;
@@ -27,4 +29,7 @@ pub use config::{
 pub use engine::{Engine, OpenReport};
 pub use error::EngineError;
 pub use read::{AllPage, READ_SCAN_EVENTS_MAX};
-pub use subscription::{SUBSCRIPTION_PAGE_EVENTS_MAX, Subscription, SubscriptionPage};
+pub use subscription::{
+    SUBSCRIPTION_PAGE_EVENTS_MAX, StreamSubscription, StreamSubscriptionPage, Subscription,
+    SubscriptionPage,
+};

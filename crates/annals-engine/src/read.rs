@@ -1,20 +1,18 @@
-//! Read paths: a stream by revision, `$all` by position with server-side filters, a category and
-//! an event type. Every read stops at the published head, so it never returns an event that is not
+//! Read paths: a stream by revision and `$all` by position with server-side filters (the streams
+//! the index serves, `$ce-` and `$et-`, are read in [`crate::links`]). Every read stops at the published head, so it never returns an event that is not
 //! durable, and applies stream-metadata rules where [`crate::rules`] says so.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use annals_core::{
-    Direction, DomainError, EventRecord, Filter, FilterTarget, Position, Revision, StreamName,
-    Timestamp, limits::STORE_READ_EVENTS_MAX,
+    Direction, DomainError, EventRecord, Filter, FilterTarget, Position, ResolvedEvent, Revision,
+    StreamName, Timestamp, limits::STORE_READ_EVENTS_MAX,
 };
-use annals_index::{Index, PostingKind};
+use annals_index::Index;
 use annals_log::LogError;
 use annals_log::codec::{Interner, decode_events, frame_stream};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::links::posting_list;
 use crate::rules::Visibility;
 
 /// Most events a filtered `$all` read looks at before returning, matched or not, so a selective
@@ -32,7 +30,7 @@ pub struct AllPage {
     pub end_reached: bool,
 }
 
-fn corrupt(address: u64, e: impl std::fmt::Display) -> EngineError {
+pub(crate) fn corrupt(address: u64, e: impl std::fmt::Display) -> EngineError {
     LogError::Corrupt {
         file: "log".to_owned(),
         offset: address,
@@ -43,8 +41,28 @@ fn corrupt(address: u64, e: impl std::fmt::Display) -> EngineError {
 
 impl Engine {
     /// Reads up to `limit` events of `stream` from revision `from` (inclusive; `Revision::END`
-    /// reads backwards from the last event).
+    /// reads backwards from the last event). A `$ce-`/`$et-` stream is read from the index
+    /// ([`crate::links`]) as its link records: what a reader that does not resolve links sees.
     pub fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Revision,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, EngineError> {
+        match posting_list(stream) {
+            Some((kind, key)) => Ok(self
+                .read_indexed(stream, kind, key, from, direction, limit)?
+                .events
+                .into_iter()
+                .map(ResolvedEvent::into_original)
+                .collect()),
+            None => self.read_written_stream(stream, from, direction, limit),
+        }
+    }
+
+    /// [`Engine::read_stream`] of a stream written to the log.
+    pub(crate) fn read_written_stream(
         &self,
         stream: &StreamName,
         from: Revision,
@@ -332,111 +350,11 @@ impl Engine {
         Ok(page)
     }
 
-    /// Reads up to `limit` events of category `category` from position `from` (inclusive).
-    pub fn read_category(
+    pub(crate) fn visibility(
         &self,
-        category: &str,
-        from: Position,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>, EngineError> {
-        self.read_postings(PostingKind::Category, category, from, direction, limit)
-    }
-
-    /// Reads up to `limit` events of type `event_type` from position `from` (inclusive).
-    pub fn read_event_type(
-        &self,
-        event_type: &str,
-        from: Position,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>, EngineError> {
-        self.read_postings(PostingKind::EventType, event_type, from, direction, limit)
-    }
-
-    fn read_postings(
-        &self,
-        kind: PostingKind,
-        key: &str,
-        from: Position,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>, EngineError> {
-        let shared = &self.inner.shared;
-        let limit = limit.min(STORE_READ_EVENTS_MAX);
-        let head = shared.head.get();
-        let mut cursor = match direction {
-            Direction::Forwards => from,
-            Direction::Backwards => from.min(head),
-        };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        let mut interner = Interner::default();
-        let mut visibility: HashMap<Arc<str>, Visibility> = HashMap::new();
-        let now = Timestamp::now();
-        while out.len() < limit {
-            let postings =
-                shared
-                    .index
-                    .postings(kind, key, cursor, direction, limit - out.len())?;
-            if postings.is_empty() {
-                break;
-            }
-            let mut i = 0;
-            while let Some(p) = postings.get(i) {
-                if p.position > head {
-                    return Ok(out);
-                }
-                let mut j = i + 1;
-                while postings.get(j).is_some_and(|q| q.address == p.address) {
-                    j += 1;
-                }
-                let group = postings.get(i..j).unwrap_or_default();
-                let record = shared.log.read_record(p.address)?;
-                let mut got = Vec::new();
-                decode_events(
-                    &record.frame,
-                    &record.header,
-                    &mut interner,
-                    (record.header.first_position, record.header.last_position()),
-                    |e| {
-                        if group.iter().any(|g| g.position == e.position) {
-                            got.push(e)
-                        }
-                    },
-                )
-                .map_err(|e| corrupt(p.address, e))?;
-                if direction == Direction::Backwards {
-                    got.reverse();
-                }
-                for e in got {
-                    let vis = match visibility.get(e.stream.as_str()) {
-                        Some(v) => *v,
-                        None => {
-                            let v = self.visibility(&e.stream, now)?;
-                            visibility.insert(Arc::clone(e.stream.as_arc()), v);
-                            v
-                        }
-                    };
-                    if vis.shows(&e) {
-                        out.push(e);
-                    }
-                }
-                i = j;
-            }
-            let Some(last) = postings.last() else { break };
-            cursor = match direction {
-                Direction::Forwards => last.position.next(),
-                Direction::Backwards => match last.position.0.checked_sub(1) {
-                    Some(p) => Position(p),
-                    None => break,
-                },
-            };
-        }
-        out.truncate(limit);
-        Ok(out)
-    }
-
-    fn visibility(&self, stream: &StreamName, now: Timestamp) -> Result<Visibility, EngineError> {
+        stream: &StreamName,
+        now: Timestamp,
+    ) -> Result<Visibility, EngineError> {
         let shared = &self.inner.shared;
         let meta = shared.meta.read().get(stream.as_str()).cloned();
         let Some(head) = shared.index.stream_head(stream.as_str())? else {

@@ -7,6 +7,10 @@ pub enum IndexError {
     Store(#[from] redb::Error),
     #[error("index is inconsistent: {0}")]
     Inconsistent(String),
+    /// The file was written by another index format (format 1 numbered no category or event-type
+    /// revisions); the engine rebuilds it from the log.
+    #[error("index file has format {found}, this version reads format {current}")]
+    Format { found: u64, current: u64 },
 }
 
 macro_rules! from_redb {

@@ -1,7 +1,8 @@
 //! Annals's indexes, derived from the log and rebuildable from it at any time.
 //!
 //! They answer: where is revision r of stream s (stream → revision → position and log address),
-//! which positions are in a category or of an event type (postings), where does the record holding
+//! where is revision r of a category or an event type (postings, numbered densely from 0: the
+//! revisions of the `$ce-`/`$et-` streams the engine serves from them), where does the record holding
 //! position p start (a sparse position map), and what is each stream's head. They never hold
 //! payloads: those stay in the log.
 //!
@@ -16,8 +17,9 @@ mod staged;
 mod types;
 
 pub use error::IndexError;
-pub use redb_index::{INDEX_FILE, RedbIndex, RedbIndexConfig};
+pub use redb_index::{INDEX_FILE, INDEX_FORMAT, RedbIndex, RedbIndexConfig};
+pub use staged::LINK_HEADS_CACHED_MAX;
 pub use types::{
     Entry, Index, IndexBatch, IndexCheckpoint, IndexRecord, IndexStats, KnownStream,
-    POSITION_BUCKET, Posting, PostingKind, StreamHead,
+    POSITION_BUCKET, Posting, PostingKind, RecordStart, StreamHead,
 };

@@ -74,15 +74,25 @@ pub struct Entry {
     pub address: u64,
 }
 
-/// One position in a posting list and the address of its record.
+/// One event in a posting list: its revision in the list (dense from 0, in position order, never
+/// changing), its position and the address of its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Posting {
+    pub revision: Revision,
+    pub position: Position,
+    pub address: u64,
+}
+
+/// Where a record starts: its first position and its address (an entry of the sparse position
+/// map).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordStart {
     pub position: Position,
     pub address: u64,
 }
 
 /// Which posting list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PostingKind {
     Category,
     EventType,
@@ -135,18 +145,18 @@ pub trait Index: Send + Sync + Debug {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Entry>, IndexError>;
-    /// Up to `limit` postings of `key` from `from` (inclusive) in `direction`.
+    /// Up to `limit` postings of `key` from revision `from` (inclusive) in `direction`.
     fn postings(
         &self,
         kind: PostingKind,
         key: &str,
-        from: Position,
+        from: Revision,
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Posting>, IndexError>;
     /// The start of the record holding `position`, or of an earlier one: the greatest entry of the
     /// sparse position map at or below `position`.
-    fn seek(&self, position: Position) -> Result<Option<Posting>, IndexError>;
+    fn seek(&self, position: Position) -> Result<Option<RecordStart>, IndexError>;
     /// Counts of committed entries (call [`Index::commit_staged`] first to count everything).
     fn stats(&self) -> Result<IndexStats, IndexError>;
     /// Every committed stream name with its head, in name order, starting after `after`.
@@ -196,13 +206,13 @@ impl<T: Index + ?Sized> Index for Arc<T> {
         &self,
         kind: PostingKind,
         key: &str,
-        from: Position,
+        from: Revision,
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Posting>, IndexError> {
         (**self).postings(kind, key, from, direction, limit)
     }
-    fn seek(&self, position: Position) -> Result<Option<Posting>, IndexError> {
+    fn seek(&self, position: Position) -> Result<Option<RecordStart>, IndexError> {
         (**self).seek(position)
     }
     fn stats(&self) -> Result<IndexStats, IndexError> {

@@ -18,6 +18,8 @@
 //! - a tombstone writes `$streamDeleted` at revision `i64::MAX`; reads and appends then fail with
 //!   stream deleted, and so do reads (not writes) of its `$$stream`;
 //! - `$all` reads return the log as written, with no metadata rules applied;
+//! - `$ce-{category}` and `$et-{event type}` number their events (tombstones excepted) densely
+//!   from 0 in position order, and show those their own stream's rules show, as link records;
 //! - an append is first checked against the input rules `annals_core` documents (limits, distinct
 //!   ids, metadata streams), written out here on their own (`validate_append`), so that a change
 //!   to the engine's checks shows as a difference instead of being copied.
@@ -28,11 +30,12 @@ use std::collections::HashMap;
 
 use annals_core::{
     AppendResult, ContentType, Direction, DomainError, ExpectedRevision, Filter, FilterTarget,
-    InputError, METADATA_EVENT_TYPE, NewEvent, Position, Revision, StreamMetadata, StreamName,
-    TOMBSTONE_EVENT_TYPE, category_of,
+    IndexedStream, InputError, LINK_EVENT_TYPE, METADATA_EVENT_TYPE, NewEvent, Position, Revision,
+    StreamMetadata, StreamName, TOMBSTONE_EVENT_TYPE, category_of,
     limits::{
         APPEND_EVENTS_MAX, STORE_APPEND_BYTES_MAX, STORE_EVENT_BYTES_MAX, STORE_READ_EVENTS_MAX,
     },
+    link_id,
 };
 use bytes::Bytes;
 use uuid::Uuid;
@@ -428,64 +431,69 @@ impl Model {
             .collect())
     }
 
-    /// Reads category `category` as `Engine::read_category` does: the events (tombstones
-    /// excepted) of every stream in the category, in position order, that their stream's
-    /// metadata rules show.
-    pub fn read_category(
+    /// Reads a stream the index serves (`$ce-{category}`, `$et-{event type}`) as
+    /// `Engine::read_stream_resolved` does: the events of the category or type (tombstones
+    /// excepted) in position order, numbered from 0, of which those their own stream's metadata
+    /// rules show are returned, each as (link record, event). Not found while the list is empty.
+    pub fn read_indexed(
         &self,
-        category: &str,
-        from: Position,
+        stream: &str,
+        from: Revision,
         direction: Direction,
         limit: usize,
-    ) -> Vec<ModelEvent> {
-        self.read_postings(
-            |e| category_of(&e.stream) == category,
-            from,
-            direction,
-            limit,
-        )
-    }
-
-    /// Reads the events of type `event_type` as `Engine::read_event_type` does.
-    pub fn read_event_type(
-        &self,
-        event_type: &str,
-        from: Position,
-        direction: Direction,
-        limit: usize,
-    ) -> Vec<ModelEvent> {
-        self.read_postings(|e| e.event_type == event_type, from, direction, limit)
-    }
-
-    fn read_postings(
-        &self,
-        wanted: impl Fn(&ModelEvent) -> bool,
-        from: Position,
-        direction: Direction,
-        limit: usize,
-    ) -> Vec<ModelEvent> {
+    ) -> Result<Vec<(ModelEvent, ModelEvent)>, ModelError> {
+        let name = StreamName::new(stream).map_err(ModelError::Input)?;
+        let in_list: Box<dyn Fn(&ModelEvent) -> bool> = match name.indexed() {
+            Some(IndexedStream::Category(c)) => Box::new(move |e| category_of(&e.stream) == c),
+            Some(IndexedStream::EventType(t)) => Box::new(move |e| e.event_type == t),
+            _ => return Err(ModelError::Input(InputError::EmptyStreamName)),
+        };
+        let list: Vec<(u64, &ModelEvent)> = self
+            .events
+            .iter()
+            .filter(|e| e.revision != Revision::TOMBSTONE.0 && in_list(e))
+            .enumerate()
+            .map(|(i, e)| (i as u64, e))
+            .collect();
+        if list.is_empty() {
+            return Err(DomainError::StreamNotFound {
+                stream: stream.to_owned(),
+            }
+            .into());
+        }
         let limit = limit.min(STORE_READ_EVENTS_MAX);
-        let keep =
-            |e: &&ModelEvent| e.revision != Revision::TOMBSTONE.0 && wanted(e) && self.shows(e);
-        match direction {
-            Direction::Forwards => self
-                .events
+        let keep = |(_, e): &&(u64, &ModelEvent)| self.shows(e);
+        let picked: Vec<&(u64, &ModelEvent)> = match direction {
+            Direction::Forwards => list
                 .iter()
-                .filter(|e| e.position >= from.0)
+                .filter(|(r, _)| *r >= from.0)
                 .filter(keep)
                 .take(limit)
-                .cloned()
                 .collect(),
-            Direction::Backwards => self
-                .events
+            Direction::Backwards => list
                 .iter()
                 .rev()
-                .filter(|e| e.position <= from.0)
+                .filter(|(r, _)| *r <= from.0)
                 .filter(keep)
                 .take(limit)
-                .cloned()
                 .collect(),
-        }
+        };
+        Ok(picked
+            .into_iter()
+            .map(|&(revision, e)| {
+                let link = ModelEvent {
+                    id: Some(link_id(&name, Revision(revision))),
+                    stream: stream.to_owned(),
+                    revision,
+                    position: e.position,
+                    event_type: LINK_EVENT_TYPE.to_owned(),
+                    content_type: ContentType::Binary,
+                    data: Bytes::from(format!("{}@{}", e.revision, e.stream)),
+                    metadata: Bytes::new(),
+                };
+                (link, e.clone())
+            })
+            .collect())
     }
 
     /// Whether the current metadata rules of `event`'s stream let reads return it.

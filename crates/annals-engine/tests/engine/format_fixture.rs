@@ -1,5 +1,7 @@
 //! Format fixtures: a small data directory written by format version 1 (committed under
-//! `tests/fixtures/v1`) must open with every later version and read back the same events.
+//! `tests/fixtures/v1`) must open with every later version and read back the same events. Its
+//! index is of index format 1 (postings keyed by position, unnumbered): opening it rebuilds the
+//! index from the log, after which `$ce-`/`$et-` streams read with dense revisions.
 //!
 //! Regenerate (only when adding a new format version's fixture) with
 //! `ANNALS_WRITE_FIXTURE=1 cargo test -p annals-engine --test format_fixture`.
@@ -81,6 +83,8 @@ fn version_1_fixture_opens_and_reads() {
     }
     let (engine, report) = Engine::open_dir(tmp.path(), EngineConfig::default()).unwrap();
     assert_eq!(report.log.truncated, None);
+    // Index format 1 numbered no category or event-type revisions: it is rebuilt from the log.
+    assert!(report.index_rebuilt, "{report:?}");
     // 20 events, 1 metadata event, 1 soft-delete metadata event, 1 tombstone.
     assert_eq!(engine.head(), Position(23));
     assert!(
@@ -123,6 +127,29 @@ fn version_1_fixture_opens_and_reads() {
             .enumerate()
             .all(|(i, e)| e.position.0 == i as u64 + 1)
     );
+    // `$ce-order` numbers all 20 events; `$maxCount` shows order-0's last three, order-1 is
+    // deleted and order-2 tombstoned.
+    let links = |engine: &Engine, stream: &str| {
+        engine
+            .read_stream(&name(stream), Revision(0), Direction::Forwards, 100)
+            .unwrap()
+            .iter()
+            .map(|e| (e.revision.0, String::from_utf8(e.data.to_vec()).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let want = vec![
+        (12, "4@order-0".to_owned()),
+        (15, "5@order-0".to_owned()),
+        (18, "6@order-0".to_owned()),
+    ];
+    assert_eq!(links(&engine, "$ce-order"), want);
+    assert_eq!(links(&engine, "$et-OrderEvent"), want);
     let check = engine.check(|_| {}).unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
+    engine.close();
+    drop(engine);
+    // Rebuilt once: the next open keeps the new index and reads the same revisions.
+    let (engine, report) = Engine::open_dir(tmp.path(), EngineConfig::default()).unwrap();
+    assert!(!report.index_rebuilt, "{report:?}");
+    assert_eq!(links(&engine, "$ce-order"), want);
 }

@@ -1,8 +1,8 @@
 //! Integration tests of the engine, in one test binary so the stack links once: smoke tests of
 //! the API, expected revisions around deletes, crash and fault tests (a crash at every sync keeps
 //! exactly the acknowledged appends), random operations against the reference model,
-//! subscriptions switching from catch-up to live, shutdown with appends in flight, and a data
-//! directory written by format version 1.
+//! subscriptions switching from catch-up to live, shutdown with appends in flight, a data
+//! directory written by format version 1, and the `$ce-`/`$et-` streams served from the index.
 
 #![expect(
     clippy::unwrap_used,
@@ -14,6 +14,7 @@
 mod crash;
 mod deletes;
 mod format_fixture;
+mod indexed_streams;
 mod model;
 mod shutdown;
 mod smoke;

@@ -15,8 +15,8 @@ use std::sync::{Arc, LazyLock};
 
 use annals_core::limits::{APPEND_EVENTS_MAX, STORE_APPEND_BYTES_MAX, STORE_EVENT_BYTES_MAX};
 use annals_core::{
-    ContentType, Direction, EventType, ExpectedRevision, Filter, FilterTarget, NewEvent, Position,
-    Revision, StreamName,
+    ContentType, Direction, EventRecord, EventType, ExpectedRevision, Filter, FilterTarget,
+    NewEvent, Position, Revision, StreamName,
 };
 use annals_engine::{Engine, EngineConfig};
 use annals_log::{FaultStorage, LogConfig};
@@ -333,47 +333,66 @@ impl Run {
         compare_page(&e, &m).map_err(|d| self.fail(d))
     }
 
-    /// A category or event-type read, which applies every stream's metadata rules.
+    /// A read of a `$ce-` or `$et-` stream, which the index serves with dense revisions and
+    /// which applies every original stream's metadata rules: as link records (the stream read a
+    /// client that does not resolve links makes) or resolved, compared event and link alike.
     fn read_postings(&mut self) -> Result<(), String> {
-        let head = self.model.head().0;
         let direction = if self.rng.random_bool(0.5) {
             Direction::Forwards
         } else {
             Direction::Backwards
         };
+        let events = self.model.head().0;
         let from = match self.rng.random_range(0..4) {
-            0 if direction == Direction::Backwards => Position::END,
-            0 => Position::START,
-            _ => Position(self.rng.random_range(0..head + 3)),
+            0 if direction == Direction::Backwards => Revision::END,
+            0 => Revision(0),
+            _ => Revision(self.rng.random_range(0..events + 3)),
         };
         let limit = if self.rng.random_range(0..4) == 0 {
             10_000
         } else {
             self.rng.random_range(0..7)
         };
-        if self.rng.random_bool(0.5) {
+        let stream = if self.rng.random_bool(0.5) {
             let categories = ["order", "cart", "user", "$$order", "none"];
-            let category = categories[self.rng.random_range(0..categories.len())];
-            self.log.push(format!(
-                "read category {category} from {from:?} {direction:?} limit {limit}"
-            ));
-            let e = self
-                .engine()
-                .read_category(category, from, direction, limit);
-            let m = Ok(self.model.read_category(category, from, direction, limit));
-            compare_read(&e, &m).map_err(|d| self.fail(d))
+            format!(
+                "$ce-{}",
+                categories[self.rng.random_range(0..categories.len())]
+            )
         } else {
             let types: Vec<&str> = random::EVENT_TYPES
                 .iter()
                 .copied()
                 .chain(["$metadata", "$streamDeleted"])
                 .collect();
-            let ty = types[self.rng.random_range(0..types.len())];
-            self.log.push(format!(
-                "read type {ty} from {from:?} {direction:?} limit {limit}"
-            ));
-            let e = self.engine().read_event_type(ty, from, direction, limit);
-            let m = Ok(self.model.read_event_type(ty, from, direction, limit));
+            format!("$et-{}", types[self.rng.random_range(0..types.len())])
+        };
+        let resolve = self.rng.random_bool(0.5);
+        self.log.push(format!(
+            "read {stream} from {from:?} {direction:?} limit {limit} resolve {resolve}"
+        ));
+        let name = StreamName::new(&stream).unwrap();
+        let m = self.model.read_indexed(&stream, from, direction, limit);
+        if resolve {
+            let e = self
+                .engine()
+                .read_stream_resolved(&name, from, direction, limit);
+            match (e, m) {
+                (Ok(e), Ok(m)) => {
+                    let e_links: Vec<EventRecord> =
+                        e.iter().map(|r| r.link.clone().unwrap()).collect();
+                    let e_events: Vec<EventRecord> = e.into_iter().map(|r| r.event).collect();
+                    let (m_links, m_events): (Vec<_>, Vec<_>) = m.into_iter().unzip();
+                    compare_events(&e_links, &m_links)
+                        .and_then(|()| compare_events(&e_events, &m_events))
+                        .map_err(|d| self.fail(d))
+                }
+                (e, m) => compare_read(&e.map(|_| Vec::new()), &m.map(|_| Vec::new()))
+                    .map_err(|d| self.fail(d)),
+            }
+        } else {
+            let e = self.engine().read_stream(&name, from, direction, limit);
+            let m = m.map(|pairs| pairs.into_iter().map(|(link, _)| link).collect());
             compare_read(&e, &m).map_err(|d| self.fail(d))
         }
     }

@@ -70,11 +70,11 @@ fn append_read_reopen() {
         .unwrap();
     assert_eq!(carts.events.len(), 1);
     let cat = engine
-        .read_category("order", Position(0), Direction::Forwards, 10)
+        .read_category("order", Revision(0), Direction::Forwards, 10)
         .unwrap();
     assert_eq!(cat.len(), 3);
     let ty = engine
-        .read_event_type("Paid", Position(0), Direction::Forwards, 10)
+        .read_event_type("Paid", Revision(0), Direction::Forwards, 10)
         .unwrap();
     assert_eq!(ty.len(), 1);
     let back_all = engine

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use redb::Durability;
 
 use super::{
-    CATEGORIES_TABLE, EVENT_TYPES_TABLE, META_ADDRESS, META_GENERATION, META_LAST_RECORD,
+    CATEGORY_LINKS_TABLE, EVENT_TYPE_LINKS_TABLE, META_ADDRESS, META_GENERATION, META_LAST_RECORD,
     META_NEXT_POSITION, META_NEXT_STREAM_ID, META_TABLE, POSITIONS_TABLE, RedbIndex,
     STREAM_EVENTS_TABLE, STREAMS_TABLE,
 };
@@ -28,8 +28,8 @@ impl RedbIndex {
             let mut meta = txn.open_table(META_TABLE)?;
             let mut streams = txn.open_table(STREAMS_TABLE)?;
             let mut events = txn.open_table(STREAM_EVENTS_TABLE)?;
-            let mut categories = txn.open_table(CATEGORIES_TABLE)?;
-            let mut types = txn.open_table(EVENT_TYPES_TABLE)?;
+            let mut categories = txn.open_table(CATEGORY_LINKS_TABLE)?;
+            let mut types = txn.open_table(EVENT_TYPE_LINKS_TABLE)?;
             let mut positions = txn.open_table(POSITIONS_TABLE)?;
             // Entries are inserted in key order: neighbours land in the same B-tree pages, which
             // redb then copies and hashes once per transaction instead of once per entry.
@@ -37,15 +37,21 @@ impl RedbIndex {
             let mut stream_entries = Vec::new();
             for batch in &batches {
                 for r in &batch.records {
-                    let count = r.count();
+                    let count = r.count;
                     if !r.tombstone {
                         stream_entries.push((
                             (r.id, r.first_revision),
                             (r.first_position, r.address, count),
                         ));
-                        categories.insert((r.category(), r.first_position), (r.address, count))?;
-                        for (ty, first, run) in r.type_runs() {
-                            types.insert((&**ty, first), (r.address, run))?;
+                        categories.insert(
+                            (r.category(), r.category_revision),
+                            (r.first_position, r.address, count),
+                        )?;
+                        for run in &r.type_runs {
+                            types.insert(
+                                (&*run.event_type, run.first_revision),
+                                (run.first_position, r.address, run.count),
+                            )?;
                         }
                     }
                     let last = r.first_position.saturating_add(count.saturating_sub(1));

@@ -5,10 +5,17 @@
 //! - `streams`: name → (id, next revision, last position, flags);
 //! - `stream_events`: (stream id, first revision of a record) → (first position, record address,
 //!   event count): one entry per record, so a 100-event append costs one insert, not 100;
-//! - `categories`: (category, first position of a record) → (record address, event count);
-//! - `event_types`: (type, first position of a run of events of that type within a record) →
-//!   (record address, run length);
+//! - `category_links`: (category, the category revision of a record's first event) → (first
+//!   position, record address, event count): a category's events are numbered densely from 0 in
+//!   position order, which is the revision they have in stream `$ce-{category}`;
+//! - `event_type_links`: (type, the type revision of the first event of a run of that type within
+//!   a record) → (first position, record address, run length), numbered likewise for `$et-{type}`;
 //! - `positions`: first position of a record → its address, sparse (see [`crate::POSITION_BUCKET`]).
+//!
+//! `meta` records the format ([`INDEX_FORMAT`]). Format 1 keyed categories and event types by
+//! position and numbered nothing; a file of another format fails to open with
+//! [`IndexError::Format`], and the engine rebuilds it from the log (the log is the truth, and its
+//! record order gives every event the same revisions again).
 //!
 //! Batches are staged in memory first ([`crate::staged`]) and committed to redb without fsync,
 //! several per transaction; [`Index::flush`] commits durably.
@@ -31,7 +38,8 @@ use crate::error::IndexError;
 use crate::redb_backend::Backend;
 use crate::staged::{HeadTuple, Staged};
 use crate::types::{
-    Entry, Index, IndexBatch, IndexCheckpoint, IndexStats, Posting, PostingKind, StreamHead,
+    Entry, Index, IndexBatch, IndexCheckpoint, IndexStats, Posting, PostingKind, RecordStart,
+    StreamHead,
 };
 
 mod commit;
@@ -45,10 +53,10 @@ const META_TABLE: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STREAMS_TABLE: TableDefinition<&str, (u64, u64, u64, u64)> = TableDefinition::new("streams");
 const STREAM_EVENTS_TABLE: TableDefinition<(u64, u64), (u64, u64, u64)> =
     TableDefinition::new("stream_events");
-const CATEGORIES_TABLE: TableDefinition<(&str, u64), (u64, u64)> =
-    TableDefinition::new("categories");
-const EVENT_TYPES_TABLE: TableDefinition<(&str, u64), (u64, u64)> =
-    TableDefinition::new("event_types");
+/// A posting table: (key, first revision of a run) → (first position, record address, length).
+type LinksTable = TableDefinition<'static, (&'static str, u64), (u64, u64, u64)>;
+const CATEGORY_LINKS_TABLE: LinksTable = TableDefinition::new("category_links");
+const EVENT_TYPE_LINKS_TABLE: LinksTable = TableDefinition::new("event_type_links");
 const POSITIONS_TABLE: TableDefinition<u64, u64> = TableDefinition::new("positions");
 
 const META_ADDRESS: &str = "checkpoint_address";
@@ -56,6 +64,11 @@ const META_NEXT_POSITION: &str = "checkpoint_next_position";
 const META_NEXT_STREAM_ID: &str = "next_stream_id";
 const META_LAST_RECORD: &str = "checkpoint_last_record";
 const META_GENERATION: &str = "staged_generation";
+const META_FORMAT: &str = "format";
+
+/// The index file format this version writes and reads: 2 numbers category and event-type
+/// postings densely (format 1, unnumbered, had no `format` entry).
+pub const INDEX_FORMAT: u64 = 2;
 
 const FLAG_TOMBSTONED: u64 = 1;
 
@@ -105,18 +118,38 @@ impl RedbIndex {
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         let (next_id, generation) = {
-            let meta = txn.open_table(META_TABLE)?;
-            txn.open_table(STREAMS_TABLE)?;
-            txn.open_table(STREAM_EVENTS_TABLE)?;
-            txn.open_table(CATEGORIES_TABLE)?;
-            txn.open_table(EVENT_TYPES_TABLE)?;
-            txn.open_table(POSITIONS_TABLE)?;
+            let mut meta = txn.open_table(META_TABLE)?;
             let get =
                 |k| -> Result<Option<u64>, IndexError> { Ok(meta.get(k)?.map(|v| v.value())) };
-            (
+            match get(META_FORMAT)? {
+                Some(INDEX_FORMAT) => {}
+                Some(found) => {
+                    return Err(IndexError::Format {
+                        found,
+                        current: INDEX_FORMAT,
+                    });
+                }
+                // A file that covers part of the log but names no format was written by
+                // format 1. Checked before any table is created, so such a file is left as it is.
+                None if get(META_ADDRESS)?.is_some() => {
+                    return Err(IndexError::Format {
+                        found: 1,
+                        current: INDEX_FORMAT,
+                    });
+                }
+                None => {}
+            }
+            let found = (
                 get(META_NEXT_STREAM_ID)?.unwrap_or(1),
                 get(META_GENERATION)?.unwrap_or(0),
-            )
+            );
+            meta.insert(META_FORMAT, INDEX_FORMAT)?;
+            txn.open_table(STREAMS_TABLE)?;
+            txn.open_table(STREAM_EVENTS_TABLE)?;
+            txn.open_table(CATEGORY_LINKS_TABLE)?;
+            txn.open_table(EVENT_TYPE_LINKS_TABLE)?;
+            txn.open_table(POSITIONS_TABLE)?;
+            found
         };
         txn.commit()?;
         Ok(Self {
@@ -124,6 +157,7 @@ impl RedbIndex {
             staged: RwLock::new(Staged {
                 batches: Vec::new(),
                 heads: HashMap::new(),
+                link_heads: HashMap::new(),
                 next_generation: generation.saturating_add(1),
                 next_id,
             }),
@@ -158,6 +192,14 @@ fn run_end(
             "{table} entry {key:?}: {count} from {first} passes the largest number"
         ))
     })
+}
+
+/// The name of `kind`'s table, for errors.
+fn links_table(kind: PostingKind) -> &'static str {
+    match kind {
+        PostingKind::Category => "category_links",
+        PostingKind::EventType => "event_type_links",
+    }
 }
 
 impl Index for RedbIndex {
@@ -209,14 +251,14 @@ impl Index for RedbIndex {
         &self,
         kind: PostingKind,
         key: &str,
-        from: Position,
+        from: Revision,
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Posting>, IndexError> {
         self.read_postings(kind, key, from, direction, limit)
     }
 
-    fn seek(&self, position: Position) -> Result<Option<Posting>, IndexError> {
+    fn seek(&self, position: Position) -> Result<Option<RecordStart>, IndexError> {
         self.read_seek(position)
     }
 
@@ -240,7 +282,7 @@ mod tests {
     use super::*;
     use crate::types::{IndexRecord, KnownStream};
 
-    pub(super) fn rec(addr: u64, stream: &str, pos: u64, rev: u64, n: usize) -> IndexRecord {
+    pub(crate) fn rec(addr: u64, stream: &str, pos: u64, rev: u64, n: usize) -> IndexRecord {
         IndexRecord {
             address: addr,
             stream: Arc::from(stream),

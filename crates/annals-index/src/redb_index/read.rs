@@ -8,13 +8,15 @@ use annals_core::{Direction, Position, Revision};
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
 use super::{
-    CATEGORIES_TABLE, EVENT_TYPES_TABLE, META_ADDRESS, META_GENERATION, META_LAST_RECORD,
+    CATEGORY_LINKS_TABLE, EVENT_TYPE_LINKS_TABLE, META_ADDRESS, META_GENERATION, META_LAST_RECORD,
     META_NEXT_POSITION, META_TABLE, POSITIONS_TABLE, RedbIndex, STREAM_EVENTS_TABLE, STREAMS_TABLE,
     head_from, run_end,
 };
 use crate::error::IndexError;
 use crate::staged::StagedBatch;
-use crate::types::{Entry, IndexCheckpoint, IndexStats, Posting, PostingKind, StreamHead};
+use crate::types::{
+    Entry, IndexCheckpoint, IndexStats, Posting, PostingKind, RecordStart, StreamHead,
+};
 
 /// One entry of `stream_events` as a range yields it.
 type StreamEventItem<'a> = Result<
@@ -145,7 +147,7 @@ impl RedbIndex {
             .iter()
             .flat_map(|b| b.records.iter())
             .filter(|r| r.id == id && !r.tombstone)
-            .map(|r| (r.first_revision, r.first_position, r.count(), r.address))
+            .map(|r| (r.first_revision, r.first_position, r.count, r.address))
             .collect();
         let make = |revision, position, address| Entry {
             revision: Revision(revision),
@@ -206,12 +208,12 @@ impl RedbIndex {
         &self,
         kind: PostingKind,
         key: &str,
-        from: Position,
+        from: Revision,
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Posting>, IndexError> {
         let (staged, txn) = self.view()?;
-        // Staged runs of this key: (first position, first position, count, address).
+        // Staged runs of this key: (first revision, first position, count, address).
         let mut runs: Vec<(u64, u64, u64, u64)> = Vec::new();
         for r in staged
             .iter()
@@ -221,29 +223,29 @@ impl RedbIndex {
             match kind {
                 PostingKind::Category => {
                     if r.category() == key {
-                        runs.push((r.first_position, r.first_position, r.count(), r.address));
+                        runs.push((r.category_revision, r.first_position, r.count, r.address));
                     }
                 }
                 PostingKind::EventType => {
-                    for (ty, first, run) in r.type_runs() {
-                        if &**ty == key {
-                            runs.push((first, first, run, r.address));
-                        }
+                    for run in r.type_runs.iter().filter(|run| &*run.event_type == key) {
+                        runs.push((run.first_revision, run.first_position, run.count, r.address));
                     }
                 }
             }
         }
-        let make = |position, _, address| Posting {
+        let make = |revision, position, address| Posting {
+            revision: Revision(revision),
             position: Position(position),
             address,
         };
         let mut out = Vec::with_capacity(limit.min(1024));
+        // Staged revisions all follow the committed ones.
         if direction == Direction::Backwards {
             push_staged(&mut out, &runs, from.0, direction, limit, make)?;
         }
         let table = txn.open_table(match kind {
-            PostingKind::Category => CATEGORIES_TABLE,
-            PostingKind::EventType => EVENT_TYPES_TABLE,
+            PostingKind::Category => CATEGORY_LINKS_TABLE,
+            PostingKind::EventType => EVENT_TYPE_LINKS_TABLE,
         })?;
         // The run holding `from` starts at or before it.
         let start = table
@@ -251,18 +253,19 @@ impl RedbIndex {
             .next_back()
             .transpose()?
             .map_or(from.0, |(k, _)| k.value().1);
-        let committed = |first: u64, (address, count): (u64, u64), out: &mut Vec<Posting>| {
-            push_run(
-                out,
-                first,
-                first,
-                count,
-                from.0,
-                direction,
-                limit,
-                |p, _| make(p, p, address),
-            )
-        };
+        let committed =
+            |first: u64, (first_pos, address, count): (u64, u64, u64), out: &mut Vec<Posting>| {
+                push_run(
+                    out,
+                    first,
+                    first_pos,
+                    count,
+                    from.0,
+                    direction,
+                    limit,
+                    |r, p| make(r, p, address),
+                )
+            };
         match direction {
             Direction::Forwards => {
                 for item in table.range((key, start)..=(key, u64::MAX))? {
@@ -288,14 +291,14 @@ impl RedbIndex {
         Ok(out)
     }
 
-    pub(super) fn read_seek(&self, position: Position) -> Result<Option<Posting>, IndexError> {
+    pub(super) fn read_seek(&self, position: Position) -> Result<Option<RecordStart>, IndexError> {
         let (staged, txn) = self.view()?;
         // Any staged record start at or below `position` is a valid place to scan from.
         let from_staged = staged
             .iter()
             .flat_map(|b| b.records.iter())
             .filter(|r| r.first_position <= position.0)
-            .map(|r| Posting {
+            .map(|r| RecordStart {
                 position: Position(r.first_position),
                 address: r.address,
             })
@@ -305,7 +308,7 @@ impl RedbIndex {
             .range(..=position.0)?
             .next_back()
             .transpose()?
-            .map(|(k, v)| Posting {
+            .map(|(k, v)| RecordStart {
                 position: Position(k.value()),
                 address: v.value(),
             });
@@ -320,8 +323,8 @@ impl RedbIndex {
         Ok(IndexStats {
             streams: txn.open_table(STREAMS_TABLE)?.len()?,
             stream_entries: txn.open_table(STREAM_EVENTS_TABLE)?.len()?,
-            category_postings: txn.open_table(CATEGORIES_TABLE)?.len()?,
-            type_postings: txn.open_table(EVENT_TYPES_TABLE)?.len()?,
+            category_postings: txn.open_table(CATEGORY_LINKS_TABLE)?.len()?,
+            type_postings: txn.open_table(EVENT_TYPE_LINKS_TABLE)?.len()?,
             position_entries: txn.open_table(POSITIONS_TABLE)?.len()?,
         })
     }
@@ -397,14 +400,16 @@ mod tests {
             .postings(
                 PostingKind::Category,
                 "order",
-                Position(2),
+                Revision(1),
                 Direction::Forwards,
                 10,
             )
             .unwrap();
         assert_eq!(
-            cat.iter().map(|p| p.position.0).collect::<Vec<_>>(),
-            vec![2, 3, 4]
+            cat.iter()
+                .map(|p| (p.revision.0, p.position.0, p.address))
+                .collect::<Vec<_>>(),
+            vec![(1, 2, 64), (2, 3, 200), (3, 4, 300)]
         );
         assert_eq!(idx.seek(Position(4)).unwrap().unwrap().address, 64);
         assert_eq!(idx.checkpoint().unwrap().next_position, Position(5));
@@ -425,15 +430,15 @@ mod tests {
         {
             let mut events = txn.open_table(STREAM_EVENTS_TABLE).unwrap();
             events.insert((7, 0), (u64::MAX, 64, 2)).unwrap();
-            let mut categories = txn.open_table(CATEGORIES_TABLE).unwrap();
-            categories.insert(("order", u64::MAX), (64, 2)).unwrap();
+            let mut categories = txn.open_table(CATEGORY_LINKS_TABLE).unwrap();
+            categories.insert(("order", u64::MAX), (1, 64, 2)).unwrap();
         }
         txn.commit().unwrap();
         for direction in [Direction::Forwards, Direction::Backwards] {
             let entries = idx.stream_entries(7, Revision(0), direction, 10);
             assert!(matches!(entries, Err(IndexError::Inconsistent(_))));
             let postings =
-                idx.postings(PostingKind::Category, "order", Position::END, direction, 10);
+                idx.postings(PostingKind::Category, "order", Revision::END, direction, 10);
             assert!(matches!(postings, Err(IndexError::Inconsistent(_))));
         }
         // A record whose positions would pass u64::MAX is refused too.
@@ -480,7 +485,7 @@ mod tests {
                 .postings(
                     PostingKind::Category,
                     "order",
-                    Position(2),
+                    Revision(1),
                     Direction::Forwards,
                     10,
                 )
@@ -489,7 +494,7 @@ mod tests {
                 .postings(
                     PostingKind::EventType,
                     "Ty",
-                    Position::END,
+                    Revision::END,
                     Direction::Backwards,
                     10,
                 )
@@ -501,8 +506,13 @@ mod tests {
                     .map(|e| (e.revision.0, e.position.0, e.address))
                     .collect::<Vec<_>>(),
                 back.iter().map(|e| e.revision.0).collect::<Vec<_>>(),
-                cat.iter().map(|p| p.position.0).collect::<Vec<_>>(),
-                ty_back.iter().map(|p| p.position.0).collect::<Vec<_>>(),
+                cat.iter()
+                    .map(|p| (p.revision.0, p.position.0))
+                    .collect::<Vec<_>>(),
+                ty_back
+                    .iter()
+                    .map(|p| (p.revision.0, p.position.0))
+                    .collect::<Vec<_>>(),
                 new_stream,
                 idx.checkpoint().unwrap().next_position,
             )
@@ -514,8 +524,12 @@ mod tests {
             vec![(1, 2, 64), (2, 4, 300), (3, 5, 300), (4, 6, 300)]
         );
         assert_eq!(staged.2, vec![3, 2, 1]);
-        assert_eq!(staged.3, vec![2, 4, 5, 6, 7]);
-        assert_eq!(staged.4, vec![7, 6, 4, 3, 2, 1]);
+        // Category and type revisions are dense in position order, across both batches.
+        assert_eq!(staged.3, vec![(1, 2), (2, 4), (3, 5), (4, 6), (5, 7)]);
+        assert_eq!(
+            staged.4,
+            vec![(5, 7), (4, 6), (3, 4), (2, 3), (1, 2), (0, 1)]
+        );
         assert_eq!(staged.5, Some(Position(7)));
         assert_eq!(staged.6, Position(8));
         // A staged record start is a tighter place to scan from than the sparse map's.
@@ -527,5 +541,80 @@ mod tests {
         idx.commit_staged().unwrap();
         assert_eq!(answers(&idx), staged);
         assert_eq!(idx.stats().unwrap().streams, 3);
+    }
+
+    /// Revisions continue from what redb holds when nothing of a list is in memory (a reopened
+    /// index), and a type's runs within one record each get their own revisions.
+    #[test]
+    fn revisions_continue_after_reopen() {
+        let storage = FaultStorage::new();
+        let cp = |address, next| IndexCheckpoint {
+            address,
+            next_position: Position(next),
+            last_record_address: 0,
+        };
+        {
+            let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
+            idx.apply(&IndexBatch {
+                records: vec![rec(64, "order-1", 1, 0, 2), rec(200, "cart-1", 3, 0, 1)],
+                checkpoint: cp(300, 4),
+            })
+            .unwrap();
+            idx.flush().unwrap();
+        }
+        let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
+        let mut mixed = rec(300, "order-2", 4, 0, 3);
+        mixed.event_types = vec![Arc::from("Other"), Arc::from("Ty"), Arc::from("Other")];
+        idx.stage(&IndexBatch {
+            records: vec![mixed],
+            checkpoint: cp(400, 7),
+        })
+        .unwrap();
+        let read = |kind, key| {
+            idx.postings(kind, key, Revision(0), Direction::Forwards, 10)
+                .unwrap()
+                .iter()
+                .map(|p| (p.revision.0, p.position.0))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            read(PostingKind::Category, "order"),
+            vec![(0, 1), (1, 2), (2, 4), (3, 5), (4, 6)]
+        );
+        assert_eq!(
+            read(PostingKind::EventType, "Ty"),
+            vec![(0, 1), (1, 2), (2, 3), (3, 5)]
+        );
+        assert_eq!(read(PostingKind::EventType, "Other"), vec![(0, 4), (1, 6)]);
+        assert_eq!(read(PostingKind::Category, "none"), vec![]);
+    }
+
+    /// A file of format 1 (a checkpoint but no format entry) is refused, and left unchanged.
+    #[test]
+    fn format_1_files_are_refused() {
+        let storage = FaultStorage::new();
+        {
+            let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
+            let txn = idx.db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META_TABLE).unwrap();
+                meta.remove(super::super::META_FORMAT).unwrap();
+                meta.insert(META_ADDRESS, 128).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let err = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    IndexError::Format {
+                        found: 1,
+                        current: 2
+                    }
+                ),
+                "{err:?}"
+            );
+        }
     }
 }

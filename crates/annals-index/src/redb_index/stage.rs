@@ -5,12 +5,74 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use annals_core::category_of;
 use redb::ReadableDatabase;
 
-use super::{FLAG_TOMBSTONED, META_NEXT_STREAM_ID, RedbIndex, STREAMS_TABLE, run_end};
+use super::{
+    CATEGORY_LINKS_TABLE, EVENT_TYPE_LINKS_TABLE, FLAG_TOMBSTONED, META_NEXT_STREAM_ID, RedbIndex,
+    STREAMS_TABLE, links_table, run_end,
+};
 use crate::error::IndexError;
-use crate::staged::{HeadTuple, StagedBatch, StagedRecord};
-use crate::types::IndexBatch;
+use crate::staged::{HeadTuple, LinkKey, Staged, StagedBatch, StagedRecord, TypeRun, type_runs};
+use crate::types::{IndexBatch, PostingKind};
+
+/// A posting table as staging reads it: (key, first revision) → (first position, address, length).
+type LinksSnapshot = redb::ReadOnlyTable<(&'static str, u64), (u64, u64, u64)>;
+
+/// The next revisions of the posting lists one batch touches, found in the batch itself, in the
+/// staged layer, or (for a list not touched since its last commit dropped from memory) in redb.
+struct LinkHeads<'a> {
+    staged: &'a Staged,
+    db: &'a redb::Database,
+    batch: HashMap<LinkKey, u64>,
+    snapshot: Option<redb::ReadTransaction>,
+    tables: [Option<LinksSnapshot>; 2],
+}
+
+impl LinkHeads<'_> {
+    /// Hands out `count` revisions of list (`kind`, `key`), returning the first.
+    fn take(&mut self, kind: PostingKind, key: &str, count: u64) -> Result<u64, IndexError> {
+        let lookup = (kind, Arc::<str>::from(key));
+        let next = match self.batch.get(&lookup) {
+            Some(n) => *n,
+            None => match self.staged.link_heads.get(&lookup) {
+                Some((n, _)) => *n,
+                None => self.committed_next(kind, key)?,
+            },
+        };
+        let after = run_end(links_table(kind), key, next, count)?;
+        self.batch.insert(lookup, after);
+        Ok(next)
+    }
+
+    /// The next revision of a list as redb holds it: after its last run, or 0.
+    fn committed_next(&mut self, kind: PostingKind, key: &str) -> Result<u64, IndexError> {
+        let slot = usize::from(kind == PostingKind::EventType);
+        let table = match self.tables.get_mut(slot) {
+            Some(Some(t)) => t,
+            Some(slot) => {
+                let txn = match &self.snapshot {
+                    Some(t) => t,
+                    None => self.snapshot.insert(self.db.begin_read()?),
+                };
+                slot.insert(txn.open_table(match kind {
+                    PostingKind::Category => CATEGORY_LINKS_TABLE,
+                    PostingKind::EventType => EVENT_TYPE_LINKS_TABLE,
+                })?)
+            }
+            None => return Ok(0),
+        };
+        match table.range((key, 0)..=(key, u64::MAX))?.next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                let (_, first) = k.value();
+                let (_, _, count) = v.value();
+                run_end(links_table(kind), key, first, count)
+            }
+            None => Ok(0),
+        }
+    }
+}
 
 impl RedbIndex {
     /// Stages `batch` (all after the current checkpoint) and moves the checkpoint; refuses a
@@ -22,6 +84,13 @@ impl RedbIndex {
         let mut next_id = staged.next_id;
         let mut heads: HashMap<Arc<str>, HeadTuple> = HashMap::new();
         let mut records = Vec::with_capacity(batch.records.len());
+        let mut links = LinkHeads {
+            staged: &staged,
+            db: &self.db,
+            batch: HashMap::new(),
+            snapshot: None,
+            tables: [None, None],
+        };
         for rec in &batch.records {
             let name: &str = &rec.stream;
             let found = heads
@@ -77,9 +146,22 @@ impl RedbIndex {
             let first = rec.first_position.0;
             let last = run_end("record", rec.address, first, count)? - 1;
             let first_revision = next_revision;
+            let mut category_revision = 0;
+            let mut runs = Vec::new();
             if rec.tombstone {
                 flags |= FLAG_TOMBSTONED;
             } else {
+                // Every event but a tombstone is in its category's and its type's lists, each
+                // numbered on from the list's last revision in record (position) order.
+                category_revision = links.take(PostingKind::Category, category_of(name), count)?;
+                for (ty, first_position, run) in type_runs(&rec.event_types, first) {
+                    runs.push(TypeRun {
+                        event_type: Arc::clone(ty),
+                        first_position,
+                        count: run,
+                        first_revision: links.take(PostingKind::EventType, ty, run)?,
+                    });
+                }
                 if rec.first_revision.0 != next_revision {
                     return Err(IndexError::Inconsistent(format!(
                         "stream {name}: record at {} starts at revision {}, expected {next_revision}",
@@ -95,11 +177,17 @@ impl RedbIndex {
                 first_position: first,
                 first_revision,
                 tombstone: rec.tombstone,
-                event_types: rec.event_types.clone(),
+                count,
+                category_revision,
+                type_runs: runs,
             });
             heads.insert(Arc::clone(&rec.stream), (id, next_revision, last, flags));
         }
+        let link_heads = links.batch;
         let generation = staged.next_generation;
+        for (key, next) in link_heads {
+            staged.link_heads.insert(key, (next, generation));
+        }
         for (name, head) in &heads {
             staged.heads.insert(Arc::clone(name), (*head, generation));
         }
