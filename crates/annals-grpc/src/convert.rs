@@ -1,7 +1,8 @@
 //! Conversions between the wire types and the Annals ones: UUIDs, stream names, expected
 //! revisions and recorded events.
 //!
-//! A recorded event, the one message a read sends per event, is also encoded by hand
+//! A recorded event (with the link record it was read through, when links are resolved), the one
+//! message a read sends per event, is also encoded by hand
 //! ([`encode_read_event`]) straight from the [`EventRecord`] into the response buffer: no
 //! intermediate prost message, so no per-event allocation (UUID string, metadata map, stream
 //! name) and one copy of the payload. It produces the bytes prost would for
@@ -78,26 +79,36 @@ pub(crate) fn wire_actual(actual: Option<u64>) -> i64 {
 }
 
 /// The wire form of a committed event; commit and prepare positions are the Annals position.
-pub(crate) fn recorded_event(e: &EventRecord, structured: bool) -> read_resp::ReadEvent {
+fn wire_recorded(e: &EventRecord, structured: bool) -> read_resp::read_event::RecordedEvent {
     let mut metadata = HashMap::with_capacity(3);
     metadata.insert("type".to_owned(), e.event_type.as_str().to_owned());
     metadata.insert("content-type".to_owned(), e.content_type.mime().to_owned());
     metadata.insert("created".to_owned(), e.created.unix_ticks().to_string());
+    read_resp::read_event::RecordedEvent {
+        id: Some(wire_uuid(e.id, structured)),
+        stream_identifier: Some(stream_identifier(e.stream.as_str())),
+        stream_revision: e.revision.0,
+        prepare_position: e.position.0,
+        commit_position: e.position.0,
+        metadata,
+        custom_metadata: e.metadata.clone(),
+        data: e.data.clone(),
+    }
+}
+
+/// The wire form of an event read, with the link record it was read through when links are
+/// resolved. The read's position is the link's (here always the event's: a `$ce-`/`$et-` link
+/// has no record of its own).
+pub(crate) fn recorded_event(
+    e: &EventRecord,
+    link: Option<&EventRecord>,
+    structured: bool,
+) -> read_resp::ReadEvent {
+    let position = link.unwrap_or(e).position.0;
     read_resp::ReadEvent {
-        event: Some(read_resp::read_event::RecordedEvent {
-            id: Some(wire_uuid(e.id, structured)),
-            stream_identifier: Some(stream_identifier(e.stream.as_str())),
-            stream_revision: e.revision.0,
-            prepare_position: e.position.0,
-            commit_position: e.position.0,
-            metadata,
-            custom_metadata: e.metadata.clone(),
-            data: e.data.clone(),
-        }),
-        link: None,
-        position: Some(read_resp::read_event::Position::CommitPosition(
-            e.position.0,
-        )),
+        event: Some(wire_recorded(e, structured)),
+        link: link.map(|l| wire_recorded(l, structured)),
+        position: Some(read_resp::read_event::Position::CommitPosition(position)),
     }
 }
 
@@ -285,19 +296,34 @@ fn entry_len((k, v): &(&[u8], &[u8])) -> usize {
     bytes_len(MAP_KEY, k.len()) + bytes_len(MAP_VALUE, v.len())
 }
 
-/// The `event_store.client.streams.ReadResp` holding `e` as a `ReadEvent` (no link, commit
-/// position), encoded into `buf` exactly as prost encodes `ReadResp { content:
-/// Event(recorded_event(e, structured)) }`.
-pub(crate) fn encode_read_event(e: &EventRecord, structured: bool, buf: &mut impl BufMut) {
-    use annals_proto::read_fields::{READ_EVENT_COMMIT_POSITION, READ_EVENT_EVENT, RESP_EVENT};
+/// The `event_store.client.streams.ReadResp` holding `e` (and `link`, the link record it was read
+/// through, when links are resolved) as a `ReadEvent` with its commit position, encoded into
+/// `buf` exactly as prost encodes `ReadResp { content: Event(recorded_event(e, link,
+/// structured)) }`.
+pub(crate) fn encode_read_event(
+    e: &EventRecord,
+    link: Option<&EventRecord>,
+    structured: bool,
+    buf: &mut impl BufMut,
+) {
+    use annals_proto::read_fields::{
+        READ_EVENT_COMMIT_POSITION, READ_EVENT_EVENT, READ_EVENT_LINK, RESP_EVENT,
+    };
     let recorded = RecordedWire::new(e, structured);
-    let position = e.position.0;
+    let link_wire = link.map(|l| RecordedWire::new(l, structured));
+    let position = link.unwrap_or(e).position.0;
     // The commit position is a oneof member, so it is written even when zero.
     let read_event_len = delimited_len(READ_EVENT_EVENT, recorded.len)
+        + link_wire
+            .as_ref()
+            .map_or(0, |l| delimited_len(READ_EVENT_LINK, l.len))
         + key_len(READ_EVENT_COMMIT_POSITION)
         + encoded_len_varint(position);
     put_delimited_header(RESP_EVENT, read_event_len, buf);
     recorded.put(READ_EVENT_EVENT, buf);
+    if let Some(l) = &link_wire {
+        l.put(READ_EVENT_LINK, buf);
+    }
     encode_key(READ_EVENT_COMMIT_POSITION, WireType::Varint, buf);
     encode_varint(position, buf);
 }
@@ -408,14 +434,26 @@ mod tests {
             for (revision, created, data, meta) in shapes {
                 for structured in [false, true] {
                     let e = record(id, revision, created, data, meta);
-                    let mut buf = Vec::new();
-                    encode_read_event(&e, structured, &mut buf);
-                    assert!(buf.len() <= read_event_len_hint(&e));
-                    let expected = ReadResp {
-                        content: Some(read_resp::Content::Event(recorded_event(&e, structured))),
-                    };
-                    assert_eq!(buf.len(), expected.encoded_len());
-                    assert_eq!(ReadResp::decode(buf.as_slice()).unwrap(), expected);
+                    let link = annals_core::link_to(
+                        &StreamName::new("$ce-order").unwrap(),
+                        annals_core::Revision(revision / 2),
+                        &e,
+                    );
+                    for link in [None, Some(&link)] {
+                        let mut buf = Vec::new();
+                        encode_read_event(&e, link, structured, &mut buf);
+                        assert!(
+                            buf.len()
+                                <= read_event_len_hint(&e) + link.map_or(0, read_event_len_hint)
+                        );
+                        let expected = ReadResp {
+                            content: Some(read_resp::Content::Event(recorded_event(
+                                &e, link, structured,
+                            ))),
+                        };
+                        assert_eq!(buf.len(), expected.encoded_len());
+                        assert_eq!(ReadResp::decode(buf.as_slice()).unwrap(), expected);
+                    }
                 }
             }
         }

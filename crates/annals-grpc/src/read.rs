@@ -1,5 +1,7 @@
 //! `Streams.Read`: reads of one stream or of `$all` (forwards or backwards, optionally filtered)
-//! and catch-up/live subscriptions, streamed to the client through a bounded channel.
+//! and catch-up/live subscriptions, streamed to the client through a bounded channel. Reads of
+//! `$ce-`/`$et-` streams send link records, or with `resolve_links` each event with its link;
+//! subscriptions to them follow the stream by revision ([`crate::stream_cursor`]).
 //!
 //! The task answering a read hands over whole pages of events ([`Batch::Events`]), so the
 //! channel and the wake-ups it causes cost once per page, not once per event; [`ReadItems`]
@@ -11,7 +13,8 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use annals_core::{
-    Direction, DomainError, EventRecord, Filter, FilterTarget, Position, Revision, StreamName,
+    Direction, DomainError, EventRecord, Filter, FilterTarget, Position, ResolvedEvent, Revision,
+    StreamName,
 };
 use annals_engine::EngineError;
 use annals_server::{Api, ServerState};
@@ -33,6 +36,11 @@ pub(crate) enum Batch {
         events: Vec<EventRecord>,
         structured: bool,
     },
+    /// Events read through links, each sent with its link record (`resolve_links`).
+    Resolved {
+        events: Vec<ResolvedEvent>,
+        structured: bool,
+    },
     /// Any other response (boxed: rare, and much larger than a page of events' handle).
     Message(Box<ReadResp>),
 }
@@ -42,6 +50,8 @@ pub(crate) enum Batch {
 pub(crate) enum ReadItem {
     /// An event, with the UUID form the client asked for (structured or string).
     Event(EventRecord, bool),
+    /// An event with the link record it was read through.
+    Resolved(ResolvedEvent, bool),
     Message(Box<ReadResp>),
 }
 
@@ -50,18 +60,27 @@ impl ReadItem {
     pub(crate) fn into_message(self) -> ReadResp {
         match self {
             ReadItem::Event(e, structured) => ReadResp {
-                content: Some(read_resp::Content::Event(recorded_event(&e, structured))),
+                content: Some(read_resp::Content::Event(recorded_event(
+                    &e, None, structured,
+                ))),
+            },
+            ReadItem::Resolved(r, structured) => ReadResp {
+                content: Some(read_resp::Content::Event(recorded_event(
+                    &r.event,
+                    r.link.as_ref(),
+                    structured,
+                ))),
             },
             ReadItem::Message(m) => *m,
         }
     }
 }
 
-type Tx = mpsc::Sender<Result<Batch, Status>>;
+pub(crate) type Tx = mpsc::Sender<Result<Batch, Status>>;
 
 /// Events read from the engine per step, and so the most one [`Batch::Events`] holds; for `$all`
 /// reads, the first step's.
-const PAGE_EVENTS: usize = 512;
+pub(crate) const PAGE_EVENTS: usize = 512;
 /// The most events one step of an `$all` read asks for. Each `Engine::read_all` call starts a
 /// fresh log scan that reads a whole chunk ahead, so small pages of small events waste most of
 /// each chunk: after the first page, an `$all` read sizes its pages to about
@@ -75,7 +94,7 @@ const ALL_PAGE_BYTES: usize = 1024 * 1024;
 /// read holds at most `CHANNEL_PAGES + 2` pages.
 const CHANNEL_PAGES: usize = 2;
 
-fn msg(content: read_resp::Content) -> Result<Batch, Status> {
+pub(crate) fn msg(content: read_resp::Content) -> Result<Batch, Status> {
     Ok(Batch::Message(Box::new(ReadResp {
         content: Some(content),
     })))
@@ -86,6 +105,7 @@ fn msg(content: read_resp::Content) -> Result<Batch, Status> {
 pub(crate) struct ReadItems {
     rx: mpsc::Receiver<Result<Batch, Status>>,
     events: std::vec::IntoIter<EventRecord>,
+    resolved: std::vec::IntoIter<ResolvedEvent>,
     structured: bool,
 }
 
@@ -94,6 +114,7 @@ impl ReadItems {
         Self {
             rx,
             events: Vec::new().into_iter(),
+            resolved: Vec::new().into_iter(),
             structured: false,
         }
     }
@@ -108,9 +129,16 @@ impl futures::Stream for ReadItems {
             if let Some(e) = this.events.next() {
                 return Poll::Ready(Some(Ok(ReadItem::Event(e, this.structured))));
             }
+            if let Some(r) = this.resolved.next() {
+                return Poll::Ready(Some(Ok(ReadItem::Resolved(r, this.structured))));
+            }
             match std::task::ready!(this.rx.poll_recv(cx)) {
                 Some(Ok(Batch::Events { events, structured })) => {
                     this.events = events.into_iter();
+                    this.structured = structured;
+                }
+                Some(Ok(Batch::Resolved { events, structured })) => {
+                    this.resolved = events.into_iter();
                     this.structured = structured;
                 }
                 Some(Ok(Batch::Message(m))) => return Poll::Ready(Some(Ok(ReadItem::Message(m)))),
@@ -121,7 +149,7 @@ impl futures::Stream for ReadItems {
     }
 }
 
-fn now() -> prost_types::Timestamp {
+pub(crate) fn now() -> prost_types::Timestamp {
     prost_types::Timestamp::from(SystemTime::now())
 }
 
@@ -145,6 +173,7 @@ pub(crate) fn start(state: ServerState, req: ReadReq) -> Result<ReadItems, Statu
         Some(opts::uuid_option::Content::Structured(_))
     );
     let backwards = options.read_direction == opts::ReadDirection::Backwards as i32;
+    let resolve = options.resolve_links;
     // Clients that ask for compatibility level 1 also get first/last stream positions.
     let positions = options
         .control_option
@@ -169,6 +198,8 @@ pub(crate) fn start(state: ServerState, req: ReadReq) -> Result<ReadItems, Statu
                 count,
                 structured,
                 positions,
+                // Only the streams the index serves hold links.
+                resolve: resolve && stream.indexed().is_some(),
             };
             tokio::task::spawn_blocking(move || read_stream(&state, &tx, &stream, &read));
         }
@@ -208,6 +239,17 @@ pub(crate) fn start(state: ServerState, req: ReadReq) -> Result<ReadItems, Statu
                         Some(stream_options::RevisionOption::End(_)) => None,
                         _ => Some(None),
                     };
+                    if stream.indexed().is_some() {
+                        let guard = state.metrics.subscription_started(Api::Grpc);
+                        let sub = crate::stream_cursor::IndexedSubscription {
+                            stream,
+                            after,
+                            resolve,
+                            structured,
+                        };
+                        tokio::spawn(crate::stream_cursor::subscribe(state, tx, sub, guard));
+                        return Ok(ReadItems::new(rx));
+                    }
                     Target::Stream { stream, after }
                 }
                 opts::StreamOption::All(a) => Target::All {
@@ -291,6 +333,42 @@ struct StreamRead {
     structured: bool,
     /// Send `first_stream_position` / `last_stream_position` (compatibility level 1).
     positions: bool,
+    /// Send each event with the link record it was read through.
+    resolve: bool,
+}
+
+/// One page of a stream read: events, or events with their links.
+enum StreamPage {
+    Plain(Vec<EventRecord>),
+    Resolved(Vec<ResolvedEvent>),
+}
+
+impl StreamPage {
+    fn len(&self) -> usize {
+        match self {
+            StreamPage::Plain(events) => events.len(),
+            StreamPage::Resolved(events) => events.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The revision, in the stream read, of the page's last event.
+    fn last_revision(&self) -> Option<Revision> {
+        match self {
+            StreamPage::Plain(events) => events.last().map(|e| e.revision),
+            StreamPage::Resolved(events) => events.last().map(|r| r.original().revision),
+        }
+    }
+
+    fn into_batch(self, structured: bool) -> Batch {
+        match self {
+            StreamPage::Plain(events) => Batch::Events { events, structured },
+            StreamPage::Resolved(events) => Batch::Resolved { events, structured },
+        }
+    }
 }
 
 fn read_stream(state: &ServerState, tx: &Tx, stream: &StreamName, read: &StreamRead) {
@@ -307,7 +385,18 @@ fn read_stream(state: &ServerState, tx: &Tx, stream: &StreamName, read: &StreamR
         let want = usize::try_from(read.count - sent)
             .unwrap_or(usize::MAX)
             .min(PAGE_EVENTS);
-        let events = match state.engine.read_stream(stream, at, direction, want) {
+        let page = if read.resolve {
+            state
+                .engine
+                .read_stream_resolved(stream, at, direction, want)
+                .map(StreamPage::Resolved)
+        } else {
+            state
+                .engine
+                .read_stream(stream, at, direction, want)
+                .map(StreamPage::Plain)
+        };
+        let events = match page {
             Ok(events) => events,
             Err(EngineError::Domain(DomainError::StreamNotFound { .. })) => {
                 found = false;
@@ -343,17 +432,16 @@ fn read_stream(state: &ServerState, tx: &Tx, stream: &StreamName, read: &StreamR
                 return;
             }
         }
-        let Some(last) = events.last() else { break };
+        let Some(last) = events.last_revision() else {
+            break;
+        };
         cursor = if read.backwards {
-            last.revision.0.checked_sub(1).map(Revision)
+            last.0.checked_sub(1).map(Revision)
         } else {
-            Some(Revision(last.revision.0.saturating_add(1)))
+            Some(Revision(last.0.saturating_add(1)))
         };
         let n = events.len();
-        let batch = Batch::Events {
-            events,
-            structured: read.structured,
-        };
+        let batch = events.into_batch(read.structured);
         if !send_blocking(tx, Ok(batch)) {
             return;
         }

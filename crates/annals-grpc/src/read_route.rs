@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 
+use annals_core::EventRecord;
 use annals_server::ServerState;
 use bytes::BufMut;
 use tonic::Status;
@@ -102,6 +103,22 @@ struct ReadEncoder {
     scratch: Vec<u8>,
 }
 
+impl ReadEncoder {
+    fn encode_event(
+        &mut self,
+        e: &EventRecord,
+        link: Option<&EventRecord>,
+        structured: bool,
+        dst: &mut EncodeBuf<'_>,
+    ) {
+        self.scratch.clear();
+        self.scratch
+            .reserve(read_event_len_hint(e) + link.map_or(0, read_event_len_hint));
+        encode_read_event(e, link, structured, &mut self.scratch);
+        dst.put_slice(&self.scratch);
+    }
+}
+
 impl Encoder for ReadEncoder {
     type Item = ReadItem;
     type Error = Status;
@@ -109,10 +126,11 @@ impl Encoder for ReadEncoder {
     fn encode(&mut self, item: ReadItem, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         match item {
             ReadItem::Event(e, structured) => {
-                self.scratch.clear();
-                self.scratch.reserve(read_event_len_hint(&e));
-                encode_read_event(&e, structured, &mut self.scratch);
-                dst.put_slice(&self.scratch);
+                self.encode_event(&e, None, structured, dst);
+                Ok(())
+            }
+            ReadItem::Resolved(r, structured) => {
+                self.encode_event(&r.event, r.link.as_ref(), structured, dst);
                 Ok(())
             }
             ReadItem::Message(m) => prost::Message::encode(m.as_ref(), dst)

@@ -12,15 +12,15 @@ use kurrentdb::{
 };
 use serde_json::json;
 
-struct Server {
-    client: Client,
+pub(crate) struct Server {
+    pub(crate) client: Client,
     /// `HOST:PORT` of the server, for Annals's lean client.
     addr: String,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start() -> Server {
+pub(crate) async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let (engine, _) = Engine::open_dir(dir.path(), EngineConfig::default()).unwrap();
     let state = ServerState::new(engine, Limits::default());
@@ -45,7 +45,7 @@ async fn start() -> Server {
     }
 }
 
-fn event(kind: &str, n: u64) -> EventData {
+pub(crate) fn event(kind: &str, n: u64) -> EventData {
     EventData::json(kind, &json!({ "n": n }))
         .unwrap()
         .id(uuid::Uuid::new_v4())

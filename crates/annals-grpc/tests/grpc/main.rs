@@ -1,7 +1,7 @@
 //! Integration tests of the gRPC API, in one test binary so the stack links once: the official
 //! Rust `kurrentdb` client end to end, BatchAppend pipelining with held syncs, and raw requests
 //! (unknown services and methods, persistent-subscription List, gossip); persistent subscriptions
-//! through the official client.
+//! through the official client; `$ce-`/`$et-` streams read and followed through it.
 
 #![expect(
     clippy::unwrap_used,
@@ -12,6 +12,7 @@
 )]
 
 mod batch_append;
+mod category;
 mod kurrentdb_client;
 mod persistent;
 mod raw_grpc;
