@@ -4,7 +4,8 @@
 //! Fields (camelCase): `id`, `stream`, `revision`, `position`, `type`, `created` (RFC 3339,
 //! UTC, nanoseconds), `isJson`, `data`, `metadataIsJson`, `metadata`. `data` is the event's JSON
 //! document when the event is JSON and parses, else its bytes in standard base64 (with `isJson`
-//! false); `metadata` likewise, and `null` when the event has none.
+//! false); `metadata` likewise, and `null` when the event has none. An event read through a link
+//! with links resolved also has `link`, the link record in the same shape.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -12,6 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::event::{ContentType, EventRecord};
+use crate::link::ResolvedEvent;
 use crate::timestamp::SubsecondDigits;
 
 /// An event in its JSON shape; serialize it with serde.
@@ -29,6 +31,10 @@ pub struct EventJson {
     pub data: Value,
     pub metadata_is_json: bool,
     pub metadata: Value,
+    /// The link record this event was read through, for a reader that resolves links (absent
+    /// otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<Box<EventJson>>,
 }
 
 impl EventJson {
@@ -50,6 +56,15 @@ impl EventJson {
             data,
             metadata_is_json,
             metadata,
+            link: None,
+        }
+    }
+
+    /// A resolved event: the event, with the link record it was read through if any.
+    pub fn from_resolved(r: &ResolvedEvent) -> Self {
+        Self {
+            link: r.link.as_ref().map(|l| Box::new(Self::from_record(l))),
+            ..Self::from_record(&r.event)
         }
     }
 

@@ -1,7 +1,8 @@
 //! `GET /streams/{stream}` and `GET /all`: pages of one stream by revision and of the global log
-//! by position, with the place to continue from.
+//! by position, with the place to continue from. `$ce-`/`$et-` streams read as link records, or
+//! with `resolveLinks=true` as the events with their links.
 
-use annals_core::{Direction, Position, Revision, StreamName};
+use annals_core::{Direction, Position, ResolvedEvent, Revision, StreamName};
 use annals_server::{Api, ServerState};
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -57,17 +58,30 @@ pub(crate) async fn read_stream(
         ReadFrom::End => Revision::END,
         ReadFrom::At(r) => Revision(r),
     };
+    let resolve = params.resolve_links()?;
     let limit = usize::try_from(count).unwrap_or(usize::MAX);
     let engine = state.engine.clone();
     let records = tokio::task::spawn_blocking(move || {
-        engine.read_stream(&stream, from_revision, direction, limit)
+        if resolve {
+            engine.read_stream_resolved(&stream, from_revision, direction, limit)
+        } else {
+            engine
+                .read_stream(&stream, from_revision, direction, limit)
+                .map(|events| {
+                    events
+                        .into_iter()
+                        .map(|event| ResolvedEvent { event, link: None })
+                        .collect()
+                })
+        }
     })
     .await
     .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))??;
     state.metrics.read(Api::Http, records.len() as u64);
-    let next = match (records.last(), direction) {
-        (Some(last), Direction::Forwards) => Some(last.revision.0.saturating_add(1)),
-        (Some(last), Direction::Backwards) => last.revision.0.checked_sub(1),
+    // The revision in the stream read: the link's when read through one.
+    let next = match (records.last().map(|r| r.original().revision), direction) {
+        (Some(last), Direction::Forwards) => Some(last.0.saturating_add(1)),
+        (Some(last), Direction::Backwards) => last.0.checked_sub(1),
         (None, _) => match from {
             ReadFrom::At(r) => Some(r),
             _ => None,
@@ -76,7 +90,7 @@ pub(crate) async fn read_stream(
     let end_reached =
         (records.len() as u64) < count || (direction == Direction::Backwards && next.is_none());
     Ok(Json(StreamPage {
-        events: records.iter().map(EventJson::from_record).collect(),
+        events: records.iter().map(EventJson::from_resolved).collect(),
         next,
         end_reached,
     }))

@@ -143,6 +143,7 @@ pub struct ReadParams {
     pub type_prefix: Option<String>,
     pub stream_regex: Option<String>,
     pub type_regex: Option<String>,
+    pub resolve_links: Option<String>,
 }
 
 /// Where a read starts.
@@ -160,6 +161,17 @@ impl ReadParams {
             Some("backwards") => Ok(Direction::Backwards),
             Some(other) => Err(ApiError::BadRequest(format!(
                 "direction {other:?} must be \"forwards\" or \"backwards\""
+            ))),
+        }
+    }
+
+    /// Whether to resolve links (`resolveLinks=true`); false when absent.
+    pub fn resolve_links(&self) -> Result<bool, ApiError> {
+        match self.resolve_links.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "resolveLinks {other:?} must be \"true\" or \"false\""
             ))),
         }
     }

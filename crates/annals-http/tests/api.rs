@@ -905,3 +905,83 @@ async fn speaks_http2_cleartext_too() {
     assert_eq!(page["events"][0]["data"], json!({"h": 2}));
     s.stop().await;
 }
+
+/// `$ce-{category}` and `$et-{event type}` read through `GET /streams/{stream}`: link records
+/// (type `$>`, data `{revision}@{stream}` in base64 since links are not JSON) with dense
+/// revisions, or with `resolveLinks=true` the events with their links; appends refused with 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn category_and_type_streams_read_as_links() {
+    let s = Server::start().await;
+    let (status, _) = s.get("/streams/$ce-order").await;
+    assert_eq!(status, 404);
+    for (stream, ty) in [
+        ("order-1", "Placed"),
+        ("cart-1", "Placed"),
+        ("order-1", "Paid"),
+        ("order-2", "Placed"),
+    ] {
+        let (status, body) = s
+            .append(
+                stream,
+                None,
+                json!({"events": [event(ty, json!({"s": stream}))]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, page) = s.get("/streams/$ce-order").await;
+    assert_eq!(status, 200, "{page}");
+    let links: Vec<(u64, String, String, bool)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["stream"], "$ce-order");
+            assert!(e.get("link").is_none(), "{e}");
+            (
+                e["revision"].as_u64().unwrap(),
+                e["type"].as_str().unwrap().to_owned(),
+                e["data"].as_str().unwrap().to_owned(),
+                e["isJson"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let link = |r: u64, data: &str| (r, "$>".to_owned(), data.to_owned(), false);
+    assert_eq!(
+        links,
+        vec![
+            link(0, "MEBvcmRlci0x"),
+            link(1, "MUBvcmRlci0x"),
+            link(2, "MEBvcmRlci0y"),
+        ]
+    );
+    assert_eq!(page["next"], 3);
+    // Backwards, resolving: the events, each with its link; `next` counts link revisions.
+    let (status, page) = s
+        .get("/streams/$et-Placed?direction=backwards&from=1&resolveLinks=true")
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["stream"], "cart-1");
+    assert_eq!(events[0]["data"], json!({"s": "cart-1"}));
+    assert_eq!(events[0]["link"]["stream"], "$et-Placed");
+    assert_eq!(events[0]["link"]["revision"], 1);
+    assert_eq!(events[0]["link"]["type"], "$>");
+    assert_eq!(events[0]["link"]["position"], events[0]["position"]);
+    assert_eq!(events[1]["stream"], "order-1");
+    assert_eq!(events[1]["link"]["revision"], 0);
+    assert_eq!(page["next"], Value::Null);
+    let (status, _) = s.get("/streams/$ce-order?resolveLinks=yes").await;
+    assert_eq!(status, 400);
+    // Writes are refused.
+    let (status, body) = s
+        .append(
+            "$ce-order",
+            None,
+            json!({"events": [event("Placed", json!({}))]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("read-only"), "{body}");
+}
