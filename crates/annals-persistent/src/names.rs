@@ -15,8 +15,8 @@ pub const CONFIG_STREAM: &str = "$persistentSubscriptionConfig";
 pub const CONFIG_EVENT_TYPE: &str = "$PersistentConfig";
 /// The type of checkpoint events.
 pub const CHECKPOINT_EVENT_TYPE: &str = "$SubscriptionCheckpoint";
-/// The type of a link event: its data is `{revision}@{stream}`.
-pub const LINK_EVENT_TYPE: &str = "$>";
+/// The type of a parked event's link record: the one `annals-core` defines for every link.
+pub use annals_core::LINK_EVENT_TYPE;
 /// The source name of groups on `$all`.
 pub const ALL_SOURCE: &str = "$all";
 

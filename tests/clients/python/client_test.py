@@ -116,6 +116,29 @@ def main(url):
     tombstoned_metadata(client)
     system_events_in_all(client)
 
+    # $ce- streams, served from the index: link records ("$>", data "revision@stream") with
+    # dense revisions, or the events with their links when resolving.
+    cat = f"py{uuid.uuid4().hex[:12]}"
+    client.append_to_stream(f"{cat}-1", current_version=StreamState.ANY,
+                            events=[event("Placed", 1), event("Paid", 2)])
+    client.append_to_stream(f"{cat}-2", current_version=StreamState.ANY, events=event("Placed", 3))
+    links = client.get_stream(f"$ce-{cat}")
+    check([(e.type, e.stream_name, e.stream_position, e.data) for e in links]
+          == [("$>", f"$ce-{cat}", 0, f"0@{cat}-1".encode()),
+              ("$>", f"$ce-{cat}", 1, f"1@{cat}-1".encode()),
+              ("$>", f"$ce-{cat}", 2, f"0@{cat}-2".encode())],
+          "a $ce- stream reads as link records with dense revisions")
+    resolved = client.get_stream(f"$ce-{cat}", resolve_links=True, backwards=True)
+    check([(e.stream_name, e.stream_position, e.link.stream_position) for e in resolved]
+          == [(f"{cat}-2", 0, 2), (f"{cat}-1", 1, 1), (f"{cat}-1", 0, 0)],
+          "a $ce- stream read backwards resolves its links")
+    refused = None
+    try:
+        client.append_to_stream(f"$ce-{cat}", current_version=StreamState.ANY, events=event("X", 1))
+    except Exception as e:  # noqa: BLE001 - the client's error type for INVALID_ARGUMENT varies
+        refused = e
+    check(refused is not None and "read-only" in str(refused), f"an append to a $ce- stream is refused ({refused!r})")
+
     client.close()
     print("all python client checks passed")
 
