@@ -14,6 +14,7 @@ import {
   STREAM_EXISTS,
   StreamDeletedError,
   StreamNotFoundError,
+  UnknownError,
   WrongExpectedVersionError,
   jsonEvent,
   streamNameFilter,
@@ -129,8 +130,12 @@ async function main(url) {
       === [`${cat}-2 0 2`, `${cat}-1 1 1`, `${cat}-1 0 0`].join(),
     "a $ce- stream read backwards resolves its links",
   );
-  // (An append to a `$ce-` stream is refused with INVALID_ARGUMENT; not checked here: this client
-  // version throws outside the call on a BatchAppend error status without details.)
+  // An append to a `$ce-` stream is refused, through the client's own error (not a TypeError).
+  await expectError(
+    client.appendToStream(`$ce-${cat}`, jsonEvent({ type: "X", data: {} })),
+    UnknownError,
+    "an append to a $ce- stream is refused",
+  );
 
   await client.dispose();
   console.log("all node client checks passed");

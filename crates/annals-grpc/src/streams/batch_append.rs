@@ -62,9 +62,19 @@ fn rpc_status(code: i32, message: String, details: Option<prost_types::Any>) -> 
     }
 }
 
+/// The detail of an error KurrentDB's protocol has no detail message for. Clients read the
+/// detail's type to tell errors apart, and the Node client fails with a `TypeError` on an error
+/// without one; an `Empty` makes each client report the error with its message.
+fn no_detail() -> Option<prost_types::Any> {
+    Some(prost_types::Any {
+        type_url: "type.googleapis.com/google.protobuf.Empty".to_owned(),
+        value: Vec::new(),
+    })
+}
+
 fn batch_error(err: &GrpcError) -> rpc::Status {
     match err {
-        GrpcError::InvalidArgument(m) => rpc_status(CODE_INVALID_ARGUMENT, m.clone(), None),
+        GrpcError::InvalidArgument(m) => rpc_status(CODE_INVALID_ARGUMENT, m.clone(), no_detail()),
         GrpcError::StreamDeleted { stream } => rpc_status(
             CODE_FAILED_PRECONDITION,
             err.to_string(),
@@ -76,8 +86,8 @@ fn batch_error(err: &GrpcError) -> rpc::Status {
                 .encode_to_vec(),
             }),
         ),
-        GrpcError::Unavailable(m) => rpc_status(CODE_UNAVAILABLE, m.clone(), None),
-        other => rpc_status(CODE_INTERNAL, other.to_string(), None),
+        GrpcError::Unavailable(m) => rpc_status(CODE_UNAVAILABLE, m.clone(), no_detail()),
+        other => rpc_status(CODE_INTERNAL, other.to_string(), no_detail()),
     }
 }
 
@@ -170,7 +180,7 @@ fn batch_step(state: &ServerState, pending: &mut PendingBatches, req: BatchAppen
                 resp.result = Some(batch_append_resp::Result::Error(rpc_status(
                     CODE_INVALID_ARGUMENT,
                     "the first message of a batch must carry its options".to_owned(),
-                    None,
+                    no_detail(),
                 )));
                 return BatchStep::Answer(resp);
             };
