@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use annals_core::{Direction, DomainError, Position, Revision};
+use annals_core::{Direction, DomainError, Position, ResolvedEvent, Revision};
 use annals_engine::{Engine, EngineError, Subscription};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -97,40 +97,61 @@ enum Cursor {
         next: u64,
         head: watch::Receiver<Position>,
         batch: usize,
+        /// `resolve_links`: a link is delivered as the event it points to, with the link.
+        resolve: bool,
     },
 }
 
 impl Cursor {
-    /// The next page of `(seq, event)`s, waiting for new events once caught up; and whether the
-    /// page reached the source's end.
+    /// The next page of events (each with the link it was reached through, when links are
+    /// resolved), waiting for new events once caught up; and whether the page reached the
+    /// source's end.
     async fn next_page(
         &mut self,
         engine: &Engine,
-    ) -> Result<(Vec<annals_core::EventRecord>, bool), EngineError> {
+    ) -> Result<(Vec<ResolvedEvent>, bool), EngineError> {
         match self {
             Cursor::All(sub) => {
                 let page = sub.next_page().await?;
-                Ok((page.events, page.caught_up))
+                let events = page
+                    .events
+                    .into_iter()
+                    .map(|event| ResolvedEvent { event, link: None })
+                    .collect();
+                Ok((events, page.caught_up))
             }
             Cursor::Stream {
                 stream,
                 next,
                 head,
                 batch,
+                resolve,
             } => loop {
                 head.borrow_and_update();
-                let events = match engine.read_stream(
-                    stream,
-                    Revision(*next),
-                    Direction::Forwards,
-                    *batch,
-                ) {
+                let read = if *resolve {
+                    engine.read_stream_resolved(
+                        stream,
+                        Revision(*next),
+                        Direction::Forwards,
+                        *batch,
+                    )
+                } else {
+                    engine
+                        .read_stream(stream, Revision(*next), Direction::Forwards, *batch)
+                        .map(|events| {
+                            events
+                                .into_iter()
+                                .map(|event| ResolvedEvent { event, link: None })
+                                .collect()
+                        })
+                };
+                let events = match read {
                     Ok(events) => events,
                     Err(EngineError::Domain(DomainError::StreamNotFound { .. })) => Vec::new(),
                     Err(e) => return Err(e),
                 };
                 if let Some(last) = events.last() {
-                    *next = last.revision.0 + 1;
+                    *next = placed(last).revision.0 + 1;
                     let caught_up = events.len() < *batch;
                     return Ok((events, caught_up));
                 }
@@ -140,6 +161,12 @@ impl Cursor {
             },
         }
     }
+}
+
+/// The record that places a read event in the stream read: the link, when it was reached
+/// through one.
+fn placed(e: &ResolvedEvent) -> &annals_core::EventRecord {
+    e.link.as_ref().unwrap_or(&e.event)
 }
 
 /// The seq of an event in the group's source.
@@ -162,12 +189,12 @@ fn correlation_of(event: &annals_core::EventRecord) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The group's message for `payload`; the correlation id is read from the event's metadata
-/// only for a group that pins by it.
-fn message_of(source: &Source, strategy: Strategy, payload: Payload) -> Message<Payload> {
+/// The group's message for `payload` at `seq` in the group's source; the correlation id is read
+/// from the event's metadata only for a group that pins by it.
+fn message_of(seq: u64, strategy: Strategy, payload: Payload) -> Message<Payload> {
     let event = payload.event();
     Message {
-        seq: seq_of(source, event),
+        seq,
         id: payload.ack_id(),
         stream: event.stream.clone(),
         correlation: if strategy == Strategy::PinnedByCorrelation {
@@ -241,6 +268,7 @@ async fn run_inner(
             next: first,
             head: engine.head_watch(),
             batch,
+            resolve: definition.resolve_links,
         },
     };
     let mut group: Group<Payload> = Group::new(settings.clone(), checkpoint, Instant::now());
@@ -306,8 +334,10 @@ async fn run_inner(
                 let (events, caught_up) = page?;
                 live = caught_up;
                 let head = engine.head().0;
-                for event in events {
-                    let message = message_of(&key.source, definition.settings.strategy, Payload::new(event, None));
+                for read in events {
+                    let seq = seq_of(&key.source, placed(&read));
+                    let payload = Payload::new(read.event, read.link);
+                    let message = message_of(seq, definition.settings.strategy, payload);
                     let behind = match key.source {
                         Source::All => head.saturating_sub(message.seq),
                         Source::Stream(_) => 0,
@@ -442,8 +472,11 @@ async fn replay_parked(
             replayed += 1;
             // A parked event whose original is gone is dropped with its link.
             if let Some(event) = store::resolve_link(engine, &link) {
+                // The parked link keeps the event's place in the source (a `$ce-` group's
+                // revision differs from the event's own); older links have only the event.
+                let seq = store::parked_seq(&link).unwrap_or_else(|| seq_of(&key.source, &event));
                 let message = message_of(
-                    &key.source,
+                    seq,
                     definition.settings.strategy,
                     Payload::new(event, Some(link)),
                 );

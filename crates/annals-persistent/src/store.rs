@@ -135,6 +135,12 @@ async fn set_metadata(
 }
 
 /// Appends parked events to the group's parked stream as links to the originals.
+/// The place in the group's source a parked link's event had (written since links carry it).
+pub(crate) fn parked_seq(link: &EventRecord) -> Option<u64> {
+    let meta: serde_json::Value = serde_json::from_slice(&link.metadata).ok()?;
+    meta.get("seq")?.as_u64()
+}
+
 pub(crate) async fn park(
     engine: &Engine,
     key: &GroupKey,
@@ -156,6 +162,7 @@ pub(crate) async fn park(
             "reason": reason,
             "retryCount": p.retry_count,
             "position": target.position.0,
+            "seq": p.message.seq,
         });
         let mut e = event(LINK_EVENT_TYPE, data.into_bytes())?;
         e.content_type = annals_core::ContentType::Binary;

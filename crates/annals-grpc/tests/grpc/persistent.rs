@@ -604,3 +604,109 @@ async fn restarting_the_subsystem_drops_consumers_and_keeps_groups() {
     }
     assert!(seen.contains(&1) && seen.contains(&2), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_category_group_resolves_links_when_asked() {
+    let s = start().await;
+    let c = &s.client;
+    // Interleaved appends to two streams of one category: the $ce- stream's order.
+    append(c, "shop-1", 0, 2).await;
+    append(c, "shop-2", 10, 2).await;
+    append(c, "shop-1", 2, 1).await;
+    c.create_persistent_subscription(
+        "$ce-shop",
+        "resolved",
+        &from_start().resolve_link_tos(true).max_retry_count(0),
+    )
+    .await
+    .unwrap();
+    c.create_persistent_subscription("$ce-shop", "links", &from_start())
+        .await
+        .unwrap();
+
+    let mut sub = c
+        .subscribe_to_persistent_subscription("$ce-shop", "resolved", &consumer(10))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let (n, _, e) = next(&mut sub).await;
+        let link = e
+            .link
+            .as_ref()
+            .expect("a resolved event comes with its link");
+        assert_eq!(link.stream_id(), "$ce-shop");
+        assert_eq!(link.event_type, "$>");
+        let original = e.event.as_ref().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&link.data).unwrap(),
+            format!("{}@{}", original.revision, original.stream_id())
+        );
+        got.push((link.revision, original.stream_id().to_owned(), n));
+        if n == 11 {
+            // Parked (no retries), then replayed: it comes back, still the same event.
+            sub.nack(&e, NakAction::Retry, "fails once").await.unwrap();
+        } else {
+            sub.ack(&e).await.unwrap();
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            (0, "shop-1".to_owned(), 0),
+            (1, "shop-1".to_owned(), 1),
+            (2, "shop-2".to_owned(), 10),
+            (3, "shop-2".to_owned(), 11),
+            (4, "shop-1".to_owned(), 2),
+        ]
+    );
+    let info = async {
+        loop {
+            let info = c
+                .get_persistent_subscription_info(
+                    "$ce-shop",
+                    "resolved",
+                    &GetPersistentSubscriptionInfoOptions::default(),
+                )
+                .await
+                .unwrap();
+            if info.stats.parked_message_count == 1 {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(DELIVERY_WAIT, info).await.unwrap();
+    c.replay_parked_messages(
+        "$ce-shop",
+        "resolved",
+        &ReplayParkedMessagesOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (n, _, e) = next(&mut sub).await;
+    assert_eq!(n, 11, "the parked event replays");
+    sub.ack(&e).await.unwrap();
+
+    // Without resolve_links the consumer gets the link records themselves.
+    let mut sub = c
+        .subscribe_to_persistent_subscription("$ce-shop", "links", &consumer(10))
+        .await
+        .unwrap();
+    let mut links = Vec::new();
+    for _ in 0..5 {
+        let e = tokio::time::timeout(DELIVERY_WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(e.link.is_none());
+        let record = e.get_original_event();
+        assert_eq!(record.event_type, "$>");
+        links.push(std::str::from_utf8(&record.data).unwrap().to_owned());
+        sub.ack(&e).await.unwrap();
+    }
+    assert_eq!(
+        links,
+        ["0@shop-1", "1@shop-1", "0@shop-2", "1@shop-2", "2@shop-1"]
+    );
+}
