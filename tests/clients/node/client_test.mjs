@@ -130,6 +130,26 @@ async function main(url) {
       === [`${cat}-2 0 2`, `${cat}-1 1 1`, `${cat}-1 0 0`].join(),
     "a $ce- stream read backwards resolves its links",
   );
+  // A subscription to a $ce- stream, resolving and not; a $et- stream read resolved.
+  const ceSub = client.subscribeToStream(`$ce-${cat}`, { fromRevision: START, resolveLinkTos: true });
+  const subscribed = await collect(ceSub, 3);
+  await ceSub.unsubscribe();
+  check(
+    subscribed.map((e) => `${e.event.streamId} ${e.event.revision} ${e.link.revision}`).join()
+      === [`${cat}-1 0 0`, `${cat}-1 1 1`, `${cat}-2 0 2`].join(),
+    "a $ce- subscription resolves its links",
+  );
+  const rawSub = client.subscribeToStream(`$ce-${cat}`, { fromRevision: START });
+  const raw = await collect(rawSub, 3);
+  await rawSub.unsubscribe();
+  check(raw.every((e) => e.event.type === "$>" && e.event.streamId === `$ce-${cat}`), "a $ce- subscription without resolving gives the links");
+  const et = `Et${cat}`;
+  await client.appendToStream(`${cat}-2`, ev(et, 4));
+  const byType = await collect(client.readStream(`$et-${et}`, { resolveLinkTos: true }));
+  check(
+    byType.length === 1 && byType[0].event.type === et && byType[0].link.streamId === `$et-${et}` && byType[0].link.revision === 0n,
+    "a $et- stream reads resolved",
+  );
   // An append to a `$ce-` stream is refused, through the client's own error (not a TypeError).
   await expectError(
     client.appendToStream(`$ce-${cat}`, jsonEvent({ type: "X", data: {} })),

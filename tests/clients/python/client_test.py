@@ -132,6 +132,29 @@ def main(url):
     check([(e.stream_name, e.stream_position, e.link.stream_position) for e in resolved]
           == [(f"{cat}-2", 0, 2), (f"{cat}-1", 1, 1), (f"{cat}-1", 0, 0)],
           "a $ce- stream read backwards resolves its links")
+    # A subscription to a $ce- stream, resolving and not; a $et- stream read resolved.
+    sub = client.subscribe_to_stream(f"$ce-{cat}", resolve_links=True)
+    seen = []
+    for e in sub:
+        seen.append((e.stream_name, e.stream_position, e.link.stream_position if e.link else None))
+        if len(seen) == 3:
+            break
+    sub.stop()
+    check(seen == [(f"{cat}-1", 0, 0), (f"{cat}-1", 1, 1), (f"{cat}-2", 0, 2)],
+          f"a $ce- subscription resolves its links ({seen})")
+    sub = client.subscribe_to_stream(f"$ce-{cat}")
+    raw = []
+    for e in sub:
+        raw.append((e.type, e.stream_name))
+        if len(raw) == 3:
+            break
+    sub.stop()
+    check(raw == [("$>", f"$ce-{cat}")] * 3, f"a $ce- subscription without resolving gives the links ({raw})")
+    et = f"Et{cat}"
+    client.append_to_stream(f"{cat}-2", current_version=StreamState.ANY, events=event(et, 4))
+    by_type = client.get_stream(f"$et-{et}", resolve_links=True)
+    check(len(by_type) == 1 and by_type[0].type == et and by_type[0].link.stream_name == f"$et-{et}",
+          "a $et- stream reads resolved")
     refused = None
     try:
         client.append_to_stream(f"$ce-{cat}", current_version=StreamState.ANY, events=event("X", 1))
