@@ -163,6 +163,18 @@ impl Cursor {
     }
 }
 
+/// The outcome of the checkpoint being written (pending forever when none is).
+async fn wait_checkpoint(
+    checkpointing: &mut Option<tokio::task::JoinHandle<Result<u64, PersistentError>>>,
+) -> Result<u64, PersistentError> {
+    match checkpointing {
+        Some(task) => task
+            .await
+            .map_err(|e| PersistentError::Invalid(format!("writing a checkpoint: {e}")))?,
+        None => std::future::pending().await,
+    }
+}
+
 /// The record that places a read event in the stream read: the link, when it was reached
 /// through one.
 fn placed(e: &ResolvedEvent) -> &annals_core::EventRecord {
@@ -277,6 +289,7 @@ async fn run_inner(
     let mut live = false;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checkpointing: Option<tokio::task::JoinHandle<Result<u64, PersistentError>>> = None;
     loop {
         // Hand out what can go, then write what the state machine decided.
         let now = Instant::now();
@@ -287,13 +300,25 @@ async fn run_inner(
             parked_count += parked.len() as u64;
             store::park(engine, key, &parked).await?;
         }
-        if let Some(seq) = group.checkpoint_due(now) {
-            store::save_checkpoint(engine, key, seq).await?;
-            group.checkpointed(seq, now);
+        // A checkpoint is written beside the work (its fsync would stall every consumer), one
+        // at a time; parked events it passes were written above, before it was asked for.
+        if checkpointing.is_none()
+            && let Some(seq) = group.checkpoint_due(now)
+        {
+            let (engine, key) = (engine.clone(), key.clone());
+            checkpointing = Some(tokio::spawn(async move {
+                store::save_checkpoint(&engine, &key, seq)
+                    .await
+                    .map(|()| seq)
+            }));
         }
         let room = group.waiting() < buffer_max;
         tokio::select! {
             biased;
+            written = wait_checkpoint(&mut checkpointing), if checkpointing.is_some() => {
+                checkpointing = None;
+                group.checkpointed(written?, Instant::now());
+            }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     break;
@@ -353,6 +378,11 @@ async fn run_inner(
     // Stopping: consumers are told, and the progress made is kept.
     for (_, c) in consumers.drain() {
         let _ = c.events.try_send(ToConsumer::Dropped);
+    }
+    // The checkpoint being written lands before the last one.
+    if checkpointing.is_some() {
+        let seq = wait_checkpoint(&mut checkpointing).await?;
+        group.checkpointed(seq, Instant::now());
     }
     if let Some(seq) = group.checkpoint_on_stop() {
         store::save_checkpoint(engine, key, seq).await?;
