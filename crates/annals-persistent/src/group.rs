@@ -177,6 +177,9 @@ pub struct Group<T> {
     handled_through: Option<u64>,
     /// Events the checkpoint candidate moved over since the last checkpoint.
     handled_since_checkpoint: u64,
+    /// `handled_since_checkpoint` when the checkpoint being written was asked for: what that
+    /// checkpoint covers, while events handled during its write count towards the next one.
+    counted_by_asked_checkpoint: Option<u64>,
     last_checkpoint: Option<u64>,
     last_checkpoint_at: Instant,
     last_offered: Option<u64>,
@@ -202,6 +205,7 @@ impl<T: Clone> Group<T> {
             unsettled: BTreeMap::new(),
             handled_through: checkpoint,
             handled_since_checkpoint: 0,
+            counted_by_asked_checkpoint: None,
             last_checkpoint: checkpoint,
             last_checkpoint_at: now,
             last_offered: checkpoint,
@@ -625,7 +629,9 @@ impl<T: Clone> Group<T> {
 
     /// The position to checkpoint now, if one is due: `max_checkpoint_count` events handled
     /// since the last checkpoint, or `min_checkpoint_count` and `checkpoint_after` elapsed.
-    pub fn checkpoint_due(&self, now: Instant) -> Option<u64> {
+    /// The runtime may write it while the group goes on; events handled meanwhile count
+    /// towards the next checkpoint.
+    pub fn checkpoint_due(&mut self, now: Instant) -> Option<u64> {
         let candidate = self.handled_through?;
         if self.last_checkpoint.is_some_and(|last| last >= candidate) {
             return None;
@@ -635,7 +641,11 @@ impl<T: Clone> Group<T> {
         let timely = after > Duration::ZERO
             && now.saturating_duration_since(self.last_checkpoint_at) >= after
             && handled >= self.settings.min_checkpoint_count;
-        (handled >= self.settings.max_checkpoint_count || timely).then_some(candidate)
+        let due = handled >= self.settings.max_checkpoint_count || timely;
+        if due {
+            self.counted_by_asked_checkpoint = Some(handled);
+        }
+        due.then_some(candidate)
     }
 
     /// The position to checkpoint when the group stops, if it moved since the last one.
@@ -649,7 +659,11 @@ impl<T: Clone> Group<T> {
         if self.last_checkpoint < Some(seq) {
             self.last_checkpoint = Some(seq);
         }
-        self.handled_since_checkpoint = 0;
+        let counted = self
+            .counted_by_asked_checkpoint
+            .take()
+            .unwrap_or(self.handled_since_checkpoint);
+        self.handled_since_checkpoint = self.handled_since_checkpoint.saturating_sub(counted);
         self.last_checkpoint_at = now;
     }
 
@@ -700,6 +714,34 @@ mod tests {
     fn group(settings: GroupSettings) -> (Group<()>, Instant) {
         let now = Instant::now();
         (Group::new(settings, None, now), now)
+    }
+
+    #[test]
+    fn events_handled_while_a_checkpoint_is_written_count_towards_the_next() {
+        let (mut g, t0) = group(GroupSettings {
+            checkpoint_after: Duration::from_millis(100),
+            min_checkpoint_count: 1,
+            max_checkpoint_count: 1_000,
+            ..GroupSettings::default()
+        });
+        g.connect(1, 10).unwrap();
+        for seq in 1..=4 {
+            g.offer(msg(seq, "a"), 0).unwrap();
+        }
+        let ack = |g: &mut Group<()>, seq: u64| g.ack(1, &[Uuid::from_u128(u128::from(seq))]);
+        assert_eq!(g.dispatch(t0).len(), 4);
+        ack(&mut g, 1);
+        ack(&mut g, 2);
+        let t1 = t0 + Duration::from_millis(150);
+        // Asked for at 2; while it is written, 3 and 4 are handled.
+        assert_eq!(g.checkpoint_due(t1), Some(2));
+        ack(&mut g, 3);
+        ack(&mut g, 4);
+        g.checkpointed(2, t1);
+        let t2 = t1 + Duration::from_millis(150);
+        assert_eq!(g.checkpoint_due(t2), Some(4), "3 and 4 are not forgotten");
+        g.checkpointed(4, t2);
+        assert_eq!(g.checkpoint_due(t2 + Duration::from_secs(1)), None);
     }
 
     #[test]
