@@ -4,6 +4,7 @@
 //! service, with the same size limit, and nothing on the wire differs from it.
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 
 use annals_core::EventRecord;
 use annals_server::ServerState;
@@ -21,25 +22,55 @@ use annals_proto::streams::ReadReq;
 /// The gRPC path of `Streams.Read`, routed here before the generated Streams service.
 pub(crate) const PATH: &str = annals_proto::STREAMS_READ_PATH;
 
-/// The `Streams.Read` route over one server's state.
-#[derive(Clone, Debug)]
-pub(crate) struct ReadRoute {
-    state: ServerState,
-    /// The largest request accepted, as for the other Streams methods.
-    max_decoding: usize,
+/// A gRPC method served on a route of its own, with a codec of its own: what [`OwnCodecRoute`]
+/// calls for each request.
+pub(crate) trait OwnCodecMethod: Send + 'static {
+    fn serve<B>(
+        state: ServerState,
+        max_decoding: usize,
+        req: http::Request<B>,
+    ) -> BoxFuture<http::Response<tonic::body::Body>, Infallible>
+    where
+        B: tonic::codegen::Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static;
 }
 
-impl ReadRoute {
+/// The route of an [`OwnCodecMethod`] over one server's state.
+pub(crate) struct OwnCodecRoute<M> {
+    state: ServerState,
+    /// The largest request accepted, as for the generated services' methods.
+    max_decoding: usize,
+    method: PhantomData<fn() -> M>,
+}
+
+impl<M> OwnCodecRoute<M> {
     pub(crate) fn new(state: ServerState, max_decoding: usize) -> Self {
         Self {
             state,
             max_decoding,
+            method: PhantomData,
         }
     }
 }
 
-impl<B> Service<http::Request<B>> for ReadRoute
+impl<M> Clone for OwnCodecRoute<M> {
+    fn clone(&self) -> Self {
+        Self::new(self.state.clone(), self.max_decoding)
+    }
+}
+
+impl<M> std::fmt::Debug for OwnCodecRoute<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnCodecRoute")
+            .field("method", &std::any::type_name::<M>())
+            .field("max_decoding", &self.max_decoding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M, B> Service<http::Request<B>> for OwnCodecRoute<M>
 where
+    M: OwnCodecMethod,
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
@@ -52,17 +83,32 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = ReadMethod(self.state.clone());
-        let max_decoding = self.max_decoding;
+        M::serve(self.state.clone(), self.max_decoding, req)
+    }
+}
+
+/// The `Streams.Read` route.
+pub(crate) type ReadRoute = OwnCodecRoute<ReadMethod>;
+
+impl OwnCodecMethod for ReadMethod {
+    fn serve<B>(
+        state: ServerState,
+        max_decoding: usize,
+        req: http::Request<B>,
+    ) -> BoxFuture<http::Response<tonic::body::Body>, Infallible>
+    where
+        B: tonic::codegen::Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
         Box::pin(async move {
             let mut grpc = Grpc::new(ReadCodec)
                 .apply_max_message_size_config(Some(max_decoding), Some(usize::MAX));
-            Ok(grpc.server_streaming(method, req).await)
+            Ok(grpc.server_streaming(ReadMethod(state), req).await)
         })
     }
 }
 
-struct ReadMethod(ServerState);
+pub(crate) struct ReadMethod(ServerState);
 
 impl ServerStreamingService<ReadReq> for ReadMethod {
     type Response = ReadItem;

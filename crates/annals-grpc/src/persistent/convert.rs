@@ -123,6 +123,44 @@ fn duration(ticks: Option<i64>, ms: Option<i32>, what: &str) -> Result<Duration,
         .map_err(|_| invalid(format!("{what} must not be negative, got {ms} ms")))
 }
 
+/// The [`WireSettings`] of a `Create` or `Update` request's settings: the two messages have the
+/// same fields but are distinct generated types (`$module` is `create_req` or `update_req`).
+macro_rules! wire_settings {
+    ($settings:expr, $module:ident, $strategy:expr) => {{
+        let settings = $settings;
+        WireSettings {
+            resolve_links: settings.resolve_links,
+            extra_statistics: settings.extra_statistics,
+            max_retry_count: settings.max_retry_count,
+            min_checkpoint_count: settings.min_checkpoint_count,
+            max_checkpoint_count: settings.max_checkpoint_count,
+            max_subscriber_count: settings.max_subscriber_count,
+            live_buffer_size: settings.live_buffer_size,
+            read_batch_size: settings.read_batch_size,
+            history_buffer_size: settings.history_buffer_size,
+            message_timeout: match settings.message_timeout {
+                Some($module::settings::MessageTimeout::MessageTimeoutMs(ms)) => {
+                    duration(None, Some(ms), "message_timeout")?
+                }
+                Some($module::settings::MessageTimeout::MessageTimeoutTicks(t)) => {
+                    duration(Some(t), None, "message_timeout")?
+                }
+                None => Duration::ZERO,
+            },
+            checkpoint_after: match settings.checkpoint_after {
+                Some($module::settings::CheckpointAfter::CheckpointAfterMs(ms)) => {
+                    duration(None, Some(ms), "checkpoint_after")?
+                }
+                Some($module::settings::CheckpointAfter::CheckpointAfterTicks(t)) => {
+                    duration(Some(t), None, "checkpoint_after")?
+                }
+                None => Duration::ZERO,
+            },
+            strategy: $strategy,
+        }
+    }};
+}
+
 /// The settings fields `Create` and `Update` share.
 struct WireSettings {
     resolve_links: bool,
@@ -236,36 +274,7 @@ pub(crate) fn create_definition(options: create_req::Options) -> Result<GroupDef
     } else {
         strategy_named(&settings.consumer_strategy, &source, &group)?
     };
-    let wire = WireSettings {
-        resolve_links: settings.resolve_links,
-        extra_statistics: settings.extra_statistics,
-        max_retry_count: settings.max_retry_count,
-        min_checkpoint_count: settings.min_checkpoint_count,
-        max_checkpoint_count: settings.max_checkpoint_count,
-        max_subscriber_count: settings.max_subscriber_count,
-        live_buffer_size: settings.live_buffer_size,
-        read_batch_size: settings.read_batch_size,
-        history_buffer_size: settings.history_buffer_size,
-        message_timeout: match settings.message_timeout {
-            Some(create_req::settings::MessageTimeout::MessageTimeoutMs(ms)) => {
-                duration(None, Some(ms), "message_timeout")?
-            }
-            Some(create_req::settings::MessageTimeout::MessageTimeoutTicks(t)) => {
-                duration(Some(t), None, "message_timeout")?
-            }
-            None => Duration::ZERO,
-        },
-        checkpoint_after: match settings.checkpoint_after {
-            Some(create_req::settings::CheckpointAfter::CheckpointAfterMs(ms)) => {
-                duration(None, Some(ms), "checkpoint_after")?
-            }
-            Some(create_req::settings::CheckpointAfter::CheckpointAfterTicks(t)) => {
-                duration(Some(t), None, "checkpoint_after")?
-            }
-            None => Duration::ZERO,
-        },
-        strategy,
-    };
+    let wire = wire_settings!(&settings, create_req, strategy);
     Ok(GroupDefinition {
         key: key(source, &group)?,
         start,
@@ -339,36 +348,7 @@ pub(crate) fn update_definition(
         (Strategy::PinnedByCorrelation, Strategy::Pinned) => Strategy::PinnedByCorrelation,
         (_, s) => s,
     };
-    let wire = WireSettings {
-        resolve_links: settings.resolve_links,
-        extra_statistics: settings.extra_statistics,
-        max_retry_count: settings.max_retry_count,
-        min_checkpoint_count: settings.min_checkpoint_count,
-        max_checkpoint_count: settings.max_checkpoint_count,
-        max_subscriber_count: settings.max_subscriber_count,
-        live_buffer_size: settings.live_buffer_size,
-        read_batch_size: settings.read_batch_size,
-        history_buffer_size: settings.history_buffer_size,
-        message_timeout: match settings.message_timeout {
-            Some(update_req::settings::MessageTimeout::MessageTimeoutMs(ms)) => {
-                duration(None, Some(ms), "message_timeout")?
-            }
-            Some(update_req::settings::MessageTimeout::MessageTimeoutTicks(t)) => {
-                duration(Some(t), None, "message_timeout")?
-            }
-            None => Duration::ZERO,
-        },
-        checkpoint_after: match settings.checkpoint_after {
-            Some(update_req::settings::CheckpointAfter::CheckpointAfterMs(ms)) => {
-                duration(None, Some(ms), "checkpoint_after")?
-            }
-            Some(update_req::settings::CheckpointAfter::CheckpointAfterTicks(t)) => {
-                duration(Some(t), None, "checkpoint_after")?
-            }
-            None => Duration::ZERO,
-        },
-        strategy,
-    };
+    let wire = wire_settings!(&settings, update_req, strategy);
     Ok(GroupDefinition {
         key: current.key.clone(),
         start,

@@ -10,60 +10,41 @@ use annals_proto::persistent_subscriptions::ReadReq;
 use annals_server::ServerState;
 use bytes::BufMut;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
-use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::codegen::{BoxFuture, StdError, http};
 use tonic::server::{Grpc, StreamingService};
 use tonic::{Status, Streaming};
 use tonic_prost::ProstDecoder;
 
 use super::{Answer, start_read};
 use crate::convert::{encode_persistent_event, read_event_len_hint};
+use crate::read_route::{OwnCodecMethod, OwnCodecRoute};
 
 /// The gRPC path of `PersistentSubscriptions.Read`, routed here before the generated service.
 pub(crate) const PATH: &str =
     "/event_store.client.persistent_subscriptions.PersistentSubscriptions/Read";
 
-/// The `Read` route over one server's state.
-#[derive(Clone, Debug)]
-pub(crate) struct ReadRoute {
-    state: ServerState,
-    /// The largest request accepted, as for the other methods.
-    max_decoding: usize,
-}
+/// The `Read` route.
+pub(crate) type ReadRoute = OwnCodecRoute<ReadMethod>;
 
-impl ReadRoute {
-    pub(crate) fn new(state: ServerState, max_decoding: usize) -> Self {
-        Self {
-            state,
-            max_decoding,
-        }
-    }
-}
-
-impl<B> Service<http::Request<B>> for ReadRoute
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = ReadMethod(self.state.clone());
-        let max_decoding = self.max_decoding;
+impl OwnCodecMethod for ReadMethod {
+    fn serve<B>(
+        state: ServerState,
+        max_decoding: usize,
+        req: http::Request<B>,
+    ) -> BoxFuture<http::Response<tonic::body::Body>, Infallible>
+    where
+        B: tonic::codegen::Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
         Box::pin(async move {
             let mut grpc = Grpc::new(ReadCodec)
                 .apply_max_message_size_config(Some(max_decoding), Some(usize::MAX));
-            Ok(grpc.streaming(method, req).await)
+            Ok(grpc.streaming(ReadMethod(state), req).await)
         })
     }
 }
 
-struct ReadMethod(ServerState);
+pub(crate) struct ReadMethod(ServerState);
 
 impl StreamingService<ReadReq> for ReadMethod {
     type Response = Answer;

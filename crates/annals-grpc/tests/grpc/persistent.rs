@@ -87,6 +87,20 @@ async fn next(sub: &mut PersistentSubscription) -> (u64, usize, kurrentdb::Resol
     }
 }
 
+/// Waits until the server drops the consumer (its call ends with an error).
+async fn dropped(sub: &mut PersistentSubscription) {
+    let ended = async {
+        loop {
+            if let Err(e) = sub.next_subscription_event().await {
+                return e;
+            }
+        }
+    };
+    tokio::time::timeout(DELIVERY_WAIT, ended)
+        .await
+        .expect("the consumer is dropped within the wait");
+}
+
 /// Asserts nothing is delivered for a while.
 async fn quiet(sub: &mut PersistentSubscription, wait: Duration) {
     if let Ok(Ok(kurrentdb::PersistentSubscriptionEvent::EventAppeared { event, .. })) =
@@ -381,14 +395,7 @@ async fn groups_are_managed_and_their_errors_are_kurrentdb_errors() {
     )
     .await
     .unwrap();
-    let dropped = async {
-        loop {
-            if let Err(e) = first.next_subscription_event().await {
-                return e;
-            }
-        }
-    };
-    tokio::time::timeout(DELIVERY_WAIT, dropped).await.unwrap();
+    dropped(&mut first).await;
     let gone = c
         .get_persistent_subscription_info(
             "acct-1",
@@ -544,14 +551,7 @@ async fn updating_a_group_drops_its_consumers_who_reconnect_where_it_was() {
     c.update_persistent_subscription("upd-1", "g", &from_start().max_retry_count(2))
         .await
         .unwrap();
-    let dropped = async {
-        loop {
-            if let Err(e) = sub.next_subscription_event().await {
-                return e;
-            }
-        }
-    };
-    tokio::time::timeout(DELIVERY_WAIT, dropped).await.unwrap();
+    dropped(&mut sub).await;
     // Reconnected, the consumer gets what was not acked; acked events may come again only if
     // no checkpoint covered them (at least once), never an event lost.
     let mut sub = c
@@ -584,14 +584,7 @@ async fn restarting_the_subsystem_drops_consumers_and_keeps_groups() {
     c.restart_persistent_subscription_subsystem(&Default::default())
         .await
         .unwrap();
-    let dropped = async {
-        loop {
-            if let Err(e) = sub.next_subscription_event().await {
-                return e;
-            }
-        }
-    };
-    tokio::time::timeout(DELIVERY_WAIT, dropped).await.unwrap();
+    dropped(&mut sub).await;
     let mut sub = c
         .subscribe_to_persistent_subscription("rs-1", "g", &consumer(10))
         .await
