@@ -57,6 +57,29 @@ pub(crate) fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time this process has used so far (user and system, every thread), from
+/// `/proc/self/stat`; zero where unavailable. Its unit is the kernel's clock tick (10 ms on
+/// Linux), so only phases of a second or more are measured well.
+pub(crate) fn process_cpu() -> Duration {
+    /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), 100 on every Linux this runs on.
+    const TICKS_PER_S: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let ticks = tick(11) + tick(12);
+    Duration::from_millis(ticks * 1_000 / TICKS_PER_S)
+}
+
 /// A multi-threaded tokio runtime of [`RUNTIME_THREADS`] workers for `what`.
 pub(crate) fn runtime(what: &str) -> Result<tokio::runtime::Runtime, BenchError> {
     tokio::runtime::Builder::new_multi_thread()

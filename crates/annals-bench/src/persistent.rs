@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::client::{GroupConsumer, GroupOptions, ProposedEvent, StreamsClient};
 use crate::error::{BenchError, Context, ensure};
 use crate::grpc::{GrpcServer, lean_client};
-use crate::measure::{latency_histogram, micros, ratio, runtime};
+use crate::measure::{latency_histogram, micros, process_cpu, ratio, runtime};
 use crate::report::{emit, round2};
 
 /// Events per append while filling the stream.
@@ -71,6 +71,11 @@ struct Figures {
     events_per_s: f64,
     baseline_events_per_s: f64,
     ratio: f64,
+    /// CPU this process used per event handled by the group and by the baseline, in
+    /// microseconds: the server's and the clients' when the server runs in-process (`--data`),
+    /// the clients' only against a running server.
+    cpu_us_per_event: f64,
+    baseline_cpu_us_per_event: f64,
     /// Deliveries beyond the first of an event (message timeouts); 0 in a healthy run.
     redelivered: u64,
     /// Events each consumer got in the last round, fewest and most.
@@ -111,12 +116,17 @@ async fn run_async(config: &PersistentConfig) -> Result<(), BenchError> {
 
     let mut group_time = Duration::ZERO;
     let mut baseline_time = Duration::ZERO;
+    let (mut group_cpu, mut baseline_cpu) = (Duration::ZERO, Duration::ZERO);
     let mut redelivered = 0;
     let mut last = None;
     for round in 0..config.rounds {
+        let cpu = process_cpu();
         baseline_time += catch_up(&mut client, &stream, config.events).await?;
+        let between = process_cpu();
+        baseline_cpu += between.saturating_sub(cpu);
         let group = format!("bench-{round}");
         let (elapsed, outcome) = consume_group(config, &client, &stream, &group).await?;
+        group_cpu += process_cpu().saturating_sub(between);
         group_time += elapsed;
         redelivered += outcome.redelivered;
         tracing::info!(
@@ -130,6 +140,7 @@ async fn run_async(config: &PersistentConfig) -> Result<(), BenchError> {
     let total = config.events as f64 * f64::from(config.rounds);
     let events_per_s = total / group_time.as_secs_f64();
     let baseline_events_per_s = total / baseline_time.as_secs_f64();
+    let cpu_us = |cpu: Duration| round2(cpu.as_secs_f64() * 1e6 / total);
 
     let live = live(config, &client, &stream, &group, outcome.consumers).await?;
     let ms = |us: u64| round2(us as f64 / 1_000.0);
@@ -143,6 +154,8 @@ async fn run_async(config: &PersistentConfig) -> Result<(), BenchError> {
         events_per_s: round2(events_per_s),
         baseline_events_per_s: round2(baseline_events_per_s),
         ratio: ratio(events_per_s, baseline_events_per_s),
+        cpu_us_per_event: cpu_us(group_cpu),
+        baseline_cpu_us_per_event: cpu_us(baseline_cpu),
         redelivered,
         consumer_min: outcome.per_consumer.iter().copied().min().unwrap_or(0),
         consumer_max: outcome.per_consumer.iter().copied().max().unwrap_or(0),

@@ -105,10 +105,12 @@ enum Cursor {
 impl Cursor {
     /// The next page of events (each with the link it was reached through, when links are
     /// resolved), waiting for new events once caught up; and whether the page reached the
-    /// source's end.
+    /// source's end. A stream is read `room` events at a time when that is more than a batch:
+    /// a record of many events is then decoded once, not once per batch.
     async fn next_page(
         &mut self,
         engine: &Engine,
+        room: usize,
     ) -> Result<(Vec<ResolvedEvent>, bool), EngineError> {
         match self {
             Cursor::All(sub) => {
@@ -128,16 +130,12 @@ impl Cursor {
                 resolve,
             } => loop {
                 head.borrow_and_update();
+                let want = (*batch).max(room);
                 let read = if *resolve {
-                    engine.read_stream_resolved(
-                        stream,
-                        Revision(*next),
-                        Direction::Forwards,
-                        *batch,
-                    )
+                    engine.read_stream_resolved(stream, Revision(*next), Direction::Forwards, want)
                 } else {
                     engine
-                        .read_stream(stream, Revision(*next), Direction::Forwards, *batch)
+                        .read_stream(stream, Revision(*next), Direction::Forwards, want)
                         .map(|events| {
                             events
                                 .into_iter()
@@ -152,7 +150,7 @@ impl Cursor {
                 };
                 if let Some(last) = events.last() {
                     *next = placed(last).revision.0 + 1;
-                    let caught_up = events.len() < *batch;
+                    let caught_up = events.len() < want;
                     return Ok((events, caught_up));
                 }
                 if head.changed().await.is_err() {
@@ -312,7 +310,7 @@ async fn run_inner(
                     .map(|()| seq)
             }));
         }
-        let room = group.waiting() < buffer_max;
+        let room = buffer_max.saturating_sub(group.waiting());
         tokio::select! {
             biased;
             written = wait_checkpoint(&mut checkpointing), if checkpointing.is_some() => {
@@ -355,7 +353,7 @@ async fn run_inner(
                     }
                 }
             }
-            page = cursor.next_page(engine), if room => {
+            page = cursor.next_page(engine, room), if room > 0 => {
                 let (events, caught_up) = page?;
                 live = caught_up;
                 let head = engine.head().0;

@@ -17,7 +17,7 @@
 //! - the checkpoint is the newest position below which every offered event is handled, so a
 //!   restart from it delivers again only what was not handled (never skips one).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -131,6 +131,39 @@ struct InFlight<T> {
     deadline: Instant,
 }
 
+/// The events in flight under one ack id: one, unless events share an id (links to one
+/// event, or the same id appended to two streams). No allocation for the usual one.
+#[derive(Debug)]
+struct SameId<T> {
+    first: InFlight<T>,
+    more: Vec<InFlight<T>>,
+}
+
+impl<T> SameId<T> {
+    fn iter(&self) -> impl Iterator<Item = &InFlight<T>> {
+        std::iter::once(&self.first).chain(self.more.iter())
+    }
+
+    /// Removes the entry at `index` of [`Self::iter`]'s order; `None` when that leaves none
+    /// (the caller drops the whole `SameId`).
+    fn remove(mut self, index: usize) -> (InFlight<T>, Option<Self>) {
+        if index == 0 {
+            if self.more.is_empty() {
+                return (self.first, None);
+            }
+            let next = self.more.remove(0);
+            let taken = std::mem::replace(&mut self.first, next);
+            (taken, Some(self))
+        } else {
+            let taken = self.more.remove(index - 1);
+            (taken, Some(self))
+        }
+    }
+}
+
+/// The hash of the group's hot maps: fast, and seeded, since event ids come from clients.
+type FastHash = foldhash::fast::RandomState;
+
 /// What one consumer looks like from the outside, for `GetInfo`.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ConsumerInfo {
@@ -161,18 +194,18 @@ pub struct Group<T> {
     /// Where round-robin looks first.
     next_consumer: usize,
     /// Pinned strategies: which consumer owns each affinity bucket.
-    pins: HashMap<u32, ConsumerId>,
+    pins: HashMap<u32, ConsumerId, FastHash>,
     /// Events to deliver again, in `seq` order, before any fresh one.
     retries: VecDeque<Waiting<T>>,
     /// Events never delivered yet, in `seq` order.
     fresh: VecDeque<Waiting<T>>,
-    /// Events in flight, by `seq`.
-    in_flight: BTreeMap<u64, InFlight<T>>,
-    /// The `seq`s in flight under each ack id (one, unless two events share an id), so an ack
-    /// finds its event without a scan.
-    in_flight_ids: HashMap<Uuid, Vec<u64>>,
-    /// Every offered event the checkpoint has not passed: `true` once handled.
-    unsettled: BTreeMap<u64, bool>,
+    /// Events in flight, by the id they are acked with, so an ack finds its event at once.
+    in_flight: HashMap<Uuid, SameId<T>, FastHash>,
+    /// How many events `in_flight` holds.
+    in_flight_count: usize,
+    /// Every offered event the checkpoint has not passed, in `seq` order (as offered): `true`
+    /// once handled.
+    unsettled: VecDeque<(u64, bool)>,
     /// The newest `seq` below which every offered event is handled.
     handled_through: Option<u64>,
     /// Events the checkpoint candidate moved over since the last checkpoint.
@@ -197,12 +230,12 @@ impl<T: Clone> Group<T> {
             settings,
             consumers: Vec::new(),
             next_consumer: 0,
-            pins: HashMap::new(),
+            pins: HashMap::default(),
             retries: VecDeque::new(),
             fresh: VecDeque::new(),
-            in_flight: BTreeMap::new(),
-            in_flight_ids: HashMap::new(),
-            unsettled: BTreeMap::new(),
+            in_flight: HashMap::default(),
+            in_flight_count: 0,
+            unsettled: VecDeque::new(),
             handled_through: checkpoint,
             handled_since_checkpoint: 0,
             counted_by_asked_checkpoint: None,
@@ -242,16 +275,8 @@ impl<T: Clone> Group<T> {
     pub fn disconnect(&mut self, id: ConsumerId) {
         self.consumers.retain(|c| c.id != id);
         self.pins.retain(|_, owner| *owner != id);
-        let held: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.consumer == id)
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in held {
-            if let Some(f) = self.remove_in_flight(seq) {
-                self.retry(f.message, f.retry_count);
-            }
+        for f in self.remove_in_flight_where(|f| f.consumer == id) {
+            self.retry(f.message, f.retry_count);
         }
         if self.next_consumer >= self.consumers.len() {
             self.next_consumer = 0;
@@ -271,7 +296,7 @@ impl<T: Clone> Group<T> {
         }
         self.last_offered = Some(message.seq);
         self.behind = behind;
-        self.unsettled.insert(message.seq, false);
+        self.unsettled.push_back((message.seq, false));
         self.counts.offered += 1;
         self.fresh.push_back(Waiting {
             message,
@@ -286,7 +311,10 @@ impl<T: Clone> Group<T> {
     /// in flight.
     pub fn replay(&mut self, message: Message<T>) {
         let seq = message.seq;
-        let present = self.in_flight.contains_key(&seq)
+        let present = self
+            .in_flight
+            .values()
+            .any(|same| same.iter().any(|f| f.message.seq == seq))
             || self.retries.iter().any(|w| w.message.seq == seq)
             || self.fresh.iter().any(|w| w.message.seq == seq);
         if present {
@@ -440,19 +468,22 @@ impl<T: Clone> Group<T> {
             retry_count: waiting.retry_count,
             message: waiting.message.clone(),
         });
-        self.in_flight_ids
-            .entry(waiting.message.id)
-            .or_default()
-            .push(waiting.message.seq);
-        self.in_flight.insert(
-            waiting.message.seq,
-            InFlight {
-                consumer: consumer.id,
-                retry_count: waiting.retry_count,
-                deadline: now + self.settings.message_timeout,
-                message: waiting.message,
-            },
-        );
+        let f = InFlight {
+            consumer: consumer.id,
+            retry_count: waiting.retry_count,
+            deadline: now + self.settings.message_timeout,
+            message: waiting.message,
+        };
+        self.in_flight_count += 1;
+        match self.in_flight.entry(f.message.id) {
+            std::collections::hash_map::Entry::Occupied(mut same) => same.get_mut().more.push(f),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(SameId {
+                    first: f,
+                    more: Vec::new(),
+                });
+            }
+        }
     }
 
     /// Conflation: while the group is further behind than `conflate_behind`, of the fresh
@@ -464,7 +495,7 @@ impl<T: Clone> Group<T> {
         if self.behind <= limit || self.fresh.len() < 2 {
             return;
         }
-        let mut newest: HashMap<&str, u64> = HashMap::new();
+        let mut newest: HashMap<&str, u64, FastHash> = HashMap::default();
         for w in &self.fresh {
             newest.insert(w.message.stream.as_str(), w.message.seq);
         }
@@ -487,36 +518,54 @@ impl<T: Clone> Group<T> {
 
     /// The in-flight event `id` of `consumer` (the oldest, should two share an id).
     fn take_in_flight(&mut self, consumer: ConsumerId, id: Uuid) -> Option<InFlight<T>> {
-        let seq = self
-            .in_flight_ids
-            .get(&id)?
+        let same = self.in_flight.get(&id)?;
+        let (index, _) = same
             .iter()
-            .copied()
-            .filter(|seq| {
-                self.in_flight
-                    .get(seq)
-                    .is_some_and(|f| f.consumer == consumer)
-            })
-            .min()?;
-        let f = self.remove_in_flight(seq)?;
+            .enumerate()
+            .filter(|(_, f)| f.consumer == consumer)
+            .min_by_key(|(_, f)| f.message.seq)?;
+        let f = self.remove_in_flight(id, index)?;
         if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
         Some(f)
     }
 
-    /// Takes the event in flight at `seq` out of both indexes.
-    fn remove_in_flight(&mut self, seq: u64) -> Option<InFlight<T>> {
-        let f = self.in_flight.remove(&seq)?;
-        if let std::collections::hash_map::Entry::Occupied(mut seqs) =
-            self.in_flight_ids.entry(f.message.id)
-        {
-            seqs.get_mut().retain(|s| *s != seq);
-            if seqs.get().is_empty() {
-                seqs.remove();
+    /// Takes the `index`th event in flight under `id` out.
+    fn remove_in_flight(&mut self, id: Uuid, index: usize) -> Option<InFlight<T>> {
+        let same = self.in_flight.remove(&id)?;
+        let (f, rest) = same.remove(index);
+        if let Some(rest) = rest {
+            self.in_flight.insert(id, rest);
+        }
+        self.in_flight_count -= 1;
+        Some(f)
+    }
+
+    /// Takes every in-flight event `pick` chooses out, in `seq` order. Consumers' in-flight
+    /// counts are the caller's to fix.
+    fn remove_in_flight_where(&mut self, pick: impl Fn(&InFlight<T>) -> bool) -> Vec<InFlight<T>> {
+        let mut picked: Vec<(u64, Uuid)> = self
+            .in_flight
+            .iter()
+            .flat_map(|(id, same)| {
+                same.iter()
+                    .filter(|f| pick(f))
+                    .map(|f| (f.message.seq, *id))
+            })
+            .collect();
+        picked.sort_unstable();
+        let mut out = Vec::with_capacity(picked.len());
+        for (seq, id) in picked {
+            let index = self
+                .in_flight
+                .get(&id)
+                .and_then(|same| same.iter().position(|f| f.message.seq == seq));
+            if let Some(f) = index.and_then(|i| self.remove_in_flight(id, i)) {
+                out.push(f);
             }
         }
-        Some(f)
+        out
     }
 
     /// `consumer` handled these events. Ids it does not hold are ignored (a late ack of an
@@ -556,19 +605,11 @@ impl<T: Clone> Group<T> {
 
     /// Retries (or parks) every event in flight past its deadline.
     pub fn tick(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in expired {
-            if let Some(f) = self.remove_in_flight(seq) {
-                if let Some(c) = self.consumers.iter_mut().find(|c| c.id == f.consumer) {
-                    c.in_flight = c.in_flight.saturating_sub(1);
-                }
-                self.retry(f.message, f.retry_count);
+        for f in self.remove_in_flight_where(|f| f.deadline <= now) {
+            if let Some(c) = self.consumers.iter_mut().find(|c| c.id == f.consumer) {
+                c.in_flight = c.in_flight.saturating_sub(1);
             }
+            self.retry(f.message, f.retry_count);
         }
     }
 
@@ -604,14 +645,13 @@ impl<T: Clone> Group<T> {
     /// Marks `seq` handled and moves the checkpoint candidate over every handled event at the
     /// front.
     fn settle(&mut self, seq: u64) {
-        if let Some(handled) = self.unsettled.get_mut(&seq) {
+        if let Ok(at) = self.unsettled.binary_search_by_key(&seq, |(s, _)| *s)
+            && let Some((_, handled)) = self.unsettled.get_mut(at)
+        {
             *handled = true;
         }
-        while let Some(entry) = self.unsettled.first_entry() {
-            if !*entry.get() {
-                break;
-            }
-            let (seq, _) = entry.remove_entry();
+        while let Some(&(seq, true)) = self.unsettled.front() {
+            self.unsettled.pop_front();
             self.handled_through = Some(seq);
             self.handled_since_checkpoint += 1;
         }
@@ -680,7 +720,7 @@ impl<T: Clone> Group<T> {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight_count
     }
 
     pub fn consumers(&self) -> Vec<ConsumerInfo> {

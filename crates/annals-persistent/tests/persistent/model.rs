@@ -99,6 +99,23 @@ impl Reference {
         }
     }
 
+    /// The items an ack or nack of `ids` by `consumer` takes, in the order taken: for each id
+    /// in turn, the oldest event under it in flight to that consumer (none if it holds none).
+    fn taken_by(&self, consumer: ConsumerId, ids: &[Uuid]) -> Vec<usize> {
+        let mut taken: Vec<usize> = Vec::new();
+        for id in ids {
+            let oldest = self.items.iter().enumerate().position(|(index, i)| {
+                i.id == *id
+                    && !taken.contains(&index)
+                    && matches!(i.state, State::InFlight { consumer: c, .. } if c == consumer)
+            });
+            if let Some(index) = oldest {
+                taken.push(index);
+            }
+        }
+        taken
+    }
+
     /// An event that failed once more: retried, or parked at the limit.
     fn fail(&mut self, index: usize) -> bool {
         let max = self.settings.max_retry_count;
@@ -247,9 +264,17 @@ impl Run {
                 .random_bool(0.5)
                 .then(|| ["x", "y"][self.rng.random_range(0..2)].to_owned());
             let behind = self.rng.random_range(0..40);
+            // Some events share an id with an earlier one (links to one event, or one id
+            // appended to two streams): an ack of that id settles the oldest held.
+            let id = match self.reference.items.len() {
+                n if n > 0 && self.rng.random_bool(0.1) => {
+                    self.reference.items[self.rng.random_range(n.saturating_sub(8)..n)].id
+                }
+                _ => Uuid::from_u128(u128::from(seq)),
+            };
             let message = Message {
                 seq,
-                id: Uuid::from_u128(u128::from(seq)),
+                id,
                 stream: annals_core::StreamName::new(stream.as_str()).unwrap(),
                 correlation: correlation.clone(),
                 payload: seq,
@@ -260,7 +285,7 @@ impl Run {
             self.reference.behind = behind;
             self.reference.items.push(Item {
                 seq,
-                id: Uuid::from_u128(u128::from(seq)),
+                id,
                 stream,
                 correlation,
                 retry_count: 0,
@@ -446,12 +471,8 @@ impl Run {
         };
         let ids = self.some_ids_of(consumer);
         self.group.ack(consumer, &ids);
-        for item in self.reference.items.iter_mut() {
-            if ids.contains(&item.id)
-                && matches!(item.state, State::InFlight { consumer: c, .. } if c == consumer)
-            {
-                item.state = State::Handled(Handled::Acked);
-            }
+        for index in self.reference.taken_by(consumer, &ids) {
+            self.reference.items[index].state = State::Handled(Handled::Acked);
         }
     }
 
@@ -469,14 +490,11 @@ impl Run {
         ][self.rng.random_range(0..5)];
         self.group.nack(consumer, &ids, action, "model says no");
         let mut parked = Vec::new();
-        for index in 0..self.reference.items.len() {
-            let item = &self.reference.items[index];
-            if !ids.contains(&item.id)
-                || !matches!(item.state, State::InFlight { consumer: c, .. } if c == consumer)
-            {
-                continue;
-            }
-            let seq = item.seq;
+        let mut taken = self.reference.taken_by(consumer, &ids);
+        // A retry inserts by seq, so the order they are retried in does not matter; parking
+        // goes in the order the ids came, as the group takes them.
+        for index in taken.drain(..) {
+            let seq = self.reference.items[index].seq;
             match action {
                 NackAction::Park => {
                     self.reference.items[index].state = State::Handled(Handled::Parked);
