@@ -645,9 +645,14 @@ impl<T: Clone> Group<T> {
     /// Marks `seq` handled and moves the checkpoint candidate over every handled event at the
     /// front.
     fn settle(&mut self, seq: u64) {
-        if let Ok(at) = self.unsettled.binary_search_by_key(&seq, |(s, _)| *s)
-            && let Some((_, handled)) = self.unsettled.get_mut(at)
-        {
+        // A stream's seqs are dense, so the event is usually where its distance from the front
+        // says; else (a filtered `$all`) it is searched for.
+        let guess = self.unsettled.front().and_then(|(front, _)| {
+            let at = usize::try_from(seq.checked_sub(*front)?).ok()?;
+            (self.unsettled.get(at)?.0 == seq).then_some(at)
+        });
+        let at = guess.or_else(|| self.unsettled.binary_search_by_key(&seq, |(s, _)| *s).ok());
+        if let Some((_, handled)) = at.and_then(|at| self.unsettled.get_mut(at)) {
             *handled = true;
         }
         while let Some(&(seq, true)) = self.unsettled.front() {
