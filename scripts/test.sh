@@ -20,6 +20,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   $sudo_cmd apt-get install -y postgresql >&2
 fi
 
+# NATS with JetStream: the relay tests start throwaway servers (and kill them).
+if ! command -v nats-server >/dev/null 2>&1; then
+  echo "installing the NATS server (Debian package nats-server)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y nats-server >&2
+fi
+
 cargo fmt --all -- --check
 
 # Lints and tests in one build. Clippy runs as the compiler of the workspace's own crates while

@@ -14,6 +14,7 @@ mod link;
 mod metadata;
 mod name;
 mod position;
+mod source;
 mod timestamp;
 
 pub use error::{DomainError, InputError};
@@ -29,4 +30,5 @@ pub use link::{
 pub use metadata::{SOFT_DELETE_TRUNCATE_BEFORE, StreamMetadata};
 pub use name::{EventType, StreamName, category_of};
 pub use position::{AppendResult, Direction, ExpectedRevision, Position, Revision};
+pub use source::{Source, SourceSpec};
 pub use timestamp::{SubsecondDigits, Timestamp};

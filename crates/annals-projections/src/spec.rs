@@ -7,18 +7,8 @@ use std::time::Duration;
 
 use crate::handler::Handler;
 
-/// Which events a projection reads.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum Source {
-    /// Every event in `$all` (system events, `$`-prefixed types, excluded).
-    All,
-    /// Streams of one category: names starting with `{category}-`.
-    Category(String),
-    /// Events of exactly these types.
-    EventTypes(Vec<String>),
-    /// Exactly these streams.
-    Streams(Vec<String>),
-}
+/// Which events a projection reads (shared with relays).
+pub use annals_core::Source;
 
 /// What happens to an event whose handler or statements keep failing.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

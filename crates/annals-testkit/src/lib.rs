@@ -9,6 +9,7 @@
 //!   says exactly where they differ.
 //! - [`verify`]: checks a store reopened after a crash against the appends sent to it.
 //! - [`storage`]: storage wrappers that check the order of writes and syncs.
+//! - [`nats`]: a throwaway NATS server with JetStream ([`nats::TempNats`]) for relay tests.
 //! - [`postgres`]: a throwaway PostgreSQL server ([`postgres::TempPostgres`]) for target tests.
 //! - `tidy` (tests only): hygiene checks over the workspace's sources (module comments, file
 //!   sizes, constants defined in two crates).
@@ -26,6 +27,7 @@
 
 pub mod compare;
 mod model;
+pub mod nats;
 pub mod postgres;
 pub mod random;
 pub mod storage;

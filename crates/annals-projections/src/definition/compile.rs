@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::handler::{CompiledStatement, DeclarativeHandler, EffectTemplate, Entry};
 use super::param_source::ParamSource;
-use super::schema::{RawEffect, RawHandler, RawPolicy, RawProjection, RawSource};
+use super::schema::{RawEffect, RawHandler, RawPolicy, RawProjection};
 use super::sql_lex::{check_braces, placeholders};
 use super::{
     DEFINITION_ATTEMPTS_MAX, DEFINITION_BACKOFF_MAX, DEFINITION_PARAMS_MAX, Definition,
@@ -21,6 +21,7 @@ use super::{
 use crate::handler::Handler;
 use crate::runtime::PROJECTION_NAME_BYTES_MAX;
 use crate::spec::{ErrorPolicy, OnFailure, PARTITIONS_MAX, ProjectionSpec, Source};
+use annals_core::SourceSpec as RawSource;
 
 /// Parses a definition file; see the module doc for the format.
 pub fn parse_definitions(text: &str) -> Result<Vec<Definition>, DefinitionError> {
@@ -109,7 +110,7 @@ fn compile(raw: RawProjection) -> Result<Definition, DefinitionError> {
         .clone()
         .try_into()
         .map_err(|e: toml::de::Error| errors.at("source", e.message()))?;
-    let source = compile_source(&raw_source).map_err(|m| errors.at("source", m))?;
+    let source = Source::from_spec(&raw_source).map_err(|m| errors.at("source", m))?;
 
     let mut objects: Vec<String> = Vec::new();
     for (field, names) in [("tables", &raw.tables), ("indexes", &raw.indexes)] {
@@ -233,55 +234,6 @@ fn parse_target(text: &str) -> Result<DefinitionTarget, String> {
     Err(format!(
         "`{text}` is not a target URL (expected sqlite:PATH or postgres://…)"
     ))
-}
-
-fn compile_source(raw: &RawSource) -> Result<Source, String> {
-    let given = [
-        raw.all.is_some(),
-        raw.category.is_some(),
-        raw.event_types.is_some(),
-        raw.streams.is_some(),
-    ]
-    .iter()
-    .filter(|g| **g)
-    .count();
-    if given != 1 {
-        return Err(
-            "give exactly one of { all = true }, { category = \"…\" }, { event_types = [..] }, \
-             { streams = [..] }"
-                .to_owned(),
-        );
-    }
-    let non_empty = |list: &Vec<String>, what: &str| -> Result<Vec<String>, String> {
-        if list.is_empty() {
-            return Err(format!("{what} must not be empty"));
-        }
-        if list.iter().any(String::is_empty) {
-            return Err(format!("{what} holds an empty name"));
-        }
-        Ok(list.clone())
-    };
-    if let Some(all) = raw.all {
-        if !all {
-            return Err("`all` can only be true".to_owned());
-        }
-        return Ok(Source::All);
-    }
-    if let Some(category) = &raw.category {
-        if category.is_empty() || category.contains('-') {
-            return Err(format!(
-                "category `{category}` must be non-empty and contain no `-`"
-            ));
-        }
-        return Ok(Source::Category(category.clone()));
-    }
-    if let Some(types) = &raw.event_types {
-        return non_empty(types, "event_types").map(Source::EventTypes);
-    }
-    match &raw.streams {
-        Some(streams) => non_empty(streams, "streams").map(Source::Streams),
-        None => Err("no source".to_owned()),
-    }
 }
 
 fn compile_policy(raw: &RawPolicy, errors: &Errors<'_>) -> Result<ErrorPolicy, DefinitionError> {

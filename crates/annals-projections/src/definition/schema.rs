@@ -12,7 +12,7 @@ pub(super) struct RawProjection {
     pub(super) name: String,
     #[serde(default)]
     pub(super) target: Option<String>,
-    /// Deserialized apart ([`RawSource`]) so its errors name the field.
+    /// Deserialized apart ([`annals_core::SourceSpec`]) so its errors name the field.
     pub(super) source: toml::Value,
     #[serde(default)]
     pub(super) tables: Vec<String>,
@@ -27,19 +27,6 @@ pub(super) struct RawProjection {
     pub(super) on_error: Option<toml::Value>,
     #[serde(default)]
     pub(super) handler: Vec<toml::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSource {
-    #[serde(default)]
-    pub(super) all: Option<bool>,
-    #[serde(default)]
-    pub(super) category: Option<String>,
-    #[serde(default)]
-    pub(super) event_types: Option<Vec<String>>,
-    #[serde(default)]
-    pub(super) streams: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

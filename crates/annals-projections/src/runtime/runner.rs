@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use annals_core::{EventRecord, Filter, FilterTarget, Position};
+use annals_core::{EventRecord, Filter, Position};
 use annals_engine::{Engine, EngineError};
 use crossbeam_channel::{Sender, bounded};
 use parking_lot::Mutex;
@@ -151,21 +151,7 @@ pub(crate) fn partition_of(stream: &str, partitions: u32) -> u32 {
 /// The server-side filter for a source, and whether events need an exact check on top (prefix
 /// filters also match longer names).
 pub(crate) fn source_filter(source: &Source) -> Result<Filter, String> {
-    let filter = match source {
-        Source::All => Filter::regex(FilterTarget::EventType, r"^[^$]"),
-        Source::Category(c) => Filter::prefixes(FilterTarget::StreamName, vec![format!("{c}-")]),
-        Source::EventTypes(types) => Filter::prefixes(FilterTarget::EventType, types.clone()),
-        Source::Streams(streams) => Filter::prefixes(FilterTarget::StreamName, streams.clone()),
-    };
-    filter.map_err(|e| e.to_string())
-}
-
-fn exact_match(source: &Source, event: &EventRecord) -> bool {
-    match source {
-        Source::All | Source::Category(_) => true,
-        Source::EventTypes(types) => types.iter().any(|t| t == event.event_type.as_str()),
-        Source::Streams(streams) => streams.iter().any(|s| s == event.stream.as_str()),
-    }
+    source.filter().map_err(|e| e.to_string())
 }
 
 /// Everything needed to start a generation.
@@ -394,7 +380,7 @@ impl Dispatcher {
             }
             let mut routed: Vec<Vec<EventRecord>> = vec![Vec::new(); partitions as usize];
             for event in events {
-                if !exact_match(&self.source, &event) {
+                if !self.source.matches(&event) {
                     continue;
                 }
                 let p = partition_of(event.stream.as_str(), partitions) as usize;

@@ -1,0 +1,172 @@
+//! The NATS JetStream sink: a publish counts once JetStream acknowledged it; the event id goes
+//! in `Nats-Msg-Id`, so JetStream drops a re-send within the stream's duplicate window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals_core::EventRecord;
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use tokio::sync::Mutex;
+
+use super::{
+    HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_POSITION, HEADER_REVISION,
+    HEADER_STREAM, Sink, SinkError, content_type,
+};
+use crate::config::NatsSink;
+use crate::redact;
+
+/// Longest a connection attempt to one server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(crate) struct NatsEndpoint(Arc<Inner>);
+
+struct Inner {
+    config: NatsSink,
+    url: String,
+    /// The JetStream context, once connected; the client reconnects by itself after that.
+    context: Mutex<Option<jetstream::Context>>,
+}
+
+impl NatsEndpoint {
+    pub(crate) fn new(config: NatsSink, url: String) -> Self {
+        Self(Arc::new(Inner {
+            config,
+            url,
+            context: Mutex::new(None),
+        }))
+    }
+}
+
+impl Inner {
+    async fn context(&self) -> Result<jetstream::Context, SinkError> {
+        let mut slot = self.context.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .name("annals-relay");
+        if let (Some(user), Some(password)) = (&self.config.user, &self.config.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.config.token {
+            options = options.token(token.clone());
+        }
+        if let Some(file) = &self.config.credentials_file {
+            options = options.credentials_file(file).await.map_err(|e| {
+                SinkError::Refused(format!("credentials file {}: {e}", file.display()))
+            })?;
+        }
+        if let Some(ca) = &self.config.tls_ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let client = options.connect(self.url.as_str()).await.map_err(|e| {
+            SinkError::Down(format!("connecting to {}: {e}", redact::url(&self.url)))
+        })?;
+        let mut context = jetstream::new(client);
+        context.set_timeout(self.config.ack_timeout);
+        *slot = Some(context.clone());
+        Ok(context)
+    }
+}
+
+impl Sink for NatsEndpoint {
+    fn prepare(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        let this = &self.0;
+        async move {
+            let context = this.context().await?;
+            let name = this.config.stream.as_str();
+            let stream = match context.get_stream(name).await {
+                Ok(stream) => stream,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::context::GetStreamErrorKind::JetStream(_)
+                    ) =>
+                {
+                    if !this.config.create {
+                        return Err(SinkError::Refused(format!(
+                            "JetStream stream {name:?} does not exist on {} ({e}); create it \
+                             with subjects {:?}, or set create = true",
+                            self.endpoint(),
+                            this.config.subject.nats_filter()
+                        )));
+                    }
+                    context
+                        .create_stream(jetstream::stream::Config {
+                            name: name.to_owned(),
+                            subjects: vec![this.config.subject.nats_filter()],
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|e| {
+                            SinkError::Refused(format!("creating JetStream stream {name:?}: {e}"))
+                        })?
+                }
+                Err(e) => {
+                    return Err(SinkError::Down(format!(
+                        "looking up JetStream stream {name:?} on {}: {e}",
+                        self.endpoint()
+                    )));
+                }
+            };
+            let window = stream.cached_info().config.duplicate_window;
+            tracing::info!(
+                endpoint = %self.endpoint(),
+                stream = name,
+                duplicate_window_s = window.as_secs_f64(),
+                "relay sink ready"
+            );
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn send(&self, event: Arc<EventRecord>) -> BoxFuture<'static, Result<(), SinkError>> {
+        let this = Arc::clone(&self.0);
+        let endpoint = self.endpoint();
+        async move {
+            let subject = this
+                .config
+                .subject
+                .render(event.stream.as_str(), event.event_type.as_str());
+            let context = this.context().await?;
+            let id = event.id.to_string();
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            headers.insert(HEADER_STREAM, event.stream.as_str());
+            headers.insert(HEADER_REVISION, event.revision.0.to_string().as_str());
+            headers.insert(HEADER_POSITION, event.position.0.to_string().as_str());
+            headers.insert(HEADER_EVENT_TYPE, event.event_type.as_str());
+            headers.insert(HEADER_EVENT_ID, id.as_str());
+            headers.insert(HEADER_CONTENT_TYPE, content_type(&event));
+            let ack = context
+                .publish_with_headers(subject, headers, event.data.clone())
+                .await
+                .map_err(|e| classify(&endpoint, e.kind(), &e.to_string()))?;
+            ack.await
+                .map_err(|e| classify(&endpoint, e.kind(), &e.to_string()))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn endpoint(&self) -> String {
+        redact::url(&self.0.url)
+    }
+}
+
+fn classify(endpoint: &str, kind: PublishErrorKind, text: &str) -> SinkError {
+    let text = format!("{endpoint}: {text}");
+    match kind {
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => SinkError::Down(text),
+        PublishErrorKind::StreamNotFound => SinkError::Refused(text),
+        _ if text.contains("maximum payload") || text.contains("max payload") => {
+            SinkError::Poison(text)
+        }
+        _ => SinkError::Refused(text),
+    }
+}

@@ -1,0 +1,1 @@
+//! The webhook sink against HTTP servers the tests run.
