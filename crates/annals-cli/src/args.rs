@@ -36,6 +36,43 @@ pub enum Command {
     Bench(BenchCommand),
     /// Inspect and control a running server's projections.
     Projections(ProjectionsArgs),
+    /// Inspect and control a running server's relays (events forwarded to brokers).
+    Relays(RelaysArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RelaysArgs {
+    /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT.
+    #[arg(long, global = true, default_value = "127.0.0.1:2113")]
+    pub server: ServerAddr,
+    #[command(subcommand)]
+    pub command: RelaysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelaysCommand {
+    /// Every relay: state, endpoint, position, lag, rate, parked events, last error.
+    List,
+    /// One relay's status.
+    Status { name: String },
+    /// Apply a TOML definition file (start new relays, restart changed ones).
+    Apply { file: PathBuf },
+    /// Stop and forget a relay, with its checkpoint and parked events.
+    Remove { name: String },
+    /// Stop sending until resumed.
+    Pause { name: String },
+    /// Resume a paused relay, or one stopped at a poison event (which is tried again).
+    Resume { name: String },
+    /// Start over after a position: what was sent since is sent again.
+    Reset {
+        name: String,
+        #[arg(long)]
+        position: u64,
+    },
+    /// The relay's parked events.
+    Parked { name: String },
+    /// Send the parked events again, oldest first.
+    RetryParked { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +159,11 @@ pub struct ServeArgs {
     /// over HTTP, are kept in the store directory and run without it.
     #[arg(long)]
     pub projections: Option<PathBuf>,
+    /// A TOML file of relays to apply at start (new ones start, changed ones restart from their
+    /// checkpoints). Relays applied earlier, also over HTTP, are kept in the store and run
+    /// without it.
+    #[arg(long)]
+    pub relays: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

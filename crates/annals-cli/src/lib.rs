@@ -12,6 +12,7 @@ mod effects;
 mod output;
 mod projections;
 mod read;
+mod relays;
 mod serve;
 mod store;
 mod write;
@@ -36,5 +37,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(a) => write::load(&a),
         Command::Bench(b) => bench::run(b),
         Command::Projections(a) => projections::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Relays(a) => relays::run(&a).map(|()| ExitCode::SUCCESS),
     }
 }

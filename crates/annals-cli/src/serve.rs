@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use annals_persistent::Subscriptions;
 use annals_projections::{Catalog, Projections};
+use annals_relay::Relays;
 use annals_server::{Limits, ServerState, TlsFiles};
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
@@ -73,6 +74,21 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let persistent = runtime
         .block_on(Subscriptions::open(engine.clone()))
         .context("cannot start the persistent subscriptions")?;
+    // Relays start from their checkpoints; the file's definitions are applied over the stored
+    // ones.
+    let relays = runtime
+        .block_on(Relays::open(engine.clone()))
+        .context("cannot start the relays")?;
+    if let Some(file) = &args.relays {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        for applied in runtime
+            .block_on(relays.apply(&text))
+            .with_context(|| format!("relays in {}", file.display()))?
+        {
+            tracing::info!(?applied, "relay definition applied");
+        }
+    }
     let state = ServerState::new(engine.clone(), limits).with_persistent(Arc::clone(&persistent));
     let catalog = Arc::new(catalog);
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -88,7 +104,11 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let local = listener.local_addr().context("listener address")?;
         let router = annals_grpc::routes(state.clone())
-            .merge(annals_http::router(state.clone(), Some(catalog)))
+            .merge(annals_http::router_with_relays(
+                state.clone(),
+                Some(catalog),
+                Some(Arc::clone(&relays)),
+            ))
             .fallback(fallback);
         // Handlers first: the address line tells scripts and tests the server is up, and a
         // SIGTERM that follows it at once must shut down cleanly, not kill the process.
@@ -113,6 +133,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Persistent-subscription groups write their last checkpoints while the store still takes
     // writes; projections stop after their commits in flight. Each resumes from its checkpoint.
     runtime.block_on(persistent.shutdown());
+    runtime.block_on(relays.shutdown());
     projections.shutdown();
     // Closing waits for the writer threads, so every append in flight is answered first.
     // A pipeline thread that panicked during the run is reported, and the exit is a failure.

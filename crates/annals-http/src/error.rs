@@ -41,6 +41,11 @@ pub enum ApiError {
     PersistentDisabled,
     #[error(transparent)]
     Persistent(annals_persistent::PersistentError),
+    /// This server runs no relays.
+    #[error("this server runs no relays")]
+    RelaysDisabled,
+    #[error(transparent)]
+    Relay(annals_relay::RelayError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -89,6 +94,16 @@ impl ApiError {
             ApiError::Internal(_) => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::PersistentDisabled => {
                 simple(StatusCode::SERVICE_UNAVAILABLE, "persistent_disabled")
+            }
+            ApiError::RelaysDisabled => simple(StatusCode::SERVICE_UNAVAILABLE, "relays_disabled"),
+            ApiError::Relay(e) => {
+                use annals_relay::RelayError as R;
+                match e {
+                    R::Definition(_) => simple(StatusCode::BAD_REQUEST, "invalid_relay"),
+                    R::NotFound(_) => simple(StatusCode::NOT_FOUND, "relay_not_found"),
+                    R::Stopping => simple(StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+                    _ => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                }
             }
             ApiError::Persistent(e) => {
                 use annals_persistent::PersistentError as P;

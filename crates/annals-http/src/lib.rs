@@ -13,6 +13,7 @@
 //! | `GET /health`, `GET /metrics`, `GET /openapi.json` | operations ([`ops`]) |
 //! | `/projections…` | projections: register, status, commands, read-your-writes ([`projections`]) |
 //! | `/subscriptions…` | persistent-subscription groups: list, info, create, update, delete, replay parked ([`persistent`]) |
+//! | `/relays…` | relays: list, apply a definition file, status, remove, pause, resume, reset, parked events, re-send them ([`relays`]) |
 
 pub mod append;
 mod error;
@@ -21,6 +22,7 @@ pub mod ops;
 pub mod persistent;
 pub mod projections;
 pub mod read;
+pub mod relays;
 pub mod wire;
 
 use std::sync::Arc;
@@ -59,6 +61,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/subscriptions/{stream}/{group}"),
     ("delete", "/subscriptions/{stream}/{group}"),
     ("post", "/subscriptions/{stream}/{group}/replay-parked"),
+    ("get", "/relays"),
+    ("post", "/relays"),
+    ("get", "/relays/{name}"),
+    ("delete", "/relays/{name}"),
+    ("get", "/relays/{name}/parked"),
+    ("post", "/relays/{name}/{command}"),
 ];
 
 /// What the HTTP handlers share: the server's state and, when the server runs projections, their
@@ -68,6 +76,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub struct HttpState {
     pub server: ServerState,
     pub projections: Option<Arc<Catalog>>,
+    /// The relays this server runs (HTTP only, like projections).
+    pub relays: Option<Arc<annals_relay::Relays>>,
 }
 
 impl FromRef<HttpState> for ServerState {
@@ -80,10 +90,21 @@ impl FromRef<HttpState> for ServerState {
 /// projections this server runs; without one, the projection routes answer
 /// `projections_disabled`.
 pub fn router(state: ServerState, projections: Option<Arc<Catalog>>) -> Router {
+    router_with_relays(state, projections, None)
+}
+
+/// [`router`], with the relays the server runs; without them, the relay routes answer
+/// `relays_disabled`.
+pub fn router_with_relays(
+    state: ServerState,
+    projections: Option<Arc<Catalog>>,
+    relays: Option<Arc<annals_relay::Relays>>,
+) -> Router {
     let body_max = state.limits.request_bytes_max;
     let state = HttpState {
         server: state,
         projections,
+        relays,
     };
     Router::new()
         .route(
@@ -124,6 +145,10 @@ pub fn router(state: ServerState, projections: Option<Arc<Catalog>>) -> Router {
             "/subscriptions/{stream}/{group}/replay-parked",
             post(persistent::replay_parked),
         )
+        .route("/relays", get(relays::list).post(relays::apply))
+        .route("/relays/{name}", get(relays::status).delete(relays::remove))
+        .route("/relays/{name}/parked", get(relays::parked))
+        .route("/relays/{name}/{command}", post(relays::command))
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(state)
 }

@@ -829,6 +829,14 @@ async fn health_metrics_and_openapi() {
                 assert_eq!(gone.status(), 200);
                 continue;
             }
+            if path.starts_with("/relays") {
+                // This server runs no relays: the route answers so from its handler (the relay
+                // tests of `annals serve` cover them).
+                assert_eq!(resp.status(), 503, "{method} {path}");
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["error"], "relays_disabled", "{method} {path}");
+                continue;
+            }
             if path.starts_with("/projections") {
                 // This server runs no projections: the route answers, from its handler, that
                 // projections are disabled (the projection tests of `annals serve` cover them).

@@ -19,6 +19,7 @@ mod crash;
 mod grpc_bench;
 mod persistent;
 mod projections;
+mod relays;
 mod roundtrip;
 mod serve;
 mod shutdown;

@@ -5,6 +5,7 @@
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::indexing_slicing,
     reason = "tests: a failed step fails the test"
 )]
 
