@@ -97,7 +97,7 @@ impl Relays {
     }
 
     fn start(&self, definition: RelayDefinition) -> Result<Running, RelayError> {
-        let sinks = sink::endpoints(&definition.sink).map_err(|m| {
+        let sinks = sink::endpoints(&definition).map_err(|m| {
             RelayError::Definition(format!("relay {:?}, sink: {m}", definition.name))
         })?;
         let (commands, rx) = mpsc::channel(runner::RELAY_COMMANDS_MAX);
@@ -124,7 +124,7 @@ impl Relays {
         let definitions = parse_definitions(text)?;
         // Every sink is built before anything changes, so a bad one changes nothing.
         for d in &definitions {
-            sink::endpoints(&d.sink)
+            sink::endpoints(d)
                 .map_err(|m| RelayError::Definition(format!("relay {:?}, sink: {m}", d.name)))?;
         }
         let mut relays = self.relays.lock().await;

@@ -23,11 +23,19 @@ pub struct TempNats {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// A configuration file's text (`max_payload: 4096`, say), when the test gave one.
+    config: Option<String>,
 }
 
 impl TempNats {
     /// Starts a server with JetStream; panics with the reason if it cannot.
     pub fn start() -> TempNats {
+        Self::start_with_config(None)
+    }
+
+    /// Starts a server with JetStream and this configuration file's text (the command line
+    /// sets the address, port and store).
+    pub fn start_with_config(config: Option<&str>) -> TempNats {
         let dir = tempfile::Builder::new()
             .prefix("annals-nats-")
             .tempdir()
@@ -36,6 +44,7 @@ impl TempNats {
             dir,
             port: 0,
             child: None,
+            config: config.map(str::to_owned),
         };
         let mut last_error = String::new();
         for attempt in 0..PORT_ATTEMPTS_MAX {
@@ -59,7 +68,14 @@ impl TempNats {
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         let store = self.dir.path().join("js");
         let log = self.dir.path().join("log");
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        if let Some(text) = &self.config {
+            let file = self.dir.path().join("nats.conf");
+            std::fs::write(&file, text)
+                .unwrap_or_else(|e| panic!("TempNats: cannot write {}: {e}", file.display()));
+            command.arg("-c").arg(file);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(&store)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use annals_core::EventRecord;
 use futures::future::BoxFuture;
 
-use crate::config::SinkDefinition;
+use crate::config::{RelayDefinition, SinkDefinition};
 
 pub(crate) const HEADER_STREAM: &str = "Annals-Stream";
 pub(crate) const HEADER_REVISION: &str = "Annals-Revision";
@@ -54,12 +54,16 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 /// The endpoints of a sink definition, in the order they are tried.
-pub(crate) fn endpoints(definition: &SinkDefinition) -> Result<Vec<Arc<dyn Sink>>, String> {
-    match definition {
+pub(crate) fn endpoints(definition: &RelayDefinition) -> Result<Vec<Arc<dyn Sink>>, String> {
+    match &definition.sink {
         SinkDefinition::Nats(n) => Ok(n
             .urls
             .iter()
-            .map(|url| Arc::new(nats::NatsEndpoint::new(n.clone(), url.clone())) as Arc<dyn Sink>)
+            .map(|url| {
+                let endpoint =
+                    nats::NatsEndpoint::new(n.clone(), url.clone(), definition.retry.backoff_max);
+                Arc::new(endpoint) as Arc<dyn Sink>
+            })
             .collect()),
         SinkDefinition::Amqp(_) => Err("the amqp sink is not built yet".to_owned()),
         SinkDefinition::Webhook(w) => Ok(vec![Arc::new(webhook::WebhookEndpoint::new(w.clone())?)]),

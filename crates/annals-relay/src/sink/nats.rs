@@ -26,15 +26,18 @@ pub(crate) struct NatsEndpoint(Arc<Inner>);
 struct Inner {
     config: NatsSink,
     url: String,
+    /// The longest a re-send can come after the first send: the relay's longest backoff.
+    resend_within: Duration,
     /// The JetStream context, once connected; the client reconnects by itself after that.
     context: Mutex<Option<jetstream::Context>>,
 }
 
 impl NatsEndpoint {
-    pub(crate) fn new(config: NatsSink, url: String) -> Self {
+    pub(crate) fn new(config: NatsSink, url: String, resend_within: Duration) -> Self {
         Self(Arc::new(Inner {
             config,
             url,
+            resend_within,
             context: Mutex::new(None),
         }))
     }
@@ -114,6 +117,16 @@ impl Sink for NatsEndpoint {
                 }
             };
             let window = stream.cached_info().config.duplicate_window;
+            if window < this.resend_within {
+                tracing::warn!(
+                    endpoint = %self.endpoint(),
+                    stream = name,
+                    duplicate_window_s = window.as_secs_f64(),
+                    backoff_max_s = this.resend_within.as_secs_f64(),
+                    "JetStream's duplicate window is shorter than the relay's longest backoff: \
+                     an event re-sent after a long outage may arrive twice"
+                );
+            }
             tracing::info!(
                 endpoint = %self.endpoint(),
                 stream = name,
@@ -163,10 +176,7 @@ fn classify(endpoint: &str, kind: PublishErrorKind, text: &str) -> SinkError {
     let text = format!("{endpoint}: {text}");
     match kind {
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => SinkError::Down(text),
-        PublishErrorKind::StreamNotFound => SinkError::Refused(text),
-        _ if text.contains("maximum payload") || text.contains("max payload") => {
-            SinkError::Poison(text)
-        }
+        PublishErrorKind::MaxPayloadExceeded => SinkError::Poison(text),
         _ => SinkError::Refused(text),
     }
 }

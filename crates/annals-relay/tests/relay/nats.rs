@@ -187,6 +187,44 @@ async fn when_the_first_server_dies_the_relay_moves_on_to_the_second() {
     relays.shutdown().await;
 }
 
+/// An event bigger than the server's `max_payload` is poison: parked at once, while the events
+/// after it (its stream's too) are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_brokers_max_payload_is_parked_and_the_rest_arrive() {
+    let nats = TempNats::start_with_config(Some("max_payload: 4096\n"));
+    create_stream(&nats.url()).await;
+    let (engine, _dir) = engine();
+    let relays = Relays::open(engine.clone()).await.unwrap();
+    relays.apply(&definition(&[nats.url()])).await.unwrap();
+    append_orders(&engine, 4, 5, 5).await;
+    let big =
+        annals_core::NewEvent::json("Placed", format!("{{\"pad\":\"{}\"}}", "x".repeat(8_000)))
+            .unwrap();
+    let stream = annals_core::StreamName::new("order-1").unwrap();
+    engine
+        .append_async(&stream, annals_core::ExpectedRevision::Any, vec![big])
+        .await
+        .unwrap();
+    append_orders(&engine, 4, 5, 5).await;
+    let status = caught_up(&relays, "orders-out", &engine).await;
+    assert_eq!(status.parked, 1, "{status:?}");
+    let parked = relays.parked("orders-out").await.unwrap();
+    assert!(
+        parked[0].info.reason.contains("max payload"),
+        "{:?}",
+        parked[0].info
+    );
+    let got = read_back(&nats.url()).await;
+    assert_eq!(got.len(), 40);
+    let order_1: Vec<u64> = got
+        .iter()
+        .filter(|(s, _, _)| s == "order-1")
+        .map(|(_, r, _)| *r)
+        .collect();
+    assert_eq!(order_1, [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]);
+    relays.shutdown().await;
+}
+
 /// A stopped relay resumes from its checkpoint: reopened on the same store, it sends only what
 /// came after, and JetStream holds every event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
