@@ -34,6 +34,7 @@ mod persistent;
 mod probe;
 mod project;
 mod read_stream;
+mod relay;
 mod replay;
 mod report;
 mod store;
@@ -47,6 +48,7 @@ pub use grpc_replay::GrpcReplayConfig;
 pub use persistent::PersistentConfig;
 pub use project::{ProjectConfig, ProjectTarget};
 pub use read_stream::ReadStreamConfig;
+pub use relay::RelayConfig;
 pub use replay::{FillConfig, ReplayConfig};
 
 /// One benchmark and its settings.
@@ -72,6 +74,9 @@ pub enum Bench {
     /// Several consumers of one persistent-subscription group taking and acking a stream over
     /// gRPC, against a catch-up subscription reading it; then live append-to-delivery latency.
     Persistent(PersistentConfig),
+    /// A relay forwarding a store to NATS JetStream, against a plain publishing loop of the
+    /// same messages; then live append-to-broker latency.
+    Relay(RelayConfig),
 }
 
 /// Runs `bench` and prints its figures on stdout.
@@ -85,6 +90,7 @@ pub fn run(bench: &Bench) -> Result<(), BenchError> {
         Bench::GrpcReplay(c) => grpc_replay::run(c),
         Bench::Project(c) => project::run(c),
         Bench::Persistent(c) => persistent::run(c),
+        Bench::Relay(c) => relay::run(c),
     }
 }
 

@@ -282,6 +282,43 @@ pub enum BenchCommand {
     /// against a catch-up subscription reading the same events; then live append-to-delivery
     /// latency at a fixed rate.
     Persistent(BenchPersistentArgs),
+    /// A relay forwarding a store's events to NATS JetStream, against a plain publishing loop
+    /// of the same messages; then live append-to-broker latency at a fixed rate.
+    Relay(BenchRelayArgs),
+}
+
+/// The broker `bench relay` sends to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RelaySinkArg {
+    Nats,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRelayArgs {
+    #[arg(long, value_enum, default_value_t = RelaySinkArg::Nats)]
+    pub sink: RelaySinkArg,
+    /// A NATS server with JetStream.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// Store directory for the in-process store (created; give a fresh one).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Streams the events are spread over.
+    #[arg(long, default_value_t = 256)]
+    pub streams: u64,
+    /// Sends in flight, for the relay and the baseline alike.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Live phase: single-event appends per second.
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: u64,
+    /// Live phase: appends sent (0: no live phase).
+    #[arg(long, default_value_t = 2_000)]
+    pub live_events: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The client library of the gRPC benches.

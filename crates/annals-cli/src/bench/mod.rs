@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use annals_bench::{
     AppendConfig, Bench, FillConfig, GrpcAppendConfig, GrpcAppendRpc, GrpcClient, GrpcReplayConfig,
-    GrpcServer, PersistentConfig, ProjectConfig, ProjectTarget, ReadStreamConfig, ReplayConfig,
+    GrpcServer, PersistentConfig, ProjectConfig, ProjectTarget, ReadStreamConfig, RelayConfig,
+    ReplayConfig,
 };
 
 use crate::args::{BenchCommand, GrpcAppendRpcArg, GrpcClientArg, ProjectTargetArg, ServerAddr};
@@ -105,6 +106,16 @@ fn bench(command: BenchCommand) -> Bench {
             json: a.json,
         }),
         BenchCommand::Persistent(a) => Bench::Persistent(persistent_config(&a)),
+        BenchCommand::Relay(a) => Bench::Relay(RelayConfig {
+            nats: a.nats,
+            data: a.data,
+            events: a.events,
+            streams: a.streams,
+            concurrency: a.concurrency,
+            rate: a.rate,
+            live_events: a.live_events,
+            json: a.json,
+        }),
         BenchCommand::Project(a) => Bench::Project(ProjectConfig {
             target: match a.target {
                 ProjectTargetArg::Sqlite => ProjectTarget::Sqlite,

@@ -156,3 +156,41 @@ async fn read_back(url: &str) -> Vec<(String, u64, String)> {
     }
     out
 }
+
+/// `annals bench relay` runs end to end against a throwaway JetStream server and reports both
+/// sides and the live latency (the figures themselves are for docs/benchmarks.md).
+#[test]
+fn bench_relay_reports_the_relay_against_its_baseline() {
+    let nats = TempNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = annals_ok(&[
+        "bench",
+        "relay",
+        "--nats",
+        &nats.url(),
+        "--data",
+        path_str(&data),
+        "--events",
+        "3000",
+        "--streams",
+        "64",
+        "--live-events",
+        "200",
+        "--rate",
+        "500",
+        "--json",
+    ]);
+    let figures: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(figures["bench"], "relay");
+    assert_eq!(figures["events"], 3000);
+    for key in ["events_per_s", "baseline_events_per_s", "ratio", "live_p99_ms"] {
+        assert!(figures[key].as_f64().unwrap() > 0.0, "{key}: {figures}");
+    }
+    // The bench's JetStream streams are gone afterwards.
+    let left = runtime().block_on(async {
+        let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.stream_names().count().await
+    });
+    assert_eq!(left, 0);
+}
