@@ -28,6 +28,14 @@ if ! command -v nats-server >/dev/null 2>&1; then
   $sudo_cmd apt-get install -y nats-server >&2
 fi
 
+# RabbitMQ: the relay tests start throwaway brokers (and kill them).
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "installing the RabbitMQ server (Debian package rabbitmq-server)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y rabbitmq-server >&2
+fi
+
 cargo fmt --all -- --check
 
 # Lints and tests in one build. Clippy runs as the compiler of the workspace's own crates while

@@ -10,6 +10,7 @@
 //! - [`verify`]: checks a store reopened after a crash against the appends sent to it.
 //! - [`storage`]: storage wrappers that check the order of writes and syncs.
 //! - [`nats`]: a throwaway NATS server with JetStream ([`nats::TempNats`]) for relay tests.
+//! - [`rabbitmq`]: a throwaway RabbitMQ broker ([`rabbitmq::TempRabbit`]) for relay tests.
 //! - [`postgres`]: a throwaway PostgreSQL server ([`postgres::TempPostgres`]) for target tests.
 //! - `tidy` (tests only): hygiene checks over the workspace's sources (module comments, file
 //!   sizes, constants defined in two crates).
@@ -29,6 +30,7 @@ pub mod compare;
 mod model;
 pub mod nats;
 pub mod postgres;
+pub mod rabbitmq;
 pub mod random;
 pub mod storage;
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! Every message carries the event's stream, revision, position, type and id as headers
 //! ([`HEADER_STREAM`] and its siblings), and the event id as the broker's deduplication key.
 
+mod amqp;
 mod nats;
 mod webhook;
 
@@ -65,7 +66,11 @@ pub(crate) fn endpoints(definition: &RelayDefinition) -> Result<Vec<Arc<dyn Sink
                 Arc::new(endpoint) as Arc<dyn Sink>
             })
             .collect()),
-        SinkDefinition::Amqp(_) => Err("the amqp sink is not built yet".to_owned()),
+        SinkDefinition::Amqp(a) => Ok(a
+            .urls
+            .iter()
+            .map(|url| Arc::new(amqp::AmqpEndpoint::new(a.clone(), url.clone())) as Arc<dyn Sink>)
+            .collect()),
         SinkDefinition::Webhook(w) => Ok(vec![Arc::new(webhook::WebhookEndpoint::new(w.clone())?)]),
     }
 }

@@ -9,6 +9,7 @@
     reason = "tests: a failed step fails the test"
 )]
 
+mod amqp;
 mod nats;
 mod webhook;
 
