@@ -18,8 +18,16 @@ pub(crate) async fn health(State(state): State<ServerState>) -> Json<serde_json:
     Json(json!({ "status": "ok", "head": state.engine.head().0 }))
 }
 
-pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
-    let text = state.metrics.render(state.engine.head().0);
+pub(crate) async fn metrics(State(state): State<crate::HttpState>) -> Response {
+    let mut text = state.server.metrics.render(state.server.engine.head().0);
+    if let Some(relays) = &state.relays {
+        // The relays' families go before the exposition's closing `# EOF`.
+        let families = crate::relays::metrics_text(&relays.list().await);
+        match text.rfind("# EOF") {
+            Some(at) => text.insert_str(at, &families),
+            None => text.push_str(&families),
+        }
+    }
     ([(CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], text).into_response()
 }
 

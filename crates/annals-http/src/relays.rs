@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use annals_core::EventJson;
-use annals_relay::{RelayError, Relays};
+use annals_relay::{RelayError, RelayState, RelayStatus, Relays};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
@@ -80,6 +80,72 @@ pub async fn parked(
         })
         .collect();
     Ok(Json(json!({ "parked": events })))
+}
+
+/// The relays' metric families in the text exposition format, one sample per relay, labelled
+/// with its name and sink (relay names are `[a-z0-9_-]`, so they need no escaping).
+pub(crate) fn metrics_text(statuses: &[RelayStatus]) -> String {
+    type Sample = fn(&RelayStatus) -> f64;
+    let families: [(&str, &str, &str, Sample); 7] = [
+        (
+            "annals_relay_position",
+            "gauge",
+            "every position up to here reached the broker",
+            |s| s.position as f64,
+        ),
+        (
+            "annals_relay_lag_events",
+            "gauge",
+            "positions of $all written after the relay's position",
+            |s| s.lag_events as f64,
+        ),
+        (
+            "annals_relay_lag_seconds",
+            "gauge",
+            "age of the oldest event not yet acknowledged",
+            |s| s.lag_seconds,
+        ),
+        (
+            "annals_relay_sent",
+            "counter",
+            "events the broker acknowledged since the relay started",
+            |s| s.sent as f64,
+        ),
+        (
+            "annals_relay_in_flight",
+            "gauge",
+            "sends waiting for the broker",
+            |s| s.in_flight as f64,
+        ),
+        ("annals_relay_parked", "gauge", "parked events", |s| {
+            s.parked as f64
+        }),
+        (
+            "annals_relay_running",
+            "gauge",
+            "1 while sending (running or failed over), else 0",
+            |s| {
+                f64::from(u8::from(matches!(
+                    s.state,
+                    RelayState::Running | RelayState::FailedOver
+                )))
+            },
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, sample) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        for s in statuses {
+            out.push_str(&format!(
+                "{name}{suffix}{{relay=\"{}\",sink=\"{}\"}} {}\n",
+                s.name,
+                s.sink,
+                sample(s)
+            ));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]

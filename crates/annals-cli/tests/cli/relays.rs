@@ -92,6 +92,23 @@ fn a_relay_resumes_after_sigkill_and_the_broker_holds_every_event_once() {
     assert_eq!(status["state"], "running", "{status}");
     assert_eq!(status["parked"], 0, "{status}");
 
+    // Prometheus sees the relay.
+    let metrics = http()
+        .get(format!("http://{}/metrics", server.addr))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let position = status["position"].as_u64().unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "annals_relay_position{{relay=\"orders-out\",sink=\"nats\"}} {position}"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("annals_relay_sent_total{relay=\"orders-out\""));
+    assert!(metrics.trim_end().ends_with("# EOF"));
+
     // Pause stops sending; resume goes on.
     annals_ok(&[
         "relays",
@@ -184,7 +201,12 @@ fn bench_relay_reports_the_relay_against_its_baseline() {
     let figures: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(figures["bench"], "relay");
     assert_eq!(figures["events"], 3000);
-    for key in ["events_per_s", "baseline_events_per_s", "ratio", "live_p99_ms"] {
+    for key in [
+        "events_per_s",
+        "baseline_events_per_s",
+        "ratio",
+        "live_p99_ms",
+    ] {
         assert!(figures[key].as_f64().unwrap() > 0.0, "{key}: {figures}");
     }
     // The bench's JetStream streams are gone afterwards.
