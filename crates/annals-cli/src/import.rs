@@ -511,14 +511,15 @@ pub(crate) fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         }
         _ => bail!("give exactly one of --data and --server"),
     };
-    let summary = serde_json::json!({
-        "lines": tally.lines,
-        "appended": tally.appended,
-        "skipped": tally.skipped,
-        "already": tally.already,
-        "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-    });
-    line_now(&summary.to_string())?;
+    // Written by hand to keep the fields in this order (serde_json's maps sort their keys).
+    line_now(&format!(
+        "{{\"lines\":{},\"appended\":{},\"skipped\":{},\"already\":{},\"seconds\":{:.3}}}",
+        tally.lines,
+        tally.appended,
+        tally.skipped,
+        tally.already,
+        started.elapsed().as_secs_f64()
+    ))?;
     outcome.map(|()| ExitCode::SUCCESS)
 }
 

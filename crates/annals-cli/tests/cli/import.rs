@@ -121,7 +121,12 @@ fn offline_import_keeps_order_and_a_rerun_appends_nothing() {
     write_lines(&file, &text);
     let (d, f) = (path_str(&data), path_str(&file));
 
-    let first = summary(&annals_ok(&["import", "--data", d, f]));
+    let out = annals_ok(&["import", "--data", d, f]);
+    assert!(
+        out.starts_with(r#"{"lines":"#),
+        "the summary's fields in order: {out}"
+    );
+    let first = summary(&out);
     assert_eq!(
         counts(&first),
         (n as u64 + 2, n as u64 + 1, 0, 0),
