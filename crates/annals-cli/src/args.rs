@@ -22,6 +22,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Append one event to a stream; prints its revision and position.
     Append(AppendArgs),
+    /// Append a file of JSON lines (`{"stream","type","data","id"?,"metadata"?}`) in batches;
+    /// idempotent and resumable. Prints a summary line.
+    Import(ImportArgs),
     /// Read a stream, one JSON line per event.
     Read(ReadArgs),
     /// Read `$all`, one JSON line per event, optionally filtered.
@@ -187,6 +190,29 @@ pub struct AppendArgs {
     /// Event id (a UUID); a retry with the same id is idempotent. Random by default.
     #[arg(long)]
     pub id: Option<uuid::Uuid>,
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
+    pub durability: DurabilityArg,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("where").required(true).args(["data", "server"])))]
+pub struct ImportArgs {
+    /// The JSON lines to import, or `-` for standard input.
+    pub file: PathBuf,
+    /// Store directory to append to directly (created if missing).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// A running server instead: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT.
+    #[arg(long)]
+    pub server: Option<ServerAddr>,
+    /// Where the import keeps its progress (default: FILE.annals-import). Standard input is
+    /// resumable only with this.
+    #[arg(long)]
+    pub progress: Option<PathBuf>,
+    /// Report a malformed line on stderr and go on, instead of stopping at it.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// With --data: when appends are acknowledged.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
     pub durability: DurabilityArg,
 }

@@ -1,6 +1,6 @@
 //! The `annals` command-line tool as a library, so the binary stays a thin parser: serving a
-//! store, appending and reading from the shell, checking a store, a load generator for crash
-//! tests, and `bench`, which hands the benchmarks' options to `annals-bench`.
+//! store, appending, importing and reading from the shell, checking a store, a load generator for
+//! crash tests, and `bench`, which hands the benchmarks' options to `annals-bench`.
 //!
 //! Output goes to stdout only through [`output`] and the benchmark report; logs go to stderr
 //! through `tracing`.
@@ -9,6 +9,7 @@ mod args;
 mod bench;
 mod check;
 mod effects;
+mod import;
 mod output;
 mod projections;
 mod read;
@@ -22,8 +23,8 @@ use std::process::ExitCode;
 pub use args::{
     AppendArgs, BenchAppendArgs, BenchCommand, BenchFillArgs, BenchGrpcAppendArgs,
     BenchGrpcReplayArgs, BenchProjectArgs, BenchReadStreamArgs, BenchReplayArgs, CheckArgs, Cli,
-    Command, DurabilityArg, LoadArgs, ProjectTargetArg, ProjectionsArgs, ProjectionsCommand,
-    ReadAllArgs, ReadArgs, ServeArgs, ServerAddr,
+    Command, DurabilityArg, ImportArgs, LoadArgs, ProjectTargetArg, ProjectionsArgs,
+    ProjectionsCommand, ReadAllArgs, ReadArgs, ServeArgs, ServerAddr,
 };
 
 /// Runs one command; the exit code says whether it found a problem (e.g. `check`).
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve::run(&a),
         Command::Append(a) => write::append(&a),
+        Command::Import(a) => import::run(&a),
         Command::Read(a) => read::stream(&a),
         Command::ReadAll(a) => read::all(&a),
         Command::Check(a) => check::run(&a),

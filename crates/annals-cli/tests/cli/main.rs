@@ -17,6 +17,7 @@ mod bench;
 mod clients;
 mod crash;
 mod grpc_bench;
+mod import;
 mod persistent;
 mod projections;
 mod relays;
