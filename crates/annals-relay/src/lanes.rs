@@ -30,6 +30,8 @@ struct Lane {
     queue: VecDeque<Pending>,
     /// Its front event is out.
     busy: bool,
+    /// Sending in turn: this many of its front events are out.
+    out: usize,
     /// Asleep until this time (its front event failed).
     asleep: bool,
 }
@@ -51,6 +53,8 @@ pub(crate) struct Lanes {
     read_through: u64,
     /// The one lane's key under `order = "global"`.
     global_key: Arc<str>,
+    /// Sending in turn: positions answered before an earlier send was.
+    arrived: Vec<u64>,
 }
 
 impl Lanes {
@@ -65,6 +69,7 @@ impl Lanes {
             unsettled: VecDeque::new(),
             read_through: checkpoint,
             global_key: Arc::from(""),
+            arrived: Vec::new(),
         }
     }
 
@@ -180,6 +185,58 @@ impl Lanes {
             self.sleeping.push(Reverse((until, Arc::clone(key))));
         }
         refusals
+    }
+
+    /// Sending in turn (global order, several out at once, each taken by the broker only after
+    /// the one before it): the lane's next event not yet out.
+    pub(crate) fn take_in_turn(&mut self) -> Option<(Arc<str>, Pending)> {
+        // Lanes are not taken in turn by readiness; what `ready` gathered is of no use here.
+        self.ready.clear();
+        let key = Arc::clone(&self.global_key);
+        let lane = self.lanes.get_mut(&key)?;
+        if lane.asleep {
+            return None;
+        }
+        let next = lane.queue.get(lane.out)?.clone();
+        lane.out += 1;
+        Some((key, next))
+    }
+
+    /// Sending in turn: the event at `position` arrived. Events arrive in order, so it is the
+    /// lane's front; if an answer overtook an earlier one, it is kept until that one arrives.
+    pub(crate) fn done_in_turn(&mut self, key: &Arc<str>, position: u64) {
+        self.arrived.push(position);
+        loop {
+            let Some(lane) = self.lanes.get_mut(key) else {
+                return;
+            };
+            let Some(front) = lane.queue.front() else {
+                return;
+            };
+            let front = front.event.position.0;
+            let Some(at) = self.arrived.iter().position(|p| *p == front) else {
+                return;
+            };
+            self.arrived.swap_remove(at);
+            lane.out = lane.out.saturating_sub(1);
+            lane.queue.pop_front();
+            self.queued -= 1;
+            if lane.queue.is_empty() && !lane.asleep {
+                self.lanes.remove(key);
+            }
+            self.settle(front);
+        }
+    }
+
+    /// Sending in turn: a send failed and every send was answered; everything not arrived goes
+    /// back, the front first, and the lane sleeps until `until` (`refused` counts towards the
+    /// front's attempts). Returns the front's refusals.
+    pub(crate) fn failed_in_turn(&mut self, key: &Arc<str>, refused: bool, until: Instant) -> u32 {
+        self.arrived.clear();
+        if let Some(lane) = self.lanes.get_mut(key) {
+            lane.out = 0;
+        }
+        self.failed(key, refused, until)
     }
 
     /// Refusals so far of the lane's front event.

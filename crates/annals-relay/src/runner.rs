@@ -100,13 +100,30 @@ struct Endpoint {
     probing: bool,
 }
 
-/// Which lane an outcome belongs to: a read event, or a parked one being sent again.
+/// Which lane an outcome belongs to: a read event, one sent in turn, or a parked one being
+/// sent again.
 enum Slot {
     Lane(Arc<str>),
+    InTurn(Arc<str>),
     Parked,
 }
 
-type Sent = (Slot, usize, Arc<EventRecord>, Result<(), SinkError>);
+/// A send's outcome: `Ok(true)` when the broker already held the event (a re-send).
+type Sent = (Slot, usize, Arc<EventRecord>, Result<bool, SinkError>);
+
+/// Global order on a sink that keeps order ([`Sink::keeps_order`]): sends in flight together,
+/// each taken only after the one before it.
+#[derive(Default)]
+struct InTurnState {
+    /// The broker's last sequence the next send expects; `None`: ask the broker first.
+    after: Option<u64>,
+    /// Every send in flight must be answered before sending goes on: the first failure (by
+    /// position) is handled then, and the last sequence asked again.
+    broken: bool,
+    first_failure: Option<(Arc<EventRecord>, SinkError)>,
+    /// One send at a time, until one lands that was not a duplicate.
+    probing: bool,
+}
 
 /// Backoff for the `n`th failure in a row: doubling from the policy's base up to its maximum,
 /// with up to a quarter of jitter taken off so retries spread.
@@ -138,6 +155,9 @@ struct Runner {
     resend_last: Option<u64>,
     checkpoint_written: u64,
     checkpoint_at: Instant,
+    in_turn: InTurnState,
+    /// The endpoint the last send that arrived went to.
+    active: usize,
 }
 
 /// Runs a relay until `stop` turns true or its command channel closes.
@@ -196,6 +216,11 @@ async fn run_inner(
         resend_last: None,
         checkpoint_written: checkpoint,
         checkpoint_at: Instant::now(),
+        in_turn: InTurnState {
+            probing: true,
+            ..InTurnState::default()
+        },
+        active: 0,
     };
     let mut ticker = tokio::time::interval(CHECKPOINT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -310,16 +335,26 @@ impl Runner {
                 return;
             };
             let sink = Arc::clone(&endpoint.sink);
-            // Parked events sent again go first, one at a time.
+            let in_turn = self.definition.order == Order::Global && sink.keeps_order();
+            // Parked events sent again go first, one at a time (in turn: alone, and the last
+            // sequence is asked again after it).
             if !self.resend_busy
+                && (!in_turn || self.in_flight.is_empty())
                 && let Some(event) = self.resend.front().and_then(|p| p.event.clone())
             {
                 self.resend_busy = true;
+                self.in_turn.after = None;
                 let event = Arc::new(event);
                 let send = sink.send(Arc::clone(&event));
-                self.in_flight.push(Box::pin(
-                    async move { (Slot::Parked, index, event, send.await) },
-                ));
+                self.in_flight.push(Box::pin(async move {
+                    (Slot::Parked, index, event, send.await.map(|()| false))
+                }));
+                continue;
+            }
+            if in_turn {
+                if !self.dispatch_in_turn(index, &sink).await {
+                    return;
+                }
                 continue;
             }
             let Some((key, pending)) = self.lanes.take() else {
@@ -328,9 +363,122 @@ impl Runner {
             let event = pending.event;
             let send = sink.send(Arc::clone(&event));
             self.in_flight.push(Box::pin(async move {
-                (Slot::Lane(key), index, event, send.await)
+                (Slot::Lane(key), index, event, send.await.map(|()| false))
             }));
         }
+    }
+
+    /// Starts one send in turn if it may go now; false when nothing more goes.
+    async fn dispatch_in_turn(&mut self, index: usize, sink: &Arc<dyn Sink>) -> bool {
+        if self.in_turn.broken || self.resend_busy {
+            return false;
+        }
+        let after = match self.in_turn.after {
+            Some(after) => after,
+            None => {
+                if !self.in_flight.is_empty() {
+                    return false;
+                }
+                match sink.last_sequence().await {
+                    Ok(last) => last,
+                    Err(e) => {
+                        self.last_error = Some(e.to_string());
+                        self.endpoint_down(index);
+                        return true;
+                    }
+                }
+            }
+        };
+        let probing = self.in_turn.probing || self.endpoints.get(index).is_some_and(|e| e.probing);
+        let limit = if probing {
+            1
+        } else {
+            self.definition.concurrency
+        };
+        if self.in_flight.len() >= limit {
+            return false;
+        }
+        let Some((key, pending)) = self.lanes.take_in_turn() else {
+            return false;
+        };
+        self.in_turn.after = Some(after + 1);
+        let event = pending.event;
+        let send = sink.send_in_turn(Arc::clone(&event), after);
+        self.in_flight.push(Box::pin(async move {
+            (
+                Slot::InTurn(key),
+                index,
+                event,
+                send.await.map(|answer| answer.duplicate),
+            )
+        }));
+        true
+    }
+
+    /// Sending in turn: one send answered.
+    async fn outcome_in_turn(
+        &mut self,
+        key: Arc<str>,
+        index: usize,
+        event: Arc<EventRecord>,
+        result: Result<bool, SinkError>,
+    ) -> Result<(), RelayError> {
+        match result {
+            Ok(duplicate) => {
+                self.arrived_at(index);
+                self.sent += 1;
+                self.lanes.done_in_turn(&key, event.position.0);
+                if duplicate {
+                    // The broker's last sequence did not move: the sends after this one expect
+                    // too much and will be refused; ask again once they are answered.
+                    self.in_turn.broken = true;
+                } else if self.in_flight.is_empty() {
+                    self.in_turn.probing = false;
+                }
+            }
+            Err(error) => {
+                if !matches!(error, SinkError::OutOfTurn(_)) {
+                    self.last_error = Some(error.to_string());
+                }
+                if matches!(error, SinkError::Down(_)) {
+                    self.endpoint_down(index);
+                }
+                self.in_turn.broken = true;
+                let first = self
+                    .in_turn
+                    .first_failure
+                    .as_ref()
+                    .is_none_or(|(e, _)| event.position < e.position);
+                if first {
+                    self.in_turn.first_failure = Some((event, error));
+                }
+            }
+        }
+        if self.in_turn.broken && self.in_flight.is_empty() {
+            self.in_turn.broken = false;
+            self.in_turn.after = None;
+            self.in_turn.probing = true;
+            if let Some((event, error)) = self.in_turn.first_failure.take() {
+                // Everything before the first failure arrived, so it is the lane's front.
+                let refused = matches!(error, SinkError::Refused(_) | SinkError::Poison(_));
+                let refusals = self.lanes.refusals(&key) + u32::from(refused);
+                let now = Instant::now();
+                let until = if refused {
+                    now + backoff(&self.definition.retry, refusals)
+                } else {
+                    now
+                };
+                self.lanes.failed_in_turn(&key, refused, until);
+                if matches!(error, SinkError::Poison(_))
+                    || (refused && refusals >= self.definition.retry.attempts)
+                {
+                    self.poison(&key, &event, &error).await?;
+                }
+            } else {
+                self.lanes.failed_in_turn(&key, false, Instant::now());
+            }
+        }
+        Ok(())
     }
 
     /// Prepares endpoint `index` before its first send; false (and it is marked down) if that
@@ -356,6 +504,15 @@ impl Runner {
         }
     }
 
+    /// A send to endpoint `index` arrived: it is up, and the one in use.
+    fn arrived_at(&mut self, index: usize) {
+        if let Some(e) = self.endpoints.get_mut(index) {
+            e.failures = 0;
+            e.probing = false;
+        }
+        self.active = index;
+    }
+
     fn endpoint_down(&mut self, index: usize) {
         let policy = self.definition.retry;
         if let Some(e) = self.endpoints.get_mut(index) {
@@ -366,19 +523,20 @@ impl Runner {
     }
 
     async fn outcome(&mut self, (slot, index, event, result): Sent) -> Result<(), RelayError> {
+        if let Slot::InTurn(key) = slot {
+            return self.outcome_in_turn(key, index, event, result).await;
+        }
         let now = Instant::now();
         match result {
-            Ok(()) => {
-                if let Some(e) = self.endpoints.get_mut(index) {
-                    e.failures = 0;
-                    e.probing = false;
-                }
+            Ok(_) => {
+                self.arrived_at(index);
                 self.sent += 1;
                 match slot {
                     Slot::Lane(key) => {
                         self.lanes.done(&key);
                     }
                     Slot::Parked => self.resent().await?,
+                    Slot::InTurn(_) => {}
                 }
             }
             Err(error) => {
@@ -391,7 +549,7 @@ impl Runner {
                 }
                 let poison = match &error {
                     SinkError::Poison(_) => true,
-                    SinkError::Refused(_) | SinkError::Down(_) => false,
+                    SinkError::Refused(_) | SinkError::Down(_) | SinkError::OutOfTurn(_) => false,
                 };
                 match slot {
                     Slot::Parked => {
@@ -403,6 +561,7 @@ impl Runner {
                             self.finish_resend().await?;
                         }
                     }
+                    Slot::InTurn(_) => {}
                     Slot::Lane(key) => {
                         let refusals = self.lanes.refusals(&key) + u32::from(refused);
                         if poison || refusals >= self.definition.retry.attempts {
@@ -502,24 +661,24 @@ impl Runner {
 
     fn status(&self) -> RelayStatus {
         let now = Instant::now();
-        let current = self
+        let all_down = self
             .endpoints
             .iter()
-            .position(|e| e.down_until.is_none_or(|t| t <= now));
+            .all(|e| e.down_until.is_some_and(|t| t > now));
         let state = if self.stopped_at_poison {
             RelayState::Stopped
         } else if self.paused {
             RelayState::Paused
+        } else if all_down {
+            RelayState::BackingOff
+        } else if self.active > 0 {
+            RelayState::FailedOver
         } else {
-            match current {
-                None => RelayState::BackingOff,
-                Some(0) => RelayState::Running,
-                Some(_) => RelayState::FailedOver,
-            }
+            RelayState::Running
         };
-        let endpoint = current
-            .or(Some(0))
-            .and_then(|i| self.endpoints.get(i))
+        let endpoint = self
+            .endpoints
+            .get(self.active)
             .map(|e| e.sink.endpoint())
             .unwrap_or_default();
         let position = self.lanes.checkpoint();

@@ -13,6 +13,7 @@ mod webhook;
 use std::sync::Arc;
 
 use annals_core::EventRecord;
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
 use crate::config::{RelayDefinition, SinkDefinition};
@@ -38,6 +39,17 @@ pub enum SinkError {
     /// The broker will never take this event: poison at once.
     #[error("broker rejects the event: {0}")]
     Poison(String),
+    /// A send in turn ([`Sink::send_in_turn`]) found the target's last sequence elsewhere: an
+    /// earlier send failed (or was a duplicate). Not the event's fault, nor the broker's.
+    #[error("out of turn: {0}")]
+    OutOfTurn(String),
+}
+
+/// What the broker said of a send in turn it took.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct InTurn {
+    /// It already held the event (a re-send): its last sequence did not move.
+    pub duplicate: bool,
 }
 
 /// One endpoint of a broker.
@@ -52,6 +64,33 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Where this endpoint sends, without credentials.
     fn endpoint(&self) -> String;
+
+    /// Whether sends can be in flight together and still land in order, each taken only if the
+    /// one before it was ([`Sink::send_in_turn`]); JetStream's expected last sequence does this.
+    fn keeps_order(&self) -> bool {
+        false
+    }
+
+    /// The sequence of the last message the target holds (for [`Sink::send_in_turn`]).
+    fn last_sequence(&self) -> BoxFuture<'_, Result<u64, SinkError>> {
+        async { Err(SinkError::Refused("this sink has no sequence".to_owned())) }.boxed()
+    }
+
+    /// Sends `event` to be taken only if the target's last sequence is `after`
+    /// ([`SinkError::OutOfTurn`] otherwise).
+    fn send_in_turn(
+        &self,
+        event: Arc<EventRecord>,
+        after: u64,
+    ) -> BoxFuture<'static, Result<InTurn, SinkError>> {
+        let _ = (event, after);
+        async {
+            Err(SinkError::Refused(
+                "this sink cannot send in turn".to_owned(),
+            ))
+        }
+        .boxed()
+    }
 }
 
 /// The endpoints of a sink definition, in the order they are tried.

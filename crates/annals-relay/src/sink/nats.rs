@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use super::{
     HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_POSITION, HEADER_REVISION,
-    HEADER_STREAM, Sink, SinkError, content_type,
+    HEADER_STREAM, InTurn, Sink, SinkError, content_type,
 };
 use crate::config::NatsSink;
 use crate::redact;
@@ -44,6 +44,47 @@ impl NatsEndpoint {
 }
 
 impl Inner {
+    /// Publishes one event (taken only after sequence `after`, when given) and waits for
+    /// JetStream's acknowledgement.
+    async fn publish(
+        &self,
+        endpoint: &str,
+        event: &EventRecord,
+        after: Option<u64>,
+    ) -> Result<InTurn, SinkError> {
+        let subject = self
+            .config
+            .subject
+            .render(event.stream.as_str(), event.event_type.as_str());
+        let context = self.context().await?;
+        let id = event.id.to_string();
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_STREAM, event.stream.as_str());
+        headers.insert(HEADER_REVISION, event.revision.0.to_string().as_str());
+        headers.insert(HEADER_POSITION, event.position.0.to_string().as_str());
+        headers.insert(HEADER_EVENT_TYPE, event.event_type.as_str());
+        headers.insert(HEADER_EVENT_ID, id.as_str());
+        headers.insert(HEADER_CONTENT_TYPE, content_type(event));
+        // `headers` replaces the message's header map: the id and the expectation go after it.
+        let mut message = jetstream::message::PublishMessage::build()
+            .headers(headers)
+            .message_id(id.as_str())
+            .payload(event.data.clone());
+        if let Some(after) = after {
+            message = message.expected_last_sequence(after);
+        }
+        let ack = context
+            .send_publish(subject, message)
+            .await
+            .map_err(|e| classify(endpoint, e.kind(), &e.to_string()))?;
+        let ack = ack
+            .await
+            .map_err(|e| classify(endpoint, e.kind(), &e.to_string()))?;
+        Ok(InTurn {
+            duplicate: ack.duplicate,
+        })
+    }
+
     async fn context(&self) -> Result<jetstream::Context, SinkError> {
         let mut slot = self.context.lock().await;
         if let Some(c) = slot.as_ref() {
@@ -142,29 +183,46 @@ impl Sink for NatsEndpoint {
         let this = Arc::clone(&self.0);
         let endpoint = self.endpoint();
         async move {
-            let subject = this
-                .config
-                .subject
-                .render(event.stream.as_str(), event.event_type.as_str());
-            let context = this.context().await?;
-            let id = event.id.to_string();
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id.as_str());
-            headers.insert(HEADER_STREAM, event.stream.as_str());
-            headers.insert(HEADER_REVISION, event.revision.0.to_string().as_str());
-            headers.insert(HEADER_POSITION, event.position.0.to_string().as_str());
-            headers.insert(HEADER_EVENT_TYPE, event.event_type.as_str());
-            headers.insert(HEADER_EVENT_ID, id.as_str());
-            headers.insert(HEADER_CONTENT_TYPE, content_type(&event));
-            let ack = context
-                .publish_with_headers(subject, headers, event.data.clone())
-                .await
-                .map_err(|e| classify(&endpoint, e.kind(), &e.to_string()))?;
-            ack.await
-                .map_err(|e| classify(&endpoint, e.kind(), &e.to_string()))?;
+            this.publish(&endpoint, &event, None).await?;
             Ok(())
         }
         .boxed()
+    }
+
+    fn keeps_order(&self) -> bool {
+        true
+    }
+
+    fn last_sequence(&self) -> BoxFuture<'_, Result<u64, SinkError>> {
+        let this = &self.0;
+        async move {
+            let context = this.context().await?;
+            let name = this.config.stream.as_str();
+            let mut stream = context.get_stream(name).await.map_err(|e| {
+                SinkError::Down(format!(
+                    "JetStream stream {name:?} on {}: {e}",
+                    self.endpoint()
+                ))
+            })?;
+            let info = stream.info().await.map_err(|e| {
+                SinkError::Down(format!(
+                    "JetStream stream {name:?} on {}: {e}",
+                    self.endpoint()
+                ))
+            })?;
+            Ok(info.state.last_sequence)
+        }
+        .boxed()
+    }
+
+    fn send_in_turn(
+        &self,
+        event: Arc<EventRecord>,
+        after: u64,
+    ) -> BoxFuture<'static, Result<InTurn, SinkError>> {
+        let this = Arc::clone(&self.0);
+        let endpoint = self.endpoint();
+        async move { this.publish(&endpoint, &event, Some(after)).await }.boxed()
     }
 
     fn endpoint(&self) -> String {
@@ -177,6 +235,7 @@ fn classify(endpoint: &str, kind: PublishErrorKind, text: &str) -> SinkError {
     match kind {
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => SinkError::Down(text),
         PublishErrorKind::MaxPayloadExceeded => SinkError::Poison(text),
+        PublishErrorKind::WrongLastSequence => SinkError::OutOfTurn(text),
         _ => SinkError::Refused(text),
     }
 }

@@ -140,6 +140,74 @@ async fn a_broker_killed_twice_mid_load_gets_every_event_once_in_stream_order() 
     relays.shutdown().await;
 }
 
+/// `order = "global"` on JetStream: sends in flight together, each taken only after the one
+/// before it (`Nats-Expected-Last-Sequence`). The broker killed mid-load, then a restart of the
+/// relay that re-sends what its checkpoint had not covered: JetStream holds every event once,
+/// in `$all` order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_order_on_jetstream_survives_a_broker_kill_in_all_order() {
+    let mut nats = TempNats::start();
+    create_stream(&nats.url()).await;
+    let (engine, _dir) = engine();
+    let relays = Relays::open(engine.clone()).await.unwrap();
+    let definition = definition(&[nats.url()]).replace(
+        "concurrency = 64",
+        "concurrency = 64\n        order = \"global\"",
+    );
+    relays.apply(&definition).await.unwrap();
+    let load = {
+        let engine = engine.clone();
+        tokio::spawn(async move { append_orders(&engine, 50, 100, 10).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.start_again();
+    load.await.unwrap();
+    caught_up(&relays, "orders-out", &engine).await;
+    // A restart from the last checkpoint written re-sends what came after it.
+    relays.shutdown().await;
+    drop(relays);
+    let relays = Relays::open(engine.clone()).await.unwrap();
+    relays
+        .reset("orders-out", engine.head().0 / 2)
+        .await
+        .unwrap();
+    let status = caught_up(&relays, "orders-out", &engine).await;
+    assert_eq!(status.parked, 0, "{status:?}");
+    relays.shutdown().await;
+
+    let got = read_back_positions(&nats.url()).await;
+    assert_eq!(got.len(), 5_000, "every event, once");
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "JetStream holds the events in $all order"
+    );
+}
+
+/// The positions of every message on `url`, in the stream's order.
+async fn read_back_positions(url: &str) -> Vec<u64> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    let total = stream.info().await.unwrap().state.messages;
+    let mut out = Vec::new();
+    for seq in 1..=stream.info().await.unwrap().state.last_sequence {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            let position = m
+                .headers
+                .get("Annals-Position")
+                .unwrap()
+                .as_str()
+                .parse()
+                .unwrap();
+            out.push(position);
+        }
+    }
+    assert_eq!(out.len() as u64, total);
+    out
+}
+
 /// Two independent servers: the relay sends to the first; when it dies, to the second. Every
 /// event is in at least one of them, each stream in order within each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
