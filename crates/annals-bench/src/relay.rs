@@ -45,6 +45,8 @@ pub struct RelayConfig {
     pub streams: u64,
     /// Sends in flight, for the relay and the baseline alike.
     pub concurrency: usize,
+    /// The relay's `order`: `stream` or `global`.
+    pub order: String,
     pub rate: u64,
     pub live_events: u64,
     pub json: bool,
@@ -57,6 +59,7 @@ struct Figures {
     events: u64,
     streams: u64,
     concurrency: usize,
+    order: String,
     events_per_s: f64,
     baseline_events_per_s: f64,
     ratio: f64,
@@ -115,6 +118,7 @@ async fn run_async(config: &RelayConfig) -> Result<(), BenchError> {
             events: config.events,
             streams: config.streams,
             concurrency: config.concurrency,
+            order: config.order.clone(),
             events_per_s: round2(events_per_s),
             baseline_events_per_s: round2(baseline_events_per_s),
             ratio: ratio(events_per_s, baseline_events_per_s),
@@ -222,8 +226,9 @@ async fn measure_on(
         source = {{ category = "relaybench" }}
         sink = {{ kind = "nats", urls = ["{}"], subject = "{tag}.relay.{{stream}}", stream = "{relay_stream}" }}
         concurrency = {}
+        order = "{}"
         "#,
-        config.nats, config.concurrency
+        config.nats, config.concurrency, config.order
     );
     let started = Instant::now();
     relays

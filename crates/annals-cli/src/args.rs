@@ -337,6 +337,9 @@ pub struct BenchRelayArgs {
     /// Sends in flight, for the relay and the baseline alike.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// The relay's order: `stream` (per-stream order) or `global` (`$all` order, sent in turn).
+    #[arg(long, default_value = "stream", value_parser = ["stream", "global"])]
+    pub order: String,
     /// Live phase: single-event appends per second.
     #[arg(long, default_value_t = 1_000)]
     pub rate: u64,

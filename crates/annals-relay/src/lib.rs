@@ -34,7 +34,7 @@ pub use config::{
 };
 pub use error::RelayError;
 pub use runner::{RELAY_READ_AHEAD_MAX, RelayState, RelayStatus};
-pub use sink::{Sink, SinkError};
+pub use sink::{InTurn, SentInTurn, Sink, SinkError};
 pub use store::{ParkedEvent, ParkedInfo};
 pub use template::{Escape, Template};
 

@@ -403,14 +403,14 @@ impl Runner {
         };
         self.in_turn.after = Some(after + 1);
         let event = pending.event;
-        let send = sink.send_in_turn(Arc::clone(&event), after);
+        // On the wire now, in the order taken; only the answers are awaited together.
+        let answer = sink.send_in_turn(Arc::clone(&event), after).await;
         self.in_flight.push(Box::pin(async move {
-            (
-                Slot::InTurn(key),
-                index,
-                event,
-                send.await.map(|answer| answer.duplicate),
-            )
+            let answer = match answer {
+                Ok(answer) => answer.await.map(|a| a.duplicate),
+                Err(e) => Err(e),
+            };
+            (Slot::InTurn(key), index, event, answer)
         }));
         true
     }

@@ -112,6 +112,7 @@ fn bench(command: BenchCommand) -> Bench {
             events: a.events,
             streams: a.streams,
             concurrency: a.concurrency,
+            order: a.order,
             rate: a.rate,
             live_events: a.live_events,
             json: a.json,

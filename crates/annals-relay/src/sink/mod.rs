@@ -45,6 +45,9 @@ pub enum SinkError {
     OutOfTurn(String),
 }
 
+/// A send in turn on the wire: the broker's answer to come.
+pub type SentInTurn = Result<BoxFuture<'static, Result<InTurn, SinkError>>, SinkError>;
+
 /// What the broker said of a send in turn it took.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct InTurn {
@@ -77,12 +80,10 @@ pub trait Sink: Send + Sync + 'static {
     }
 
     /// Sends `event` to be taken only if the target's last sequence is `after`
-    /// ([`SinkError::OutOfTurn`] otherwise).
-    fn send_in_turn(
-        &self,
-        event: Arc<EventRecord>,
-        after: u64,
-    ) -> BoxFuture<'static, Result<InTurn, SinkError>> {
+    /// ([`SinkError::OutOfTurn`] otherwise). The outer future puts the message on the wire, so
+    /// sends started one after the other reach the broker in that order; the inner one waits
+    /// for the broker's answer.
+    fn send_in_turn(&self, event: Arc<EventRecord>, after: u64) -> BoxFuture<'_, SentInTurn> {
         let _ = (event, after);
         async {
             Err(SinkError::Refused(

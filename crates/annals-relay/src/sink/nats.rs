@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use super::{
     HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_POSITION, HEADER_REVISION,
-    HEADER_STREAM, InTurn, Sink, SinkError, content_type,
+    HEADER_STREAM, InTurn, SentInTurn, Sink, SinkError, content_type,
 };
 use crate::config::NatsSink;
 use crate::redact;
@@ -52,6 +52,23 @@ impl Inner {
         event: &EventRecord,
         after: Option<u64>,
     ) -> Result<InTurn, SinkError> {
+        let ack = self
+            .put(endpoint, event, after)
+            .await?
+            .await
+            .map_err(|e| classify(endpoint, e.kind(), &e.to_string()))?;
+        Ok(InTurn {
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// Puts one event on the wire; the future of JetStream's acknowledgement.
+    async fn put(
+        &self,
+        endpoint: &str,
+        event: &EventRecord,
+        after: Option<u64>,
+    ) -> Result<jetstream::context::PublishAckFuture, SinkError> {
         let subject = self
             .config
             .subject
@@ -73,16 +90,10 @@ impl Inner {
         if let Some(after) = after {
             message = message.expected_last_sequence(after);
         }
-        let ack = context
+        context
             .send_publish(subject, message)
             .await
-            .map_err(|e| classify(endpoint, e.kind(), &e.to_string()))?;
-        let ack = ack
-            .await
-            .map_err(|e| classify(endpoint, e.kind(), &e.to_string()))?;
-        Ok(InTurn {
-            duplicate: ack.duplicate,
-        })
+            .map_err(|e| classify(endpoint, e.kind(), &e.to_string()))
     }
 
     async fn context(&self) -> Result<jetstream::Context, SinkError> {
@@ -215,14 +226,21 @@ impl Sink for NatsEndpoint {
         .boxed()
     }
 
-    fn send_in_turn(
-        &self,
-        event: Arc<EventRecord>,
-        after: u64,
-    ) -> BoxFuture<'static, Result<InTurn, SinkError>> {
-        let this = Arc::clone(&self.0);
+    fn send_in_turn(&self, event: Arc<EventRecord>, after: u64) -> BoxFuture<'_, SentInTurn> {
         let endpoint = self.endpoint();
-        async move { this.publish(&endpoint, &event, Some(after)).await }.boxed()
+        async move {
+            let ack = self.0.put(&endpoint, &event, Some(after)).await?;
+            Ok(async move {
+                let ack = ack
+                    .await
+                    .map_err(|e| classify(&endpoint, e.kind(), &e.to_string()))?;
+                Ok(InTurn {
+                    duplicate: ack.duplicate,
+                })
+            }
+            .boxed())
+        }
+        .boxed()
     }
 
     fn endpoint(&self) -> String {
