@@ -306,11 +306,16 @@ impl Runner {
         }
     }
 
-    fn limit(&self, endpoint: usize) -> usize {
-        let probing = self.endpoints.get(endpoint).is_some_and(|e| e.probing);
-        match (probing, self.definition.order) {
-            (true, _) | (_, Order::Global) => 1,
-            (false, Order::Stream) => self.definition.concurrency,
+    /// Sends in flight at most to endpoint `index`: one while it is probed after being down,
+    /// one under global order unless the endpoint keeps order itself (sends in turn).
+    fn limit(&self, index: usize) -> usize {
+        let Some(endpoint) = self.endpoints.get(index) else {
+            return 1;
+        };
+        match (endpoint.probing, self.definition.order) {
+            (true, _) => 1,
+            (false, Order::Global) if !endpoint.sink.keeps_order() => 1,
+            (false, _) => self.definition.concurrency,
         }
     }
 
