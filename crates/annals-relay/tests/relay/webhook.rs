@@ -169,3 +169,61 @@ async fn a_slow_webhook_is_called_in_parallel_and_each_stream_stays_in_order() {
     }
     relays.shutdown().await;
 }
+
+/// `on_poison = "stop"`: the relay halts at the event the webhook refuses for good, so no later
+/// event of any stream overtakes it; `resume` once the webhook takes it goes on in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_poison_stop_halts_at_the_event_until_resumed() {
+    let received = Received::default();
+    *received.refuse.lock() = Some((("order-0".to_owned(), 2), StatusCode::UNPROCESSABLE_ENTITY));
+    let url = serve(received.clone()).await;
+    let (engine, _dir) = engine();
+    let relays = Relays::open(engine.clone()).await.unwrap();
+    let text = definition(&url, 1).replace(
+        "concurrency = 1",
+        "concurrency = 1\n        order = \"global\"\n        on_poison = \"stop\"",
+    );
+    relays.apply(&text).await.unwrap();
+    append_orders(&engine, 2, 5, 5).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = relays.status("hook").await.unwrap();
+        if status.state == annals_relay::RelayState::Stopped {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not stop: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.parked, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<(String, u64)> = received
+        .calls
+        .lock()
+        .iter()
+        .map(|(s, r, _)| (s.clone(), *r))
+        .collect();
+    assert_eq!(
+        before,
+        [("order-0".to_owned(), 0), ("order-0".to_owned(), 1)]
+    );
+    *received.refuse.lock() = None;
+    relays.resume("hook").await.unwrap();
+    caught_up(&relays, "hook", &engine).await;
+    let calls = received.calls.lock().clone();
+    assert_eq!(calls.len(), 10);
+    let order: Vec<(String, u64)> = calls.iter().map(|(s, r, _)| (s.clone(), *r)).collect();
+    let mut expected = Vec::new();
+    for s in 0..2 {
+        for r in 0..5 {
+            expected.push((format!("order-{s}"), r));
+        }
+    }
+    assert_eq!(
+        order, expected,
+        "global order, the stopped event first after the resume"
+    );
+    relays.shutdown().await;
+}
