@@ -252,6 +252,24 @@ async fn when_the_first_server_dies_the_relay_moves_on_to_the_second() {
         2_000,
         "every event reached one server or the other"
     );
+
+    // The first server is back: once its backoff ran out, the relay goes back to it.
+    append_orders(&engine, 20, 50, 10).await;
+    let status = caught_up(&relays, "orders-out", &engine).await;
+    assert!(
+        status.endpoint.contains(&first.port().to_string()),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.state,
+        annals_relay::RelayState::Running,
+        "{status:?}"
+    );
+    let back = read_back(&first.url()).await;
+    assert!(
+        back.iter().any(|(_, revision, _)| *revision >= 100),
+        "the newest events went to the first server again"
+    );
     relays.shutdown().await;
 }
 
