@@ -109,6 +109,25 @@ fn head_from(t: HeadTuple) -> StreamHead {
 impl RedbIndex {
     /// Opens (or creates) the index file in `storage`.
     pub fn open(storage: &dyn Storage, config: &RedbIndexConfig) -> Result<Self, IndexError> {
+        // A damaged file can make redb panic ("unreachable code") instead of failing; the index
+        // is derived from the log, so a panic while opening is an error like any other and the
+        // engine rebuilds the file.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_inner(storage, config)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(IndexError::Inconsistent(format!(
+                "the index store failed while opening the file: {what}"
+            )))
+        })
+    }
+
+    fn open_inner(storage: &dyn Storage, config: &RedbIndexConfig) -> Result<Self, IndexError> {
         let file = storage
             .open(INDEX_FILE, true)
             .map_err(|e| IndexError::Store(redb::StorageError::Io(e).into()))?;
