@@ -237,6 +237,20 @@ impl Engine {
         self.inner.shutdown();
     }
 
+    /// Why the store stopped taking writes after a failure (a failed log write or sync, a failed
+    /// index update), or `None` while it takes them. Reads go on either way.
+    pub fn write_failure(&self) -> Option<String> {
+        if !self
+            .inner
+            .shared
+            .has_stopped
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
+        self.inner.shared.stopped.lock().clone()
+    }
+
     /// [`Engine::close`], then [`EngineError::ThreadPanicked`] for the first pipeline thread that
     /// ended in a panic during the engine's life (every call, from every clone, says so).
     pub fn close_checked(&self) -> Result<(), EngineError> {

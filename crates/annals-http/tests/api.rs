@@ -993,3 +993,61 @@ async fn category_and_type_streams_read_as_links() {
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("read-only"), "{body}");
 }
+
+/// A store that stopped taking writes after a failed sync says so: `/health` answers 503
+/// `read_only` with the reason, `/metrics` has `annals_read_only 1`, appends are refused and
+/// reads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_stopped_taking_writes_says_so_in_health_and_metrics() {
+    let storage = std::sync::Arc::new(annals_log::FaultStorage::new());
+    let (engine, _) = annals_engine::Engine::open(
+        std::sync::Arc::clone(&storage) as std::sync::Arc<dyn annals_log::Storage>,
+        annals_engine::EngineConfig::default(),
+    )
+    .unwrap();
+    let s = Server::start_on(engine, annals_server::Limits::default(), None).await;
+    let append = |n: i64| {
+        s.client
+            .post(format!("{}/streams/a-1", s.base))
+            .json(&json!({ "events": [event("A", json!(n))] }))
+            .send()
+    };
+    assert!(append(1).await.unwrap().status().is_success());
+    let health = s
+        .client
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    storage.fail_syncs(true);
+    assert!(!append(2).await.unwrap().status().is_success());
+    let health = s
+        .client
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "read_only", "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("sync"), "{body}");
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("annals_read_only 1"), "{metrics}");
+    let read = s
+        .client
+        .get(format!("{}/streams/a-1", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "reads go on");
+    s.stop().await;
+}

@@ -45,6 +45,7 @@ pub struct Metrics {
     connections_active: Gauge,
     connections_refused: Counter,
     head_position: Gauge,
+    read_only: Gauge,
     /// Serializes rendering (the registry encodes through `&self`, the head is set just before).
     render: Mutex<()>,
 }
@@ -112,6 +113,12 @@ impl Metrics {
             "Global position of the last durable event",
             head_position.clone(),
         );
+        let read_only = Gauge::default();
+        registry.register(
+            "read_only",
+            "1 once the store stopped taking writes after a failed write or sync, else 0",
+            read_only.clone(),
+        );
         Self {
             registry,
             appends,
@@ -124,6 +131,7 @@ impl Metrics {
             connections_active,
             connections_refused,
             head_position,
+            read_only,
             render: Mutex::new(()),
         }
     }
@@ -193,10 +201,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric, with the head position as of now.
-    pub fn render(&self, head_position: u64) -> String {
+    pub fn render(&self, head_position: u64, read_only: bool) -> String {
         let _guard = self.render.lock();
         self.head_position
             .set(i64::try_from(head_position).unwrap_or(i64::MAX));
+        self.read_only.set(i64::from(read_only));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -231,7 +240,7 @@ mod tests {
             Duration::from_millis(1),
         );
         let guard = m.subscription_started(Api::Http);
-        let text = m.render(42);
+        let text = m.render(42, false);
         assert!(
             text.contains("annals_append_events_total{api=\"Grpc\"} 3"),
             "{text}"

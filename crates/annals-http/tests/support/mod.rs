@@ -21,7 +21,7 @@ pub(crate) struct Server {
     pub(crate) engine: Engine,
     /// The server's persistent-subscription groups, as `annals serve` runs them.
     pub(crate) persistent: std::sync::Arc<annals_persistent::Subscriptions>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -32,6 +32,15 @@ impl Server {
     pub(crate) async fn start_with(limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = Engine::open_dir(dir.path(), EngineConfig::default()).unwrap();
+        Self::start_on(engine, limits, Some(dir)).await
+    }
+
+    /// A server over `engine` (a store on fault-injecting storage, say).
+    pub(crate) async fn start_on(
+        engine: Engine,
+        limits: Limits,
+        dir: Option<tempfile::TempDir>,
+    ) -> Self {
         let persistent = annals_persistent::Subscriptions::open(engine.clone())
             .await
             .unwrap();
