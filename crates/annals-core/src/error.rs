@@ -46,6 +46,10 @@ pub enum InputError {
         "stream {stream} is served from the index ($ce- and $et- streams are read-only): it cannot be appended to, deleted or given metadata"
     )]
     IndexedStreamWrite { stream: String },
+    #[error(
+        "stream name {stream:?} holds a control character (U+0000-U+001F, U+007F-U+009F): appends are refused; streams that already hold such names stay readable"
+    )]
+    StreamNameControlCharacter { stream: String },
 }
 
 /// A well-formed request that the stream's state refuses. Nothing was written.

@@ -576,6 +576,15 @@ fn writable(stream: &StreamName) -> Result<(), EngineError> {
 /// Checks an append against the input limits before it reaches the writer.
 fn validate_append(stream: &StreamName, events: &[NewEvent]) -> Result<(), EngineError> {
     writable(stream)?;
+    // Names are any UTF-8 text, as KurrentDB clients expect, but control characters: they
+    // break logs, terminals and the subjects and keys names are put in. Checked on appends only,
+    // so a stream stored with one before stays readable (and deletable).
+    if stream.as_str().chars().any(char::is_control) {
+        return Err(InputError::StreamNameControlCharacter {
+            stream: stream.to_string(),
+        }
+        .into());
+    }
     if events.is_empty() {
         return Err(InputError::EmptyAppend.into());
     }

@@ -278,3 +278,47 @@ fn replay_all_matches_read_all() {
         .unwrap();
     assert_eq!(end, Position(15));
 }
+
+/// A stream name with a control character is refused on append with a clear error, and nothing
+/// is written; reading such a name is not refused (a stream stored with one stays readable).
+#[test]
+fn control_characters_in_a_new_stream_name_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _) = Engine::open_dir(dir.path(), EngineConfig::default()).unwrap();
+    engine
+        .append(&name("ok-1"), ExpectedRevision::Any, vec![ev("A", 0)])
+        .unwrap();
+    let head = engine.head();
+    for bad in [
+        "a\u{0}b",
+        "\u{1}\u{2}",
+        "x\u{1b}[31my",
+        "tab\there",
+        "del\u{7f}",
+        "c1\u{85}",
+    ] {
+        let err = engine
+            .append(&name(bad), ExpectedRevision::Any, vec![ev("A", 0)])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EngineError::Input(annals_core::InputError::StreamNameControlCharacter { .. })
+            ),
+            "{bad:?}: {err}"
+        );
+        assert!(err.to_string().contains("control character"), "{err}");
+        assert!(matches!(
+            engine.read_stream(&name(bad), Revision(0), Direction::Forwards, 10),
+            Err(EngineError::Domain(DomainError::StreamNotFound { .. }))
+        ));
+    }
+    assert_eq!(engine.head(), head, "nothing was written");
+    // Everything else a client may send is a name: spaces, punctuation, any script.
+    for good in ["with space", "ünïcødé-名前", "a/b?c#d%e", "$my-system"] {
+        engine
+            .append(&name(good), ExpectedRevision::Any, vec![ev("A", 0)])
+            .unwrap();
+    }
+    engine.close();
+}
