@@ -496,10 +496,7 @@ pub(crate) fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
             result?
         }
         (None, Some(server)) => {
-            let client = reqwest::blocking::Client::builder()
-                .timeout(IMPORT_REQUEST_TIMEOUT)
-                .build()
-                .context("cannot build an HTTP client")?;
+            let client = crate::http::client(IMPORT_REQUEST_TIMEOUT)?;
             let base = reqwest::Url::parse(&format!("{}/", server.base_url()))
                 .with_context(|| format!("bad server address {server}"))?;
             import(

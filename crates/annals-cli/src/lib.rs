@@ -9,6 +9,7 @@ mod args;
 mod bench;
 mod check;
 mod effects;
+mod http;
 mod import;
 mod output;
 mod projections;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::args::{ProjectionsArgs, ProjectionsCommand};
 use crate::output::line_now;
@@ -13,10 +13,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(130);
 
 pub(crate) fn run(args: &ProjectionsArgs) -> anyhow::Result<()> {
     let base = args.server.base_url();
-    let client = reqwest::blocking::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .context("cannot build an HTTP client")?;
+    let client = crate::http::client(REQUEST_TIMEOUT)?;
     let url = |tail: &str| format!("{base}/projections{tail}");
     let answer = match &args.command {
         ProjectionsCommand::List => client.get(url("")).send(),
@@ -53,15 +50,7 @@ pub(crate) fn run(args: &ProjectionsArgs) -> anyhow::Result<()> {
             .send(),
     }
     .with_context(|| format!("cannot reach the server at {base}"))?;
-    let status = answer.status();
-    let body = answer.text().context("cannot read the server's answer")?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or(body);
-        bail!("{status}: {message}");
-    }
+    let body = crate::http::answer_text(answer)?;
     let json: serde_json::Value =
         serde_json::from_str(&body).context("the server's answer is not JSON")?;
     if !args.json {

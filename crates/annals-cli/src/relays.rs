@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::args::{RelaysArgs, RelaysCommand};
 use crate::output::line_now;
@@ -13,10 +13,7 @@ const RELAYS_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) fn run(args: &RelaysArgs) -> anyhow::Result<()> {
     let base = args.server.base_url();
-    let client = reqwest::blocking::Client::builder()
-        .timeout(RELAYS_REQUEST_TIMEOUT)
-        .build()
-        .context("cannot build an HTTP client")?;
+    let client = crate::http::client(RELAYS_REQUEST_TIMEOUT)?;
     let url = |tail: &str| format!("{base}/relays{tail}");
     let answer = match &args.command {
         RelaysCommand::List => client.get(url("")).send(),
@@ -42,15 +39,7 @@ pub(crate) fn run(args: &RelaysArgs) -> anyhow::Result<()> {
         }
     }
     .with_context(|| format!("cannot reach the server at {base}"))?;
-    let status = answer.status();
-    let body = answer.text().context("cannot read the server's answer")?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or(body);
-        bail!("{status}: {message}");
-    }
+    let body = crate::http::answer_text(answer)?;
     line_now(&body)?;
     Ok(())
 }

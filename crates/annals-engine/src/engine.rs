@@ -297,6 +297,20 @@ impl Engine {
 
     /// Soft-deletes `stream`: reads say not found; a later append restores it with revisions
     /// continuing. Returns the position of the metadata event written.
+    /// Replaces `stream`'s metadata with `metadata` (a JSON object: `{"$maxCount": 1}`, say):
+    /// one `$metadata` event appended to its `$$` stream. Keeps the servers' own bookkeeping
+    /// streams (checkpoints, parked events) in one shape.
+    pub async fn set_metadata_async(
+        &self,
+        stream: &StreamName,
+        metadata: &serde_json::Value,
+    ) -> Result<AppendResult, EngineError> {
+        let meta_stream = stream.metadata_stream()?;
+        let event = NewEvent::json(METADATA_EVENT_TYPE, metadata.to_string().into_bytes())?;
+        self.append_async(&meta_stream, ExpectedRevision::Any, vec![event])
+            .await
+    }
+
     pub fn delete(
         &self,
         stream: &StreamName,

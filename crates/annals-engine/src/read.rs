@@ -40,6 +40,18 @@ pub(crate) fn corrupt(address: u64, e: impl std::fmt::Display) -> EngineError {
 }
 
 impl Engine {
+    /// The newest event of `stream`, or `None` if it has none, does not exist or was deleted:
+    /// what a stream that keeps one value (a checkpoint, a definition) holds.
+    pub fn last_event(&self, stream: &StreamName) -> Result<Option<EventRecord>, EngineError> {
+        match self.read_stream(stream, Revision::END, Direction::Backwards, 1) {
+            Ok(mut events) => Ok(events.pop()),
+            Err(EngineError::Domain(
+                DomainError::StreamNotFound { .. } | DomainError::StreamDeleted { .. },
+            )) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads up to `limit` events of `stream` from revision `from` (inclusive; `Revision::END`
     /// reads backwards from the last event). A `$ce-`/`$et-` stream is read from the index
     /// ([`crate::links`]) as its link records: what a reader that does not resolve links sees.

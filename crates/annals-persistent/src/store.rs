@@ -5,8 +5,7 @@
 
 use annals_core::Direction;
 use annals_core::{
-    DomainError, EventRecord, ExpectedRevision, METADATA_EVENT_TYPE, NewEvent, Revision,
-    StreamMetadata, StreamName,
+    DomainError, EventRecord, ExpectedRevision, NewEvent, Revision, StreamMetadata, StreamName,
 };
 use annals_engine::{Engine, EngineError};
 
@@ -29,20 +28,9 @@ fn event(event_type: &str, data: Vec<u8>) -> Result<NewEvent, PersistentError> {
     NewEvent::json(event_type, data).map_err(|e| PersistentError::Invalid(e.to_string()))
 }
 
-/// The last event of `stream`, or `None` if it has none (or does not exist).
-fn last_event(engine: &Engine, stream: &StreamName) -> Result<Option<EventRecord>, EngineError> {
-    match engine.read_stream(stream, Revision::END, Direction::Backwards, 1) {
-        Ok(mut events) => Ok(events.pop()),
-        Err(EngineError::Domain(
-            DomainError::StreamNotFound { .. } | DomainError::StreamDeleted { .. },
-        )) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Every group's definition, as last saved.
 pub(crate) fn load_definitions(engine: &Engine) -> Result<Vec<GroupDefinition>, PersistentError> {
-    match last_event(engine, &config_stream()?)? {
+    match engine.last_event(&config_stream()?)? {
         Some(e) => decode_config(&e.data),
         None => Ok(Vec::new()),
     }
@@ -82,7 +70,7 @@ pub(crate) fn load_checkpoint(
     engine: &Engine,
     key: &GroupKey,
 ) -> Result<Option<u64>, PersistentError> {
-    let Some(e) = last_event(engine, &key.checkpoint_stream()?)? else {
+    let Some(e) = engine.last_event(&key.checkpoint_stream()?)? else {
         return Ok(None);
     };
     let value: serde_json::Value = serde_json::from_slice(&e.data)
@@ -114,23 +102,11 @@ pub(crate) async fn save_checkpoint(
         .await?;
     if written.next_revision == Revision(0) {
         // The first checkpoint: from now on the stream keeps only its newest event.
-        set_metadata(engine, &stream, serde_json::json!({ "$maxCount": 1 })).await?;
+        engine
+            .set_metadata_async(&stream, &serde_json::json!({ "$maxCount": 1 }))
+            .await
+            .map(|_| ())?;
     }
-    Ok(())
-}
-
-async fn set_metadata(
-    engine: &Engine,
-    stream: &StreamName,
-    metadata: serde_json::Value,
-) -> Result<(), PersistentError> {
-    let meta_stream = stream
-        .metadata_stream()
-        .map_err(|e| PersistentError::Invalid(e.to_string()))?;
-    let e = event(METADATA_EVENT_TYPE, metadata.to_string().into_bytes())?;
-    engine
-        .append_async(&meta_stream, ExpectedRevision::Any, vec![e])
-        .await?;
     Ok(())
 }
 
@@ -202,24 +178,25 @@ pub(crate) async fn truncate_parked(
     key: &GroupKey,
     revision: u64,
 ) -> Result<(), PersistentError> {
-    set_metadata(
-        engine,
-        &key.parked_stream()?,
-        serde_json::json!({ "$tb": revision }),
-    )
-    .await
+    engine
+        .set_metadata_async(
+            &key.parked_stream()?,
+            &serde_json::json!({ "$tb": revision }),
+        )
+        .await?;
+    Ok(())
 }
 
 /// How many parked events the group has (not yet replayed).
 pub(crate) fn parked_count(engine: &Engine, key: &GroupKey) -> Result<u64, PersistentError> {
     let stream = key.parked_stream()?;
-    let Some(last) = last_event(engine, &stream)? else {
+    let Some(last) = engine.last_event(&stream)? else {
         return Ok(0);
     };
     let meta_stream = stream
         .metadata_stream()
         .map_err(|e| PersistentError::Invalid(e.to_string()))?;
-    let truncate_before = match last_event(engine, &meta_stream)? {
+    let truncate_before = match engine.last_event(&meta_stream)? {
         Some(m) => StreamMetadata::parse(&m.data)
             .ok()
             .and_then(|m| m.truncate_before)
@@ -264,7 +241,7 @@ pub(crate) async fn delete_state(engine: &Engine, key: &GroupKey) -> Result<(), 
 pub(crate) fn source_end(engine: &Engine, source: &Source) -> Result<Option<u64>, PersistentError> {
     match source {
         Source::All => Ok(Some(engine.head().0).filter(|h| *h > 0)),
-        Source::Stream(s) => Ok(last_event(engine, s)?.map(|e| e.revision.0)),
+        Source::Stream(s) => Ok(engine.last_event(s)?.map(|e| e.revision.0)),
     }
 }
 

@@ -5,8 +5,8 @@
 //! survives a crash like any event.
 
 use annals_core::{
-    Direction, DomainError, EventRecord, ExpectedRevision, LINK_EVENT_TYPE, METADATA_EVENT_TYPE,
-    NewEvent, Revision, StreamName,
+    Direction, DomainError, EventRecord, ExpectedRevision, LINK_EVENT_TYPE, NewEvent, Revision,
+    StreamName,
 };
 use annals_engine::{Engine, EngineError};
 use serde::{Deserialize, Serialize};
@@ -51,13 +51,9 @@ fn read(
     }
 }
 
-fn last_event(engine: &Engine, stream: &StreamName) -> Result<Option<EventRecord>, EngineError> {
-    Ok(read(engine, stream, Revision::END, Direction::Backwards, 1)?.pop())
-}
-
 /// The definition texts of every relay, as last saved.
 pub(crate) fn load_definitions(engine: &Engine) -> Result<Vec<String>, RelayError> {
-    match last_event(engine, &stream(DEFINITIONS_STREAM)?)? {
+    match engine.last_event(&stream(DEFINITIONS_STREAM)?)? {
         Some(e) => serde_json::from_slice(&e.data)
             .map_err(|err| RelayError::Corrupt(format!("{DEFINITIONS_STREAM}: {err}"))),
         None => Ok(Vec::new()),
@@ -84,7 +80,7 @@ struct Checkpoint {
 
 /// The relay's checkpoint: every position up to it arrived (0: none yet).
 pub(crate) fn load_checkpoint(engine: &Engine, relay: &str) -> Result<u64, RelayError> {
-    match last_event(engine, &checkpoint_stream(relay)?)? {
+    match engine.last_event(&checkpoint_stream(relay)?)? {
         Some(e) => serde_json::from_slice::<Checkpoint>(&e.data)
             .map(|c| c.position)
             .map_err(|err| RelayError::Corrupt(format!("checkpoint of relay {relay}: {err}"))),
@@ -109,23 +105,11 @@ pub(crate) async fn save_checkpoint(
         )
         .await?;
     if written.next_revision == Revision(0) {
-        set_metadata(engine, &stream, serde_json::json!({ "$maxCount": 1 })).await?;
+        engine
+            .set_metadata_async(&stream, &serde_json::json!({ "$maxCount": 1 }))
+            .await
+            .map(|_| ())?;
     }
-    Ok(())
-}
-
-async fn set_metadata(
-    engine: &Engine,
-    stream: &StreamName,
-    metadata: serde_json::Value,
-) -> Result<(), RelayError> {
-    let meta_stream = stream
-        .metadata_stream()
-        .map_err(|e| RelayError::Definition(e.to_string()))?;
-    let e = event(METADATA_EVENT_TYPE, metadata.to_string().into_bytes())?;
-    engine
-        .append_async(&meta_stream, ExpectedRevision::Any, vec![e])
-        .await?;
     Ok(())
 }
 
@@ -215,18 +199,19 @@ pub(crate) async fn truncate_parked(
     relay: &str,
     revision: u64,
 ) -> Result<(), RelayError> {
-    set_metadata(
-        engine,
-        &parked_stream(relay)?,
-        serde_json::json!({ "$tb": revision }),
-    )
-    .await
+    engine
+        .set_metadata_async(
+            &parked_stream(relay)?,
+            &serde_json::json!({ "$tb": revision }),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Parked events not yet handled.
 pub(crate) fn parked_count(engine: &Engine, relay: &str) -> Result<u64, RelayError> {
     let stream = parked_stream(relay)?;
-    let newest = last_event(engine, &stream)?;
+    let newest = engine.last_event(&stream)?;
     let oldest = read(engine, &stream, Revision(0), Direction::Forwards, 1)?
         .into_iter()
         .next();
