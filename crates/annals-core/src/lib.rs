@@ -5,6 +5,7 @@
 //! This crate does no I/O and knows nothing of threads or the network, so every other crate can
 //! depend on it and tests can build values without a store.
 
+mod acl;
 mod error;
 mod event;
 mod filter;
@@ -17,6 +18,9 @@ mod position;
 mod source;
 mod timestamp;
 
+pub use acl::{
+    AclDefaults, ROLE_ADMINS, ROLE_EVERYONE, ROLE_OPS, SETTINGS_STREAM, StreamAcl, StreamRight,
+};
 pub use error::{DomainError, InputError};
 pub use event::{
     ContentType, EventRecord, EventView, METADATA_EVENT_TYPE, NewEvent, TOMBSTONE_EVENT_TYPE,

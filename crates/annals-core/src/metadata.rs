@@ -1,9 +1,13 @@
 //! Stream metadata as KurrentDB stores it: a JSON object in the last `$metadata` event of stream
-//! `$$name`, with `$maxCount`, `$maxAge` (seconds), `$tb` (truncate before) and any custom keys.
+//! `$$name`, with `$maxCount`, `$maxAge` (seconds), `$tb` (truncate before), `$acl` (the access list,
+//! [`crate::acl`]) and any custom keys.
 //!
 //! Soft delete writes `$tb` = `i64::MAX`: the stream reads as not found until a later append, whose
 //! events are visible again (the engine compares positions to tell them apart).
 
+use std::sync::Arc;
+
+use crate::acl::StreamAcl;
 use crate::error::InputError;
 
 /// The rules from a stream's metadata that reads honour.
@@ -12,6 +16,8 @@ pub struct StreamMetadata {
     pub max_count: Option<u64>,
     pub max_age_secs: Option<u64>,
     pub truncate_before: Option<u64>,
+    /// The stream's access list, if its metadata has one.
+    pub acl: Option<Arc<StreamAcl>>,
 }
 
 /// `$tb` value a soft delete writes.
@@ -33,10 +39,15 @@ impl StreamMetadata {
                 }),
             }
         };
+        let acl = match obj.get("$acl") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(Arc::new(StreamAcl::from_json(v)?)),
+        };
         Ok(Self {
             max_count: field("$maxCount")?,
             max_age_secs: field("$maxAge")?,
             truncate_before: field("$tb")?,
+            acl,
         })
     }
 
@@ -77,6 +88,13 @@ mod tests {
         assert!(StreamMetadata::parse(br#"{"$maxCount":-1}"#).is_err());
         assert!(StreamMetadata::parse(b"[]").is_err());
         assert!(StreamMetadata::parse(b"nope").is_err());
+        assert!(StreamMetadata::parse(br#"{"$acl":{"$w":7}}"#).is_err());
+        let m = StreamMetadata::parse(br#"{"$acl":{"$w":"ann"}}"#).unwrap();
+        let acl = m.acl.unwrap();
+        assert_eq!(
+            acl.roles(crate::StreamRight::Write),
+            Some(&["ann".to_owned()][..])
+        );
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub(crate) fn corrupt(address: u64, e: impl std::fmt::Display) -> EngineError {
 }
 
 impl Engine {
+    /// The access list in `stream`'s durable metadata (`$acl`), if it has one: one hash lookup,
+    /// as the auth layer asks on every request.
+    pub fn stream_acl(&self, stream: &str) -> Option<std::sync::Arc<annals_core::StreamAcl>> {
+        let shared = &self.inner.shared;
+        let meta = shared.meta.read();
+        meta.get(stream).and_then(|m| m.rules.acl.clone())
+    }
+
     /// The newest event of `stream`, or `None` if it has none, does not exist or was deleted:
     /// what a stream that keeps one value (a checkpoint, a definition) holds.
     pub fn last_event(&self, stream: &StreamName) -> Result<Option<EventRecord>, EngineError> {
