@@ -33,6 +33,18 @@ pub const APPEND_EVENTS_MAX: usize = 10_000;
 /// An HTTP read is one engine read, so this is also the most one HTTP read returns.
 pub const STORE_READ_EVENTS_MAX: usize = 65_536;
 
+/// Longest filter regex accepted, in bytes.
+pub const FILTER_REGEX_BYTES_MAX: usize = 4_096;
+/// Most backtracks one filter regex match may take before it gives up (and counts as no match).
+pub const FILTER_REGEX_BACKTRACK_MAX: usize = 100_000;
+/// Most instructions of the backtracking program a filter regex compiles to.
+pub const FILTER_REGEX_PROGRAM_MAX: usize = 10_000;
+/// Largest compiled size, in bytes, of each part of a filter regex handed to the `regex` crate,
+/// and of the cache of its lazy DFA.
+pub const FILTER_REGEX_COMPILED_BYTES_MAX: usize = 1 << 20;
+/// Most prefixes one prefix filter may list.
+pub const FILTER_PREFIXES_MAX: usize = 1_000;
+
 // The network's defaults.
 
 /// Most bytes of one event (data + metadata + type) a client may send.

@@ -36,8 +36,17 @@ pub struct SourceSpec {
 }
 
 impl Source {
-    /// The source a declaration names, or what is wrong with it.
+    /// The source a declaration names, or what is wrong with it. A source whose filter would
+    /// not compile (too many or too long names) is refused here, where its definition is read.
     pub fn from_spec(raw: &SourceSpec) -> Result<Self, String> {
+        let source = Self::from_spec_unchecked(raw)?;
+        source
+            .filter()
+            .map_err(|e| format!("the source's filter: {e}"))?;
+        Ok(source)
+    }
+
+    fn from_spec_unchecked(raw: &SourceSpec) -> Result<Self, String> {
         let given = [
             raw.all.is_some(),
             raw.category.is_some(),
