@@ -4,13 +4,14 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 6] = [
+const PROTOS: [&str; 7] = [
     "proto/shared.proto",
     "proto/status.proto",
     "proto/streams.proto",
     "proto/serverfeatures.proto",
     "proto/gossip.proto",
     "proto/persistent.proto",
+    "proto/users.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,11 +2,12 @@
 //! commands themselves live in their own modules.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use annals_core::ExpectedRevision;
 use annals_engine::Durability;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+pub use crate::bench_args::*;
 
 /// Annals, an event store.
 #[derive(Debug, Parser)]
@@ -41,6 +42,82 @@ pub enum Command {
     Projections(ProjectionsArgs),
     /// Inspect and control a running server's relays (events forwarded to brokers).
     Relays(RelaysArgs),
+    /// Manage the users of a running server started with --auth.
+    Users(UsersArgs),
+}
+
+/// How a command that talks to a running server proves who it is, and whom it trusts.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClientAuth {
+    /// Login, for a server running with --auth.
+    #[arg(long, global = true, env = "ANNALS_USER")]
+    pub user: Option<String>,
+    /// Password of --user.
+    #[arg(long, global = true, env = "ANNALS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// A PEM CA certificate to trust for https:// servers, besides the system's roots.
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT.
+    #[arg(long, global = true, default_value = "127.0.0.1:2113")]
+    pub server: ServerAddr,
+    #[command(flatten)]
+    pub auth: ClientAuth,
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Every user's details.
+    List,
+    /// One user's details.
+    Show { login: String },
+    /// Create a user.
+    Create {
+        login: String,
+        #[arg(long, default_value = "")]
+        full_name: String,
+        /// A group to put the user in (repeat for several): `$admins`, `$ops`, or any other.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long, env = "ANNALS_NEW_PASSWORD", hide_env_values = true)]
+        new_password: String,
+    },
+    /// Replace a user's full name and groups (and password, if given).
+    Update {
+        login: String,
+        #[arg(long, default_value = "")]
+        full_name: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long, env = "ANNALS_NEW_PASSWORD", hide_env_values = true)]
+        new_password: Option<String>,
+    },
+    /// Delete a user.
+    Delete { login: String },
+    /// Let a disabled user in again.
+    Enable { login: String },
+    /// Refuse a user's requests from the next one on.
+    Disable { login: String },
+    /// Change a password, given the current one (a user's own; --password is the caller's).
+    ChangePassword {
+        login: String,
+        #[arg(long)]
+        current_password: String,
+        #[arg(long, env = "ANNALS_NEW_PASSWORD", hide_env_values = true)]
+        new_password: String,
+    },
+    /// Set a password without the current one (operators).
+    ResetPassword {
+        login: String,
+        #[arg(long, env = "ANNALS_NEW_PASSWORD", hide_env_values = true)]
+        new_password: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +125,8 @@ pub struct RelaysArgs {
     /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT.
     #[arg(long, global = true, default_value = "127.0.0.1:2113")]
     pub server: ServerAddr,
+    #[command(flatten)]
+    pub auth: ClientAuth,
     #[command(subcommand)]
     pub command: RelaysCommand,
 }
@@ -83,6 +162,8 @@ pub struct ProjectionsArgs {
     /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT.
     #[arg(long, global = true, default_value = "127.0.0.1:2113")]
     pub server: ServerAddr,
+    #[command(flatten)]
+    pub auth: ClientAuth,
     /// Print the server's JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -167,6 +248,20 @@ pub struct ServeArgs {
     /// without it.
     #[arg(long)]
     pub relays: Option<PathBuf>,
+    /// Require users: every request but /health carries HTTP basic credentials, checked
+    /// against the users kept in the store, and stream access lists ($acl) apply. Needs TLS
+    /// (--tls-cert/--tls-key) unless --insecure-allow-plaintext-auth.
+    #[arg(long)]
+    pub auth: bool,
+    /// The password of the `admin` user the first start with --auth creates.
+    #[arg(long, env = "ANNALS_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Allow --auth without TLS (passwords then cross the network in clear): for loopback tests.
+    #[arg(long, requires = "auth")]
+    pub insecure_allow_plaintext_auth: bool,
+    /// Serve /metrics without credentials even with --auth.
+    #[arg(long)]
+    pub metrics_open: bool,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +300,8 @@ pub struct ImportArgs {
     /// A running server instead: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT.
     #[arg(long)]
     pub server: Option<ServerAddr>,
+    #[command(flatten)]
+    pub auth: ClientAuth,
     /// Where the import keeps its progress (default: FILE.annals-import). Standard input is
     /// resumable only with this.
     #[arg(long)]
@@ -282,374 +379,6 @@ pub struct LoadArgs {
     pub streams: u32,
     #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
     pub durability: DurabilityArg,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Concurrent durable appends against a plain write+fdatasync loop of the same batches.
-    Append(BenchAppendArgs),
-    /// Reading all of `$all` against a plain sequential read of the segment files.
-    Replay(BenchReplayArgs),
-    /// Random whole 100-event stream reads.
-    ReadStream(BenchReadStreamArgs),
-    /// Fill a store with events quickly (no fsync), up to a total; used by `bench replay`.
-    #[command(hide = true)]
-    Fill(BenchFillArgs),
-    /// Concurrent single-event appends over gRPC to a running server, against the same workload
-    /// in-process on a temporary store.
-    GrpcAppend(BenchGrpcAppendArgs),
-    /// Reading `$all` over gRPC from a running server, against an in-process read of as many
-    /// events from a temporary store.
-    GrpcReplay(BenchGrpcReplayArgs),
-    /// Rebuilding a declarative projection into SQLite or Postgres view rows, against the same
-    /// database's bulk insert of the same rows; then live append-to-row latency.
-    Project(BenchProjectArgs),
-    /// Consumers of one persistent-subscription group taking and acking a stream over gRPC,
-    /// against a catch-up subscription reading the same events; then live append-to-delivery
-    /// latency at a fixed rate.
-    Persistent(BenchPersistentArgs),
-    /// A relay forwarding a store's events to NATS JetStream, against a plain publishing loop
-    /// of the same messages; then live append-to-broker latency at a fixed rate.
-    Relay(BenchRelayArgs),
-}
-
-/// The broker `bench relay` sends to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RelaySinkArg {
-    Nats,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchRelayArgs {
-    #[arg(long, value_enum, default_value_t = RelaySinkArg::Nats)]
-    pub sink: RelaySinkArg,
-    /// A NATS server with JetStream.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    pub nats: String,
-    /// Store directory for the in-process store (created; give a fresh one).
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value_t = 100_000)]
-    pub events: u64,
-    /// Streams the events are spread over.
-    #[arg(long, default_value_t = 256)]
-    pub streams: u64,
-    /// Sends in flight, for the relay and the baseline alike.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    /// The relay's order: `stream` (per-stream order) or `global` (`$all` order, sent in turn).
-    #[arg(long, default_value = "stream", value_parser = ["stream", "global"])]
-    pub order: String,
-    /// Live phase: single-event appends per second.
-    #[arg(long, default_value_t = 1_000)]
-    pub rate: u64,
-    /// Live phase: appends sent (0: no live phase).
-    #[arg(long, default_value_t = 2_000)]
-    pub live_events: u64,
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// The client library of the gRPC benches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum GrpcClientArg {
-    /// Annals's lean client (`annals_bench::client`): the generated tonic client over one hyper
-    /// HTTP/2 connection, so the bench measures the server rather than the client. Cleartext only.
-    Annals,
-    /// The official Rust `kurrentdb` crate, as applications use it; in builds with the
-    /// `kurrentdb-client` feature only.
-    Kurrentdb,
-}
-
-/// The RPC `bench grpc-append` appends with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum GrpcAppendRpcArg {
-    /// `Streams.Append`: one call per append, as the Rust, Go, Java, Node and Python clients do.
-    Append,
-    /// `Streams.BatchAppend`: one long-lived call per connection carrying every append of the
-    /// clients on it, as the .NET client does.
-    BatchAppend,
-}
-
-/// Which database `bench project` writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProjectTargetArg {
-    Sqlite,
-    Postgres,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchProjectArgs {
-    #[arg(long, value_enum, default_value_t = ProjectTargetArg::Sqlite)]
-    pub target: ProjectTargetArg,
-    /// Postgres connection (URL or key=value); default: the `test` database on 127.0.0.1:5432.
-    #[arg(long)]
-    pub target_url: Option<String>,
-    /// Store directory; filled with `OrderPlaced` events up to --events first.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value_t = 100_000)]
-    pub events: u64,
-    /// Partitions the projection runs in parallel.
-    #[arg(long, default_value_t = 1)]
-    pub partitions: u32,
-    /// Single appends timed from append to row committed in the view.
-    #[arg(long, default_value_t = 500)]
-    pub live_appends: u64,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("where").required(true).args(["data", "server"])))]
-pub struct BenchPersistentArgs {
-    /// Store directory for a server this bench runs in its own process (fsync durability).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// A running server instead: HOST:PORT or http://HOST:PORT (cleartext).
-    #[arg(long)]
-    pub server: Option<ServerAddr>,
-    /// Consumers in the group, each on its own connection.
-    #[arg(long, default_value_t = 4)]
-    pub consumers: usize,
-    /// Events appended to a fresh stream, then read by each side.
-    #[arg(long, default_value_t = 100_000)]
-    pub events: u64,
-    /// Catch-up subscription and group alternate this many times.
-    #[arg(long, default_value_t = 1)]
-    pub rounds: u32,
-    /// Events in flight to each consumer at most (the client's buffer size).
-    #[arg(long, default_value_t = 64)]
-    pub buffer: i32,
-    /// Live phase: single-event appends per second.
-    #[arg(long, default_value_t = 1_000)]
-    pub rate: u64,
-    /// Live phase: appends sent (0: no live phase).
-    #[arg(long, default_value_t = 5_000)]
-    pub live_events: u64,
-    /// End with one JSON line of the figures.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchAppendArgs {
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value_t = 64)]
-    pub writers: u32,
-    /// Events to append in all.
-    #[arg(long, default_value_t = 50_000)]
-    pub events: u64,
-    /// Events per append (~200 bytes each).
-    #[arg(long, default_value_t = 1)]
-    pub batch: u32,
-    /// Streams to spread the appends over, at random.
-    #[arg(long, default_value_t = 10_000)]
-    pub streams: u32,
-    /// Engine and baseline alternate this many times, since the disk's fsync speed drifts.
-    #[arg(long, default_value_t = 3)]
-    pub rounds: u32,
-    /// End with one JSON line of the figures.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchReplayArgs {
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Events the store should hold; it is filled up to this first.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: u64,
-    /// Engine and baseline alternate this many times.
-    #[arg(long, default_value_t = 2)]
-    pub rounds: u32,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchReadStreamArgs {
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Streams of 100 events each to read from.
-    #[arg(long, default_value_t = 1_000)]
-    pub streams: u32,
-    /// Stream reads to time.
-    #[arg(long, default_value_t = 20_000)]
-    pub reads: u64,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchFillArgs {
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Events the store should hold in all.
-    #[arg(long)]
-    pub events: u64,
-    /// Streams to spread the appends over.
-    #[arg(long, default_value_t = 10_000)]
-    pub streams: u32,
-    /// Events per append.
-    #[arg(long, default_value_t = 100)]
-    pub batch: u32,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchGrpcAppendArgs {
-    /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT
-    /// (TLS, --client kurrentdb only).
-    #[arg(long)]
-    pub server: ServerAddr,
-    /// Concurrent clients, each appending one event at a time to a stream of its own.
-    #[arg(long, default_value_t = 64)]
-    pub clients: u32,
-    /// Client connections the clients share (each one HTTP/2 connection); 0: one per client.
-    #[arg(long, default_value_t = 0)]
-    pub connections: u32,
-    /// The gRPC client library that loads the server.
-    #[arg(long, value_enum, default_value_t = GrpcClientArg::Annals)]
-    pub client: GrpcClientArg,
-    /// The RPC each append is made with.
-    #[arg(long, value_enum, default_value_t = GrpcAppendRpcArg::Append)]
-    pub rpc: GrpcAppendRpcArg,
-    /// Events to append over gRPC in all (and as many in-process).
-    #[arg(long, default_value_t = 20_000)]
-    pub events: u64,
-    /// gRPC and in-process alternate this many times, since the disk's fsync speed drifts.
-    #[arg(long, default_value_t = 2)]
-    pub rounds: u32,
-    /// Where to put the in-process baseline's temporary store; best on the server's disk
-    /// (default: the system's temporary directory).
-    #[arg(long)]
-    pub baseline_dir: Option<PathBuf>,
-    /// End with one JSON line of the figures.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchGrpcReplayArgs {
-    /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT
-    /// (TLS, --client kurrentdb only).
-    #[arg(long)]
-    pub server: ServerAddr,
-    /// The gRPC client library that reads (and fills).
-    #[arg(long, value_enum, default_value_t = GrpcClientArg::Annals)]
-    pub client: GrpcClientArg,
-    /// Events to read from the start of `$all`; the server is filled up to this first.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: u64,
-    /// gRPC and in-process alternate this many times.
-    #[arg(long, default_value_t = 2)]
-    pub rounds: u32,
-    /// Where to put the in-process baseline's temporary store (default: the system's temporary
-    /// directory).
-    #[arg(long)]
-    pub baseline_dir: Option<PathBuf>,
-    /// End with one JSON line of the figures.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// A running server's address, as every `--server` takes it: `HOST:PORT` or `http://HOST:PORT`
-/// (cleartext), or `https://HOST:PORT` (TLS). With a scheme the port may be left out for its
-/// usual one (80, 443); an IPv6 host is written in brackets (`[::1]:2113`). Nothing else is
-/// taken: no other scheme, user, path (one trailing `/` aside), query or fragment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerAddr {
-    tls: bool,
-    /// As written, an IPv6 address with its brackets.
-    host: String,
-    port: u16,
-}
-
-impl ServerAddr {
-    /// Whether the server is to be spoken to over TLS (`https://`).
-    pub fn tls(&self) -> bool {
-        self.tls
-    }
-
-    /// `HOST:PORT`, for gRPC clients.
-    pub fn authority(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// `http://HOST:PORT` or `https://HOST:PORT`, for HTTP clients.
-    pub fn base_url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.authority())
-    }
-}
-
-impl std::fmt::Display for ServerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.base_url())
-    }
-}
-
-impl FromStr for ServerAddr {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        const FORMS: &str = "give HOST:PORT, http://HOST:PORT or https://HOST:PORT";
-        let bad = |why: &str| format!("bad server address {text:?}: {why}; {FORMS}");
-        let (tls, rest, usual_port) = match text.split_once("://") {
-            None => (false, text, None),
-            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
-                "http" => (false, rest, Some(80)),
-                "https" => (true, rest, Some(443)),
-                other => return Err(bad(&format!("the scheme {other:?} is not supported"))),
-            },
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
-            return Err(bad("only a host and a port are allowed"));
-        }
-        let (host, port) = match rest.strip_prefix('[') {
-            Some(bracketed) => {
-                let (ip, tail) = bracketed
-                    .split_once(']')
-                    .ok_or_else(|| bad("an IPv6 address lacks its closing bracket"))?;
-                ip.parse::<std::net::Ipv6Addr>()
-                    .map_err(|_| bad(&format!("{ip:?} is not an IPv6 address")))?;
-                let port = match tail {
-                    "" => None,
-                    tail => Some(
-                        tail.strip_prefix(':')
-                            .ok_or_else(|| bad("a port follows the host after a colon"))?,
-                    ),
-                };
-                (format!("[{ip}]"), port)
-            }
-            None => {
-                let (host, port) = match rest.rsplit_once(':') {
-                    Some((host, port)) => (host, Some(port)),
-                    None => (rest, None),
-                };
-                if host.contains(':') {
-                    return Err(bad("an IPv6 address is written in brackets, as [::1]:2113"));
-                }
-                let name_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
-                if host.is_empty() || !host.chars().all(name_char) {
-                    return Err(bad(&format!("{host:?} is not a host name or address")));
-                }
-                (host.to_owned(), port)
-            }
-        };
-        let port = match (port, usual_port) {
-            (Some(p), _) => match p.parse::<u16>() {
-                Ok(p) if p > 0 => p,
-                _ => return Err(bad(&format!("the port {p:?} is not a number in 1..=65535"))),
-            },
-            (None, Some(usual)) => usual,
-            (None, None) => return Err(bad("the port is missing")),
-        };
-        Ok(Self { tls, host, port })
-    }
 }
 
 /// Parses `any`, `no_stream`, `stream_exists` or a revision number.

@@ -496,7 +496,7 @@ pub(crate) fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
             result?
         }
         (None, Some(server)) => {
-            let client = crate::http::client(IMPORT_REQUEST_TIMEOUT)?;
+            let client = crate::http::client(IMPORT_REQUEST_TIMEOUT, &args.auth)?;
             let base = reqwest::Url::parse(&format!("{}/", server.base_url()))
                 .with_context(|| format!("bad server address {server}"))?;
             import(

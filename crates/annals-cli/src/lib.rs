@@ -7,6 +7,7 @@
 
 mod args;
 mod bench;
+mod bench_args;
 mod check;
 mod effects;
 mod http;
@@ -17,6 +18,7 @@ mod read;
 mod relays;
 mod serve;
 mod store;
+mod users;
 mod write;
 
 use std::process::ExitCode;
@@ -41,5 +43,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(b) => bench::run(b),
         Command::Projections(a) => projections::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Relays(a) => relays::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::Users(a) => users::run(&a).map(|()| ExitCode::SUCCESS),
     }
 }

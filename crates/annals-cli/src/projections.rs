@@ -13,7 +13,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(130);
 
 pub(crate) fn run(args: &ProjectionsArgs) -> anyhow::Result<()> {
     let base = args.server.base_url();
-    let client = crate::http::client(REQUEST_TIMEOUT)?;
+    let client = crate::http::client(REQUEST_TIMEOUT, &args.auth)?;
     let url = |tail: &str| format!("{base}/projections{tail}");
     let answer = match &args.command {
         ProjectionsCommand::List => client.get(url("")).send(),

@@ -13,7 +13,7 @@ const RELAYS_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) fn run(args: &RelaysArgs) -> anyhow::Result<()> {
     let base = args.server.base_url();
-    let client = crate::http::client(RELAYS_REQUEST_TIMEOUT)?;
+    let client = crate::http::client(RELAYS_REQUEST_TIMEOUT, &args.auth)?;
     let url = |tail: &str| format!("{base}/relays{tail}");
     let answer = match &args.command {
         RelaysCommand::List => client.get(url("")).send(),

@@ -37,6 +37,12 @@ async fn fallback(req: axum::extract::Request) -> axum::response::Response {
 const SERVER_RUNTIME_THREADS: usize = 2;
 
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.auth && args.tls_cert.is_none() && !args.insecure_allow_plaintext_auth {
+        anyhow::bail!(
+            "--auth needs TLS (--tls-cert and --tls-key), or --insecure-allow-plaintext-auth \
+             to send passwords in clear (loopback tests only)"
+        );
+    }
     let (engine, _report) = store::open(&args.data, args.durability.into())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(SERVER_RUNTIME_THREADS)
@@ -89,7 +95,18 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(?applied, "relay definition applied");
         }
     }
-    let state = ServerState::new(engine.clone(), limits).with_persistent(Arc::clone(&persistent));
+    let mut state =
+        ServerState::new(engine.clone(), limits).with_persistent(Arc::clone(&persistent));
+    state.metrics_open = args.metrics_open;
+    if args.auth {
+        let auth = runtime
+            .block_on(annals_server::Auth::open(
+                engine.clone(),
+                args.admin_password.clone(),
+            ))
+            .context("cannot start authentication")?;
+        state = state.with_auth(auth);
+    }
     let catalog = Arc::new(catalog);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
@@ -117,8 +134,15 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(
             address = %local,
             tls = tls.is_some(),
+            auth = args.auth,
             "serving gRPC (KurrentDB protocol) and HTTP; stop with SIGINT or SIGTERM"
         );
+        if !args.auth {
+            tracing::warn!(
+                "authentication is off: anyone who reaches this port may read, write and \
+                 delete every stream and run every admin command (start with --auth to require users)"
+            );
+        }
         let shutdown = async move {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",

@@ -17,6 +17,9 @@ pub const ROLE_ADMINS: &str = "$admins";
 /// The operators' group: admin operations (subscription groups, projections, relays, users,
 /// metrics), but not the contents of streams.
 pub const ROLE_OPS: &str = "$ops";
+/// The name access lists give the log as a whole: reading or subscribing to `$all` needs this
+/// stream's read right, set in the metadata of `$$$all`.
+pub const ALL_STREAM: &str = "$all";
 /// The stream whose last event holds the default access lists.
 pub const SETTINGS_STREAM: &str = "$settings";
 

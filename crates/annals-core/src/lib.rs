@@ -19,7 +19,8 @@ mod source;
 mod timestamp;
 
 pub use acl::{
-    AclDefaults, ROLE_ADMINS, ROLE_EVERYONE, ROLE_OPS, SETTINGS_STREAM, StreamAcl, StreamRight,
+    ALL_STREAM, AclDefaults, ROLE_ADMINS, ROLE_EVERYONE, ROLE_OPS, SETTINGS_STREAM, StreamAcl,
+    StreamRight,
 };
 pub use error::{DomainError, InputError};
 pub use event::{

@@ -32,15 +32,42 @@ pub enum GrpcError {
     /// The stream does not exist.
     #[error("Stream '{stream}' not found.")]
     StreamNotFound { stream: String },
+    /// A thing other than a stream (a user) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A thing other than a stream (a user) exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// Too many subscriptions are open.
     #[error("Maximum subscriptions reached.")]
     TooManySubscriptions,
     /// The server is shutting down or the store stopped taking writes.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller's credentials are missing or wrong.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this.
+    #[error("Access denied")]
+    AccessDenied,
     /// Storage failed.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<annals_server::AuthError> for GrpcError {
+    fn from(err: annals_server::AuthError) -> Self {
+        use annals_server::AuthError as A;
+        match err {
+            A::Unauthenticated(m) => GrpcError::Unauthenticated(format!("not authenticated: {m}")),
+            A::AccessDenied => GrpcError::AccessDenied,
+            A::UserNotFound(_) => GrpcError::NotFound(err.to_string()),
+            A::UserExists(_) => GrpcError::AlreadyExists(err.to_string()),
+            A::Invalid(m) => GrpcError::InvalidArgument(m),
+            A::Engine(e) => GrpcError::from_engine(e, false),
+            other => GrpcError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl GrpcError {
@@ -128,6 +155,14 @@ impl From<GrpcError> for Status {
             }
             GrpcError::TooManySubscriptions => Status::resource_exhausted(message),
             GrpcError::Unavailable(_) => Status::unavailable(message),
+            GrpcError::NotFound(_) => Status::not_found(message),
+            GrpcError::AlreadyExists(_) => Status::already_exists(message),
+            GrpcError::Unauthenticated(_) => Status::unauthenticated(message),
+            GrpcError::AccessDenied => {
+                let mut s = Status::permission_denied(message);
+                insert(&mut s, "exception", "access-denied");
+                s
+            }
             GrpcError::Internal(_) => Status::internal(message),
         }
     }

@@ -15,6 +15,7 @@ use annals_proto::shared::Empty;
 const STREAMS_SERVICE: &str = "event_store.client.streams.streams";
 const FEATURES_SERVICE: &str = "event_store.client.server_features.serverfeatures";
 const GOSSIP_SERVICE: &str = "event_store.client.gossip.gossip";
+const USERS_SERVICE: &str = "event_store.client.users.users";
 const PERSISTENT_SERVICE: &str =
     "event_store.client.persistent_subscriptions.persistentsubscriptions";
 
@@ -53,6 +54,14 @@ fn supported_methods() -> SupportedMethods {
             method(PERSISTENT_SERVICE, "replayparked", &["stream", "all"]),
             method(PERSISTENT_SERVICE, "list", &["stream", "all"]),
             method(PERSISTENT_SERVICE, "restartsubsystem", &["stream", "all"]),
+            method(USERS_SERVICE, "create", &[]),
+            method(USERS_SERVICE, "update", &[]),
+            method(USERS_SERVICE, "delete", &[]),
+            method(USERS_SERVICE, "disable", &[]),
+            method(USERS_SERVICE, "enable", &[]),
+            method(USERS_SERVICE, "details", &[]),
+            method(USERS_SERVICE, "changepassword", &[]),
+            method(USERS_SERVICE, "resetpassword", &[]),
         ],
         event_store_server_version: crate::SERVER_VERSION.to_owned(),
     }

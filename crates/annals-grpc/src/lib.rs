@@ -18,6 +18,7 @@ mod read;
 mod read_route;
 mod stream_cursor;
 mod streams;
+mod users;
 
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ use annals_proto::gossip::gossip_server::GossipServer;
 use annals_proto::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
 use annals_proto::server_features::server_features_server::ServerFeaturesServer;
 use annals_proto::streams::streams_server::StreamsServer;
+use annals_proto::users::users_server::UsersServer;
 
 /// The version reported to clients by `ServerFeatures.GetSupportedMethods`. Clients parse it as
 /// semver and gate features on it, so it names the KurrentDB release whose protocol we follow.
@@ -63,6 +65,8 @@ pub fn routes(state: ServerState) -> axum::Router {
         PersistentSubscriptionsServer::new(persistent::PersistentService::new(state.clone()))
             .max_decoding_message_size(max);
     let persistent_read = persistent::read_route::ReadRoute::new(state.clone(), max);
+    let users =
+        UsersServer::new(users::UsersService::new(state.clone())).max_decoding_message_size(max);
     let read = read_route::ReadRoute::new(state, max);
     axum::Router::new()
         .route_service(read_route::PATH, read)
@@ -71,6 +75,7 @@ pub fn routes(state: ServerState) -> axum::Router {
         .route_service(&service_path(&features), features)
         .route_service(&service_path(&gossip), gossip)
         .route_service(&service_path(&persistent), persistent)
+        .route_service(&service_path(&users), users)
         .layer(axum::middleware::map_request(capture_authority))
 }
 

@@ -13,11 +13,11 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use annals_core::{
-    Direction, DomainError, EventRecord, Filter, FilterTarget, Position, ResolvedEvent, Revision,
-    StreamName,
+    ALL_STREAM, Direction, DomainError, EventRecord, Filter, FilterTarget, Position, ResolvedEvent,
+    Revision, StreamName, StreamRight,
 };
 use annals_engine::EngineError;
-use annals_server::{Api, ServerState};
+use annals_server::{Api, Principal, ServerState};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -161,10 +161,29 @@ enum AllFrom {
 }
 
 /// Validates the request and starts the task that answers it.
-pub(crate) fn start(state: ServerState, req: ReadReq) -> Result<ReadItems, Status> {
+pub(crate) fn start(
+    state: ServerState,
+    who: &Principal,
+    req: ReadReq,
+) -> Result<ReadItems, Status> {
     let options = req
         .options
         .ok_or_else(|| Status::invalid_argument("read without options"))?;
+    // Access first: a refused read learns nothing, not even whether its options were valid.
+    match &options.stream_option {
+        Some(opts::StreamOption::Stream(s)) => {
+            let stream = stream_name(s.stream_identifier.as_ref())?;
+            state
+                .check_stream(who, stream.as_str(), StreamRight::Read)
+                .map_err(GrpcError::from)?;
+        }
+        Some(opts::StreamOption::All(_)) => {
+            state
+                .check_stream(who, ALL_STREAM, StreamRight::Read)
+                .map_err(GrpcError::from)?;
+        }
+        None => {}
+    }
     let structured = matches!(
         options
             .uuid_option

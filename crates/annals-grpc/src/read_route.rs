@@ -116,8 +116,10 @@ impl ServerStreamingService<ReadReq> for ReadMethod {
     type Future = std::future::Ready<Result<tonic::Response<ReadItems>, Status>>;
 
     fn call(&mut self, request: tonic::Request<ReadReq>) -> Self::Future {
+        let who = self.0.principal(request.extensions());
         std::future::ready(
-            crate::read::start(self.0.clone(), request.into_inner()).map(tonic::Response::new),
+            crate::read::start(self.0.clone(), &who, request.into_inner())
+                .map(tonic::Response::new),
         )
     }
 }

@@ -46,8 +46,22 @@ pub enum ApiError {
     RelaysDisabled,
     #[error(transparent)]
     Relay(annals_relay::RelayError),
+    /// This server runs without users (no `--auth`).
+    #[error("this server runs without users; start it with --auth")]
+    AuthDisabled,
+    #[error(transparent)]
+    Auth(annals_server::AuthError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+impl From<annals_server::AuthError> for ApiError {
+    fn from(e: annals_server::AuthError) -> Self {
+        match e {
+            annals_server::AuthError::Engine(e) => ApiError::Engine(e),
+            other => ApiError::Auth(other),
+        }
+    }
 }
 
 impl From<InputError> for ApiError {
@@ -133,6 +147,18 @@ impl ApiError {
                     _ => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
                 }
             }
+            ApiError::AuthDisabled => simple(StatusCode::CONFLICT, "auth_disabled"),
+            ApiError::Auth(e) => {
+                use annals_server::AuthError as A;
+                match e {
+                    A::Unauthenticated(_) => simple(StatusCode::UNAUTHORIZED, "not_authenticated"),
+                    A::AccessDenied => simple(StatusCode::FORBIDDEN, "access_denied"),
+                    A::UserNotFound(_) => simple(StatusCode::NOT_FOUND, "user_not_found"),
+                    A::UserExists(_) => simple(StatusCode::CONFLICT, "user_exists"),
+                    A::Invalid(_) | A::Input(_) => simple(StatusCode::BAD_REQUEST, "bad_request"),
+                    _ => simple(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                }
+            }
             ApiError::Engine(e) => engine_answer(e, message),
         }
     }
@@ -190,6 +216,13 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, %status, "request refused");
         }
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"annals\""),
+            );
+        }
+        resp
     }
 }

@@ -14,15 +14,20 @@
 //! | `/projections…` | projections: register, status, commands, read-your-writes ([`projections`]) |
 //! | `/subscriptions…` | persistent-subscription groups: list, info, create, update, delete, replay parked ([`persistent`]) |
 //! | `/relays…` | relays: list, apply a definition file, status, remove, pause, resume, reset, parked events, re-send them ([`relays`]) |
+//! | `/users…` | users: list, create, details, update, delete, enable, disable, change and reset password ([`users`]) |
+//!
+//! Access: [`guard`] says what each route needs when the server runs with `--auth`.
 
 pub mod append;
 mod error;
+pub mod guard;
 pub mod live;
 pub mod ops;
 pub mod persistent;
 pub mod projections;
 pub mod read;
 pub mod relays;
+pub mod users;
 pub mod wire;
 
 use std::sync::Arc;
@@ -32,6 +37,7 @@ use annals_server::ServerState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::Uri;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
@@ -67,6 +73,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/relays/{name}"),
     ("get", "/relays/{name}/parked"),
     ("post", "/relays/{name}/{command}"),
+    ("get", "/users"),
+    ("post", "/users"),
+    ("get", "/users/{login}"),
+    ("put", "/users/{login}"),
+    ("delete", "/users/{login}"),
+    ("post", "/users/{login}/{command}"),
 ];
 
 /// What the HTTP handlers share: the server's state and, when the server runs projections, their
@@ -106,16 +118,27 @@ pub fn router_with_relays(
         projections,
         relays,
     };
-    Router::new()
+    let server = state.server.clone();
+    let streams = Router::new()
         .route(
             "/streams/{stream}",
             post(append::append).get(read::read_stream),
         )
+        .route_layer(from_fn_with_state(server.clone(), guard::stream));
+    let all = Router::new()
         .route("/all", get(read::read_all))
         .route("/all/live", get(live::live))
-        .route("/health", get(ops::health))
+        .route_layer(from_fn_with_state(server.clone(), guard::all));
+    let metrics = Router::new()
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route_layer(from_fn_with_state(server.clone(), guard::metrics));
+    let tables = Router::new()
+        .route(
+            "/projections/{name}/tables/{table}",
+            get(projections::table),
+        )
+        .route_layer(from_fn_with_state(server.clone(), guard::table));
+    let admin = Router::new()
         .route(
             "/projections",
             get(projections::list).post(projections::apply),
@@ -127,10 +150,6 @@ pub fn router_with_relays(
             get(projections::definition),
         )
         .route("/projections/{name}/wait", get(projections::wait))
-        .route(
-            "/projections/{name}/tables/{table}",
-            get(projections::table),
-        )
         .route("/projections/{name}/{command}", post(projections::command))
         .route("/subscriptions", get(persistent::list))
         .route("/subscriptions/{stream}", get(persistent::list_stream))
@@ -149,6 +168,22 @@ pub fn router_with_relays(
         .route("/relays/{name}", get(relays::status).delete(relays::remove))
         .route("/relays/{name}/parked", get(relays::parked))
         .route("/relays/{name}/{command}", post(relays::command))
+        .route_layer(from_fn_with_state(server, guard::operator));
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/openapi.json", get(ops::openapi))
+        .merge(streams)
+        .merge(all)
+        .merge(metrics)
+        .merge(tables)
+        .merge(admin)
+        // Who may manage users is the auth layer's to decide (a user changes its own password).
+        .route("/users", get(users::list).post(users::create))
+        .route(
+            "/users/{login}",
+            get(users::details).put(users::update).delete(users::delete),
+        )
+        .route("/users/{login}/{command}", post(users::command))
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(state)
 }

@@ -822,6 +822,14 @@ async fn health_metrics_and_openapi() {
                 assert_eq!(body["error"], "group_not_found", "{method} {path}");
                 continue;
             }
+            if path.starts_with("/users") {
+                // This server runs without --auth: no users, and the route says so from its
+                // handler (the auth tests of `annals serve` cover them).
+                assert_eq!(resp.status(), 409, "{method} {path}");
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["error"], "auth_disabled", "{method} {path}");
+                continue;
+            }
             if method == "put" {
                 assert_eq!(resp.status(), 201, "{method} {path}");
                 // Gone again, for the other methods of the path.

@@ -40,13 +40,16 @@ pub mod event_store {
         pub mod persistent_subscriptions {
             tonic::include_proto!("event_store.client.persistent_subscriptions");
         }
+        pub mod users {
+            tonic::include_proto!("event_store.client.users");
+        }
     }
 }
 
 pub mod read_fields;
 
 pub use event_store::client as shared;
-pub use event_store::client::{gossip, persistent_subscriptions, server_features, streams};
+pub use event_store::client::{gossip, persistent_subscriptions, server_features, streams, users};
 
 /// The gRPC path of `Streams.Read`, which the server routes to a hand-encoding route of its own
 /// and the benches' client calls with a hand-decoding codec of its own.

@@ -56,6 +56,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let acceptor = tls.as_ref().map(tls_acceptor).transpose()?;
+    // Every request learns who it runs as before any handler sees it.
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::auth::authenticate,
+    ));
     let slots = Arc::new(Semaphore::new(state.limits.connections_max));
     let graceful = GracefulShutdown::new();
     let builder = Builder::new(TokioExecutor::new());

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use annals_auth::Auth;
 use annals_engine::Engine;
 use annals_persistent::Subscriptions;
 use tokio::sync::watch;
@@ -18,6 +19,11 @@ pub struct ServerState {
     /// The server's persistent-subscription groups, when it runs them (`annals serve` does;
     /// a state built for a test of another API may not).
     pub persistent: Option<Arc<Subscriptions>>,
+    /// Users and access control, when the server runs with `--auth`; without, every request
+    /// is allowed.
+    pub auth: Option<Arc<Auth>>,
+    /// `/metrics` answers without credentials even with auth on (`--metrics-open`).
+    pub metrics_open: bool,
     stopping: Arc<watch::Sender<bool>>,
 }
 
@@ -28,6 +34,8 @@ impl ServerState {
             limits: Arc::new(limits),
             metrics: Arc::new(Metrics::new()),
             persistent: None,
+            auth: None,
+            metrics_open: false,
             stopping: Arc::new(watch::channel(false).0),
         }
     }
@@ -35,6 +43,12 @@ impl ServerState {
     /// The same state, serving `subscriptions`' persistent-subscription groups.
     pub fn with_persistent(mut self, subscriptions: Arc<Subscriptions>) -> Self {
         self.persistent = Some(subscriptions);
+        self
+    }
+
+    /// The same state, with authentication and access control by `auth`.
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = Some(auth);
         self
     }
 

@@ -18,7 +18,7 @@ const CLIENT_RUN_MAX: Duration = Duration::from_secs(180);
 
 /// Runs `program args…` and insists it exits 0 within [`CLIENT_RUN_MAX`], showing its output
 /// and the server's log if not.
-fn run_client(server: &Server, program: &Path, args: &[&str]) {
+pub(crate) fn run_client(server: &Server, program: &Path, args: &[&str]) {
     assert!(
         program.exists(),
         "{} is missing: run ./scripts/install-clients.sh (the test command does)",

@@ -13,6 +13,7 @@
     reason = "test helpers outside #[test] functions fail the test by panicking"
 )]
 
+mod auth;
 mod bench;
 mod clients;
 mod crash;

@@ -9,6 +9,7 @@ pub(crate) mod read_route;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use annals_core::StreamRight;
 use annals_persistent::{
     ConnectionLabel, ConsumerEvent, Delivery, NackAction, Payload, PersistentError, Source,
     Subscriptions,
@@ -27,6 +28,7 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::parse_uuid;
+use crate::error::GrpcError;
 
 /// The service over a server's groups.
 #[derive(Clone, Debug)]
@@ -37,6 +39,14 @@ pub(crate) struct PersistentService {
 impl PersistentService {
     pub(crate) fn new(state: ServerState) -> Self {
         Self { state }
+    }
+
+    /// Refuses a management call `what` unless the caller is in `$admins` or `$ops`.
+    fn operator<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
+        let who = self.state.principal(request.extensions());
+        self.state
+            .check_operator(&who, what)
+            .map_err(|e| GrpcError::from(e).into())
     }
 
     fn subscriptions(&self) -> Result<Arc<Subscriptions>, Status> {
@@ -117,7 +127,7 @@ pub(crate) async fn start_read(
             .unwrap_or_default()
             .to_owned(),
     };
-    let mut inbound = request.into_inner();
+    let (_, extensions, mut inbound) = request.into_parts();
     let Some(read_req::Content::Options(options)) =
         inbound.message().await?.and_then(|m| m.content)
     else {
@@ -136,6 +146,11 @@ pub(crate) async fn start_read(
         options.uuid_option.and_then(|u| u.content),
         Some(read_req::options::uuid_option::Content::Structured(_))
     );
+    // Consuming a group needs read on its source.
+    let who = state.principal(&extensions);
+    state
+        .check_stream(&who, &source.to_string(), StreamRight::Read)
+        .map_err(GrpcError::from)?;
     let key = convert::key(source, &options.group_name)?;
     let capacity = usize::try_from(options.buffer_size).unwrap_or(0).max(1);
     let consumer = subs
@@ -238,6 +253,7 @@ impl Outbound {
 #[tonic::async_trait]
 impl PersistentSubscriptions for PersistentService {
     async fn create(&self, request: Request<CreateReq>) -> Result<Response<CreateResp>, Status> {
+        self.operator(&request, "create subscription group")?;
         let subs = self.subscriptions()?;
         let options = request
             .into_inner()
@@ -249,6 +265,7 @@ impl PersistentSubscriptions for PersistentService {
     }
 
     async fn update(&self, request: Request<UpdateReq>) -> Result<Response<UpdateResp>, Status> {
+        self.operator(&request, "update subscription group")?;
         let subs = self.subscriptions()?;
         let options = request
             .into_inner()
@@ -269,6 +286,7 @@ impl PersistentSubscriptions for PersistentService {
     }
 
     async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        self.operator(&request, "delete subscription group")?;
         let subs = self.subscriptions()?;
         let options = request
             .into_inner()
@@ -302,6 +320,7 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<GetInfoReq>,
     ) -> Result<Response<GetInfoResp>, Status> {
+        self.operator(&request, "read subscription group info")?;
         let subs = self.subscriptions()?;
         let options = request
             .into_inner()
@@ -325,6 +344,7 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<ReplayParkedReq>,
     ) -> Result<Response<ReplayParkedResp>, Status> {
+        self.operator(&request, "replay parked events")?;
         let subs = self.subscriptions()?;
         let options = request
             .into_inner()
@@ -353,6 +373,7 @@ impl PersistentSubscriptions for PersistentService {
     }
 
     async fn list(&self, request: Request<ListReq>) -> Result<Response<ListResp>, Status> {
+        self.operator(&request, "list subscription groups")?;
         let subs = self.subscriptions()?;
         let source = match request.into_inner().options.and_then(|o| o.list_option) {
             Some(list_req::options::ListOption::ListForStream(s)) => match s.stream_option {
@@ -370,7 +391,8 @@ impl PersistentSubscriptions for PersistentService {
         }))
     }
 
-    async fn restart_subsystem(&self, _request: Request<Empty>) -> Result<Response<Empty>, Status> {
+    async fn restart_subsystem(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
+        self.operator(&request, "restart persistent subscriptions")?;
         let subs = self.subscriptions()?;
         subs.restart().await;
         Ok(Response::new(Empty {}))

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use annals_core::{
     ContentType, DomainError, EventType, ExpectedRevision, NewEvent, Revision, StreamName,
+    StreamRight,
 };
 use annals_engine::EngineError;
 use annals_proto::shared;
 use annals_proto::streams::{AppendReq, AppendResp, append_req, append_resp};
-use annals_server::{Api, AppendBudget, ServerState};
+use annals_server::{Api, AppendBudget, Principal, ServerState};
 use bytes::Bytes;
 use tonic::{Status, Streaming};
 
@@ -21,6 +22,7 @@ use crate::error::GrpcError;
 /// Serves one `Streams.Append` call: its options, then its events, appended at once.
 pub(super) async fn append(
     state: &ServerState,
+    who: &Principal,
     mut inbound: Streaming<AppendReq>,
 ) -> Result<AppendResp, Status> {
     let first = inbound
@@ -33,6 +35,9 @@ pub(super) async fn append(
         ));
     };
     let stream = stream_name(options.stream_identifier.as_ref())?;
+    state
+        .check_stream(who, stream.as_str(), StreamRight::Write)
+        .map_err(GrpcError::from)?;
     let expected = expected_revision!(append_req, options.expected_stream_revision.as_ref());
     let mut collector = EventCollector::new(state);
     while let Some(msg) = inbound.message().await? {

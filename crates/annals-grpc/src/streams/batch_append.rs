@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 
-use annals_core::{ExpectedRevision, NewEvent, StreamName};
+use annals_core::{ExpectedRevision, NewEvent, StreamName, StreamRight};
 use annals_proto::google::rpc;
 use annals_proto::shared;
 use annals_proto::streams::{BatchAppendReq, BatchAppendResp, batch_append_req, batch_append_resp};
-use annals_server::{AppendBudget, ServerState};
+use annals_server::{AppendBudget, Principal, ServerState};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use prost::Message;
@@ -27,7 +27,9 @@ const CODE_INVALID_ARGUMENT: i32 = 3;
 const CODE_ALREADY_EXISTS: i32 = 6;
 const CODE_RESOURCE_EXHAUSTED: i32 = 8;
 const CODE_FAILED_PRECONDITION: i32 = 9;
+const CODE_PERMISSION_DENIED: i32 = 7;
 const CODE_INTERNAL: i32 = 13;
+const CODE_UNAUTHENTICATED: i32 = 16;
 const CODE_UNAVAILABLE: i32 = 14;
 
 /// The batches of one BatchAppend call still waiting for their final chunk, by correlation id.
@@ -87,6 +89,15 @@ fn batch_error(err: &GrpcError) -> rpc::Status {
             }),
         ),
         GrpcError::Unavailable(m) => rpc_status(CODE_UNAVAILABLE, m.clone(), no_detail()),
+        GrpcError::AccessDenied => rpc_status(
+            CODE_PERMISSION_DENIED,
+            err.to_string(),
+            Some(prost_types::Any {
+                type_url: "type.googleapis.com/event_store.client.AccessDenied".to_owned(),
+                value: Vec::new(),
+            }),
+        ),
+        GrpcError::Unauthenticated(m) => rpc_status(CODE_UNAUTHENTICATED, m.clone(), no_detail()),
         other => rpc_status(CODE_INTERNAL, other.to_string(), no_detail()),
     }
 }
@@ -148,7 +159,12 @@ enum BatchStep {
 /// Handles one BatchAppend request message. It does not wait for the engine: a complete batch
 /// comes back as a future, so the call can read and start the next batches while this one waits
 /// for its fsync.
-fn batch_step(state: &ServerState, pending: &mut PendingBatches, req: BatchAppendReq) -> BatchStep {
+fn batch_step(
+    state: &ServerState,
+    who: &Principal,
+    pending: &mut PendingBatches,
+    req: BatchAppendReq,
+) -> BatchStep {
     let base = |options: Option<&batch_append_req::Options>| {
         let mut resp = BatchAppendResp {
             correlation_id: req.correlation_id.clone(),
@@ -184,7 +200,10 @@ fn batch_step(state: &ServerState, pending: &mut PendingBatches, req: BatchAppen
                 )));
                 return BatchStep::Answer(resp);
             };
-            let stream = match stream_name(options.stream_identifier.as_ref()) {
+            let stream = match stream_name(options.stream_identifier.as_ref()).and_then(|s| {
+                state.check_stream(who, s.as_str(), StreamRight::Write)?;
+                Ok(s)
+            }) {
                 Ok(s) => s,
                 Err(e) => {
                     let mut resp = base(Some(&options));
@@ -277,6 +296,7 @@ fn batch_outcome(outcome: Result<AppendOutcome, GrpcError>) -> batch_append_resp
 /// at once and answers each as it commits, in any order, within the in-flight bounds above.
 pub(super) fn batch_append(
     state: ServerState,
+    who: Principal,
     mut inbound: Streaming<BatchAppendReq>,
 ) -> ResponseStream<BatchAppendResp> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -302,7 +322,7 @@ pub(super) fn batch_append(
                     continue;
                 }
                 next = inbound.next(), if can_read => match next {
-                    Some(Ok(req)) => match batch_step(&state, &mut pending, req) {
+                    Some(Ok(req)) => match batch_step(&state, &who, &mut pending, req) {
                         BatchStep::Answer(resp) => resp,
                         BatchStep::Append(AppendingBatch { bytes, append }) => {
                             in_flight_bytes += bytes;
@@ -434,7 +454,7 @@ mod tests {
         ];
         let mut answers = Vec::new();
         for req in steps {
-            match batch_step(&service, &mut pending, req) {
+            match batch_step(&service, &Principal::Open, &mut pending, req) {
                 BatchStep::Wait => {}
                 step => answers.push(answer(step).await),
             }
@@ -453,6 +473,7 @@ mod tests {
 
         let done = answer(batch_step(
             &service,
+            &Principal::Open,
             &mut pending,
             chunk(1, None, vec![message(5, "D")], true),
         ))
@@ -468,12 +489,14 @@ mod tests {
         let mut pending = PendingBatches::new();
         let first = batch_step(
             &service,
+            &Principal::Open,
             &mut pending,
             chunk(1, Some("s"), vec![message(1, "A")], false),
         );
         assert!(matches!(first, BatchStep::Wait));
         let bad = answer(batch_step(
             &service,
+            &Principal::Open,
             &mut pending,
             chunk(1, None, vec![message(2, "")], false),
         ))
@@ -483,6 +506,7 @@ mod tests {
         // Its final chunk is now the first of an unknown batch: refused for lacking options.
         let last = answer(batch_step(
             &service,
+            &Principal::Open,
             &mut pending,
             chunk(1, None, vec![message(3, "A")], true),
         ))
@@ -498,6 +522,7 @@ mod tests {
         for n in 0..BATCH_APPEND_UNFINISHED_MAX {
             let step = batch_step(
                 &service,
+                &Principal::Open,
                 &mut pending,
                 chunk(n as i64, Some("s"), vec![message(1, "A")], false),
             );
@@ -505,6 +530,7 @@ mod tests {
         }
         let over = batch_step(
             &service,
+            &Principal::Open,
             &mut pending,
             chunk(-1, Some("s"), vec![message(1, "A")], false),
         );
@@ -514,6 +540,7 @@ mod tests {
         // A batch sent whole still goes through.
         let whole = answer(batch_step(
             &service,
+            &Principal::Open,
             &mut pending,
             chunk(-2, Some("t"), vec![message(9, "A")], true),
         ))

@@ -2,11 +2,11 @@
 //! protocol gives the two requests and answers types of their own with the same fields, so each
 //! pair is described once by [`Removal`] and both run through [`remove`].
 
-use annals_core::{ExpectedRevision, StreamName};
+use annals_core::{ExpectedRevision, StreamName, StreamRight};
 use annals_proto::streams::{
     DeleteReq, DeleteResp, TombstoneReq, TombstoneResp, delete_resp, tombstone_resp,
 };
-use annals_server::ServerState;
+use annals_server::{Principal, ServerState};
 use tonic::Status;
 
 use crate::convert::stream_name;
@@ -82,9 +82,13 @@ removal!(
 /// Runs a Delete or a Tombstone and answers with the position of the record it wrote.
 pub(super) async fn remove<R: Removal>(
     state: &ServerState,
+    who: &Principal,
     request: R,
 ) -> Result<R::Answer, Status> {
     let (stream, expected) = request.target()?;
+    state
+        .check_stream(who, stream.as_str(), StreamRight::Delete)
+        .map_err(GrpcError::from)?;
     let written = match R::KIND {
         Kind::Delete => state.engine.delete_async(&stream, expected).await,
         Kind::Tombstone => state.engine.tombstone_async(&stream, expected).await,

@@ -56,7 +56,8 @@ impl Streams for StreamsService {
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
         // Served by `crate::read_route`, which encodes events by hand; this prost path answers
         // the same only if the generated service is ever reached directly.
-        let items = crate::read::start(self.state.clone(), request.into_inner())?;
+        let who = self.state.principal(request.extensions());
+        let items = crate::read::start(self.state.clone(), &who, request.into_inner())?;
         Ok(Response::new(Box::pin(items.map(|item| {
             item.map(crate::read::ReadItem::into_message)
         }))))
@@ -66,13 +67,15 @@ impl Streams for StreamsService {
         &self,
         request: Request<Streaming<AppendReq>>,
     ) -> Result<Response<AppendResp>, Status> {
-        append::append(&self.state, request.into_inner())
+        let who = self.state.principal(request.extensions());
+        append::append(&self.state, &who, request.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
-        delete::remove(&self.state, request.into_inner())
+        let who = self.state.principal(request.extensions());
+        delete::remove(&self.state, &who, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -81,7 +84,8 @@ impl Streams for StreamsService {
         &self,
         request: Request<TombstoneReq>,
     ) -> Result<Response<TombstoneResp>, Status> {
-        delete::remove(&self.state, request.into_inner())
+        let who = self.state.principal(request.extensions());
+        delete::remove(&self.state, &who, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -90,8 +94,10 @@ impl Streams for StreamsService {
         &self,
         request: Request<Streaming<BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
+        let who = self.state.principal(request.extensions());
         Ok(Response::new(batch_append::batch_append(
             self.state.clone(),
+            who,
             request.into_inner(),
         )))
     }

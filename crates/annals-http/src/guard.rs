@@ -1,0 +1,105 @@
+//! Access checks for the HTTP routes, as route layers: each route says what it needs and the
+//! layer refuses the request (401 `not_authenticated`, 403 `access_denied`) before the handler
+//! runs, so a refused request changes nothing. Who the request runs as was settled by
+//! `annals_server::authenticate`.
+//!
+//! | Routes | Need |
+//! |---|---|
+//! | `POST /streams/{stream}` / `GET` | write / read on the stream (`$$s`: `s`'s metadata rights) |
+//! | `/all`, `/all/live` | read on `$all` |
+//! | `/projections/{name}/tables/{table}` | `$admins`/`$ops`, or read on `$projection-{name}` |
+//! | other `/projections…`, `/subscriptions…`, `/relays…`, `/users…` | `$admins` or `$ops` |
+//! | `/metrics` | `$admins` or `$ops`, unless the server runs with `--metrics-open` |
+//! | `/health`, `/openapi.json` | nothing |
+
+use std::collections::HashMap;
+
+use annals_core::{ALL_STREAM, StreamRight};
+use annals_server::ServerState;
+use axum::extract::{Path, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// The stream whose read right lets a user read a projection's tables: `$projection-{name}`,
+/// set in the metadata of `$$$projection-{name}`.
+pub const PROJECTION_STREAM_PREFIX: &str = "$projection-";
+
+fn refuse(err: &annals_server::AuthError) -> Response {
+    annals_server::refusal(false, err)
+}
+
+/// Read or write on the `{stream}` of the path, by the request's method.
+pub(crate) async fn stream(
+    State(state): State<ServerState>,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let who = state.principal(req.extensions());
+    let right = if req.method() == Method::GET {
+        StreamRight::Read
+    } else {
+        StreamRight::Write
+    };
+    let stream = params.get("stream").map_or("", String::as_str);
+    match state.check_stream(&who, stream, right) {
+        Ok(()) => next.run(req).await,
+        Err(e) => refuse(&e),
+    }
+}
+
+/// Read on `$all`.
+pub(crate) async fn all(State(state): State<ServerState>, req: Request, next: Next) -> Response {
+    let who = state.principal(req.extensions());
+    match state.check_stream(&who, ALL_STREAM, StreamRight::Read) {
+        Ok(()) => next.run(req).await,
+        Err(e) => refuse(&e),
+    }
+}
+
+/// `$admins` or `$ops`; the audit line names the method and path.
+pub(crate) async fn operator(
+    State(state): State<ServerState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let who = state.principal(req.extensions());
+    let what = format!("{} {}", req.method(), req.uri().path());
+    match state.check_operator(&who, &what) {
+        Ok(()) => next.run(req).await,
+        Err(e) => refuse(&e),
+    }
+}
+
+/// `/metrics`: operators, or anyone with `--metrics-open`.
+pub(crate) async fn metrics(
+    State(state): State<ServerState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.metrics_open {
+        return next.run(req).await;
+    }
+    operator(State(state), req, next).await
+}
+
+/// A projection's tables: operators, or a user with read on `$projection-{name}`.
+pub(crate) async fn table(
+    State(state): State<ServerState>,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let who = state.principal(req.extensions());
+    let name = params.get("name").map_or("", String::as_str);
+    let stream = format!("{PROJECTION_STREAM_PREFIX}{name}");
+    let allowed = match &who {
+        annals_server::Principal::User(u) if u.is_operator() => Ok(()),
+        _ => state.check_stream(&who, &stream, StreamRight::Read),
+    };
+    match allowed {
+        Ok(()) => next.run(req).await,
+        Err(e) => refuse(&e),
+    }
+}
