@@ -36,6 +36,10 @@ fn watch_panics() {
 }
 
 fn replay(target: &str) {
+    replay_dir(target, &corpus_root().join(target));
+}
+
+fn replay_dir(target: &str, dir: &Path) {
     // One replay at a time, so a panic counted belongs to the input being replayed.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME
@@ -43,8 +47,7 @@ fn replay(target: &str) {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     watch_panics();
     let (_, body) = TARGETS.iter().find(|(t, _)| *t == target).unwrap();
-    let dir = corpus_root().join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
+    let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .collect();
@@ -122,4 +125,21 @@ fn seeds_are_committed() {
             );
         }
     }
+}
+
+/// Found by `index_open` and not fixed yet (docs/fuzzing.md): a mutated index file that redb opens
+/// without complaint, whose checkpoint matches the log but whose stream entries lost a stream, is
+/// trusted, and the stream reads as not found. Run with `--ignored` once open verifies the index.
+#[test]
+#[ignore = "open: a damaged index that redb accepts is trusted (docs/fuzzing.md)"]
+fn damaged_index_that_opens_is_detected() {
+    replay_dir("index_open", &corpus_root().join("../findings/index_open"));
+}
+
+/// Found by `http_body` and not fixed yet (docs/fuzzing.md): a subscription route whose path
+/// is not UTF-8 answers axum's plain-text 400, not the API's JSON error.
+#[test]
+#[ignore = "annals-http: path rejections on the subscription routes are plain text (docs/fuzzing.md)"]
+fn non_utf8_subscription_path_is_a_json_error() {
+    replay_dir("http_body", &corpus_root().join("../findings/http_body"));
 }
