@@ -10,12 +10,17 @@ use crate::official;
 use crate::workload::{EVENT_TYPE, event_data};
 
 /// The running server a gRPC bench loads.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct GrpcServer {
     /// `HOST:PORT`.
     pub authority: String,
     /// The server speaks TLS; only the official client does.
     pub tls: bool,
+    /// Login and password sent with every call (HTTP basic), for a server with `--auth`; only
+    /// the official client sends them.
+    pub credentials: Option<(String, String)>,
+    /// A PEM CA certificate the official client trusts for this server.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Display for GrpcServer {
@@ -97,6 +102,7 @@ mod tests {
         GrpcServer {
             authority: "127.0.0.1:2113".to_owned(),
             tls,
+            ..GrpcServer::default()
         }
     }
 

@@ -167,7 +167,7 @@ pub(crate) fn run(config: &GrpcAppendConfig) -> Result<(), BenchError> {
 /// of their connection). A `kurrentdb` connection is opened (and the server's features fetched)
 /// by a read of a stream that does not exist yet, before any timing; all at once, since that
 /// client waits half a second before its first connection attempt.
-async fn connect(
+pub(crate) async fn connect(
     config: &GrpcAppendConfig,
     connections: u32,
 ) -> Result<Vec<BenchClient>, BenchError> {
@@ -268,7 +268,7 @@ impl Client {
 }
 
 #[derive(Clone, Debug)]
-struct BenchClient {
+pub(crate) struct BenchClient {
     client: Client,
     stream: String,
 }
@@ -314,7 +314,7 @@ fn measure(
 
 /// Appends `events` one-event appends over gRPC from every client at once; returns the events
 /// acknowledged and adds each append's latency to `latency_us`.
-async fn grpc_round(
+pub(crate) async fn grpc_round(
     clients: &[BenchClient],
     events: u64,
     latency_us: &mut Histogram<u64>,

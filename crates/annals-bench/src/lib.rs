@@ -16,6 +16,7 @@ pub mod client;
 mod error;
 mod grpc;
 mod grpc_append;
+mod grpc_auth;
 mod grpc_replay;
 mod measure;
 #[cfg_attr(feature = "kurrentdb-client", path = "official.rs")]
@@ -44,6 +45,7 @@ pub use append::AppendConfig;
 pub use error::BenchError;
 pub use grpc::{GrpcClient, GrpcServer};
 pub use grpc_append::{GrpcAppendConfig, GrpcAppendRpc};
+pub use grpc_auth::{GrpcAuthConfig, process_cpu_ns};
 pub use grpc_replay::GrpcReplayConfig;
 pub use persistent::PersistentConfig;
 pub use project::{ProjectConfig, ProjectTarget};
@@ -65,6 +67,9 @@ pub enum Bench {
     /// Concurrent single-event appends over gRPC to a running server, against the same workload
     /// in-process on a temporary store.
     GrpcAppend(GrpcAppendConfig),
+    /// The server CPU per gRPC append with `--auth` over TLS against without, two running
+    /// servers in the same run.
+    GrpcAuth(GrpcAuthConfig),
     /// Reading `$all` over gRPC from a running server, against an in-process read of as many
     /// events from a temporary store.
     GrpcReplay(GrpcReplayConfig),
@@ -87,6 +92,7 @@ pub fn run(bench: &Bench) -> Result<(), BenchError> {
         Bench::ReadStream(c) => read_stream::run(c),
         Bench::Fill(c) => replay::fill(c),
         Bench::GrpcAppend(c) => grpc_append::run(c),
+        Bench::GrpcAuth(c) => grpc_auth::run(c),
         Bench::GrpcReplay(c) => grpc_replay::run(c),
         Bench::Project(c) => project::run(c),
         Bench::Persistent(c) => persistent::run(c),
@@ -103,7 +109,7 @@ mod tests {
         use crate::official_absent::Client;
         let server = crate::GrpcServer {
             authority: "127.0.0.1:2113".to_owned(),
-            tls: false,
+            ..crate::GrpcServer::default()
         };
         let e = Client::new(&server).unwrap_err();
         assert!(

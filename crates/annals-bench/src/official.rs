@@ -171,7 +171,20 @@ impl Client {
 
 /// The official client's connection string for `server`.
 fn connection_string(server: &GrpcServer) -> String {
-    format!("kurrentdb://{}?tls={}", server.authority, server.tls)
+    let user = server
+        .credentials
+        .as_ref()
+        .map(|(login, password)| format!("{login}:{password}@"))
+        .unwrap_or_default();
+    let ca = server
+        .ca_file
+        .as_ref()
+        .map(|f| format!("&tlsCaFile={}", f.display()))
+        .unwrap_or_default();
+    format!(
+        "kurrentdb://{user}{}?tls={}{ca}",
+        server.authority, server.tls
+    )
 }
 
 impl BatchClient {
@@ -199,6 +212,7 @@ mod tests {
         let server = |tls| GrpcServer {
             authority: "127.0.0.1:2113".to_owned(),
             tls,
+            ..GrpcServer::default()
         };
         assert_eq!(
             connection_string(&server(false)),
@@ -212,5 +226,19 @@ mod tests {
             let settings = connection_string(&server(tls)).parse::<kurrentdb::ClientSettings>();
             assert!(settings.is_ok(), "{settings:?}");
         }
+        let secure = GrpcServer {
+            credentials: Some(("admin".to_owned(), "pw".to_owned())),
+            ca_file: Some("ca.pem".into()),
+            ..server(true)
+        };
+        assert_eq!(
+            connection_string(&secure),
+            "kurrentdb://admin:pw@127.0.0.1:2113?tls=true&tlsCaFile=ca.pem"
+        );
+        assert!(
+            connection_string(&secure)
+                .parse::<kurrentdb::ClientSettings>()
+                .is_ok()
+        );
     }
 }

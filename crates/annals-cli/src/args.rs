@@ -497,7 +497,7 @@ mod tests {
             let cli =
                 Cli::try_parse_from(["annals", "bench", bench, "--server", "http://h:1"]).unwrap();
             let server = match cli.command {
-                Command::Bench(BenchCommand::GrpcAppend(a)) => a.server,
+                Command::Bench(BenchCommand::GrpcAppend(a)) => a.server.unwrap(),
                 Command::Bench(BenchCommand::GrpcReplay(a)) => a.server,
                 _ => panic!("not a gRPC bench"),
             };
@@ -507,6 +507,20 @@ mod tests {
                 .to_string();
             assert!(err.contains("\"esdb\" is not supported"), "{err}");
         }
+        // grpc-append needs a server or --auth (which starts its own), not both.
+        assert!(Cli::try_parse_from(["annals", "bench", "grpc-append"]).is_err());
+        assert!(Cli::try_parse_from(["annals", "bench", "grpc-append", "--auth"]).is_ok());
+        assert!(
+            Cli::try_parse_from([
+                "annals",
+                "bench",
+                "grpc-append",
+                "--auth",
+                "--server",
+                "h:1"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

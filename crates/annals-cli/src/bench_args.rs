@@ -224,8 +224,13 @@ pub struct BenchFillArgs {
 pub struct BenchGrpcAppendArgs {
     /// The running server: HOST:PORT or http://HOST:PORT (cleartext), or https://HOST:PORT
     /// (TLS, --client kurrentdb only).
+    #[arg(long, required_unless_present = "auth", conflicts_with = "auth")]
+    pub server: Option<ServerAddr>,
+    /// Instead of loading a running server: start two (`annals serve` without auth, and with
+    /// --auth over TLS with a certificate made for the run) and report the server CPU per
+    /// append on each, with the official client (needs the kurrentdb-client feature).
     #[arg(long)]
-    pub server: ServerAddr,
+    pub auth: bool,
     /// Concurrent clients, each appending one event at a time to a stream of its own.
     #[arg(long, default_value_t = 64)]
     pub clients: u32,

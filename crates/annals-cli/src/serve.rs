@@ -33,6 +33,40 @@ async fn fallback(req: axum::extract::Request) -> axum::response::Response {
     }
 }
 
+/// File descriptors kept beyond one per connection: the store's files, the index, projection
+/// databases, broker connections, listeners.
+const FD_RESERVE: u64 = 1_024;
+
+/// Raises the soft limit on open files towards the hard one, so `connections` connections and
+/// the store's own files fit; says so when they cannot.
+fn raise_fd_limit(connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let want = u64::try_from(connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(FD_RESERVE);
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return;
+    }
+    let target = limit.maximum.map_or(want, |max| max.min(want));
+    let raised = rustix::process::Rlimit {
+        current: Some(target),
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) if target >= want => {
+            tracing::info!(from = current, to = target, "raised the open-file limit");
+        }
+        Ok(()) => tracing::warn!(
+            limit = target,
+            connections,
+            "the open-file limit's hard maximum is below what --connections-max needs; raise it (ulimit -Hn) or lower --connections-max"
+        ),
+        Err(e) => tracing::warn!(error = %e, current, "cannot raise the open-file limit"),
+    }
+}
+
 /// Worker threads of the server's async runtime.
 const SERVER_RUNTIME_THREADS: usize = 2;
 
@@ -43,6 +77,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
              to send passwords in clear (loopback tests only)"
         );
     }
+    raise_fd_limit(args.connections_max);
     let (engine, _report) = store::open(&args.data, args.durability.into())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(SERVER_RUNTIME_THREADS)

@@ -34,7 +34,7 @@ pub enum StreamRight {
 }
 
 impl StreamRight {
-    pub const ALL: [StreamRight; 5] = [
+    pub const EVERY: [StreamRight; 5] = [
         StreamRight::Read,
         StreamRight::Write,
         StreamRight::Delete,
@@ -69,7 +69,7 @@ impl StreamAcl {
     pub fn uniform(roles: &[&str]) -> Self {
         let list: Arc<[String]> = roles.iter().map(|r| (*r).to_owned()).collect();
         let mut acl = StreamAcl::default();
-        for right in StreamRight::ALL {
+        for right in StreamRight::EVERY {
             *acl.slot_mut(right) = Some(Arc::clone(&list));
         }
         acl
@@ -103,7 +103,7 @@ impl StreamAcl {
             .as_object()
             .ok_or_else(|| InputError::InvalidMetadata("$acl must be a JSON object".to_owned()))?;
         let mut acl = StreamAcl::default();
-        for right in StreamRight::ALL {
+        for right in StreamRight::EVERY {
             let roles = match obj.get(right.key()) {
                 None | Some(serde_json::Value::Null) => None,
                 Some(serde_json::Value::String(s)) => Some(Arc::from(vec![s.clone()])),
@@ -179,7 +179,7 @@ impl AclDefaults {
                 None | Some(serde_json::Value::Null) => Ok(builtin),
                 Some(v) => {
                     let mut acl = StreamAcl::from_json(v)?;
-                    for right in StreamRight::ALL {
+                    for right in StreamRight::EVERY {
                         if acl.roles(right).is_none() {
                             *acl.slot_mut(right) = builtin.slot(right).clone();
                         }

@@ -56,7 +56,22 @@ pub const NETWORK_APPEND_EVENTS_MAX: usize = APPEND_EVENTS_MAX;
 /// Most bytes of one request body or gRPC message.
 pub const NETWORK_REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Most open connections; further connections are closed at once, with a warning logged.
-pub const NETWORK_CONNECTIONS_MAX: usize = 1_024;
+/// `annals serve` raises its soft file-descriptor limit at start so that this many fit.
+pub const NETWORK_CONNECTIONS_MAX: usize = 10_000;
+/// Longest a new connection may take to finish its TLS handshake and send its first request;
+/// then it is closed, so connections that send nothing cannot hold every slot.
+pub const NETWORK_FIRST_REQUEST_SECS: u64 = 5;
+/// Longest an established connection may go without a byte read or written before it is
+/// closed. HTTP/2 connections are pinged every [`NETWORK_PING_SECS`], so a live peer's
+/// answers keep them open however long they wait; server-sent event feeds write keep-alives.
+pub const NETWORK_IDLE_SECS: u64 = 15 * 60;
+/// How often the server pings an HTTP/2 connection that has gone quiet; a peer that does not
+/// answer within the same time again is gone, and its connection is closed.
+pub const NETWORK_PING_SECS: u64 = 60;
+/// Longest a live subscription waits for its client to take the next page (a client reading
+/// slower than events arrive); then the subscription ends with an error saying so, and what it
+/// held is freed.
+pub const NETWORK_SUBSCRIBER_BLOCKED_SECS: u64 = 60;
 /// Most live subscriptions (gRPC and server-sent events together).
 pub const NETWORK_SUBSCRIPTIONS_MAX: usize = 1_024;
 /// Most events one gRPC read returns, whatever count it asks for. A gRPC read pages through the

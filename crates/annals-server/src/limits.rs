@@ -3,9 +3,12 @@
 //! a bound gets a clear error naming the bound and changes nothing.
 
 use annals_core::InputError;
+use std::time::Duration;
+
 use annals_core::limits::{
     NETWORK_APPEND_BYTES_MAX, NETWORK_APPEND_EVENTS_MAX, NETWORK_CONNECTIONS_MAX,
-    NETWORK_EVENT_BYTES_MAX, NETWORK_READ_EVENTS_MAX, NETWORK_REQUEST_BYTES_MAX,
+    NETWORK_EVENT_BYTES_MAX, NETWORK_FIRST_REQUEST_SECS, NETWORK_IDLE_SECS, NETWORK_PING_SECS,
+    NETWORK_READ_EVENTS_MAX, NETWORK_REQUEST_BYTES_MAX, NETWORK_SUBSCRIBER_BLOCKED_SECS,
     NETWORK_SUBSCRIPTIONS_MAX,
 };
 
@@ -19,6 +22,14 @@ pub struct Limits {
     pub connections_max: usize,
     pub subscriptions_max: usize,
     pub read_count_max: u64,
+    /// A new connection's TLS handshake and first request must arrive within this.
+    pub first_request_timeout: Duration,
+    /// An established connection with no byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// How often a quiet HTTP/2 connection is pinged (and how long the answer may take).
+    pub ping_interval: Duration,
+    /// A live subscription whose client takes no page for this long is ended.
+    pub subscriber_blocked_max: Duration,
 }
 
 impl Default for Limits {
@@ -31,6 +42,10 @@ impl Default for Limits {
             connections_max: NETWORK_CONNECTIONS_MAX,
             subscriptions_max: NETWORK_SUBSCRIPTIONS_MAX,
             read_count_max: NETWORK_READ_EVENTS_MAX,
+            first_request_timeout: Duration::from_secs(NETWORK_FIRST_REQUEST_SECS),
+            idle_timeout: Duration::from_secs(NETWORK_IDLE_SECS),
+            ping_interval: Duration::from_secs(NETWORK_PING_SECS),
+            subscriber_blocked_max: Duration::from_secs(NETWORK_SUBSCRIBER_BLOCKED_SECS),
         }
     }
 }

@@ -2,15 +2,23 @@
 //! knowledge, as gRPC clients with `tls=false` speak it, or TLS with ALPN `h2` / `http/1.1`), at
 //! most [`crate::Limits::connections_max`] connections, and a graceful shutdown: stop accepting,
 //! tell long-lived responses to end, let requests in flight finish (up to [`SHUTDOWN_GRACE`]).
+//!
+//! Each connection has a watchdog, so slow or silent clients cannot hold the slots: a connection
+//! that has not finished its TLS handshake and sent a request within
+//! [`crate::Limits::first_request_timeout`] is closed, and so is one that moves no byte for
+//! [`crate::Limits::idle_timeout`]. Quiet HTTP/2 connections are pinged
+//! ([`crate::Limits::ping_interval`]): a live client's answers keep it open however long it
+//! waits, and one that does not answer is closed.
 
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -63,7 +71,13 @@ pub async fn serve(
     ));
     let slots = Arc::new(Semaphore::new(state.limits.connections_max));
     let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // Quiet HTTP/2 connections are pinged; a peer that does not answer is gone.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(state.limits.ping_interval))
+        .keep_alive_timeout(state.limits.ping_interval);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -89,52 +103,79 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let stream = QuickAck(stream);
+        let activity = Arc::new(Activity::new());
+        let stream = QuickAck {
+            stream,
+            activity: Arc::clone(&activity),
+        };
         // Handlers that describe their caller (persistent-subscription consumers) find the
-        // peer's address among the request's extensions.
+        // peer's address among the request's extensions; the watchdog learns a request came.
+        let seen = Arc::clone(&activity);
         let service = TowerToHyperService::new(tower::ServiceExt::map_request(
             router.clone(),
             move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                seen.request_seen();
                 req.extensions_mut().insert(PeerAddr(peer));
                 req
             },
         ));
         let active = state.metrics.connection_opened();
-        match &acceptor {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    drop((slot, active));
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls = match acceptor.accept(stream).await {
-                        Ok(tls) => tls,
-                        Err(e) => {
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let limits = Arc::clone(&state.limits);
+        let metrics = Arc::clone(&state.metrics);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + limits.first_request_timeout;
+            let io: Box<dyn Io> = match &acceptor {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                             return;
                         }
-                    };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake not done in time; closing");
+                            metrics.connection_timed_out(false);
+                            return;
+                        }
                     }
-                    drop((slot, active));
-                });
+                }
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            let conn = watcher.watch(conn);
+            tokio::pin!(conn);
+            let mut check = deadline;
+            loop {
+                tokio::select! {
+                    ended = &mut conn => {
+                        if let Err(e) = ended {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = tokio::time::sleep_until(check) => {
+                        if !activity.has_request() {
+                            tracing::debug!(%peer, "no request within the first-request timeout; closing");
+                            metrics.connection_timed_out(false);
+                            break;
+                        }
+                        let quiet = activity.quiet_for();
+                        if quiet >= limits.idle_timeout {
+                            tracing::debug!(%peer, ?quiet, "connection idle; closing");
+                            metrics.connection_timed_out(true);
+                            break;
+                        }
+                        check = tokio::time::Instant::now() + (limits.idle_timeout - quiet);
+                    }
+                }
             }
-        }
+            drop((slot, active));
+        });
     }
     drop(listener);
     tracing::info!("stopped accepting connections; finishing requests in flight");
@@ -181,11 +222,59 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A TCP stream that turns delayed ACKs off again after every read (Linux clears TCP_QUICKACK by
-/// itself). Clients that leave Nagle on send a gRPC call's HEADERS and DATA as two writes and hold
-/// the second until the first is acknowledged; a delayed ACK makes that 40 ms per call.
+/// What a connection's stream is served over: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// When a connection last moved a byte, and whether it has sent a request: what its watchdog
+/// looks at to close connections that never send one, or go idle.
 #[derive(Debug)]
-struct QuickAck(tokio::net::TcpStream);
+struct Activity {
+    opened: std::time::Instant,
+    /// Milliseconds after `opened` of the last byte read or written.
+    last_ms: AtomicU64,
+    request: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            request: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn request_seen(&self) {
+        self.request.store(true, Ordering::Relaxed);
+    }
+
+    fn has_request(&self) -> bool {
+        self.request.load(Ordering::Relaxed)
+    }
+
+    /// How long since the last byte moved.
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+}
+
+/// A TCP stream that turns delayed ACKs off again after every read (Linux clears TCP_QUICKACK by
+/// itself), and notes its [`Activity`]. Clients that leave Nagle on send a gRPC call's HEADERS
+/// and DATA as two writes and hold the second until the first is acknowledged; a delayed ACK
+/// makes that 40 ms per call.
+#[derive(Debug)]
+struct QuickAck {
+    stream: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
 
 impl tokio::io::AsyncRead for QuickAck {
     fn poll_read(
@@ -194,9 +283,10 @@ impl tokio::io::AsyncRead for QuickAck {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
         if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let _ = self.0.set_quickack(true);
+            let _ = self.stream.set_quickack(true);
+            self.activity.touch();
         }
         polled
     }
@@ -208,28 +298,36 @@ impl tokio::io::AsyncWrite for QuickAck {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
     }
     fn poll_write_vectored(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
     }
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.stream.is_write_vectored()
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
     }
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

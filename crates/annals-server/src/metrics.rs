@@ -44,6 +44,9 @@ pub struct Metrics {
     subscriptions: Family<ApiLabel, Counter>,
     connections_active: Gauge,
     connections_refused: Counter,
+    connections_accepted: Counter,
+    connections_closed_silent: Counter,
+    connections_closed_idle: Counter,
     head_position: Gauge,
     read_only: Gauge,
     /// Serializes rendering (the registry encodes through `&self`, the head is set just before).
@@ -107,6 +110,24 @@ impl Metrics {
             "Connections closed at once because the connection limit was reached",
             connections_refused.clone(),
         );
+        let connections_accepted = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "Connections accepted (within the connection limit)",
+            connections_accepted.clone(),
+        );
+        let connections_closed_silent = Counter::default();
+        registry.register(
+            "connections_closed_silent",
+            "Connections closed for sending no request within the first-request timeout",
+            connections_closed_silent.clone(),
+        );
+        let connections_closed_idle = Counter::default();
+        registry.register(
+            "connections_closed_idle",
+            "Connections closed for moving no byte within the idle timeout",
+            connections_closed_idle.clone(),
+        );
         let head_position = Gauge::default();
         registry.register(
             "head_position",
@@ -130,6 +151,9 @@ impl Metrics {
             subscriptions,
             connections_active,
             connections_refused,
+            connections_accepted,
+            connections_closed_silent,
+            connections_closed_idle,
             head_position,
             read_only,
             render: Mutex::new(()),
@@ -191,6 +215,7 @@ impl Metrics {
     }
 
     pub(crate) fn connection_opened(&self) -> ActiveGuard {
+        self.connections_accepted.inc();
         let gauge = self.connections_active.clone();
         gauge.inc();
         ActiveGuard { gauge }
@@ -198,6 +223,15 @@ impl Metrics {
 
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.inc();
+    }
+
+    /// A connection closed by its watchdog: `idle` after requests, else for sending none.
+    pub(crate) fn connection_timed_out(&self, idle: bool) {
+        if idle {
+            self.connections_closed_idle.inc();
+        } else {
+            self.connections_closed_silent.inc();
+        }
     }
 
     /// The Prometheus text exposition of every metric, with the head position as of now.

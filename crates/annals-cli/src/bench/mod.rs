@@ -1,7 +1,9 @@
 //! `annals bench`: the parsed options of each bench turned into its `annals_bench` settings, and
 //! run. The benches themselves live in `annals-bench`; `in_process` is the server
-//! `bench persistent --data` runs beside its clients.
+//! `bench persistent --data` runs beside its clients, `auth` the two servers
+//! `bench grpc-append --auth` compares.
 
+mod auth;
 mod in_process;
 
 use std::process::ExitCode;
@@ -23,11 +25,18 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         let mut config = persistent_config(a);
         config.server = GrpcServer {
             authority: server.addr.to_string(),
-            tls: false,
+            ..GrpcServer::default()
         };
         let ran = annals_bench::run(&Bench::Persistent(config));
         server.stop()?;
         ran?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // `bench grpc-append --auth` starts the two servers it compares.
+    if let BenchCommand::GrpcAppend(a) = &command
+        && a.auth
+    {
+        auth::run(a)?;
         return Ok(ExitCode::SUCCESS);
     }
     annals_bench::run(&bench(command))?;
@@ -36,13 +45,10 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
 
 fn persistent_config(a: &crate::args::BenchPersistentArgs) -> PersistentConfig {
     PersistentConfig {
-        server: a.server.as_ref().map_or_else(
-            || GrpcServer {
-                authority: String::new(),
-                tls: false,
-            },
-            grpc_server,
-        ),
+        server: a
+            .server
+            .as_ref()
+            .map_or_else(GrpcServer::default, grpc_server),
         consumers: a.consumers,
         events: a.events,
         rounds: a.rounds,
@@ -84,7 +90,7 @@ fn bench(command: BenchCommand) -> Bench {
             batch: a.batch,
         }),
         BenchCommand::GrpcAppend(a) => Bench::GrpcAppend(GrpcAppendConfig {
-            server: grpc_server(&a.server),
+            server: a.server.as_ref().map(grpc_server).unwrap_or_default(),
             clients: a.clients,
             connections: a.connections,
             client: grpc_client(a.client),
@@ -136,6 +142,7 @@ fn grpc_server(addr: &ServerAddr) -> GrpcServer {
     GrpcServer {
         authority: addr.authority(),
         tls: addr.tls(),
+        ..GrpcServer::default()
     }
 }
 

@@ -379,3 +379,47 @@ fn persistent_bench_runs_in_process_and_against_a_server() {
     let refused = annals(&["bench", "persistent", "--events", "10"]);
     assert!(!refused.status.success());
 }
+
+/// `grpc-append --auth` starts a server without auth and one with `--auth` over TLS, loads both
+/// with the official client and reports each one's CPU per append.
+#[test]
+fn grpc_append_auth_compares_two_servers_it_starts() {
+    let out = annals(&[
+        "bench",
+        "grpc-append",
+        "--auth",
+        "--client",
+        "kurrentdb",
+        "--clients",
+        "4",
+        "--events",
+        "200",
+        "--json",
+    ]);
+    if cfg!(feature = "kurrentdb-client") {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let figures = last_json_line(&stdout);
+        assert_positive(
+            &figures,
+            &[
+                "plain_events_per_s",
+                "plain_server_cpu_us_per_append",
+                "auth_events_per_s",
+                "auth_server_cpu_us_per_append",
+            ],
+        );
+        assert!(
+            figures["added_server_cpu_us_per_append"].is_number(),
+            "{figures}"
+        );
+    } else {
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--features kurrentdb-client"), "{stderr}");
+    }
+}

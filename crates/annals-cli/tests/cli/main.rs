@@ -16,6 +16,7 @@
 mod auth;
 mod bench;
 mod clients;
+mod connections;
 mod crash;
 mod grpc_bench;
 mod import;
