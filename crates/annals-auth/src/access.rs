@@ -6,8 +6,8 @@
 //! list for its kind (`$userStreamAcl` or `$systemStreamAcl` from `$settings`, else the built-in
 //! defaults: user streams open to every user, `$…` streams to admins). `$$s`'s reads and writes
 //! are `s`'s metadata rights. `$all` is the system stream `$all`, so its read right is set in the
-//! metadata of `$$$all`. Admin operations (subscription groups, projections, relays, users,
-//! metrics) need `$admins` or `$ops`.
+//! metadata of `$$$all`. Admin operations (subscription groups, projections, relays, metrics)
+//! need `$admins` or `$ops`; managing users needs `$admins`.
 
 use std::sync::Arc;
 

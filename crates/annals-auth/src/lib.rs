@@ -1,5 +1,6 @@
 //! Users and access control, the layer the network APIs call before the engine: who is asking
-//! ([`Auth::authenticate`]) and whether they may ([`Auth::check_stream`], [`Auth::check_operator`]).
+//! ([`Auth::authenticate`]) and whether they may ([`Auth::check_stream`], [`Auth::check_operator`],
+//! [`Auth::check_admin`]).
 //! The engine stays unaware of users.
 //!
 //! - Users live in the log ([`users`]): folded into memory at open, every change appended first.
@@ -296,18 +297,17 @@ impl Auth {
     /// Whether `who` may run the admin operation `what` (`$admins` or `$ops`); logs it to the
     /// audit target either way.
     pub fn check_operator(&self, who: &Principal, what: &str) -> Result<(), AuthError> {
-        match who {
-            Principal::Open => Ok(()),
-            Principal::Anonymous => Err(access::unauthenticated("", what)),
-            Principal::User(u) if u.is_operator() => {
-                tracing::info!(target: AUDIT_TARGET, user = %u.login, what, "admin command");
-                Ok(())
-            }
-            Principal::User(_) => Err(access::denied(who, "", what)),
-        }
+        admin_command(who, what, Identity::is_operator)
     }
 
-    /// The details of one user (`$admins`, `$ops`, or the user itself), or of all (`None`).
+    /// Whether `who` may manage users with `what` (`$admins` only, as in KurrentDB: a member of
+    /// `$ops` who could create or change users could make itself an admin); logs it to the
+    /// audit target either way.
+    pub fn check_admin(&self, who: &Principal, what: &str) -> Result<(), AuthError> {
+        admin_command(who, what, Identity::is_admin)
+    }
+
+    /// The details of one user (`$admins` or the user itself), or of all (`None`, `$admins`).
     pub fn details(
         &self,
         who: &Principal,
@@ -315,7 +315,7 @@ impl Auth {
     ) -> Result<Vec<UserDetails>, AuthError> {
         let is_self = matches!((who, login), (Principal::User(u), Some(l)) if u.login == l);
         if !is_self {
-            self.check_operator(who, "read user details")?;
+            self.check_admin(who, "read user details")?;
         } else if matches!(who, Principal::Anonymous) {
             return Err(access::unauthenticated("", "read user details"));
         }
@@ -338,7 +338,7 @@ impl Auth {
         }
     }
 
-    /// Creates a user (`$admins` or `$ops`).
+    /// Creates a user (`$admins`).
     pub async fn create_user(
         &self,
         who: &Principal,
@@ -347,7 +347,7 @@ impl Auth {
         groups: Vec<String>,
         password: String,
     ) -> Result<(), AuthError> {
-        self.check_operator(who, "create user")?;
+        self.check_admin(who, "create user")?;
         self.create_user_unchecked(login, full_name, groups, password)
             .await?;
         tracing::info!(target: AUDIT_TARGET, user = who.name(), login, "user created");
@@ -387,8 +387,7 @@ impl Auth {
         Ok(())
     }
 
-    /// Replaces a user's full name and groups, and its password if one is given (`$admins` or
-    /// `$ops`).
+    /// Replaces a user's full name and groups, and its password if one is given (`$admins`).
     pub async fn update_user(
         &self,
         who: &Principal,
@@ -397,7 +396,7 @@ impl Auth {
         groups: Vec<String>,
         password: Option<String>,
     ) -> Result<(), AuthError> {
-        self.check_operator(who, "update user")?;
+        self.check_admin(who, "update user")?;
         users::check_groups(&groups)?;
         let change = Change::Update {
             full_name: full_name.to_owned(),
@@ -409,15 +408,15 @@ impl Auth {
         Ok(())
     }
 
-    /// Enables or disables a user (`$admins` or `$ops`). A disabled user's requests are refused
-    /// from the next one on.
+    /// Enables or disables a user (`$admins`). A disabled user's requests are refused from the
+    /// next one on.
     pub async fn set_enabled(
         &self,
         who: &Principal,
         login: &str,
         enabled: bool,
     ) -> Result<(), AuthError> {
-        self.check_operator(
+        self.check_admin(
             who,
             if enabled {
                 "enable user"
@@ -430,20 +429,20 @@ impl Auth {
         Ok(())
     }
 
-    /// Sets a user's password without the current one (`$admins` or `$ops`).
+    /// Sets a user's password without the current one (`$admins`).
     pub async fn reset_password(
         &self,
         who: &Principal,
         login: &str,
         new_password: String,
     ) -> Result<(), AuthError> {
-        self.check_operator(who, "reset password")?;
+        self.check_admin(who, "reset password")?;
         self.change(login, Change::Password(new_password)).await?;
         tracing::info!(target: AUDIT_TARGET, user = who.name(), login, "password reset");
         Ok(())
     }
 
-    /// Changes a user's password given the current one: the user itself, or an operator.
+    /// Changes a user's password given the current one: the user itself, or an admin.
     pub async fn change_password(
         &self,
         who: &Principal,
@@ -453,7 +452,7 @@ impl Auth {
     ) -> Result<(), AuthError> {
         let is_self = matches!(who, Principal::User(u) if u.login == login);
         if !is_self {
-            self.check_operator(who, "change another user's password")?;
+            self.check_admin(who, "change another user's password")?;
         }
         let phc = self
             .users
@@ -472,9 +471,9 @@ impl Auth {
         Ok(())
     }
 
-    /// Deletes a user (`$admins` or `$ops`).
+    /// Deletes a user (`$admins`).
     pub async fn delete_user(&self, who: &Principal, login: &str) -> Result<(), AuthError> {
-        self.check_operator(who, "delete user")?;
+        self.check_admin(who, "delete user")?;
         let _write = self.writes.lock().await;
         let expected = {
             let users = self.users.read();
@@ -617,6 +616,20 @@ async fn follow_settings(auth: Arc<Auth>, after: Option<u64>) {
                 return;
             }
         }
+    }
+}
+
+/// Whether `who` may run the admin command `what`, given who among users may; logged to the
+/// audit target either way.
+fn admin_command(who: &Principal, what: &str, may: fn(&Identity) -> bool) -> Result<(), AuthError> {
+    match who {
+        Principal::Open => Ok(()),
+        Principal::Anonymous => Err(access::unauthenticated("", what)),
+        Principal::User(u) if may(u) => {
+            tracing::info!(target: AUDIT_TARGET, user = %u.login, what, "admin command");
+            Ok(())
+        }
+        Principal::User(_) => Err(access::denied(who, "", what)),
     }
 }
 

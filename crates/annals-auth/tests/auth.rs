@@ -333,6 +333,61 @@ async fn access_lists_defaults_and_settings_decide_stream_rights() {
     engine.close();
 }
 
+/// Managing users is for `$admins` only, as in KurrentDB: `$ops` runs the other admin commands,
+/// but a member who could create or change users could make itself an admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_manage_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let auth = Auth::open(engine.clone(), Some("changeit".to_owned()))
+        .await
+        .unwrap();
+    let admin = login(&auth, ADMIN_LOGIN, "changeit").await.unwrap();
+    auth.create_user(&admin, "ops", "", vec!["$ops".to_owned()], "o".to_owned())
+        .await
+        .unwrap();
+    let ops = login(&auth, "ops", "o").await.unwrap();
+    let denied = |r: Result<(), AuthError>| matches!(r, Err(AuthError::AccessDenied));
+    let admins = || vec!["$admins".to_owned()];
+
+    assert!(
+        auth.check_operator(&ops, "list subscription groups")
+            .is_ok()
+    );
+    assert!(denied(
+        auth.create_user(&ops, "mallory", "", admins(), "m".to_owned())
+            .await
+    ));
+    assert!(denied(
+        auth.update_user(&ops, "ops", "", admins(), None).await
+    ));
+    assert!(denied(
+        auth.reset_password(&ops, ADMIN_LOGIN, "mine".to_owned())
+            .await
+    ));
+    assert!(denied(
+        auth.change_password(&ops, ADMIN_LOGIN, "changeit".to_owned(), "mine".to_owned())
+            .await
+    ));
+    assert!(denied(auth.set_enabled(&ops, ADMIN_LOGIN, false).await));
+    assert!(denied(auth.delete_user(&ops, ADMIN_LOGIN).await));
+    assert!(denied(auth.details(&ops, None).map(|_| ())));
+    assert!(denied(auth.details(&ops, Some(ADMIN_LOGIN)).map(|_| ())));
+    // Nothing changed: no new user, the admin's password and the operator's groups as they were
+    // (checks that hash no password, so as not to slow the rate-limit test beside this one).
+    assert!(matches!(
+        auth.details(&admin, Some("mallory")),
+        Err(AuthError::UserNotFound(_))
+    ));
+    assert!(login(&auth, ADMIN_LOGIN, "changeit").await.is_ok());
+    let ops_now = auth.details(&admin, Some("ops")).unwrap();
+    assert_eq!(ops_now[0].groups, vec!["$ops".to_owned()]);
+    // The operator still reads its own details; the admin reads anyone's.
+    assert!(auth.details(&ops, Some("ops")).is_ok());
+    assert_eq!(auth.details(&admin, None).unwrap().len(), 2);
+    engine.close();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_user_input_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
