@@ -112,7 +112,7 @@ pub enum UsersCommand {
         #[arg(long, env = "ANNALS_NEW_PASSWORD", hide_env_values = true)]
         new_password: String,
     },
-    /// Set a password without the current one (operators).
+    /// Set a password without the current one (admins).
     ResetPassword {
         login: String,
         #[arg(long, env = "ANNALS_NEW_PASSWORD", hide_env_values = true)]

@@ -136,10 +136,10 @@ fn damaged_index_that_opens_is_detected() {
     replay_dir("index_open", &corpus_root().join("../findings/index_open"));
 }
 
-/// Found by `http_body` and not fixed yet (docs/fuzzing.md): a subscription route whose path
-/// is not UTF-8 answers axum's plain-text 400, not the API's JSON error.
+/// Found by `http_body` (docs/fuzzing.md): a subscription route whose path is not UTF-8
+/// answered axum's plain-text 400, not the API's JSON error; every route now takes its path
+/// through `annals_http::ApiPath`.
 #[test]
-#[ignore = "annals-http: path rejections on the subscription routes are plain text (docs/fuzzing.md)"]
 fn non_utf8_subscription_path_is_a_json_error() {
     replay_dir("http_body", &corpus_root().join("../findings/http_body"));
 }

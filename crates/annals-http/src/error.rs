@@ -226,3 +226,26 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// axum's `Path`, with a path that does not parse (not UTF-8, say) answered as the API's JSON
+/// `bad_request` rather than axum's plain text.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(t)| ApiPath(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}

@@ -8,7 +8,8 @@
 //! | `POST /streams/{stream}` / `GET` | write / read on the stream (`$$s`: `s`'s metadata rights) |
 //! | `/all`, `/all/live` | read on `$all` |
 //! | `/projections/{name}/tables/{table}` | `$admins`/`$ops`, or read on `$projection-{name}` |
-//! | other `/projections…`, `/subscriptions…`, `/relays…`, `/users…` | `$admins` or `$ops` |
+//! | other `/projections…`, `/subscriptions…`, `/relays…` | `$admins` or `$ops` |
+//! | `/users…` | `$admins` (a user reads its own details and changes its own password); decided by `annals_auth::Auth` in the handlers |
 //! | `/metrics` | `$admins` or `$ops`, unless the server runs with `--metrics-open` |
 //! | `/health`, `/openapi.json` | nothing |
 
@@ -16,10 +17,12 @@ use std::collections::HashMap;
 
 use annals_core::{ALL_STREAM, StreamRight};
 use annals_server::ServerState;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+
+use crate::error::ApiPath;
 
 /// The stream whose read right lets a user read a projection's tables: `$projection-{name}`,
 /// set in the metadata of `$$$projection-{name}`.
@@ -32,7 +35,7 @@ fn refuse(err: &annals_server::AuthError) -> Response {
 /// Read or write on the `{stream}` of the path, by the request's method.
 pub(crate) async fn stream(
     State(state): State<ServerState>,
-    Path(params): Path<HashMap<String, String>>,
+    ApiPath(params): ApiPath<HashMap<String, String>>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -87,7 +90,7 @@ pub(crate) async fn metrics(
 /// A projection's tables: operators, or a user with read on `$projection-{name}`.
 pub(crate) async fn table(
     State(state): State<ServerState>,
-    Path(params): Path<HashMap<String, String>>,
+    ApiPath(params): ApiPath<HashMap<String, String>>,
     req: Request,
     next: Next,
 ) -> Response {

@@ -40,7 +40,7 @@ use axum::http::Uri;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 
-pub use error::ApiError;
+pub use error::{ApiError, ApiPath};
 
 /// Every route the router serves, as (method, path template); the OpenAPI document lists the
 /// same.

@@ -22,12 +22,13 @@ use annals_persistent::{
 };
 use annals_server::ServerState;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
 use crate::ApiError;
+use crate::error::ApiPath;
 
 /// `startFrom` in JSON: `"start"`, `"end"`, or a revision (stream groups) or commit position
 /// (`$all` groups).
@@ -288,7 +289,7 @@ pub async fn list(State(state): State<ServerState>) -> Result<Json<Value>, ApiEr
 /// `GET /subscriptions/{stream}`
 pub async fn list_stream(
     State(state): State<ServerState>,
-    Path(stream): Path<String>,
+    ApiPath(stream): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let source = Source::parse(&stream)?;
     let groups = subscriptions(&state)?.list(Some(&source)).await;
@@ -300,7 +301,7 @@ pub async fn list_stream(
 /// `GET /subscriptions/{stream}/{group}`
 pub async fn info(
     State(state): State<ServerState>,
-    Path((stream, group)): Path<(String, String)>,
+    ApiPath((stream, group)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let info = subscriptions(&state)?.info(&key(&stream, &group)?).await?;
     Ok(Json(info_json(&info)))
@@ -317,7 +318,7 @@ fn parse_settings(body: &[u8]) -> Result<SettingsRequest, ApiError> {
 /// `PUT /subscriptions/{stream}/{group}`
 pub async fn create(
     State(state): State<ServerState>,
-    Path((stream, group)): Path<(String, String)>,
+    ApiPath((stream, group)): ApiPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let subs = subscriptions(&state)?;
@@ -339,7 +340,7 @@ pub async fn create(
 /// `POST /subscriptions/{stream}/{group}`
 pub async fn update(
     State(state): State<ServerState>,
-    Path((stream, group)): Path<(String, String)>,
+    ApiPath((stream, group)): ApiPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let subs = subscriptions(&state)?;
@@ -354,7 +355,7 @@ pub async fn update(
 /// `DELETE /subscriptions/{stream}/{group}`
 pub async fn delete(
     State(state): State<ServerState>,
-    Path((stream, group)): Path<(String, String)>,
+    ApiPath((stream, group)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let key = key(&stream, &group)?;
     subscriptions(&state)?.delete(&key).await?;
@@ -373,7 +374,7 @@ pub struct ReplayQuery {
 /// `POST /subscriptions/{stream}/{group}/replay-parked`
 pub async fn replay_parked(
     State(state): State<ServerState>,
-    Path((stream, group)): Path<(String, String)>,
+    ApiPath((stream, group)): ApiPath<(String, String)>,
     Query(query): Query<ReplayQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let key = key(&stream, &group)?;

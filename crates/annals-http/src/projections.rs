@@ -20,13 +20,14 @@ use std::time::Duration;
 
 use annals_core::Position;
 use annals_projections::{Catalog, CatalogError, ProjectionError, Projections, WaitError};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::HttpState;
+use crate::error::ApiPath;
 
 /// Why a projection request failed.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,7 @@ pub async fn apply(State(state): State<HttpState>, body: String) -> Result<axum:
 /// `GET /projections/{name}`
 pub async fn status(
     State(state): State<HttpState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
     let status = blocking(move || Ok(catalog.projections().status(&name)?)).await?;
@@ -132,7 +133,7 @@ pub async fn status(
 /// `GET /projections/{name}/failures`
 pub async fn failures(
     State(state): State<HttpState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
     let failures = blocking(move || Ok(catalog.projections().failures(&name)?)).await?;
@@ -156,7 +157,7 @@ pub async fn failures(
 /// `GET /projections/{name}/definition`
 pub async fn definition(
     State(state): State<HttpState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Response> {
     let catalog = catalog(&state)?;
     let text = catalog
@@ -171,7 +172,7 @@ pub async fn definition(
 /// `POST /projections/{name}/{command}`
 pub async fn command(
     State(state): State<HttpState>,
-    Path((name, command)): Path<(String, String)>,
+    ApiPath((name, command)): ApiPath<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
     let answer = blocking(move || {
@@ -218,7 +219,7 @@ pub const WAIT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// runtime's maximum).
 pub async fn wait(
     State(state): State<HttpState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     Query(query): Query<WaitQuery>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
@@ -272,7 +273,7 @@ pub const TABLE_ROWS_DEFAULT: usize = 100;
 /// as lowercase hex, PostgreSQL values as its `row_to_json` gives them.
 pub async fn table(
     State(state): State<HttpState>,
-    Path((name, table)): Path<(String, String)>,
+    ApiPath((name, table)): ApiPath<(String, String)>,
     Query(query): Query<TableQuery>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;

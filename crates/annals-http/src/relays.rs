@@ -16,10 +16,11 @@ use std::sync::Arc;
 use annals_core::EventJson;
 use annals_relay::{RelayError, RelayState, RelayStatus, Relays};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::error::ApiPath;
 use crate::{ApiError, HttpState};
 
 fn relays(state: &HttpState) -> Result<Arc<Relays>, ApiError> {
@@ -47,7 +48,7 @@ pub async fn apply(State(state): State<HttpState>, body: String) -> Result<Json<
 /// `GET /relays/{name}`
 pub async fn status(
     State(state): State<HttpState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let status = relays(&state)?.status(&name).await?;
     Ok(Json(json!(status)))
@@ -56,7 +57,7 @@ pub async fn status(
 /// `DELETE /relays/{name}`
 pub async fn remove(
     State(state): State<HttpState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     relays(&state)?.remove(&name).await?;
     Ok(Json(json!({ "removed": name })))
@@ -65,7 +66,7 @@ pub async fn remove(
 /// `GET /relays/{name}/parked`
 pub async fn parked(
     State(state): State<HttpState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let parked = relays(&state)?.parked(&name).await?;
     let events: Vec<Value> = parked
@@ -156,7 +157,7 @@ pub struct CommandQuery {
 /// `POST /relays/{name}/{command}`
 pub async fn command(
     State(state): State<HttpState>,
-    Path((name, command)): Path<(String, String)>,
+    ApiPath((name, command)): ApiPath<(String, String)>,
     Query(query): Query<CommandQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let relays = relays(&state)?;

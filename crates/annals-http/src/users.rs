@@ -1,6 +1,6 @@
 //! `/users…`: user management over HTTP, the same calls as the gRPC `Users` service and
-//! `annals users …`. Who may do what is [`annals_auth::Auth`]'s to decide: operators manage
-//! users, a user reads its own details and changes its own password.
+//! `annals users …`. Who may do what is `annals_auth::Auth`'s to decide: admins manage users,
+//! a user reads its own details and changes its own password.
 //!
 //! | Route | What |
 //! |---|---|
@@ -17,12 +17,13 @@ use std::sync::Arc;
 
 use annals_server::{Auth, AuthError, Principal};
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::HttpState;
 use crate::error::ApiError;
+use crate::error::ApiPath;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -103,7 +104,7 @@ pub async fn create(
 pub async fn details(
     State(state): State<HttpState>,
     Extension(who): Extension<Principal>,
-    Path(login): Path<String>,
+    ApiPath(login): ApiPath<String>,
 ) -> Result<axum::Json<Value>> {
     let users = auth(&state)?.details(&who, Some(&login))?;
     let user = users.first().ok_or(AuthError::UserNotFound(login))?;
@@ -113,7 +114,7 @@ pub async fn details(
 pub async fn update(
     State(state): State<HttpState>,
     Extension(who): Extension<Principal>,
-    Path(login): Path<String>,
+    ApiPath(login): ApiPath<String>,
     text: String,
 ) -> Result<axum::Json<Value>> {
     let auth = auth(&state)?;
@@ -132,7 +133,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<HttpState>,
     Extension(who): Extension<Principal>,
-    Path(login): Path<String>,
+    ApiPath(login): ApiPath<String>,
 ) -> Result<axum::Json<Value>> {
     auth(&state)?.delete_user(&who, &login).await?;
     Ok(axum::Json(json!({ "deleted": login })))
@@ -141,7 +142,7 @@ pub async fn delete(
 pub async fn command(
     State(state): State<HttpState>,
     Extension(who): Extension<Principal>,
-    Path((login, command)): Path<(String, String)>,
+    ApiPath((login, command)): ApiPath<(String, String)>,
     text: String,
 ) -> Result<axum::Json<Value>> {
     let auth = auth(&state)?;

@@ -81,6 +81,15 @@ def main(port, ca):
         print("ok: $all without the right is AccessDeniedError")
     check(len(list(admin.read_all(limit=1))) == 1, "the admin reads $all")
 
+    # Subscription groups: operators manage them; any user lists them.
+    try:
+        writer.create_subscription_to_stream(group_name="g", stream_name=stream)
+        raise AssertionError("a user outside $admins and $ops created a group")
+    except AccessDeniedError:
+        print("ok: creating a group needs $admins or $ops")
+    admin.create_subscription_to_stream(group_name="g", stream_name=stream)
+    check(len(writer.list_subscriptions()) == 1, "any user lists the groups")
+
     try:
         client("reader", "wrong").get_stream(stream)
         raise AssertionError("a wrong password was accepted")

@@ -49,6 +49,18 @@ impl PersistentService {
             .map_err(|e| GrpcError::from(e).into())
     }
 
+    /// Refuses a call without credentials (when the server runs with `--auth`): reading a
+    /// group's info or the list of groups needs any user, as in KurrentDB.
+    fn authenticated<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match self.state.principal(request.extensions()) {
+            annals_server::Principal::Anonymous => Err(GrpcError::Unauthenticated(
+                "not authenticated: credentials required".to_owned(),
+            )
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
     fn subscriptions(&self) -> Result<Arc<Subscriptions>, Status> {
         self.state
             .persistent
@@ -320,7 +332,7 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<GetInfoReq>,
     ) -> Result<Response<GetInfoResp>, Status> {
-        self.operator(&request, "read subscription group info")?;
+        self.authenticated(&request)?;
         let subs = self.subscriptions()?;
         let options = request
             .into_inner()
@@ -373,7 +385,7 @@ impl PersistentSubscriptions for PersistentService {
     }
 
     async fn list(&self, request: Request<ListReq>) -> Result<Response<ListResp>, Status> {
-        self.operator(&request, "list subscription groups")?;
+        self.authenticated(&request)?;
         let subs = self.subscriptions()?;
         let source = match request.into_inner().options.and_then(|o| o.list_option) {
             Some(list_req::options::ListOption::ListForStream(s)) => match s.stream_option {
