@@ -50,14 +50,14 @@ fn parse_ack(line: &str) -> Ack {
     }
 }
 
-fn start_load(dir: &Path) -> Child {
+fn start_load(dir: &Path, writers: u32) -> Child {
     Command::new(BIN)
         .args([
             "load",
             "--data",
             path_str(dir),
             "--writers",
-            "8",
+            &writers.to_string(),
             "--events",
             "1000000",
             "--streams",
@@ -72,8 +72,8 @@ fn start_load(dir: &Path) -> Child {
 }
 
 /// Runs one load process, kills it, and returns every whole ack line it printed.
-fn run_and_kill(dir: &Path, early: bool, rng: &mut impl Rng) -> Vec<Ack> {
-    let mut child = start_load(dir);
+fn run_and_kill(dir: &Path, writers: u32, early: bool, rng: &mut impl Rng) -> Vec<Ack> {
+    let mut child = start_load(dir, writers);
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -182,20 +182,38 @@ fn verify(dir: &Path, all_acks: &[Ack], new_acks: &[Ack]) -> u64 {
     head.0
 }
 
-#[test]
-fn sigkill_during_durable_appends_loses_no_acknowledged_event() {
-    let dir = tempfile::tempdir().unwrap();
+/// What a run of kill cycles saw.
+struct Summary {
+    acked: usize,
+    longest_verify: Duration,
+}
+
+/// Runs `cycles` load-and-SIGKILL cycles of `writers` writers, verifying every acknowledged
+/// event after each; starts a fresh store every `store_cycles` cycles (so a long soak's checks
+/// stay bounded), else recovery runs over the earlier recoveries.
+fn kill_cycles(cycles: usize, writers: u32, store_cycles: usize) -> Summary {
     let seed: u64 = rand::rng().random();
     eprintln!("crash test seed {seed}");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
     let started = Instant::now();
+    let mut dir = tempfile::tempdir().unwrap();
     let mut all_acks: Vec<Ack> = Vec::new();
+    let mut acked = 0;
+    let mut longest_verify = Duration::ZERO;
     let mut last_head = 0;
-    for cycle in 0..CYCLES {
+    for cycle in 0..cycles {
+        if cycle > 0 && cycle % store_cycles == 0 {
+            dir = tempfile::tempdir().unwrap();
+            all_acks.clear();
+            last_head = 0;
+        }
         let early = cycle % EARLY_KILL_EVERY == EARLY_KILL_EVERY - 1;
-        let acks = run_and_kill(dir.path(), early, &mut rng);
+        let acks = run_and_kill(dir.path(), writers, early, &mut rng);
+        acked += acks.len();
         all_acks.extend(acks.iter().cloned());
+        let verify_started = Instant::now();
         let head = verify(dir.path(), &all_acks, &acks);
+        longest_verify = longest_verify.max(verify_started.elapsed());
         assert!(
             head >= last_head,
             "the head went back from {last_head} to {head}"
@@ -207,9 +225,43 @@ fn sigkill_during_durable_appends_loses_no_acknowledged_event() {
         );
         last_head = head;
     }
+    Summary {
+        acked,
+        longest_verify,
+    }
+}
+
+#[test]
+fn sigkill_during_durable_appends_loses_no_acknowledged_event() {
+    let summary = kill_cycles(CYCLES, 8, CYCLES);
     assert!(
-        all_acks.len() > CYCLES,
+        summary.acked > CYCLES,
         "too few acks ({}) for the test to mean much",
-        all_acks.len()
+        summary.acked
     );
+}
+
+/// The long soak `scripts/soak.sh` runs (not CI): `ANNALS_SOAK_CYCLES` cycles (1,000) of
+/// `ANNALS_SOAK_WRITERS` writers (64), a fresh store every `ANNALS_SOAK_STORE_CYCLES` (100).
+#[test]
+#[ignore = "a long soak: scripts/soak.sh runs it"]
+fn soak_sigkill_cycles() {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let cycles = env("ANNALS_SOAK_CYCLES", 1_000);
+    let writers = env("ANNALS_SOAK_WRITERS", 64);
+    let store_cycles = env("ANNALS_SOAK_STORE_CYCLES", 100);
+    let started = Instant::now();
+    let summary = kill_cycles(cycles, u32::try_from(writers).unwrap(), store_cycles);
+    eprintln!(
+        "soak: {cycles} SIGKILL cycles, {writers} writers, {} acknowledged appends all found once with contiguous revisions and dense positions, longest verify {:.2} s, {:.0} s in all",
+        summary.acked,
+        summary.longest_verify.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(summary.acked > cycles);
 }
