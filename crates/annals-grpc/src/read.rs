@@ -9,8 +9,9 @@
 //! straight into the response buffer.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use annals_core::{
     ALL_STREAM, Direction, DomainError, EventRecord, Filter, FilterTarget, Position, ResolvedEvent,
@@ -76,7 +77,52 @@ impl ReadItem {
     }
 }
 
-pub(crate) type Tx = mpsc::Sender<Result<Batch, Status>>;
+/// The sending side of a read: a bounded channel of pages towards the response. A client that
+/// takes no page for [`annals_server::Limits::subscriber_blocked_max`] (it reads slower than
+/// events arrive, or not at all) ends the read: the task stops and frees what it held, and
+/// the response, once the client has taken what was queued, ends with ABORTED "Consumer too
+/// slow", which clients report as such.
+#[derive(Clone, Debug)]
+pub(crate) struct Tx {
+    inner: mpsc::Sender<Result<Batch, Status>>,
+    too_slow: Arc<parking_lot::Mutex<Option<Status>>>,
+    blocked_max: Duration,
+}
+
+/// The channel closed: the client went away, or was too slow and the read ended.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl Tx {
+    /// Sends `item`, waiting up to the blocked limit for room.
+    pub(crate) async fn send(&self, item: Result<Batch, Status>) -> Result<(), Closed> {
+        match self.inner.send_timeout(item, self.blocked_max).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Closed),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(blocked = ?self.blocked_max, "a client took no page of its read or subscription in time; ending it");
+                *self.too_slow.lock() = Some(Status::aborted(format!(
+                    "Consumer too slow: it took nothing for {:?}, so the read was ended",
+                    self.blocked_max
+                )));
+                Err(Closed)
+            }
+        }
+    }
+
+    /// Resolves when the response side is gone.
+    pub(crate) async fn closed(&self) {
+        self.inner.closed().await;
+    }
+
+    /// [`Tx::send`] from a blocking thread of the runtime.
+    fn blocking_send(&self, item: Result<Batch, Status>) -> Result<(), Closed> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.block_on(self.send(item)),
+            Err(_) => self.inner.blocking_send(item).map_err(|_| Closed),
+        }
+    }
+}
 
 /// Events read from the engine per step, and so the most one [`Batch::Events`] holds; for `$all`
 /// reads, the first step's.
@@ -104,15 +150,21 @@ pub(crate) fn msg(content: read_resp::Content) -> Result<Batch, Status> {
 #[derive(Debug)]
 pub(crate) struct ReadItems {
     rx: mpsc::Receiver<Result<Batch, Status>>,
+    /// Why the task ended the read, when the client was too slow: the last answer.
+    too_slow: Arc<parking_lot::Mutex<Option<Status>>>,
     events: std::vec::IntoIter<EventRecord>,
     resolved: std::vec::IntoIter<ResolvedEvent>,
     structured: bool,
 }
 
 impl ReadItems {
-    fn new(rx: mpsc::Receiver<Result<Batch, Status>>) -> Self {
+    fn new(
+        rx: mpsc::Receiver<Result<Batch, Status>>,
+        too_slow: Arc<parking_lot::Mutex<Option<Status>>>,
+    ) -> Self {
         Self {
             rx,
+            too_slow,
             events: Vec::new().into_iter(),
             resolved: Vec::new().into_iter(),
             structured: false,
@@ -143,7 +195,7 @@ impl futures::Stream for ReadItems {
                 }
                 Some(Ok(Batch::Message(m))) => return Poll::Ready(Some(Ok(ReadItem::Message(m)))),
                 Some(Err(status)) => return Poll::Ready(Some(Err(status))),
-                None => return Poll::Ready(None),
+                None => return Poll::Ready(this.too_slow.lock().take().map(Err)),
             }
         }
     }
@@ -202,7 +254,13 @@ pub(crate) fn start(
         Some(opts::FilterOption::Filter(f)) => Some(compile_filter(f)?),
         _ => None,
     };
-    let (tx, rx) = mpsc::channel(CHANNEL_PAGES);
+    let (inner, rx) = mpsc::channel(CHANNEL_PAGES);
+    let too_slow = Arc::new(parking_lot::Mutex::new(None));
+    let tx = Tx {
+        inner,
+        too_slow: Arc::clone(&too_slow),
+        blocked_max: state.limits.subscriber_blocked_max,
+    };
     match (options.stream_option, options.count_option) {
         (Some(opts::StreamOption::Stream(s)), Some(opts::CountOption::Count(count))) => {
             if filter.is_some() {
@@ -267,7 +325,7 @@ pub(crate) fn start(
                             structured,
                         };
                         tokio::spawn(crate::stream_cursor::subscribe(state, tx, sub, guard));
-                        return Ok(ReadItems::new(rx));
+                        return Ok(ReadItems::new(rx, too_slow));
                     }
                     Target::Stream { stream, after }
                 }
@@ -285,7 +343,7 @@ pub(crate) fn start(
             ));
         }
     }
-    Ok(ReadItems::new(rx))
+    Ok(ReadItems::new(rx, too_slow))
 }
 
 fn stream_from(s: &StreamOptions, backwards: bool) -> Option<Revision> {

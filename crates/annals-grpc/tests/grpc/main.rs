@@ -16,3 +16,4 @@ mod category;
 mod kurrentdb_client;
 mod persistent;
 mod raw_grpc;
+mod slow_reader;
