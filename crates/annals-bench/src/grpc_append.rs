@@ -286,7 +286,7 @@ fn measure(
         let share = config.events / u64::from(config.rounds)
             + u64::from(round < config.events % u64::from(config.rounds));
         let started = Instant::now();
-        let done = runtime.block_on(grpc_round(clients, share, &mut grpc.latency_us))?;
+        let done = runtime.block_on(grpc_round(clients, share, None, &mut grpc.latency_us))?;
         let grpc_elapsed = started.elapsed();
         grpc.events += done;
         grpc.elapsed += grpc_elapsed;
@@ -313,10 +313,12 @@ fn measure(
 }
 
 /// Appends `events` one-event appends over gRPC from every client at once; returns the events
-/// acknowledged and adds each append's latency to `latency_us`.
+/// acknowledged and adds each append's latency to `latency_us`. With `pace`, each client starts
+/// an append at most once per `pace` (so all of them together make a fixed rate).
 pub(crate) async fn grpc_round(
     clients: &[BenchClient],
     events: u64,
+    pace: Option<Duration>,
     latency_us: &mut Histogram<u64>,
 ) -> Result<u64, BenchError> {
     let remaining = Arc::new(AtomicU64::new(events));
@@ -333,7 +335,15 @@ pub(crate) async fn grpc_round(
             );
             tokio::spawn(async move {
                 let mut hist = latency_histogram();
+                let mut ticks = pace.map(|p| {
+                    let mut t = tokio::time::interval(p);
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    t
+                });
                 while take(&remaining, 1) == 1 {
+                    if let Some(t) = ticks.as_mut() {
+                        t.tick().await;
+                    }
                     let started = Instant::now();
                     c.client.append(&c.stream, &template, random_id()).await?;
                     hist.saturating_record(micros(started.elapsed()));

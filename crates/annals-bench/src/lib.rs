@@ -45,7 +45,7 @@ pub use append::AppendConfig;
 pub use error::BenchError;
 pub use grpc::{GrpcClient, GrpcServer};
 pub use grpc_append::{GrpcAppendConfig, GrpcAppendRpc};
-pub use grpc_auth::{GrpcAuthConfig, process_cpu_ns};
+pub use grpc_auth::{GrpcAuthConfig, process_cpu_ns, thread_cpu_ns};
 pub use grpc_replay::GrpcReplayConfig;
 pub use persistent::PersistentConfig;
 pub use project::{ProjectConfig, ProjectTarget};
@@ -69,7 +69,7 @@ pub enum Bench {
     GrpcAppend(GrpcAppendConfig),
     /// The server CPU per gRPC append with `--auth` over TLS against without, two running
     /// servers in the same run.
-    GrpcAuth(GrpcAuthConfig),
+    GrpcAuth(Box<GrpcAuthConfig>),
     /// Reading `$all` over gRPC from a running server, against an in-process read of as many
     /// events from a temporary store.
     GrpcReplay(GrpcReplayConfig),

@@ -231,6 +231,10 @@ pub struct BenchGrpcAppendArgs {
     /// append on each, with the official client (needs the kurrentdb-client feature).
     #[arg(long)]
     pub auth: bool,
+    /// With --auth: appends per second of all clients together on each side (both at the same
+    /// rate, so their group commits are alike); 0: as fast as each goes.
+    #[arg(long, default_value_t = 0, requires = "auth")]
+    pub rate: u64,
     /// Concurrent clients, each appending one event at a time to a stream of its own.
     #[arg(long, default_value_t = 64)]
     pub clients: u32,

@@ -54,11 +54,14 @@ pub async fn authenticate(
         return next.run(req).await;
     }
     let addr = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|h| h.as_bytes().to_vec());
-    match auth.authenticate(header.as_deref(), addr).await {
+    let checked = {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|h| h.as_bytes());
+        auth.authenticate(header, addr).await
+    };
+    match checked {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await

@@ -1,7 +1,7 @@
-//! `annals bench grpc-append --auth`: starts the two servers the bench compares, as child
+//! `annals bench grpc-append --auth`: starts the three servers the bench compares, as child
 //! processes of this binary (`annals serve` on temporary stores and free ports of 127.0.0.1):
-//! one without authentication, one with `--auth` over TLS with a CA and a certificate made for
-//! the run. Their process ids let the bench read each server's CPU time.
+//! cleartext, TLS, and `--auth` over TLS, with a CA and a certificate made for the run. Their
+//! process ids let the bench read each server's CPU time.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -84,10 +84,72 @@ fn certificates(
     Ok(paths)
 }
 
+/// Requests the in-process measure of the authentication layer makes.
+const AUTH_CHECKS: u32 = 200_000;
+
+/// CPU per request of the authentication layer alone, in µs: a cached credential checked and
+/// a stream's write right decided, as every authenticated append does, in this process.
+fn auth_check_cpu_us(dir: &Path) -> anyhow::Result<f64> {
+    use base64::Engine as _;
+    let (engine, _) = crate::store::open(dir, annals_engine::Durability::Fsync)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    let measured = runtime.block_on(async {
+        let auth = annals_server::Auth::open(engine.clone(), Some(BENCH_ADMIN_PASSWORD.to_owned()))
+            .await?;
+        let admin = auth
+            .authenticate(
+                Some(
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(format!("admin:{BENCH_ADMIN_PASSWORD}"))
+                    )
+                    .as_bytes(),
+                ),
+                None,
+            )
+            .await?;
+        auth.create_user(&admin, "writer", "", vec![], "pw".to_owned())
+            .await?;
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("writer:pw")
+        );
+        // The first check hashes; the rest are answered from the cache, as on a connection.
+        auth.authenticate(Some(header.as_bytes()), None).await?;
+        let cpu = annals_bench::thread_cpu_ns()?;
+        for i in 0..AUTH_CHECKS {
+            let who = auth.authenticate(Some(header.as_bytes()), None).await?;
+            auth.check_stream(
+                &who,
+                if i % 2 == 0 { "orders-1" } else { "orders-2" },
+                annals_core::StreamRight::Write,
+            )?;
+        }
+        let spent = annals_bench::thread_cpu_ns()?.saturating_sub(cpu);
+        anyhow::Ok(spent as f64 / 1000.0 / f64::from(AUTH_CHECKS))
+    });
+    engine.close();
+    measured
+}
+
 pub(crate) fn run(a: &BenchGrpcAppendArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let auth_check_cpu_us = auth_check_cpu_us(&dir.path().join("auth-check"))?;
     let (ca, cert, key) = certificates(dir.path())?;
     let plain = start(&dir.path().join("plain"), &[])?;
+    let tls_only = start(
+        &dir.path().join("tls"),
+        &[
+            "--tls-cert",
+            cert.to_str().context("certificate path")?,
+            "--tls-key",
+            key.to_str().context("key path")?,
+        ],
+    )?;
     let secure = start(
         &dir.path().join("secure"),
         &[
@@ -100,11 +162,15 @@ pub(crate) fn run(a: &BenchGrpcAppendArgs) -> anyhow::Result<()> {
             key.to_str().context("key path")?,
         ],
     )?;
-    let port = secure
-        .authority
-        .rsplit_once(':')
-        .map(|(_, p)| p.to_owned())
-        .context("bad server address")?;
+    // The certificate names localhost.
+    let localhost = |server: &ChildServer| -> anyhow::Result<String> {
+        let port = server
+            .authority
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_owned())
+            .context("bad server address")?;
+        Ok(format!("localhost:{port}"))
+    };
     let config = GrpcAuthConfig {
         plain: (
             GrpcServer {
@@ -113,10 +179,18 @@ pub(crate) fn run(a: &BenchGrpcAppendArgs) -> anyhow::Result<()> {
             },
             plain.child.id(),
         ),
+        tls: (
+            GrpcServer {
+                authority: localhost(&tls_only)?,
+                tls: true,
+                credentials: None,
+                ca_file: Some(ca.clone()),
+            },
+            tls_only.child.id(),
+        ),
         secure: (
             GrpcServer {
-                // The certificate names localhost.
-                authority: format!("localhost:{port}"),
+                authority: localhost(&secure)?,
                 tls: true,
                 credentials: Some(("admin".to_owned(), BENCH_ADMIN_PASSWORD.to_owned())),
                 ca_file: Some(ca),
@@ -126,9 +200,11 @@ pub(crate) fn run(a: &BenchGrpcAppendArgs) -> anyhow::Result<()> {
         clients: a.clients,
         events: a.events,
         rounds: a.rounds,
+        rate: (a.rate > 0).then_some(a.rate),
+        auth_check_cpu_us,
         json: a.json,
     };
-    annals_bench::run(&Bench::GrpcAuth(config))?;
-    drop((plain, secure));
+    annals_bench::run(&Bench::GrpcAuth(Box::new(config)))?;
+    drop((plain, tls_only, secure));
     Ok(())
 }

@@ -380,8 +380,9 @@ fn persistent_bench_runs_in_process_and_against_a_server() {
     assert!(!refused.status.success());
 }
 
-/// `grpc-append --auth` starts a server without auth and one with `--auth` over TLS, loads both
-/// with the official client and reports each one's CPU per append.
+/// `grpc-append --auth` starts a cleartext server, a TLS one and one with `--auth` over TLS,
+/// loads each at the same rate with the official client and reports each one's CPU per append,
+/// and the authentication layer's own CPU per request.
 #[test]
 fn grpc_append_auth_compares_two_servers_it_starts() {
     let out = annals(&[
@@ -394,6 +395,8 @@ fn grpc_append_auth_compares_two_servers_it_starts() {
         "4",
         "--events",
         "200",
+        "--rate",
+        "2000",
         "--json",
     ]);
     if cfg!(feature = "kurrentdb-client") {
@@ -409,8 +412,11 @@ fn grpc_append_auth_compares_two_servers_it_starts() {
             &[
                 "plain_events_per_s",
                 "plain_server_cpu_us_per_append",
+                "tls_events_per_s",
+                "tls_server_cpu_us_per_append",
                 "auth_events_per_s",
                 "auth_server_cpu_us_per_append",
+                "auth_check_cpu_us",
             ],
         );
         assert!(
