@@ -163,6 +163,9 @@ impl Engine {
             meta: RwLock::new(meta),
             stopped: Mutex::new(None),
             has_stopped: AtomicBool::new(false),
+            repair: Mutex::new(crate::writer::Repair::None),
+            unrepairable: AtomicBool::new(false),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             #[cfg(test)]
             panic_hook: crate::threads::PanicHook::default(),
         });

@@ -32,6 +32,12 @@ pub enum LogError {
     BadRecoveryStart { address: u64, reason: String },
     #[error("the log stopped after an earlier write or sync failed; reopen the store")]
     Poisoned,
+    /// The failure left the log's last good end in an earlier segment than the one appended
+    /// to; only reopening the store repairs that.
+    #[error(
+        "cannot repair the log in place: its last good end {good_end} is before the tail segment at {tail_base}"
+    )]
+    NotRepairable { good_end: u64, tail_base: u64 },
 }
 
 impl LogError {

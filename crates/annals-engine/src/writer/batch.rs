@@ -21,6 +21,8 @@ pub(crate) struct SyncJob {
     pub(super) replies: Vec<(Reply, Result<AppendResult, EngineError>)>,
     pub(super) last_position: Position,
     pub(super) meta_updates: Vec<(Arc<str>, Arc<MetaState>)>,
+    /// The repair epoch the writer made it in: one from an earlier epoch is never written.
+    pub(super) epoch: u64,
 }
 
 impl SyncJob {
@@ -31,13 +33,14 @@ impl SyncJob {
         }
     }
 
-    pub(super) fn new(last_position: Position) -> Self {
+    pub(super) fn new(last_position: Position, epoch: u64) -> Self {
         Self {
             ticket: None,
             index: IndexBatch::default(),
             replies: Vec::new(),
             last_position,
             meta_updates: Vec::new(),
+            epoch,
         }
     }
 }
@@ -61,7 +64,8 @@ impl OpenBatch {
         let (Some(mine), Some(theirs)) = (&self.job, &other.job) else {
             return true;
         };
-        self.buf.len() + other.buf.len() <= GROUP_COMMIT_BYTES_MAX
+        mine.epoch == theirs.epoch
+            && self.buf.len() + other.buf.len() <= GROUP_COMMIT_BYTES_MAX
             && mine.replies.len() + theirs.replies.len() <= GROUP_COMMIT_APPENDS_MAX
     }
 
@@ -136,7 +140,7 @@ mod tests {
     /// addresses counted from the start of its own buffer.
     fn batch(positions: std::ops::Range<u64>, len: usize, fill: u8) -> OpenBatch {
         let mut b = OpenBatch::default();
-        let mut job = SyncJob::new(Position(positions.start - 1));
+        let mut job = SyncJob::new(Position(positions.start - 1), 0);
         for p in positions {
             job.index.records.push(IndexRecord {
                 address: b.buf.len() as u64,

@@ -20,11 +20,21 @@
 //! indexed, N + 1 is gathered. Indexing on the sync thread rather than on a thread of its own
 //! costs ~70 µs per batch on the sync path but saves a thread hand-off per batch, which on a
 //! 2-core machine took longer: 64 writers got ~30% more appends per second (docs/benchmarks.md).
-//! A failed write or sync stops the engine: after an fsync error nothing since the last good sync
-//! can be trusted.
+//! A failed log write or sync stops the engine taking writes: after an fsync error nothing since
+//! the last good sync can be trusted, and after `ENOSPC` part of a batch may be on disk. Every
+//! request in flight is answered with the error. The sync thread then repairs the log in place
+//! ([`annals_log::LogWriter::repair`]): it cuts the log back to the end of the last good sync
+//! (so nothing unacknowledged can come back), checks that the next batch has room on disk, and
+//! retries every [`REPAIR_RETRY`] until that works (space freed, the disk answering again). It
+//! then starts a new *epoch*: batches made before it are never written, and the writer thread,
+//! at its next request, drops its caches back to what is durable and published (stream heads,
+//! metadata, the idempotency window, the next position and stream id) and takes writes again.
+//! What readers see never changed, since nothing of a failed batch was published. Failures of
+//! the index store are not repaired in place: the store stays read-only until reopened.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use annals_core::{AppendResult, ExpectedRevision, NewEvent, StreamName};
 use annals_index::Index;
@@ -47,6 +57,20 @@ pub(crate) use sync_thread::{Indexer, run_syncer};
 pub(crate) use writer_thread::{RecentEvent, Writer, WriterSettings};
 
 pub(crate) type Reply = oneshot::Sender<Result<AppendResult, EngineError>>;
+
+/// How often the sync thread tries to repair the log after a failed write or sync.
+pub(crate) const REPAIR_RETRY: Duration = Duration::from_secs(1);
+
+/// Where the repair of a failed log write or sync stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Repair {
+    /// Nothing to repair (the engine runs, or stopped for a reason not repaired in place).
+    None,
+    /// The sync thread is trying to repair the log.
+    Pending,
+    /// The log is repaired: the writer resets and takes writes at its next request.
+    Done,
+}
 
 /// What a request asks the writer to do to `stream`.
 #[derive(Debug)]
@@ -91,19 +115,45 @@ pub(crate) struct Shared {
     /// Set when the engine stopped taking writes, with the reason.
     pub(crate) stopped: Mutex<Option<String>>,
     pub(crate) has_stopped: AtomicBool,
+    /// The repair of a failed log write or sync, if one is under way.
+    pub(crate) repair: Mutex<Repair>,
+    /// Set by a stop that is not repaired in place (the index store failed, a thread panicked).
+    pub(crate) unrepairable: AtomicBool,
+    /// Counts log repairs: a batch made in an earlier epoch is never written.
+    pub(crate) epoch: AtomicU64,
     /// Makes a pipeline thread panic, for the tests of panic reporting.
     #[cfg(test)]
     pub(crate) panic_hook: crate::threads::PanicHook,
 }
 
 impl Shared {
+    /// Stops taking writes for good (until the store is reopened).
     pub(crate) fn stop(&self, reason: String) {
+        self.unrepairable.store(true, Ordering::Release);
+        *self.repair.lock() = Repair::None;
+        self.stop_with(reason);
+    }
+
+    /// Stops taking writes until the sync thread has repaired the log.
+    pub(crate) fn stop_for_repair(&self, reason: String) {
+        if !self.unrepairable.load(Ordering::Acquire) {
+            *self.repair.lock() = Repair::Pending;
+        }
+        self.stop_with(reason);
+    }
+
+    fn stop_with(&self, reason: String) {
         let mut s = self.stopped.lock();
         if s.is_none() {
             tracing::error!(%reason, "engine stopped taking writes");
             *s = Some(reason);
         }
         self.has_stopped.store(true, Ordering::Release);
+    }
+
+    /// Whether the sync thread has a log repair to try.
+    pub(crate) fn repair_pending(&self) -> bool {
+        *self.repair.lock() == Repair::Pending
     }
 
     pub(crate) fn stopped_error(&self) -> EngineError {

@@ -1,6 +1,7 @@
 //! The sync thread: takes the open batch as soon as it is free, writes it with one write and
 //! `fdatasync`s it, makes it readable, then stages it in the index ([`Indexer`]), publishes the
-//! new head and answers the batch's callers, failures included, only after all of that.
+//! new head and answers the batch's callers, failures included, only after all of that. After a
+//! failed write or sync it repairs the log when nothing is in flight ([`super`] says how).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,9 +10,9 @@ use annals_index::{Index, IndexCheckpoint};
 use annals_log::LogWriter;
 use parking_lot::Mutex;
 
-use super::Shared;
 use super::batch::{BatchSlot, SyncJob};
 use super::index_store_thread::{FlushState, STAGED_RECORDS_MAX};
+use super::{REPAIR_RETRY, Repair, Shared};
 use crate::config::Durability;
 
 /// The sync thread: takes the open batch as soon as it is free, writes it with one write,
@@ -35,6 +36,14 @@ pub(crate) fn run_syncer(
                 if open.closed {
                     return;
                 }
+                if shared.repair_pending() {
+                    // Nothing is in flight: a good moment to try the repair.
+                    parking_lot::MutexGuard::unlocked(&mut open, || try_repair(&shared, &mut log));
+                    if shared.repair_pending() {
+                        slot.changed.wait_for(&mut open, REPAIR_RETRY);
+                    }
+                    continue;
+                }
                 slot.changed.wait(&mut open);
             };
             let buf = std::mem::take(&mut open.buf);
@@ -42,10 +51,18 @@ pub(crate) fn run_syncer(
             slot.changed.notify_all();
             (buf, job)
         };
+        // A batch made before the last repair, or while stopped: its positions may be taken
+        // by the batches made since, so it is answered with the stop reason, never written.
+        if shared.has_stopped.load(Ordering::Acquire)
+            || job.epoch != shared.epoch.load(Ordering::Acquire)
+        {
+            for (reply, _) in job.replies.drain(..) {
+                let _ = reply.send(Err(shared.stopped_error()));
+            }
+            continue;
+        }
         let mut failure: Option<String> = None;
-        if shared.has_stopped.load(Ordering::Acquire) {
-            failure = Some("an earlier batch failed".to_owned());
-        } else if !buf.is_empty() {
+        if !buf.is_empty() {
             match log.append(&buf) {
                 Ok((address, ticket)) => {
                     for r in &mut job.index.records {
@@ -69,13 +86,37 @@ pub(crate) fn run_syncer(
             }
         }
         if let Some(reason) = failure {
-            shared.stop(reason);
+            shared.stop_for_repair(reason);
             for (reply, _) in job.replies.drain(..) {
                 let _ = reply.send(Err(shared.stopped_error()));
             }
             continue;
         }
         indexer.index(job);
+    }
+}
+
+/// One attempt at repairing the log after a failed write or sync: cut back to the end of the
+/// last good sync, check there is room, and start a new epoch.
+fn try_repair(shared: &Shared, log: &mut LogWriter) {
+    let good_end = shared.log.readable_end();
+    match log.repair(good_end) {
+        Ok(()) => {
+            shared.epoch.fetch_add(1, Ordering::AcqRel);
+            let mut repair = shared.repair.lock();
+            if *repair == Repair::Pending && !shared.unrepairable.load(Ordering::Acquire) {
+                *repair = Repair::Done;
+                tracing::warn!(
+                    good_end,
+                    "log repaired after a failed write or sync; writes resume at the next request"
+                );
+            }
+        }
+        Err(e @ annals_log::LogError::NotRepairable { .. }) => {
+            tracing::error!(error = %e, "the log cannot be repaired in place; reopen the store");
+            *shared.repair.lock() = Repair::None;
+        }
+        Err(e) => tracing::warn!(error = %e, retry = ?REPAIR_RETRY, "log not repaired yet"),
     }
 }
 
@@ -110,6 +151,7 @@ impl Indexer {
             mut replies,
             last_position,
             meta_updates,
+            epoch: _,
         } = job;
         let shared = &self.shared;
         if !self.failed && ticket.is_some() {

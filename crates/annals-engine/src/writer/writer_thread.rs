@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::batch::{BatchSlot, OpenBatch, SyncJob};
-use super::{Shared, WriteKind, WriteRequest};
+use super::{Repair, Shared, WriteKind, WriteRequest};
 use crate::config::GROUP_COMMIT_APPENDS_MAX;
 use crate::error::EngineError;
 use crate::rules::{MetaMap, MetaState};
@@ -74,6 +74,8 @@ pub(crate) struct Writer {
     /// stages the records (see `IndexRecord::known`).
     next_stream_id: u64,
     carry: Option<WriteRequest>,
+    /// The repair epoch this writer's batches belong to.
+    epoch: u64,
 }
 
 /// Event ids and places of recent events, to seed the idempotency window on open.
@@ -98,6 +100,7 @@ impl Writer {
             next_position: next_position.0,
             next_stream_id,
             carry: None,
+            epoch: 0,
         };
         for (id, stream, revision, position) in recent {
             w.remember(id, stream, revision, position);
@@ -172,7 +175,7 @@ impl Writer {
     fn add(&mut self, req: WriteRequest, open: &mut OpenBatch) {
         #[cfg(test)]
         self.shared.panic_hook.check(crate::threads::WRITER_THREAD);
-        if self.shared.has_stopped.load(Ordering::Acquire) {
+        if self.shared.has_stopped.load(Ordering::Acquire) && !self.resume(open) {
             let _ = req.reply.send(Err(self.shared.stopped_error()));
             return;
         }
@@ -183,13 +186,52 @@ impl Writer {
             return;
         }
         let last = Position(self.next_position - 1);
-        let job = open.job.get_or_insert_with(|| SyncJob::new(last));
+        let epoch = self.epoch;
+        let job = open.job.get_or_insert_with(|| SyncJob::new(last, epoch));
         // Record addresses are offsets into the batch until the sync thread writes it.
         self.process(req, &mut open.buf, job, 0);
         job.last_position = Position(self.next_position - 1);
         if job.replies.len() >= GROUP_COMMIT_APPENDS_MAX {
             open.full = true;
         }
+    }
+
+    /// Takes writes again once the sync thread has repaired the log: drops every cached state
+    /// past what is durable and published (the failed batches' stream heads, metadata, event
+    /// ids, positions and stream ids), and the requests of `open`, made before the failure,
+    /// with the stop reason. Returns whether writes resume.
+    fn resume(&mut self, open: &mut OpenBatch) -> bool {
+        let mut repair = self.shared.repair.lock();
+        if *repair != Repair::Done {
+            return false;
+        }
+        let next_stream_id = match self.shared.index.next_stream_id() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot resume writes: the index does not answer");
+                return false;
+            }
+        };
+        if let Some(job) = open.job.take() {
+            job.fail(&self.shared);
+        }
+        open.buf.clear();
+        open.full = false;
+        let published = self.shared.head.get().0;
+        self.next_position = published + 1;
+        self.next_stream_id = next_stream_id;
+        self.streams.retain(|_, s| s.last_position <= published);
+        self.meta = self.shared.meta.read().clone();
+        self.recent_ids
+            .retain(|_, place| place.position <= published);
+        let ids = &self.recent_ids;
+        self.recent_order.retain(|id| ids.contains_key(id));
+        self.epoch = self.shared.epoch.load(Ordering::Acquire);
+        *repair = Repair::None;
+        *self.shared.stopped.lock() = None;
+        self.shared.has_stopped.store(false, Ordering::Release);
+        tracing::warn!(head = published, "the store takes writes again");
+        true
     }
 
     /// Forgets streams already durable and indexed once the cache is over its bound.

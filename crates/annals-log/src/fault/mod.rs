@@ -43,6 +43,9 @@ struct State {
     crashed: bool,
     /// When set, `sync` returns an error without crashing (an `EIO` from the disk).
     fail_syncs: bool,
+    /// When set, the disk is full: a write that would grow a file fails with `ENOSPC` and
+    /// writes nothing; shrinking a file, and overwriting inside it, still work.
+    full: bool,
 }
 
 /// An in-memory storage that can lose un-synced writes. Clones share the same files.
@@ -105,6 +108,12 @@ impl FaultStorage {
     /// Makes every later sync fail with an I/O error (the process lives on).
     pub fn fail_syncs(&self, fail: bool) {
         self.state.lock().fail_syncs = fail;
+    }
+
+    /// Makes the disk full (`true`) or frees space again (`false`): while full, every write past
+    /// a file's current end, and every growth by `set_len`, fails with `StorageFull`.
+    pub fn set_full(&self, full: bool) {
+        self.state.lock().full = full;
     }
 
     /// Holds every later file sync until `hold_syncs(false)` (directory syncs pass).
@@ -281,13 +290,14 @@ impl fmt::Debug for FaultFile {
 }
 
 impl FaultFile {
-    fn with<R>(&self, f: impl FnOnce(&mut FileImage) -> io::Result<R>) -> io::Result<R> {
+    fn with<R>(&self, f: impl FnOnce(&mut FileImage, bool) -> io::Result<R>) -> io::Result<R> {
         let mut s = self.state.lock();
         if s.crashed {
             return Err(crashed_error());
         }
+        let full = s.full;
         match s.files.get_mut(&self.name) {
-            Some(image) if !image.removed => f(image),
+            Some(image) if !image.removed => f(image, full),
             _ => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{}: removed", self.name),
@@ -302,7 +312,7 @@ fn to_usize(v: u64) -> io::Result<usize> {
 
 impl StorageFile for FaultFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.with(|image| {
+        self.with(|image, _| {
             if image.current.read(buf, to_usize(offset)?) {
                 Ok(())
             } else {
@@ -315,8 +325,12 @@ impl StorageFile for FaultFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.with(|image| {
-            image.current.write(buf, to_usize(offset)?);
+        self.with(|image, full| {
+            let offset = to_usize(offset)?;
+            if full && offset.saturating_add(buf.len()) > image.current.len() {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            image.current.write(buf, offset);
             Ok(())
         })
     }
@@ -338,14 +352,18 @@ impl StorageFile for FaultFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.with(|image| {
-            image.current.set_len(to_usize(len)?);
+        self.with(|image, full| {
+            let len = to_usize(len)?;
+            if full && len > image.current.len() {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            image.current.set_len(len);
             Ok(())
         })
     }
 
     fn len(&self) -> io::Result<u64> {
-        self.with(|image| Ok(image.current.len() as u64))
+        self.with(|image, _| Ok(image.current.len() as u64))
     }
 }
 

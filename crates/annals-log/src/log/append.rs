@@ -121,6 +121,55 @@ impl LogWriter {
         ))
     }
 
+    /// Puts the log back in order after a failed write or sync, so appends may go on where the
+    /// last good batch ended. `good_end` is the end of the last batch whose sync succeeded
+    /// (every byte below it is durable; nothing above it was acknowledged). Everything after it
+    /// is cut off the tail segment, and the cut synced: a half-written batch, or one whose sync
+    /// failed and whose pages the kernel may have dropped, cannot come back at the next open.
+    /// Then the room the next batches need is written with zeros and synced, which fails while
+    /// the disk is still full or broken (the caller tries again later); only then does the log
+    /// take appends again.
+    pub fn repair(&mut self, good_end: u64) -> Result<(), LogError> {
+        if good_end < self.tail.base {
+            return Err(LogError::NotRepairable {
+                good_end,
+                tail_base: self.tail.base,
+            });
+        }
+        // A segment just started holds its header and no record yet.
+        let end = good_end.max(self.tail.first_record());
+        let name = self.tail.name.clone();
+        self.tail
+            .file
+            .set_len(end - self.tail.base)
+            .map_err(LogError::io("truncate", &name))?;
+        self.tail.file.sync().map_err(LogError::io("sync", &name))?;
+        self.write_end = end;
+        self.file_end = end;
+        self.tail.set_end(end);
+        // The room the next batch needs: a full disk says so here, not in an append.
+        let room = end.saturating_add(GROUP_COMMIT_BYTES_MAX as u64).min(
+            self.tail
+                .base
+                .saturating_add(self.log.config.segment_bytes_max),
+        );
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+        let mut at = end;
+        while at < room {
+            let n = (room - at).min(ZERO_CHUNK_BYTES as u64);
+            let piece = zeros.get(..n as usize).unwrap_or_default();
+            self.tail
+                .file
+                .write_at(piece, at - self.tail.base)
+                .map_err(LogError::io("write", &name))?;
+            at += n;
+        }
+        self.tail.file.sync().map_err(LogError::io("sync", &name))?;
+        self.file_end = at;
+        self.log.poisoned.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// Writes zeros after `end` (where the batch about to be written ends) up to
     /// [`LogConfig::preallocate_bytes`](super::LogConfig::preallocate_bytes) past it, within the segment. Not synced here: the batch's
     /// own sync makes them durable with it, and recovery reads zeros as unused space.
