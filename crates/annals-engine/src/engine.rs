@@ -12,7 +12,7 @@ use annals_core::{
     NewEvent, Position, StreamMetadata, StreamName,
     limits::{APPEND_EVENTS_MAX, STORE_APPEND_BYTES_MAX},
 };
-use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexRecord};
+use annals_index::{Index, IndexBatch, IndexCheckpoint, IndexError, IndexRecord};
 use annals_log::codec::{Interner, RecordKind, decode_events};
 use annals_log::{FileStorage, Log, LogError, RecoveryReport, RecoveryStart, Storage};
 use parking_lot::{Mutex, RwLock};
@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{EngineConfig, REINDEX_BATCH_RECORDS_MAX, WRITER_QUEUE_APPENDS_MAX};
 use crate::error::EngineError;
 use crate::head::Head;
-use crate::index_store::{destroy_index, index_missing, open_index};
+use crate::index_store::{check_log_tail, destroy_index, index_missing, open_index};
 use crate::rules::{MetaMap, MetaState};
 use crate::threads::{self, INDEX_STORE_THREAD, SYNC_THREAD, ThreadPanic, WRITER_THREAD};
 use crate::writer::{
@@ -97,7 +97,7 @@ impl Engine {
         let (index, checkpoint) = match open_index(storage.as_ref(), &config.index) {
             Ok(found) => found,
             Err(e) => {
-                tracing::warn!(error = %e, "index unreadable; rebuilding it from the log");
+                warn_rebuild(&e);
                 report.index_rebuilt = true;
                 destroy_index(storage.as_ref())?;
                 open_index(storage.as_ref(), &config.index)?
@@ -151,6 +151,30 @@ impl Engine {
             report.index_rebuilt = true;
         }
         index.flush()?;
+        // An index redb accepts can still be wrong about the newest events: compare it with the
+        // log's tail, and rebuild it if they disagree.
+        let index = match report.index_rebuilt || index_missing {
+            true => index,
+            false => match check_log_tail(
+                &log,
+                index.as_ref(),
+                log_report.end_address,
+                log_report.next_position,
+            ) {
+                Ok(()) => index,
+                Err(e) => {
+                    warn_rebuild(&e.into());
+                    drop(index);
+                    report.index_rebuilt = true;
+                    destroy_index(storage.as_ref())?;
+                    let (index, _) = open_index(storage.as_ref(), &config.index)?;
+                    report.records_reindexed =
+                        reindex(&log, index.as_ref(), RecoveryStart::BEGINNING, &log_report)?;
+                    index.flush()?;
+                    index
+                }
+            },
+        };
         let head = Position(log_report.next_position.0.saturating_sub(1));
         report.head = head;
         report.log = log_report;
@@ -434,6 +458,18 @@ impl Engine {
             next = page.next;
         }
         Ok(out)
+    }
+}
+
+/// The warning for an index file opening refuses: it is deleted and rebuilt from the log.
+fn warn_rebuild(e: &EngineError) {
+    match e {
+        EngineError::Index(IndexError::Format { .. }) => {
+            tracing::warn!(error = %e, "index file of another format; deleting it and rebuilding the index from the log");
+        }
+        _ => {
+            tracing::warn!(error = %e, "index damaged; deleting it and rebuilding the index from the log");
+        }
     }
 }
 

@@ -127,11 +127,11 @@ fn seeds_are_committed() {
     }
 }
 
-/// Found by `index_open` and not fixed yet (docs/fuzzing.md): a mutated index file that redb opens
-/// without complaint, whose checkpoint matches the log but whose stream entries lost a stream, is
-/// trusted, and the stream reads as not found. Run with `--ignored` once open verifies the index.
+/// Found by `index_open` (docs/fuzzing.md): a mutated index file that redb opens without
+/// complaint, whose checkpoint matches the log but whose stream entries lost a stream, was
+/// trusted, and the stream read as not found. Open now runs redb's integrity check and compares
+/// the index with the log's tail, and rebuilds the index when either fails.
 #[test]
-#[ignore = "open: a damaged index that redb accepts is trusted (docs/fuzzing.md)"]
 fn damaged_index_that_opens_is_detected() {
     replay_dir("index_open", &corpus_root().join("../findings/index_open"));
 }

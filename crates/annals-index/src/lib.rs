@@ -16,7 +16,7 @@ mod redb_index;
 mod staged;
 mod types;
 
-pub use error::IndexError;
+pub use error::{IndexError, IntegrityCheck};
 pub use redb_index::{INDEX_FILE, INDEX_FORMAT, RedbIndex, RedbIndexConfig};
 pub use staged::LINK_HEADS_CACHED_MAX;
 pub use types::{

@@ -2,7 +2,8 @@
 //! the API, expected revisions around deletes, crash and fault tests (a crash at every sync keeps
 //! exactly the acknowledged appends), random operations against the reference model,
 //! subscriptions switching from catch-up to live, shutdown with appends in flight, a data
-//! directory written by format version 1, and the `$ce-`/`$et-` streams served from the index.
+//! directory written by format version 1, the `$ce-`/`$et-` streams served from the index, and
+//! index files damaged in ways redb accepts at open.
 
 #![expect(
     clippy::unwrap_used,
@@ -12,6 +13,7 @@
 )]
 
 mod crash;
+mod damaged_index;
 mod deletes;
 mod format_fixture;
 mod indexed_streams;

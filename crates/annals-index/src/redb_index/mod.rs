@@ -17,6 +17,11 @@
 //! [`IndexError::Format`], and the engine rebuilds it from the log (the log is the truth, and its
 //! record order gives every event the same revisions again).
 //!
+//! Opening checks the file before it is trusted: redb's integrity check (every page against its
+//! checksum; [`RedbIndexConfig::check_integrity_at_open`]) and one entry in `streams` per stream id
+//! handed out. A failure is [`IndexError::Damaged`], and the engine rebuilds the file from the log
+//! (it also compares the index with the log's last records, which this crate cannot read).
+//!
 //! Batches are staged in memory first ([`crate::staged`]) and committed to redb without fsync,
 //! several per transaction; [`Index::flush`] commits durably.
 //! redb was chosen over fjall for its faster range reads and lack of background threads (see
@@ -32,9 +37,9 @@ use parking_lot::{Mutex, RwLock};
 
 use annals_core::{Direction, Position, Revision};
 use annals_log::Storage;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::error::IndexError;
+use crate::error::{IndexError, IntegrityCheck};
 use crate::redb_backend::Backend;
 use crate::staged::{HeadTuple, Staged};
 use crate::types::{
@@ -77,12 +82,16 @@ const FLAG_TOMBSTONED: u64 = 1;
 pub struct RedbIndexConfig {
     /// redb's page cache, in bytes.
     pub cache_bytes: usize,
+    /// Run redb's integrity check (every page's checksum) at open. On by default; see the
+    /// module comment for its cost.
+    pub check_integrity_at_open: bool,
 }
 
 impl Default for RedbIndexConfig {
     fn default() -> Self {
         Self {
             cache_bytes: 64 * 1024 * 1024,
+            check_integrity_at_open: true,
         }
     }
 }
@@ -131,9 +140,12 @@ impl RedbIndex {
         let file = storage
             .open(INDEX_FILE, true)
             .map_err(|e| IndexError::Store(redb::StorageError::Io(e).into()))?;
-        let db = Database::builder()
+        let mut db = Database::builder()
             .set_cache_size(config.cache_bytes)
             .create_with_backend(Backend(file))?;
+        if config.check_integrity_at_open {
+            check_integrity(&mut db)?;
+        }
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         let (next_id, generation) = {
@@ -163,7 +175,7 @@ impl RedbIndex {
                 get(META_GENERATION)?.unwrap_or(0),
             );
             meta.insert(META_FORMAT, INDEX_FORMAT)?;
-            txn.open_table(STREAMS_TABLE)?;
+            check_stream_count(txn.open_table(STREAMS_TABLE)?.len()?, found.0)?;
             txn.open_table(STREAM_EVENTS_TABLE)?;
             txn.open_table(CATEGORY_LINKS_TABLE)?;
             txn.open_table(EVENT_TYPE_LINKS_TABLE)?;
@@ -196,6 +208,35 @@ impl RedbIndex {
             .sync_dir()
             .map_err(|e| IndexError::Store(redb::StorageError::Io(e).into()))
     }
+}
+
+/// redb's own check of the file: every page of the committed trees against its checksum. A file
+/// redb had to repair (it fell back to an older commit, or rebuilt its allocator state) counts as
+/// damaged too: it was changed behind redb's back, and the log can rebuild it exactly.
+fn check_integrity(db: &mut Database) -> Result<(), IndexError> {
+    let detail = match db.check_integrity() {
+        Ok(true) => return Ok(()),
+        Ok(false) => "redb found the file damaged and repaired it".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(IndexError::Damaged {
+        check: IntegrityCheck::Redb,
+        detail,
+    })
+}
+
+/// Stream ids are handed out from 1 without gaps and every id handed out has its entry in
+/// `streams`, committed with `next_stream_id`: an entry missing (or one too many) means damage.
+/// redb keeps each table's length with its root, so this costs no scan.
+fn check_stream_count(streams: u64, next_stream_id: u64) -> Result<(), IndexError> {
+    let ids = next_stream_id.saturating_sub(1);
+    if streams == ids {
+        return Ok(());
+    }
+    Err(IndexError::Damaged {
+        check: IntegrityCheck::StreamCount,
+        detail: format!("{streams} streams in the index, {ids} stream ids handed out"),
+    })
 }
 
 /// The end (exclusive) of a run of `count` numbers from `first`, as stored in an entry of `table`
@@ -316,6 +357,66 @@ mod tests {
     pub(super) fn known(mut r: IndexRecord, id: u64, next_revision: u64) -> IndexRecord {
         r.known = Some(KnownStream { id, next_revision });
         r
+    }
+
+    /// An index of three streams, durably written to `storage` and closed.
+    fn three_streams(storage: &annals_log::FaultStorage) {
+        let idx = RedbIndex::open(storage, &RedbIndexConfig::default()).unwrap();
+        let records = vec![
+            rec(64, "order-1", 1, 0, 2),
+            rec(128, "cart-1", 3, 0, 1),
+            rec(192, "order-2", 4, 0, 1),
+        ];
+        idx.apply(&batch_of(records, 5)).unwrap();
+        idx.flush().unwrap();
+    }
+
+    fn damaged_by(result: Result<RedbIndex, IndexError>) -> Option<IntegrityCheck> {
+        match result {
+            Err(IndexError::Damaged { check, .. }) => Some(check),
+            _ => None,
+        }
+    }
+
+    /// A stream name changed inside a page (redb trusts a cleanly closed file at open): without
+    /// the integrity check the stream is gone; with it, the file is refused as damaged.
+    #[test]
+    fn a_byte_changed_in_a_page_fails_redbs_check() {
+        let storage = annals_log::FaultStorage::new();
+        three_streams(&storage);
+        let mut bytes = storage.bytes(INDEX_FILE).unwrap();
+        let at = bytes.windows(7).position(|w| w == b"order-1").unwrap();
+        bytes[at + 6] = b'9';
+        storage.set_bytes(INDEX_FILE, bytes.clone());
+        let unchecked = RedbIndexConfig {
+            check_integrity_at_open: false,
+            ..RedbIndexConfig::default()
+        };
+        let idx = RedbIndex::open(&storage, &unchecked).unwrap();
+        assert_eq!(idx.stream_head("order-1").unwrap(), None);
+        drop(idx);
+        storage.set_bytes(INDEX_FILE, bytes);
+        let opened = RedbIndex::open(&storage, &RedbIndexConfig::default());
+        assert_eq!(damaged_by(opened), Some(IntegrityCheck::Redb));
+    }
+
+    /// A stream's entry removed through redb itself (every checksum right): the stream count no
+    /// longer matches the ids handed out.
+    #[test]
+    fn a_stream_entry_removed_through_redb_fails_the_stream_count_check() {
+        let storage = annals_log::FaultStorage::new();
+        three_streams(&storage);
+        {
+            let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
+            let txn = idx.db.begin_write().unwrap();
+            txn.open_table(STREAMS_TABLE)
+                .unwrap()
+                .remove("cart-1")
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let opened = RedbIndex::open(&storage, &RedbIndexConfig::default());
+        assert_eq!(damaged_by(opened), Some(IntegrityCheck::StreamCount));
     }
 
     pub(super) fn batch_of(records: Vec<IndexRecord>, next_position: u64) -> IndexBatch {
