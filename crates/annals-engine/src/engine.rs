@@ -267,15 +267,16 @@ impl Engine {
     /// Why the store stopped taking writes after a failure (a failed log write or sync, a failed
     /// index update), or `None` while it takes them. Reads go on either way.
     pub fn write_failure(&self) -> Option<String> {
-        if !self
-            .inner
-            .shared
+        let shared = &self.inner.shared;
+        // A repaired log takes writes at the next request.
+        if !shared
             .has_stopped
             .load(std::sync::atomic::Ordering::Acquire)
+            || *shared.repair.lock() == crate::writer::Repair::Done
         {
             return None;
         }
-        self.inner.shared.stopped.lock().clone()
+        shared.stopped.lock().clone()
     }
 
     /// [`Engine::close`], then [`EngineError::ThreadPanicked`] for the first pipeline thread that

@@ -16,6 +16,7 @@ mod features;
 mod persistent;
 mod read;
 mod read_route;
+mod read_tx;
 mod stream_cursor;
 mod streams;
 mod users;

@@ -18,6 +18,7 @@ mod bench;
 mod clients;
 mod connections;
 mod crash;
+mod disk_full;
 mod grpc_bench;
 mod import;
 mod persistent;

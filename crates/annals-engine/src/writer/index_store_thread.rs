@@ -47,6 +47,16 @@ pub(crate) fn run_index_flusher(
         );
         #[cfg(test)]
         shared.panic_hook.check(crate::threads::INDEX_STORE_THREAD);
+        // While the engine is stopped (a full or failing disk), the index store is left alone:
+        // a failed write there would leave the index store needing a reopen, and nothing new
+        // was staged anyway. What is staged waits for the repair, or for the close.
+        if !stopping
+            && shared
+                .has_stopped
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            continue;
+        }
         let uncommitted = std::mem::take(&mut state.lock().uncommitted);
         if uncommitted > 0
             && let Err(e) = shared.index.commit_staged()
