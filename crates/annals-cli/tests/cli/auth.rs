@@ -268,3 +268,61 @@ fn the_python_client_is_told_not_authenticated_apart_from_access_denied() {
         ],
     );
 }
+
+#[test]
+fn projection_tables_need_an_operator_or_the_read_right_of_the_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("projections.toml");
+    std::fs::write(&defs, crate::projections::DEFINITION).unwrap();
+    let (server, ca) = start_secure(
+        &dir.path().join("data"),
+        certs.path(),
+        &["--projections", path_str(&defs)],
+    );
+    let base = format!("https://localhost:{}", server.addr.port());
+    let http = https(&server, &ca);
+    runtime().block_on(async {
+        let get = |user: &'static str, password: &'static str, path: &'static str| {
+            let http = http.clone();
+            let url = format!("{base}{path}");
+            async move {
+                http.get(url)
+                    .basic_auth(user, Some(password))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        for (login, group) in [("ann", "sales"), ("ops", "$ops")] {
+            let r = http
+                .post(format!("{base}/users"))
+                .basic_auth("admin", Some("changeit"))
+                .json(&serde_json::json!({"login": login, "password": "pw", "groups": [group]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let table = "/projections/orders/tables/orders";
+        assert_eq!(get("ann", "pw", table).await, 403);
+        assert_eq!(get("ann", "pw", "/projections").await, 403);
+        assert_eq!(get("ops", "pw", table).await, 200);
+        assert_eq!(get("ops", "pw", "/projections").await, 200);
+        // The read right of the projection, given in `$projection-orders`'s access list.
+        let meta = http
+            .post(format!("{base}/streams/$$$projection-orders"))
+            .basic_auth("admin", Some("changeit"))
+            .json(&serde_json::json!({"events": [{"type": "$metadata", "data":
+                {"$acl": {"$r": ["ann"]}}}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(meta.status(), 200, "{}", meta.text().await.unwrap());
+        assert_eq!(get("ann", "pw", table).await, 200);
+        // Still no other admin operation.
+        assert_eq!(get("ann", "pw", "/projections").await, 403);
+    });
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Server, annals, path_str};
 
-const DEFINITION: &str = r#"
+pub(crate) const DEFINITION: &str = r#"
 [[projection]]
 name = "orders"
 source = { category = "order" }
