@@ -1,7 +1,7 @@
 //! The `Users` service: KurrentDB's user management (create, update, delete, enable, disable,
-//! details, change and reset password) over [`annals_auth::Auth`], which decides who may call
-//! what. A server without `--auth` has no users: every call answers UNIMPLEMENTED-like
-//! FAILED_PRECONDITION saying so.
+//! details, change and reset password) over `annals_auth::Auth`, which decides who may call
+//! what. A server without `--auth` has no users: every call answers FAILED_PRECONDITION saying
+//! so.
 
 use std::pin::Pin;
 use std::sync::Arc;
