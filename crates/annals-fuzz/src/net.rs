@@ -316,7 +316,10 @@ pub fn http_body(data: &[u8]) -> Result<(), Violation> {
             let request = request
                 .body(body)
                 .map_err(|e| Violation::new(TARGET, format!("building the request: {e}")))?;
-            Ok((annals_http::router(state.clone(), None), request))
+            // As `annals serve` installs it: a path no route serves answers the JSON 404.
+            let router = annals_http::router(state.clone(), None)
+                .fallback(|uri: axum::http::Uri| annals_http::not_found(uri));
+            Ok((router, request))
         },
         |answer| {
             if !(answer.status.is_client_error() || answer.status.is_server_error()) {
