@@ -249,3 +249,26 @@ where
             .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }
+
+/// axum's `Query`, with a query string that does not parse answered as the API's JSON
+/// `bad_request` rather than axum's plain text.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(t)| ApiQuery(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}

@@ -40,7 +40,7 @@ use axum::http::Uri;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 
-pub use error::{ApiError, ApiPath};
+pub use error::{ApiError, ApiPath, ApiQuery};
 
 /// Every route the router serves, as (method, path template); the OpenAPI document lists the
 /// same.

@@ -22,13 +22,13 @@ use annals_persistent::{
 };
 use annals_server::ServerState;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::error::ApiPath;
+use crate::error::{ApiPath, ApiQuery};
 
 /// `startFrom` in JSON: `"start"`, `"end"`, or a revision (stream groups) or commit position
 /// (`$all` groups).
@@ -375,7 +375,7 @@ pub struct ReplayQuery {
 pub async fn replay_parked(
     State(state): State<ServerState>,
     ApiPath((stream, group)): ApiPath<(String, String)>,
-    Query(query): Query<ReplayQuery>,
+    ApiQuery(query): ApiQuery<ReplayQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let key = key(&stream, &group)?;
     let replayed = subscriptions(&state)?

@@ -20,14 +20,14 @@ use std::time::Duration;
 
 use annals_core::Position;
 use annals_projections::{Catalog, CatalogError, ProjectionError, Projections, WaitError};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::HttpState;
-use crate::error::ApiPath;
+use crate::error::{ApiPath, ApiQuery};
 
 /// Why a projection request failed.
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +220,7 @@ pub const WAIT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 pub async fn wait(
     State(state): State<HttpState>,
     ApiPath(name): ApiPath<String>,
-    Query(query): Query<WaitQuery>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
     let timeout = query
@@ -274,7 +274,7 @@ pub const TABLE_ROWS_DEFAULT: usize = 100;
 pub async fn table(
     State(state): State<HttpState>,
     ApiPath((name, table)): ApiPath<(String, String)>,
-    Query(query): Query<TableQuery>,
+    ApiQuery(query): ApiQuery<TableQuery>,
 ) -> Result<axum::Json<Value>> {
     let catalog = catalog(&state)?;
     let timeout = query

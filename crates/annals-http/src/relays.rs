@@ -16,11 +16,11 @@ use std::sync::Arc;
 use annals_core::EventJson;
 use annals_relay::{RelayError, RelayState, RelayStatus, Relays};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::ApiPath;
+use crate::error::{ApiPath, ApiQuery};
 use crate::{ApiError, HttpState};
 
 fn relays(state: &HttpState) -> Result<Arc<Relays>, ApiError> {
@@ -158,7 +158,7 @@ pub struct CommandQuery {
 pub async fn command(
     State(state): State<HttpState>,
     ApiPath((name, command)): ApiPath<(String, String)>,
-    Query(query): Query<CommandQuery>,
+    ApiQuery(query): ApiQuery<CommandQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let relays = relays(&state)?;
     match command.as_str() {
