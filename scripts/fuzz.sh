@@ -5,7 +5,7 @@
 #   scripts/fuzz.sh                  every target, FUZZ_SECONDS (default 60) each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh grpc_request http_body
 #
-# New inputs go to fuzz/work/<target>/ (ignored by git); the committed seeds in
+# New inputs go to fuzz/runs/<target>/ (ignored by git); the committed seeds in
 # fuzz/corpus/<target>/ are read, never written. A crash stops the script with a non-zero status
 # and names the input that caused it (fuzz/artifacts/<target>/); replay it with
 #   cargo +nightly fuzz run <target> <artifact>
@@ -37,12 +37,12 @@ echo "building the fuzz targets (fuzz/target)" >&2
 
 failed=0
 for t in "${targets[@]}"; do
-  mkdir -p "fuzz/work/$t" "fuzz/artifacts/$t"
-  log="fuzz/work/$t.log"
+  mkdir -p "fuzz/runs/$t" "fuzz/artifacts/$t"
+  log="fuzz/runs/$t.log"
   echo "fuzzing $t for ${seconds}s (log: $log)" >&2
   status=0
   # The outer timeout is a backstop: libFuzzer stops itself at -max_total_time.
-  (cd fuzz && timeout $((seconds + 600)) cargo +nightly fuzz run -O "$t" "work/$t" "corpus/$t" -- \
+  (cd fuzz && timeout $((seconds + 600)) cargo +nightly fuzz run -O "$t" "runs/$t" "corpus/$t" -- \
     -max_total_time="$seconds" -timeout="$input_timeout" -rss_limit_mb=4096 \
     -jobs=1 -workers=1 -print_final_stats=1) >"$log" 2>&1 || status=$?
   grep -E '^stat::(number_of_executed_units|peak_rss_mb)|cov: ' "$log" | tail -3 >&2 || true
