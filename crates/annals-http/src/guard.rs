@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use annals_core::{ALL_STREAM, StreamRight};
-use annals_server::ServerState;
+use annals_server::{AuthError, Principal, ServerState};
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
@@ -28,8 +28,21 @@ use crate::error::ApiPath;
 /// set in the metadata of `$$$projection-{name}`.
 pub const PROJECTION_STREAM_PREFIX: &str = "$projection-";
 
-fn refuse(err: &annals_server::AuthError) -> Response {
-    annals_server::refusal(false, err)
+/// Runs the request on if `check` allows who sends it, else answers the refusal. Without auth
+/// nothing is checked (or formatted) at all.
+async fn guarded(
+    state: &ServerState,
+    req: Request,
+    next: Next,
+    check: impl FnOnce(&Principal) -> Result<(), AuthError>,
+) -> Response {
+    if state.auth.is_none() {
+        return next.run(req).await;
+    }
+    match check(&state.principal(req.extensions())) {
+        Ok(()) => next.run(req).await,
+        Err(e) => annals_server::refusal(false, &e),
+    }
 }
 
 /// Read or write on the `{stream}` of the path, by the request's method.
@@ -39,26 +52,24 @@ pub(crate) async fn stream(
     req: Request,
     next: Next,
 ) -> Response {
-    let who = state.principal(req.extensions());
     let right = if req.method() == Method::GET {
         StreamRight::Read
     } else {
         StreamRight::Write
     };
     let stream = params.get("stream").map_or("", String::as_str);
-    match state.check_stream(&who, stream, right) {
-        Ok(()) => next.run(req).await,
-        Err(e) => refuse(&e),
-    }
+    guarded(&state, req, next, |who| {
+        state.check_stream(who, stream, right)
+    })
+    .await
 }
 
 /// Read on `$all`.
 pub(crate) async fn all(State(state): State<ServerState>, req: Request, next: Next) -> Response {
-    let who = state.principal(req.extensions());
-    match state.check_stream(&who, ALL_STREAM, StreamRight::Read) {
-        Ok(()) => next.run(req).await,
-        Err(e) => refuse(&e),
-    }
+    guarded(&state, req, next, |who| {
+        state.check_stream(who, ALL_STREAM, StreamRight::Read)
+    })
+    .await
 }
 
 /// `$admins` or `$ops`; the audit line names the method and path.
@@ -67,12 +78,8 @@ pub(crate) async fn operator(
     req: Request,
     next: Next,
 ) -> Response {
-    let who = state.principal(req.extensions());
     let what = format!("{} {}", req.method(), req.uri().path());
-    match state.check_operator(&who, &what) {
-        Ok(()) => next.run(req).await,
-        Err(e) => refuse(&e),
-    }
+    guarded(&state, req, next, |who| state.check_operator(who, &what)).await
 }
 
 /// `/metrics`: operators, or anyone with `--metrics-open`.
@@ -94,15 +101,11 @@ pub(crate) async fn table(
     req: Request,
     next: Next,
 ) -> Response {
-    let who = state.principal(req.extensions());
     let name = params.get("name").map_or("", String::as_str);
     let stream = format!("{PROJECTION_STREAM_PREFIX}{name}");
-    let allowed = match &who {
-        annals_server::Principal::User(u) if u.is_operator() => Ok(()),
-        _ => state.check_stream(&who, &stream, StreamRight::Read),
-    };
-    match allowed {
-        Ok(()) => next.run(req).await,
-        Err(e) => refuse(&e),
-    }
+    guarded(&state, req, next, |who| match who {
+        Principal::User(u) if u.is_operator() => Ok(()),
+        _ => state.check_stream(who, &stream, StreamRight::Read),
+    })
+    .await
 }

@@ -15,8 +15,7 @@
 
 use std::sync::Arc;
 
-use annals_server::{Auth, AuthError, Principal};
-use axum::Extension;
+use annals_server::{Auth, AuthError};
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -81,8 +80,9 @@ fn body<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
 
 pub async fn list(
     State(state): State<HttpState>,
-    Extension(who): Extension<Principal>,
+    extensions: axum::http::Extensions,
 ) -> Result<axum::Json<Value>> {
+    let who = state.server.principal(&extensions);
     let users = auth(&state)?.details(&who, None)?;
     Ok(axum::Json(json!({
         "users": users.iter().map(details_json).collect::<Vec<_>>()
@@ -91,9 +91,10 @@ pub async fn list(
 
 pub async fn create(
     State(state): State<HttpState>,
-    Extension(who): Extension<Principal>,
+    extensions: axum::http::Extensions,
     text: String,
 ) -> Result<axum::Json<Value>> {
+    let who = state.server.principal(&extensions);
     let auth = auth(&state)?;
     let new: NewUser = body(&text)?;
     auth.create_user(&who, &new.login, &new.full_name, new.groups, new.password)
@@ -103,9 +104,10 @@ pub async fn create(
 
 pub async fn details(
     State(state): State<HttpState>,
-    Extension(who): Extension<Principal>,
+    extensions: axum::http::Extensions,
     ApiPath(login): ApiPath<String>,
 ) -> Result<axum::Json<Value>> {
+    let who = state.server.principal(&extensions);
     let users = auth(&state)?.details(&who, Some(&login))?;
     let user = users.first().ok_or(AuthError::UserNotFound(login))?;
     Ok(axum::Json(details_json(user)))
@@ -113,10 +115,11 @@ pub async fn details(
 
 pub async fn update(
     State(state): State<HttpState>,
-    Extension(who): Extension<Principal>,
+    extensions: axum::http::Extensions,
     ApiPath(login): ApiPath<String>,
     text: String,
 ) -> Result<axum::Json<Value>> {
+    let who = state.server.principal(&extensions);
     let auth = auth(&state)?;
     let change: UserUpdate = body(&text)?;
     auth.update_user(
@@ -132,19 +135,21 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<HttpState>,
-    Extension(who): Extension<Principal>,
+    extensions: axum::http::Extensions,
     ApiPath(login): ApiPath<String>,
 ) -> Result<axum::Json<Value>> {
+    let who = state.server.principal(&extensions);
     auth(&state)?.delete_user(&who, &login).await?;
     Ok(axum::Json(json!({ "deleted": login })))
 }
 
 pub async fn command(
     State(state): State<HttpState>,
-    Extension(who): Extension<Principal>,
+    extensions: axum::http::Extensions,
     ApiPath((login, command)): ApiPath<(String, String)>,
     text: String,
 ) -> Result<axum::Json<Value>> {
+    let who = state.server.principal(&extensions);
     let auth = auth(&state)?;
     match command.as_str() {
         "enable" | "disable" => {

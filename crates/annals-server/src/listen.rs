@@ -64,11 +64,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let acceptor = tls.as_ref().map(tls_acceptor).transpose()?;
-    // Every request learns who it runs as before any handler sees it.
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        crate::auth::authenticate,
-    ));
+    // With auth, every request learns who it runs as before any handler sees it; without, a
+    // request carries no principal and handlers take it as `Principal::Open`, so the open
+    // server's hot path pays nothing for the layer.
+    let router = match state.auth {
+        Some(_) => router.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        )),
+        None => router,
+    };
     let slots = Arc::new(Semaphore::new(state.limits.connections_max));
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
