@@ -26,9 +26,15 @@ const CHECK_PROBLEMS_MAX: usize = 100;
 
 impl Engine {
     /// Scans the whole log and compares it with the index. `progress` is called now and then
-    /// with the events checked so far.
+    /// with the events checked so far. Refused while the engine is stopped for a repair (a
+    /// full or failing disk): it commits the index store, which the repair has to reopen first.
     pub fn check(&self, mut progress: impl FnMut(u64)) -> Result<CheckReport, EngineError> {
         let shared = &self.inner.shared;
+        if let Some(reason) = self.write_failure() {
+            return Err(EngineError::Stopped(format!(
+                "{reason}; the store is checked once it takes writes again"
+            )));
+        }
         let log = &shared.log;
         let index = &shared.index;
         let mut report = CheckReport {
@@ -36,7 +42,10 @@ impl Engine {
             ..CheckReport::default()
         };
         // Counts and stream listings cover committed entries only.
-        index.commit_staged()?;
+        if let Err(e) = index.commit_staged() {
+            shared.stop_for_index_repair(format!("index commit failed: {e}"));
+            return Err(e.into());
+        }
         let head = shared.head.get();
         let mut scan = log.scan(log.start_address(), log.readable_end());
         let mut interner = Interner::default();

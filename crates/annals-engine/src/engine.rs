@@ -180,7 +180,9 @@ impl Engine {
         report.log = log_report;
 
         let meta = load_metadata(&log, index.as_ref())?;
+        let slot = Arc::new(BatchSlot::default());
         let shared = Arc::new(Shared {
+            slot: Arc::clone(&slot),
             log: Arc::clone(&log),
             index,
             head: Head::new(head),
@@ -189,12 +191,14 @@ impl Engine {
             has_stopped: AtomicBool::new(false),
             repair: Mutex::new(crate::writer::Repair::None),
             unrepairable: AtomicBool::new(false),
+            index_failed: AtomicBool::new(false),
             epoch: std::sync::atomic::AtomicU64::new(0),
             #[cfg(test)]
             panic_hook: crate::threads::PanicHook::default(),
+            #[cfg(test)]
+            fail_next_stage: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_APPENDS_MAX);
-        let slot = Arc::new(BatchSlot::default());
         let inner = Arc::new(Inner {
             shared: Arc::clone(&shared),
             requests: RwLock::new(Some(tx)),

@@ -18,7 +18,7 @@ mod types;
 
 pub use error::{IndexError, IntegrityCheck};
 pub use redb_index::{INDEX_FILE, INDEX_FORMAT, RedbIndex, RedbIndexConfig};
-pub use staged::LINK_HEADS_CACHED_MAX;
+pub use staged::{LINK_HEADS_CACHED_MAX, UNDURABLE_RECORDS_MAX};
 pub use types::{
     Entry, Index, IndexBatch, IndexCheckpoint, IndexRecord, IndexStats, KnownStream,
     POSITION_BUCKET, Posting, PostingKind, RecordStart, StreamHead,

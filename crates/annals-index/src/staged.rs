@@ -89,16 +89,32 @@ pub(crate) struct StagedBatch {
     pub(crate) checkpoint: IndexCheckpoint,
 }
 
-/// Staged batches not yet committed to redb, oldest first.
+/// Most records kept in memory after their commit to redb and before a durable commit (see
+/// [`Staged::undurable`]). A commit that would pass it is made durable itself; the engine's
+/// durable flush every second keeps far below it at any rate the writer reaches.
+pub const UNDURABLE_RECORDS_MAX: usize = 1 << 20;
+
+/// Staged batches not yet committed to redb, oldest first, and those committed but not yet
+/// durable.
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
     pub(crate) batches: Vec<Arc<StagedBatch>>,
+    /// Batches committed to redb without fsync, oldest first, kept until a durable commit holds
+    /// them. Reads never use them; they are what a reopen after a failed write or sync puts back
+    /// in `batches`, since the reopened store holds only what was durable.
+    pub(crate) undurable: Vec<Arc<StagedBatch>>,
+    /// Records in `undurable`.
+    pub(crate) undurable_records: usize,
+    /// The newest generation committed to redb.
+    pub(crate) committed: u64,
+    /// The newest generation durable in redb.
+    pub(crate) durable: u64,
     /// The newest staged head of each stream and the generation that wrote it, so a head is one
     /// lookup however many batches are staged.
     pub(crate) heads: HashMap<Arc<str>, (HeadTuple, u64)>,
     /// The next revision of each posting list staging has touched, with the generation that
-    /// moved it last: always the newest (only staging writes it), and kept after the commit of
-    /// that generation up to [`LINK_HEADS_CACHED_MAX`] entries. Reads never use it.
+    /// moved it last: always the newest (only staging writes it), and kept after the durable
+    /// commit of that generation up to [`LINK_HEADS_CACHED_MAX`] entries. Reads never use it.
     pub(crate) link_heads: HashMap<LinkKey, (u64, u64)>,
     pub(crate) next_generation: u64,
     pub(crate) next_id: u64,
@@ -110,16 +126,56 @@ impl Staged {
         self.heads.get(stream).copied()
     }
 
-    /// Forgets what generations up to `committed` staged: redb holds it now.
+    /// What generations up to `committed` staged is in redb now: reads find it there, and it is
+    /// kept aside until it is durable.
     pub(crate) fn committed(&mut self, committed: u64) {
-        self.batches.retain(|b| b.generation > committed);
+        let split = self.batches.partition_point(|b| b.generation <= committed);
+        for b in self.batches.drain(..split) {
+            self.undurable_records += b.records.len();
+            self.undurable.push(b);
+        }
+        self.committed = self.committed.max(committed);
         self.heads
             .retain(|_, (_, generation)| *generation > committed);
-        // Only heads redb already holds may go: a head whose batch is still staged is the one
-        // place its next revision is known.
-        if self.link_heads.len() > LINK_HEADS_CACHED_MAX {
-            self.link_heads
-                .retain(|_, (_, generation)| *generation > committed);
+    }
+
+    /// Forgets what generations up to `durable` staged: redb holds it durably now.
+    pub(crate) fn made_durable(&mut self, durable: u64) {
+        let split = self.undurable.partition_point(|b| b.generation <= durable);
+        for b in self.undurable.drain(..split) {
+            self.undurable_records -= b.records.len();
         }
+        self.durable = self.durable.max(durable);
+        // Only heads redb holds durably may go: a head whose batch could be lost by a reopen is
+        // the one place its next revision is known.
+        if self.link_heads.len() > LINK_HEADS_CACHED_MAX {
+            let durable = self.durable;
+            self.link_heads
+                .retain(|_, (_, generation)| *generation > durable);
+        }
+    }
+
+    /// After the store was reopened at generation `durable` (what it held durably): every batch
+    /// newer than that is staged again, with the stream heads it wrote, so reads and staging see
+    /// exactly what they saw before.
+    pub(crate) fn reopened(&mut self, durable: u64) {
+        let mut restored: Vec<Arc<StagedBatch>> = std::mem::take(&mut self.undurable);
+        self.undurable_records = 0;
+        restored.retain(|b| b.generation > durable);
+        for b in &restored {
+            for (name, head) in &b.heads {
+                let newer = self
+                    .heads
+                    .get(name)
+                    .is_none_or(|(_, generation)| *generation < b.generation);
+                if newer {
+                    self.heads.insert(Arc::clone(name), (*head, b.generation));
+                }
+            }
+        }
+        restored.append(&mut self.batches);
+        self.batches = restored;
+        self.committed = durable;
+        self.durable = durable;
     }
 }

@@ -134,6 +134,11 @@ pub trait Index: Send + Sync + Debug {
     }
     /// Commits what is staged and makes everything durable.
     fn flush(&self) -> Result<(), IndexError>;
+    /// After a failed write or sync of the store (which then fails every call): opens it again
+    /// at its last durable state, with every batch staged or committed since kept visible, so
+    /// reads answer as before. It needs no free space; what it could not commit is committed by
+    /// the next [`Index::commit_staged`] or [`Index::flush`].
+    fn reopen(&self) -> Result<(), IndexError>;
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError>;
     /// The id the next stream new to the index (staged batches included) will get.
     fn next_stream_id(&self) -> Result<u64, IndexError>;
@@ -186,6 +191,9 @@ impl<T: Index + ?Sized> Index for Arc<T> {
     }
     fn flush(&self) -> Result<(), IndexError> {
         (**self).flush()
+    }
+    fn reopen(&self) -> Result<(), IndexError> {
+        (**self).reopen()
     }
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError> {
         (**self).stream_head(stream)

@@ -107,6 +107,13 @@ impl BatchSlot {
         self.changed.notify_all();
     }
 
+    /// Wakes the sync thread to look at the repair (the lock orders the wake-up after its last
+    /// look, so it is not lost).
+    pub(crate) fn wake(&self) {
+        drop(self.state.lock());
+        self.changed.notify_all();
+    }
+
     /// Says the sync thread has ended without draining (it panicked, and `shared` is stopped):
     /// the open batch is answered with the stop reason, and the writer hands nothing over again.
     pub(crate) fn sync_gone(&self, shared: &Shared) {

@@ -48,8 +48,8 @@ pub(crate) fn run_index_flusher(
         #[cfg(test)]
         shared.panic_hook.check(crate::threads::INDEX_STORE_THREAD);
         // While the engine is stopped (a full or failing disk), the index store is left alone:
-        // a failed write there would leave the index store needing a reopen, and nothing new
-        // was staged anyway. What is staged waits for the repair, or for the close.
+        // the repair reopens it when it failed and ends with a durable commit, and nothing new
+        // is staged meanwhile. What is staged waits for the repair, or for the close.
         if !stopping
             && shared
                 .has_stopped
@@ -61,7 +61,7 @@ pub(crate) fn run_index_flusher(
         if uncommitted > 0
             && let Err(e) = shared.index.commit_staged()
         {
-            shared.stop(format!("index commit failed: {e}"));
+            shared.stop_for_index_repair(format!("index commit failed: {e}"));
         }
         if stopping || last_flush.elapsed() >= interval {
             let (dirty, unsynced) = {
@@ -83,11 +83,11 @@ fn flush_index(shared: &Shared, unsynced: Option<SyncTicket>) {
     if let Some(ticket) = unsynced
         && let Err(e) = ticket.sync(&shared.log)
     {
-        tracing::warn!(error = %e, "log sync before index flush failed");
+        shared.stop_for_repair(format!("log sync failed: {e}"));
         return;
     }
     if let Err(e) = shared.index.flush() {
-        // The index is derived: a lost flush only means more re-indexing on the next open.
-        tracing::warn!(error = %e, "index flush failed");
+        // redb fails every later call after a failed write or sync: the repair reopens it.
+        shared.stop_for_index_repair(format!("index flush failed: {e}"));
     }
 }

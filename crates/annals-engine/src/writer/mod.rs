@@ -29,8 +29,17 @@
 //! then starts a new *epoch*: batches made before it are never written, and the writer thread,
 //! at its next request, drops its caches back to what is durable and published (stream heads,
 //! metadata, the idempotency window, the next position and stream id) and takes writes again.
-//! What readers see never changed, since nothing of a failed batch was published. Failures of
-//! the index store are not repaired in place: the store stays read-only until reopened.
+//! What readers see never changed, since nothing of a failed batch was published.
+//!
+//! A failed write or sync of the index store (redb then fails every later call, reads too)
+//! stops writes the same way, and the same repair first reopens the store
+//! ([`annals_index::Index::reopen`]): redb goes back to its last durable commit, and the index
+//! stages again every batch committed since, so reads answer as before even while the disk
+//! stays full. The repair ends with a durable commit of the index, so writes resume only once
+//! the store writes and syncs again; each failed attempt reopens it again for the reads. A
+//! batch whose indexing failed is already durable in the log: its callers were answered with
+//! the stop (the outcome of their write unknown to them, as with a timeout), and the repair
+//! stages it and publishes it with the head, so a retry with the same event ids finds it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,7 +67,8 @@ pub(crate) use writer_thread::{RecentEvent, Writer, WriterSettings};
 
 pub(crate) type Reply = oneshot::Sender<Result<AppendResult, EngineError>>;
 
-/// How often the sync thread tries to repair the log after a failed write or sync.
+/// How often the sync thread tries to repair the log (and the index store) after a failed write
+/// or sync.
 pub(crate) const REPAIR_RETRY: Duration = Duration::from_secs(1);
 
 /// Where the repair of a failed log write or sync stands.
@@ -117,13 +127,21 @@ pub(crate) struct Shared {
     pub(crate) has_stopped: AtomicBool,
     /// The repair of a failed log write or sync, if one is under way.
     pub(crate) repair: Mutex<Repair>,
-    /// Set by a stop that is not repaired in place (the index store failed, a thread panicked).
+    /// Set by a stop that is not repaired in place (a thread panicked).
     pub(crate) unrepairable: AtomicBool,
+    /// The index store failed a write or sync: the repair reopens it.
+    pub(crate) index_failed: AtomicBool,
+    /// The hand-over point of the writer and the sync thread, for waking the sync thread to a
+    /// repair no request asked for (the index store failed while nothing was written).
+    pub(crate) slot: Arc<BatchSlot>,
     /// Counts log repairs: a batch made in an earlier epoch is never written.
     pub(crate) epoch: AtomicU64,
     /// Makes a pipeline thread panic, for the tests of panic reporting.
     #[cfg(test)]
     pub(crate) panic_hook: crate::threads::PanicHook,
+    /// Fails the next staging of a batch in the index, for the tests of the repair.
+    #[cfg(test)]
+    pub(crate) fail_next_stage: AtomicBool,
 }
 
 impl Shared {
@@ -132,6 +150,16 @@ impl Shared {
         self.unrepairable.store(true, Ordering::Release);
         *self.repair.lock() = Repair::None;
         self.stop_with(reason);
+    }
+
+    /// Stops taking writes until the sync thread has reopened the index store (which failed a
+    /// write or sync) and repaired the log.
+    pub(crate) fn stop_for_index_repair(&self, reason: String) {
+        self.index_failed.store(true, Ordering::Release);
+        self.stop_for_repair(reason);
+        // Reads fail until the store is reopened: the sync thread starts at once, not at the
+        // next write.
+        self.slot.wake();
     }
 
     /// Stops taking writes until the sync thread has repaired the log.

@@ -788,8 +788,8 @@ fn append_once_writes_resume(
 /// cleanly, reads go on, and once the disk answers again the engine repairs the log in place
 /// and takes writes: nothing of the failed appends is ever visible, before or after a restart
 /// or a power loss, and every acknowledged append is where it was acknowledged. The index store
-/// is idle meanwhile (nothing new to commit, no durable flush due): a failure of the index
-/// store itself is not repaired in place (ARCHITECTURE.md, invariant 10).
+/// is idle meanwhile (nothing new to commit, no durable flush due), so the log alone fails here;
+/// `index_failure.rs` fails the index store.
 fn disk_fails_then_recovers(fail: impl Fn(&FaultStorage, bool), reason_says: &str) {
     for concurrent in [false, true] {
         let storage = FaultStorage::new();

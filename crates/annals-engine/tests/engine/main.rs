@@ -3,7 +3,8 @@
 //! exactly the acknowledged appends), random operations against the reference model,
 //! subscriptions switching from catch-up to live, shutdown with appends in flight, a data
 //! directory written by format version 1, the `$ce-`/`$et-` streams served from the index, and
-//! index files damaged in ways redb accepts at open.
+//! index files damaged in ways redb accepts at open, and the index store failing under
+//! appends (reopened in place).
 
 #![expect(
     clippy::unwrap_used,
@@ -16,6 +17,7 @@ mod crash;
 mod damaged_index;
 mod deletes;
 mod format_fixture;
+mod index_failure;
 mod indexed_streams;
 mod model;
 mod shutdown;

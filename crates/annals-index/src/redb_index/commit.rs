@@ -1,5 +1,7 @@
 //! Writing staged batches to redb: one transaction for every batch staged so far, without fsync,
-//! then a durable (empty) commit on flush. Commits run one at a time (the caller holds
+//! then a durable (empty) commit on flush. Committed batches stay in memory until that durable
+//! commit ([`crate::staged::Staged::undurable`]); a commit that would keep more than
+//! [`UNDURABLE_RECORDS_MAX`] records there is made durable itself. Commits run one at a time (the caller holds
 //! `commit_lock`), so committed heads and generations only move forwards.
 
 use std::collections::HashMap;
@@ -12,18 +14,26 @@ use super::{
     STREAM_EVENTS_TABLE, STREAMS_TABLE,
 };
 use crate::error::IndexError;
-use crate::staged::HeadTuple;
+use crate::staged::{HeadTuple, UNDURABLE_RECORDS_MAX};
 use crate::types::POSITION_BUCKET;
 
 impl RedbIndex {
     /// Writes every staged batch to redb in one transaction; the caller holds `commit_lock`.
     pub(super) fn commit_staged_locked(&self) -> Result<(), IndexError> {
-        let batches = self.staged.read().batches.clone();
+        let (batches, undurable_records) = {
+            let staged = self.staged.read();
+            (staged.batches.clone(), staged.undurable_records)
+        };
         let Some(newest) = batches.last() else {
             return Ok(());
         };
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
+        let records: usize = batches.iter().map(|b| b.records.len()).sum();
+        let durable = undurable_records.saturating_add(records) > UNDURABLE_RECORDS_MAX;
+        let mut txn = self.db().begin_write()?;
+        match durable {
+            true => txn.set_quick_repair(true),
+            false => txn.set_durability(Durability::None)?,
+        }
         {
             let mut meta = txn.open_table(META_TABLE)?;
             let mut streams = txn.open_table(STREAMS_TABLE)?;
@@ -79,16 +89,22 @@ impl RedbIndex {
             meta.insert(META_GENERATION, newest.generation)?;
         }
         txn.commit()?;
-        self.staged.write().committed(newest.generation);
+        let mut staged = self.staged.write();
+        staged.committed(newest.generation);
+        if durable {
+            staged.made_durable(newest.generation);
+        }
         Ok(())
     }
 
     /// Makes everything committed durable; the caller holds `commit_lock`.
     pub(super) fn commit_durably_locked(&self) -> Result<(), IndexError> {
-        let mut txn = self.db.begin_write()?;
+        let committed = self.staged.read().committed;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
         txn.commit()?;
+        self.staged.write().made_durable(committed);
         Ok(())
     }
 }

@@ -23,7 +23,10 @@
 //! (it also compares the index with the log's last records, which this crate cannot read).
 //!
 //! Batches are staged in memory first ([`crate::staged`]) and committed to redb without fsync,
-//! several per transaction; [`Index::flush`] commits durably.
+//! several per transaction; [`Index::flush`] commits durably. A committed batch stays in memory
+//! until it is durable: after a failed write or sync redb fails every later call, and
+//! [`Index::reopen`] opens the file again at its last durable commit and stages those batches
+//! again, so nothing the engine published leaves the index.
 //! redb was chosen over fjall for its faster range reads and lack of background threads (see
 //! ARCHITECTURE.md).
 //!
@@ -31,13 +34,14 @@
 //! staged batches to redb in [`commit`], and reads, which merge staged batches with a redb
 //! snapshot, in [`read`]. The [`Index`] implementation below only routes to them.
 
-use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
 use annals_core::{Direction, Position, Revision};
-use annals_log::Storage;
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use annals_log::{Storage, StorageFile};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::error::{IndexError, IntegrityCheck};
 use crate::redb_backend::Backend;
@@ -49,6 +53,8 @@ use crate::types::{
 
 mod commit;
 mod read;
+#[cfg(test)]
+mod reopen_tests;
 mod stage;
 
 /// The index's file name in the store directory.
@@ -99,10 +105,25 @@ impl Default for RedbIndexConfig {
 /// The redb-backed index.
 #[derive(Debug)]
 pub struct RedbIndex {
-    db: Database,
+    /// The open database: replaced by [`Index::reopen`]. Taken (a clone of the `Arc`) while
+    /// holding `staged`, so a reader sees a staged list and a database of the same open.
+    db: RwLock<Arc<Database>>,
+    /// The fence of the open database's backend, raised when it is replaced.
+    fence: Mutex<Arc<AtomicBool>>,
+    /// Counts reopens: a read that fails because the database it read was replaced under it
+    /// (redb closes a dropped database's file) is tried again on the new one.
+    reopens: AtomicU64,
+    file: Arc<dyn StorageFile>,
+    cache_bytes: usize,
     staged: RwLock<Staged>,
     /// One commit at a time, so committed heads and generations only move forwards.
     commit_lock: Mutex<()>,
+}
+
+/// What `meta` says when a file is opened.
+struct OpenedMeta {
+    next_id: u64,
+    generation: u64,
 }
 
 fn head_from(t: HeadTuple) -> StreamHead {
@@ -121,34 +142,21 @@ impl RedbIndex {
         // A damaged file can make redb panic ("unreachable code") instead of failing; the index
         // is derived from the log, so a panic while opening is an error like any other and the
         // engine rebuilds the file.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::open_inner(storage, config)
-        }))
-        .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(IndexError::Inconsistent(format!(
-                "the index store failed while opening the file: {what}"
-            )))
-        })
+        catch_panic(|| Self::open_inner(storage, config))
     }
 
     fn open_inner(storage: &dyn Storage, config: &RedbIndexConfig) -> Result<Self, IndexError> {
         let file = storage
             .open(INDEX_FILE, true)
             .map_err(|e| IndexError::Store(redb::StorageError::Io(e).into()))?;
-        let mut db = Database::builder()
-            .set_cache_size(config.cache_bytes)
-            .create_with_backend(Backend(file))?;
+        let fence = Arc::new(AtomicBool::new(false));
+        let mut db = open_database(&file, &fence, config.cache_bytes)?;
         if config.check_integrity_at_open {
             check_integrity(&mut db)?;
         }
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
-        let (next_id, generation) = {
+        let found = {
             let mut meta = txn.open_table(META_TABLE)?;
             let get =
                 |k| -> Result<Option<u64>, IndexError> { Ok(meta.get(k)?.map(|v| v.value())) };
@@ -170,12 +178,12 @@ impl RedbIndex {
                 }
                 None => {}
             }
-            let found = (
-                get(META_NEXT_STREAM_ID)?.unwrap_or(1),
-                get(META_GENERATION)?.unwrap_or(0),
-            );
+            let found = OpenedMeta {
+                next_id: get(META_NEXT_STREAM_ID)?.unwrap_or(1),
+                generation: get(META_GENERATION)?.unwrap_or(0),
+            };
             meta.insert(META_FORMAT, INDEX_FORMAT)?;
-            check_stream_count(txn.open_table(STREAMS_TABLE)?.len()?, found.0)?;
+            check_stream_count(txn.open_table(STREAMS_TABLE)?.len()?, found.next_id)?;
             txn.open_table(STREAM_EVENTS_TABLE)?;
             txn.open_table(CATEGORY_LINKS_TABLE)?;
             txn.open_table(EVENT_TYPE_LINKS_TABLE)?;
@@ -184,15 +192,69 @@ impl RedbIndex {
         };
         txn.commit()?;
         Ok(Self {
-            db,
+            db: RwLock::new(Arc::new(db)),
+            fence: Mutex::new(fence),
+            reopens: AtomicU64::new(0),
+            file,
+            cache_bytes: config.cache_bytes,
             staged: RwLock::new(Staged {
-                batches: Vec::new(),
-                heads: HashMap::new(),
-                link_heads: HashMap::new(),
-                next_generation: generation.saturating_add(1),
-                next_id,
+                next_generation: found.generation.saturating_add(1),
+                next_id: found.next_id,
+                committed: found.generation,
+                durable: found.generation,
+                ..Staged::default()
             }),
             commit_lock: Mutex::new(()),
+        })
+    }
+
+    /// The open database (for a read that needs no staged batch, or for a commit).
+    fn db(&self) -> Arc<Database> {
+        Arc::clone(&self.db.read())
+    }
+
+    /// Opens the file again after a failed write or sync: redb goes back to its last durable
+    /// commit and every batch committed since is staged again. It writes nothing but redb's own
+    /// header (a full disk does not stop it), and reads answer as before once it returns.
+    /// A file that does not open leaves the index failing every call until the next try.
+    fn reopen_store(&self) -> Result<(), IndexError> {
+        let _one_at_a_time = self.commit_lock.lock();
+        let mut staged = self.staged.write();
+        let fence = Arc::new(AtomicBool::new(false));
+        std::mem::replace(&mut *self.fence.lock(), Arc::clone(&fence))
+            .store(true, Ordering::Release);
+        let db = catch_panic(|| open_database(&self.file, &fence, self.cache_bytes))?;
+        let found = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META_TABLE)?;
+            let get =
+                |k| -> Result<Option<u64>, IndexError> { Ok(meta.get(k)?.map(|v| v.value())) };
+            let found = OpenedMeta {
+                next_id: get(META_NEXT_STREAM_ID)?.unwrap_or(1),
+                generation: get(META_GENERATION)?.unwrap_or(0),
+            };
+            check_stream_count(txn.open_table(STREAMS_TABLE)?.len()?, found.next_id)?;
+            found
+        };
+        if found.generation < staged.durable || found.generation > staged.committed {
+            return Err(IndexError::Inconsistent(format!(
+                "reopened at generation {}, but generation {} was durable and {} the newest \
+                 committed",
+                found.generation, staged.durable, staged.committed
+            )));
+        }
+        staged.reopened(found.generation);
+        *self.db.write() = Arc::new(db);
+        self.reopens.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Runs read `f`, once more if it failed while a reopen replaced the database it read.
+    fn read<T>(&self, f: impl Fn() -> Result<T, IndexError>) -> Result<T, IndexError> {
+        let reopens = self.reopens.load(Ordering::Acquire);
+        f().or_else(|e| match self.reopens.load(Ordering::Acquire) == reopens {
+            true => Err(e),
+            false => f(),
         })
     }
 
@@ -208,6 +270,32 @@ impl RedbIndex {
             .sync_dir()
             .map_err(|e| IndexError::Store(redb::StorageError::Io(e).into()))
     }
+}
+
+/// Opens redb on `file` through a backend closed once `fence` is raised.
+fn open_database(
+    file: &Arc<dyn StorageFile>,
+    fence: &Arc<AtomicBool>,
+    cache_bytes: usize,
+) -> Result<Database, IndexError> {
+    Ok(Database::builder()
+        .set_cache_size(cache_bytes)
+        .create_with_backend(Backend::new(Arc::clone(file), Arc::clone(fence)))?)
+}
+
+/// Runs `open`, turning a panic inside redb (a damaged file can make it panic instead of
+/// failing) into an error.
+fn catch_panic<T>(open: impl FnOnce() -> Result<T, IndexError>) -> Result<T, IndexError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(IndexError::Inconsistent(format!(
+            "the index store failed while opening the file: {what}"
+        )))
+    })
 }
 
 /// redb's own check of the file: every page of the committed trees against its checksum. A file
@@ -264,7 +352,7 @@ fn links_table(kind: PostingKind) -> &'static str {
 
 impl Index for RedbIndex {
     fn checkpoint(&self) -> Result<IndexCheckpoint, IndexError> {
-        self.read_checkpoint()
+        self.read(|| self.read_checkpoint())
     }
 
     fn stage(&self, batch: &IndexBatch) -> Result<(), IndexError> {
@@ -289,12 +377,16 @@ impl Index for RedbIndex {
         self.commit_durably_locked()
     }
 
+    fn reopen(&self) -> Result<(), IndexError> {
+        self.reopen_store()
+    }
+
     fn next_stream_id(&self) -> Result<u64, IndexError> {
         Ok(self.staged.read().next_id)
     }
 
     fn stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError> {
-        self.read_stream_head(stream)
+        self.read(|| self.read_stream_head(stream))
     }
 
     fn stream_entries(
@@ -304,7 +396,7 @@ impl Index for RedbIndex {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Entry>, IndexError> {
-        self.read_stream_entries(id, from, direction, limit)
+        self.read(|| self.read_stream_entries(id, from, direction, limit))
     }
 
     fn postings(
@@ -315,15 +407,15 @@ impl Index for RedbIndex {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Posting>, IndexError> {
-        self.read_postings(kind, key, from, direction, limit)
+        self.read(|| self.read_postings(kind, key, from, direction, limit))
     }
 
     fn seek(&self, position: Position) -> Result<Option<RecordStart>, IndexError> {
-        self.read_seek(position)
+        self.read(|| self.read_seek(position))
     }
 
     fn stats(&self) -> Result<IndexStats, IndexError> {
-        self.read_stats()
+        self.read(|| self.read_stats())
     }
 
     fn streams(
@@ -331,12 +423,12 @@ impl Index for RedbIndex {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, StreamHead)>, IndexError> {
-        self.read_streams(after, limit)
+        self.read(|| self.read_streams(after, limit))
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -408,7 +500,7 @@ mod tests {
         three_streams(&storage);
         {
             let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
-            let txn = idx.db.begin_write().unwrap();
+            let txn = idx.db().begin_write().unwrap();
             txn.open_table(STREAMS_TABLE)
                 .unwrap()
                 .remove("cart-1")

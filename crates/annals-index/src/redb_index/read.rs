@@ -90,10 +90,14 @@ fn push_staged<T>(
 
 impl RedbIndex {
     /// A consistent view: the staged batches a fresh redb snapshot does not yet hold, and that
-    /// snapshot. The staged list is taken first, so a commit in between is seen exactly once.
+    /// snapshot. The staged list is taken first, so a commit in between is seen exactly once;
+    /// the snapshot is begun before the staged list is let go, so both come from the same open
+    /// of the store (a reopen changes both at once).
     fn view(&self) -> Result<(Vec<Arc<StagedBatch>>, redb::ReadTransaction), IndexError> {
-        let mut staged = self.staged.read().batches.clone();
-        let txn = self.db.begin_read()?;
+        let (mut staged, txn) = {
+            let staged = self.staged.read();
+            (staged.batches.clone(), self.db().begin_read()?)
+        };
         let committed = txn
             .open_table(META_TABLE)?
             .get(META_GENERATION)?
@@ -103,10 +107,13 @@ impl RedbIndex {
     }
 
     pub(super) fn read_checkpoint(&self) -> Result<IndexCheckpoint, IndexError> {
-        if let Some(b) = self.staged.read().batches.last() {
-            return Ok(b.checkpoint);
-        }
-        let txn = self.db.begin_read()?;
+        let txn = {
+            let staged = self.staged.read();
+            if let Some(b) = staged.batches.last() {
+                return Ok(b.checkpoint);
+            }
+            self.db().begin_read()?
+        };
         let meta = txn.open_table(META_TABLE)?;
         let get = |k| -> Result<Option<u64>, IndexError> { Ok(meta.get(k)?.map(|v| v.value())) };
         Ok(IndexCheckpoint {
@@ -119,8 +126,10 @@ impl RedbIndex {
     pub(super) fn read_stream_head(&self, stream: &str) -> Result<Option<StreamHead>, IndexError> {
         // As in `view`: the staged head first, then the snapshot, which wins if it already holds
         // the generation that wrote the staged head.
-        let staged = self.staged.read().head(stream);
-        let txn = self.db.begin_read()?;
+        let (staged, txn) = {
+            let staged = self.staged.read();
+            (staged.head(stream), self.db().begin_read()?)
+        };
         if let Some((head, generation)) = staged {
             let committed = txn
                 .open_table(META_TABLE)?
@@ -319,7 +328,7 @@ impl RedbIndex {
     }
 
     pub(super) fn read_stats(&self) -> Result<IndexStats, IndexError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         Ok(IndexStats {
             streams: txn.open_table(STREAMS_TABLE)?.len()?,
             stream_entries: txn.open_table(STREAM_EVENTS_TABLE)?.len()?,
@@ -334,7 +343,7 @@ impl RedbIndex {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, StreamHead)>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(STREAMS_TABLE)?;
         let mut out = Vec::new();
         let iter = match after {
@@ -426,7 +435,7 @@ mod tests {
         let storage = FaultStorage::new();
         let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
         // Entries whose runs pass u64::MAX, as a damaged index file could hold them.
-        let txn = idx.db.begin_write().unwrap();
+        let txn = idx.db().begin_write().unwrap();
         {
             let mut events = txn.open_table(STREAM_EVENTS_TABLE).unwrap();
             events.insert((7, 0), (u64::MAX, 64, 2)).unwrap();
@@ -595,7 +604,7 @@ mod tests {
         let storage = FaultStorage::new();
         {
             let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
-            let txn = idx.db.begin_write().unwrap();
+            let txn = idx.db().begin_write().unwrap();
             {
                 let mut meta = txn.open_table(META_TABLE).unwrap();
                 meta.remove(super::super::META_FORMAT).unwrap();

@@ -79,6 +79,7 @@ impl RedbIndex {
     /// record that contradicts the index.
     pub(super) fn stage_batch(&self, batch: &IndexBatch) -> Result<(), IndexError> {
         let mut staged = self.staged.write();
+        let db = self.db();
         // Opened only for a stream neither staged nor known to the writer (recovery, reindex).
         let mut snapshot: Option<redb::ReadOnlyTable<&str, HeadTuple>> = None;
         let mut next_id = staged.next_id;
@@ -86,7 +87,7 @@ impl RedbIndex {
         let mut records = Vec::with_capacity(batch.records.len());
         let mut links = LinkHeads {
             staged: &staged,
-            db: &self.db,
+            db: &db,
             batch: HashMap::new(),
             snapshot: None,
             tables: [None, None],
@@ -123,7 +124,7 @@ impl RedbIndex {
                 (None, None) => {
                     let table = match &mut snapshot {
                         Some(t) => t,
-                        None => snapshot.insert(self.db.begin_read()?.open_table(STREAMS_TABLE)?),
+                        None => snapshot.insert(db.begin_read()?.open_table(STREAMS_TABLE)?),
                     };
                     match table.get(name)? {
                         Some(h) => h.value(),

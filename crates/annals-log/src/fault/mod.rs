@@ -46,6 +46,19 @@ struct State {
     /// When set, the disk is full: a write that would grow a file fails with `ENOSPC` and
     /// writes nothing; shrinking a file, and overwriting inside it, still work.
     full: bool,
+    /// When set, `fail_syncs` and `full` hit only the file of this name (the others, and the
+    /// directory, work).
+    fault_scope: Option<String>,
+}
+
+impl State {
+    /// Whether the faults hit file `name` (`None`: the directory).
+    fn in_fault_scope(&self, name: Option<&str>) -> bool {
+        match &self.fault_scope {
+            None => true,
+            Some(scope) => name == Some(scope.as_str()),
+        }
+    }
 }
 
 /// An in-memory storage that can lose un-synced writes. Clones share the same files.
@@ -114,6 +127,12 @@ impl FaultStorage {
     /// a file's current end, and every growth by `set_len`, fails with `StorageFull`.
     pub fn set_full(&self, full: bool) {
         self.state.lock().full = full;
+    }
+
+    /// Limits what [`FaultStorage::fail_syncs`] and [`FaultStorage::set_full`] hit to the file
+    /// named `name` (`None`: every file, and syncs of the directory).
+    pub fn scope_faults(&self, name: Option<&str>) {
+        self.state.lock().fault_scope = name.map(str::to_owned);
     }
 
     /// Holds every later file sync until `hold_syncs(false)` (directory syncs pass).
@@ -196,7 +215,8 @@ impl FaultStorage {
             .collect()
     }
 
-    fn count_sync(s: &mut State) -> io::Result<()> {
+    /// Counts a sync of file `name` (`None`: the directory), failing it as the faults say.
+    fn count_sync(s: &mut State, name: Option<&str>) -> io::Result<()> {
         if s.crashed {
             return Err(crashed_error());
         }
@@ -205,7 +225,7 @@ impl FaultStorage {
             s.crashed = true;
             return Err(crashed_error());
         }
-        if s.fail_syncs {
+        if s.fail_syncs && s.in_fault_scope(name) {
             return Err(io::Error::other("injected sync failure"));
         }
         Ok(())
@@ -266,7 +286,7 @@ impl Storage for FaultStorage {
 
     fn sync_dir(&self) -> io::Result<()> {
         let mut s = self.state.lock();
-        Self::count_sync(&mut s)?;
+        Self::count_sync(&mut s, None)?;
         s.files.retain(|_, f| !f.removed);
         for image in s.files.values_mut() {
             image.entry_durable = true;
@@ -295,7 +315,7 @@ impl FaultFile {
         if s.crashed {
             return Err(crashed_error());
         }
-        let full = s.full;
+        let full = s.full && s.in_fault_scope(Some(&self.name));
         match s.files.get_mut(&self.name) {
             Some(image) if !image.removed => f(image, full),
             _ => Err(io::Error::new(
@@ -338,7 +358,7 @@ impl StorageFile for FaultFile {
     fn sync(&self) -> io::Result<()> {
         self.gate.pass();
         let mut s = self.state.lock();
-        FaultStorage::count_sync(&mut s)?;
+        FaultStorage::count_sync(&mut s, Some(&self.name))?;
         match s.files.get_mut(&self.name) {
             Some(image) if !image.removed => {
                 let FileImage {
