@@ -262,6 +262,9 @@ pub struct ServeArgs {
     /// Serve /metrics without credentials even with --auth.
     #[arg(long)]
     pub metrics_open: bool,
+    /// Do not serve the admin web UI (`/` and `/ui/…`); the APIs stay.
+    #[arg(long)]
+    pub no_ui: bool,
 }
 
 #[derive(Debug, Args)]

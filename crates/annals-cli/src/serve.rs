@@ -155,13 +155,17 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let local = listener.local_addr().context("listener address")?;
-        let router = annals_grpc::routes(state.clone())
-            .merge(annals_http::router_with_relays(
-                state.clone(),
-                Some(catalog),
-                Some(Arc::clone(&relays)),
-            ))
-            .fallback(fallback);
+        let http = annals_http::HttpState::new(
+            state.clone(),
+            Some(catalog),
+            Some(Arc::clone(&relays)),
+        );
+        let mut router =
+            annals_grpc::routes(state.clone()).merge(annals_http::routes(http.clone()));
+        if !args.no_ui {
+            router = router.merge(annals_ui::router(http));
+        }
+        let router = router.fallback(fallback);
         // Handlers first: the address line tells scripts and tests the server is up, and a
         // SIGTERM that follows it at once must shut down cleanly, not kill the process.
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -170,6 +174,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             address = %local,
             tls = tls.is_some(),
             auth = args.auth,
+            ui = !args.no_ui,
             "serving gRPC (KurrentDB protocol) and HTTP; stop with SIGINT or SIGTERM"
         );
         if !args.auth {

@@ -14,6 +14,7 @@ mod error;
 mod head;
 mod index_store;
 mod links;
+mod listing;
 mod read;
 mod replay;
 mod rules;
@@ -28,6 +29,7 @@ pub use config::{
 };
 pub use engine::{Engine, OpenReport};
 pub use error::EngineError;
+pub use listing::{LIST_STREAMS_MAX, StreamSummary};
 pub use read::{AllPage, READ_SCAN_EVENTS_MAX};
 pub use subscription::{
     SUBSCRIPTION_PAGE_EVENTS_MAX, StreamSubscription, StreamSubscriptionPage, Subscription,

@@ -11,6 +11,7 @@
 //! | other `/projections…`, `/subscriptions…`, `/relays…` | `$admins` or `$ops` |
 //! | `/users…` | `$admins` (a user reads its own details and changes its own password); decided by `annals_auth::Auth` in the handlers |
 //! | `/metrics` | `$admins` or `$ops`, unless the server runs with `--metrics-open` |
+//! | `/status`, `/status/live` | any user (consumers shown to `$admins`/`$ops` only) |
 //! | `/health`, `/openapi.json` | nothing |
 
 use std::collections::HashMap;
@@ -60,6 +61,17 @@ pub(crate) async fn stream(
     let stream = params.get("stream").map_or("", String::as_str);
     guarded(&state, req, next, |who| {
         state.check_stream(who, stream, right)
+    })
+    .await
+}
+
+/// Any user: the request carries credentials (the authentication layer checked them).
+pub(crate) async fn user(State(state): State<ServerState>, req: Request, next: Next) -> Response {
+    guarded(&state, req, next, |who| match who {
+        Principal::Anonymous => Err(AuthError::Unauthenticated(
+            "this needs a user: send credentials".to_owned(),
+        )),
+        _ => Ok(()),
     })
     .await
 }

@@ -15,6 +15,7 @@
 //! | `/subscriptions…` | persistent-subscription groups: list, info, create, update, delete, replay parked ([`persistent`]) |
 //! | `/relays…` | relays: list, apply a definition file, status, remove, pause, resume, reset, parked events, re-send them ([`relays`]) |
 //! | `/users…` | users: list, create, details, update, delete, enable, disable, change and reset password ([`users`]) |
+//! | `GET /status`, `GET /status/live` | the server's status for the admin UI: figures, rates and every consumer of the log, once or as server-sent events ([`status`]) |
 //!
 //! Access: [`guard`] says what each route needs when the server runs with `--auth`.
 
@@ -27,6 +28,7 @@ pub mod persistent;
 pub mod projections;
 pub mod read;
 pub mod relays;
+pub mod status;
 pub mod users;
 pub mod wire;
 
@@ -79,6 +81,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/users/{login}"),
     ("delete", "/users/{login}"),
     ("post", "/users/{login}/{command}"),
+    ("get", "/status"),
+    ("get", "/status/live"),
 ];
 
 /// What the HTTP handlers share: the server's state and, when the server runs projections, their
@@ -90,6 +94,24 @@ pub struct HttpState {
     pub projections: Option<Arc<Catalog>>,
     /// The relays this server runs (HTTP only, like projections).
     pub relays: Option<Arc<annals_relay::Relays>>,
+    /// The rates the status routes report.
+    pub status: Arc<status::StatusSampler>,
+}
+
+impl HttpState {
+    /// The state of a server's HTTP routes (and of the admin UI, which shares it).
+    pub fn new(
+        server: ServerState,
+        projections: Option<Arc<Catalog>>,
+        relays: Option<Arc<annals_relay::Relays>>,
+    ) -> Self {
+        Self {
+            server,
+            projections,
+            relays,
+            status: Arc::default(),
+        }
+    }
 }
 
 impl FromRef<HttpState> for ServerState {
@@ -112,12 +134,12 @@ pub fn router_with_relays(
     projections: Option<Arc<Catalog>>,
     relays: Option<Arc<annals_relay::Relays>>,
 ) -> Router {
-    let body_max = state.limits.request_bytes_max;
-    let state = HttpState {
-        server: state,
-        projections,
-        relays,
-    };
+    routes(HttpState::new(state, projections, relays))
+}
+
+/// [`router_with_relays`] over a state made with [`HttpState::new`].
+pub fn routes(state: HttpState) -> Router {
+    let body_max = state.server.limits.request_bytes_max;
     let server = state.server.clone();
     let streams = Router::new()
         .route(
@@ -168,7 +190,11 @@ pub fn router_with_relays(
         .route("/relays/{name}", get(relays::status).delete(relays::remove))
         .route("/relays/{name}/parked", get(relays::parked))
         .route("/relays/{name}/{command}", post(relays::command))
-        .route_layer(from_fn_with_state(server, guard::operator));
+        .route_layer(from_fn_with_state(server.clone(), guard::operator));
+    let status = Router::new()
+        .route("/status", get(status::status))
+        .route("/status/live", get(status::live))
+        .route_layer(from_fn_with_state(server, guard::user));
     Router::new()
         .route("/health", get(ops::health))
         .route("/openapi.json", get(ops::openapi))
@@ -177,6 +203,7 @@ pub fn router_with_relays(
         .merge(metrics)
         .merge(tables)
         .merge(admin)
+        .merge(status)
         // Who may manage users is the auth layer's to decide (a user changes its own password).
         .route("/users", get(users::list).post(users::create))
         .route(

@@ -6,7 +6,9 @@
 //! browser `EventSource` resumes by itself: its `Last-Event-ID` header wins over `from` and
 //! resumes strictly after that position. When a filtered page delivers nothing, a
 //! `checkpoint` event (`id:` = the last position looked at, `data: {"checkpoint": p}`) keeps the
-//! resume point moving. A feed ends when the server shuts down or the client goes away.
+//! resume point moving. With `eventNames=false` events come without the `event:` line (as
+//! `message` events), so a browser's `EventSource` sees every type with one listener. A feed
+//! ends when the server shuts down or the client goes away.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -46,6 +48,15 @@ pub(crate) async fn live(
         ));
     }
     let filter = params.filter()?;
+    let named = match params.event_names.as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "eventNames {other:?} must be \"true\" or \"false\""
+            )));
+        }
+    };
     let from = match headers.get(LAST_EVENT_ID) {
         Some(v) => {
             let id = v
@@ -81,6 +92,7 @@ pub(crate) async fn live(
         state,
         last_sent: Position(from.0.saturating_sub(1)),
         done: false,
+        named,
         _guard: guard,
     };
     Ok(Sse::new(events(feed))
@@ -102,6 +114,8 @@ struct Feed<G> {
     last_sent: Position,
     /// Nothing more after `pending`.
     done: bool,
+    /// Events carry their type as the SSE event name.
+    named: bool,
     _guard: G,
 }
 
@@ -113,7 +127,9 @@ impl<G> Feed<G> {
         if let Some(last) = page.events.last() {
             self.last_sent = last.position;
         }
-        self.pending.extend(page.events.iter().map(sse_event));
+        let named = self.named;
+        self.pending
+            .extend(page.events.iter().map(|e| sse_event(e, named)));
         if page.checkpoint > self.last_sent {
             self.last_sent = page.checkpoint;
             self.pending.push_back(
@@ -164,12 +180,12 @@ fn events<G: Send + 'static>(feed: Feed<G>) -> impl Stream<Item = Result<Event, 
     })
 }
 
-/// An event as SSE: `id` = position, `event` = type (left out if the type has a line break,
-/// which SSE cannot carry; the data still names it), `data` = its JSON.
-fn sse_event(e: &EventRecord) -> Event {
+/// An event as SSE: `id` = position, `event` = type when `named` (left out if the type has a
+/// line break, which SSE cannot carry; the data still names it), `data` = its JSON.
+fn sse_event(e: &EventRecord, named: bool) -> Event {
     let mut event = Event::default().id(e.position.0.to_string());
     let ty = e.event_type.as_str();
-    if !ty.contains(['\r', '\n']) {
+    if named && !ty.contains(['\r', '\n']) {
         event = event.event(ty);
     }
     match serde_json::to_string(&EventJson::from_record(e)) {

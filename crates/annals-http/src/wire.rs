@@ -144,6 +144,9 @@ pub struct ReadParams {
     pub stream_regex: Option<String>,
     pub type_regex: Option<String>,
     pub resolve_links: Option<String>,
+    /// `GET /all/live` only: `false` sends every event as a plain `message` (no `event:` line),
+    /// for a browser `EventSource`, which can only listen for names it knows.
+    pub event_names: Option<String>,
 }
 
 /// Where a read starts.

@@ -214,6 +214,19 @@ impl Metrics {
             .sum()
     }
 
+    /// Events read and sent to subscribers so far, over every API.
+    pub fn read_events_total(&self) -> u64 {
+        [Api::Grpc, Api::Http]
+            .iter()
+            .map(|&api| self.read_events.get_or_create(&ApiLabel { api }).get())
+            .sum()
+    }
+
+    /// Open connections.
+    pub fn connections_active(&self) -> i64 {
+        self.connections_active.get()
+    }
+
     pub(crate) fn connection_opened(&self) -> ActiveGuard {
         self.connections_accepted.inc();
         let gauge = self.connections_active.clone();
