@@ -36,6 +36,32 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && ! command -v rabbitmq-serve
   $sudo_cmd apt-get install -y rabbitmq-server >&2
 fi
 
+# Real browsers for the admin UI tests (headless; nothing downloads a browser at test time):
+# Chromium with its chromedriver, and Firefox ESR, from Debian.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 \
+  || ! command -v firefox-esr >/dev/null 2>&1; then
+  echo "installing Chromium, chromedriver and Firefox ESR (Debian packages chromium chromium-driver firefox-esr)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y chromium chromium-driver firefox-esr >&2 \
+    || { $sudo_cmd apt-get update >&2 && $sudo_cmd apt-get install -y chromium chromium-driver firefox-esr >&2; } \
+    || { echo "error: could not install chromium, chromium-driver and firefox-esr; the UI tests need them" >&2; exit 1; }
+fi
+# geckodriver, Firefox's WebDriver server, is not a Debian package: cargo installs it into its bin
+# directory, which the UI tests also look in.
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! command -v geckodriver >/dev/null 2>&1; then
+  echo "installing geckodriver (cargo install --locked geckodriver)" >&2
+  cargo install --locked geckodriver >&2 \
+    || { echo "error: could not install geckodriver; the Firefox UI tests need it" >&2; exit 1; }
+fi
+for tool in chromium chromedriver firefox-esr geckodriver; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "error: $tool is still missing after installing it; the UI tests need it" >&2
+    exit 1
+  fi
+done
+
 cargo fmt --all -- --check
 
 # Lints and tests in one build. Clippy runs as the compiler of the workspace's own crates while

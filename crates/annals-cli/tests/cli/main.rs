@@ -15,6 +15,7 @@
 
 mod auth;
 mod bench;
+mod browser;
 mod clients;
 mod connections;
 mod crash;
@@ -29,3 +30,4 @@ mod serve;
 mod shutdown;
 mod support;
 mod tls;
+mod ui;
