@@ -2,7 +2,9 @@
 //!
 //! [`ServerState`] is what every handler gets: the engine, the [`Limits`], the [`Metrics`] and,
 //! with `--auth`, the users and access lists ([`Auth`]); every request served by [`serve`]
-//! passes [`authenticate`] first, which tells handlers who it runs as ([`Principal`]).
+//! passes the cross-site check first (`origin.rs`: a state-changing request a browser sends for
+//! a page of another origin is refused), then [`authenticate`], which tells handlers who it runs
+//! as ([`Principal`]).
 //! The gRPC API (`annals-grpc`) and the HTTP/JSON API (`annals-http`) each build an
 //! [`axum::Router`] from it; `annals serve` merges the two and hands the result to [`serve`],
 //! which accepts connections on one socket and speaks HTTP/1.1 and HTTP/2 (cleartext h2c, or TLS
@@ -12,6 +14,7 @@ mod auth;
 mod limits;
 mod listen;
 mod metrics;
+mod origin;
 mod state;
 
 pub use annals_auth::{Auth, AuthError, Principal, UserDetails};

@@ -74,6 +74,9 @@ pub async fn serve(
         )),
         None => router,
     };
+    // Outermost, with or without auth: a cross-site request is refused before anything looks at
+    // it (no password is hashed for it); a GET costs it one comparison, a gRPC call one lookup.
+    let router = router.layer(axum::middleware::from_fn(crate::origin::refuse_cross_site));
     let slots = Arc::new(Semaphore::new(state.limits.connections_max));
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());

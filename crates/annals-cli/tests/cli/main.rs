@@ -19,6 +19,7 @@ mod browser;
 mod clients;
 mod connections;
 mod crash;
+mod cross_site;
 mod disk_full;
 mod grpc_bench;
 mod import;
