@@ -326,3 +326,109 @@ fn projection_tables_need_an_operator_or_the_read_right_of_the_projection() {
         assert_eq!(get("ann", "pw", "/projections").await, 403);
     });
 }
+
+/// With `--auth`, the admin UI asks for a login (401 with `WWW-Authenticate`, on which a browser
+/// prompts), and shows each user what it may see: the consumers of the log and the projection
+/// pages (with their commands) to operators only, a stream's pages to those who may read it,
+/// the `$all` tail to those who may read `$all`. The status feed follows the same rule.
+#[test]
+fn the_admin_ui_asks_for_a_login_and_shows_each_user_what_it_may_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("projections.toml");
+    std::fs::write(&defs, crate::projections::DEFINITION).unwrap();
+    let (server, ca) = start_secure(
+        &dir.path().join("data"),
+        certs.path(),
+        &["--projections", path_str(&defs)],
+    );
+    let base = format!("https://localhost:{}", server.addr.port());
+    let http = https(&server, &ca);
+    runtime().block_on(async {
+        let get = |who: Option<(&'static str, &'static str)>, path: String| {
+            let mut req = http.get(format!("{base}{path}"));
+            if let Some((user, password)) = who {
+                req = req.basic_auth(user, Some(password));
+            }
+            async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                let challenge = r.headers().contains_key("www-authenticate");
+                (status, challenge, r.text().await.unwrap())
+            }
+        };
+        let admin = Some(("admin", "changeit"));
+        for (login, group) in [("ann", "sales"), ("ops", "$ops")] {
+            let r = http
+                .post(format!("{base}/users"))
+                .basic_auth("admin", Some("changeit"))
+                .json(&serde_json::json!({"login": login, "password": "pw", "groups": [group]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        for (stream, acl) in [("secret-1", serde_json::json!({"$r": ["ops"]})), ("open-1", serde_json::json!({}))] {
+            let r = http
+                .post(format!("{base}/streams/{stream}"))
+                .basic_auth("admin", Some("changeit"))
+                .json(&serde_json::json!({"events": [{"type": "T", "data": {"n": 1}}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            if acl != serde_json::json!({}) {
+                let r = http
+                    .post(format!("{base}/streams/$${stream}"))
+                    .basic_auth("admin", Some("changeit"))
+                    .json(&serde_json::json!({"events": [{"type": "$metadata", "data": {"$acl": acl}}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }
+        // No credentials: every page asks for them.
+        for path in ["/", "/ui/streams", "/ui/projections/orders", "/status"] {
+            let (status, challenge, _) = get(None, path.to_owned()).await;
+            assert_eq!((status, challenge), (401, true), "{path}");
+        }
+        // The assets are not secret (the login prompt's page may use them).
+        assert_eq!(get(None, "/ui/assets/app.js".to_owned()).await.0, 200);
+        // An operator sees the consumers and the projection's commands.
+        let (status, _, page) = get(Some(("ops", "pw")), "/".to_owned()).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("id=\"consumers\"") && page.contains("data-name=\"orders\""));
+        let (status, _, page) = get(Some(("ops", "pw")), "/ui/projections/orders".to_owned()).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("id=\"cmd-reset\""));
+        // Another user sees the store's figures only, and no projection page.
+        let (status, _, page) = get(Some(("ann", "pw")), "/".to_owned()).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("id=\"head\"") && !page.contains("id=\"consumers\""));
+        assert!(!page.contains("/ui/subscriptions"), "no operator links");
+        let (status, _, page) = get(Some(("ann", "pw")), "/ui/projections/orders".to_owned()).await;
+        assert_eq!(status, 403);
+        assert!(!page.contains("cmd-reset"));
+        let (_, _, status_json) = get(Some(("ann", "pw")), "/status".to_owned()).await;
+        let status_json: serde_json::Value = serde_json::from_str(&status_json).unwrap();
+        assert_eq!(status_json["consumers"], serde_json::json!([]));
+        let (_, _, status_json) = get(Some(("ops", "pw")), "/status".to_owned()).await;
+        let status_json: serde_json::Value = serde_json::from_str(&status_json).unwrap();
+        assert_eq!(status_json["consumers"][0]["name"], "orders");
+        // Streams: listed and shown only where the user may read them.
+        let (_, _, list) = get(Some(("ann", "pw")), "/ui/streams".to_owned()).await;
+        assert!(list.contains(">open-1<") && !list.contains(">secret-1<"), "{list}");
+        let (_, _, list) = get(Some(("ops", "pw")), "/ui/streams".to_owned()).await;
+        assert!(list.contains(">secret-1<"));
+        assert_eq!(get(Some(("ann", "pw")), "/ui/streams/secret-1".to_owned()).await.0, 403);
+        assert_eq!(
+            get(Some(("ann", "pw")), "/ui/streams/secret-1/events/0".to_owned()).await.0,
+            403
+        );
+        assert_eq!(get(Some(("ops", "pw")), "/ui/streams/secret-1/events/0".to_owned()).await.0, 200);
+        // `$all` is for admins by default.
+        assert_eq!(get(Some(("ann", "pw")), "/ui/all".to_owned()).await.0, 403);
+        assert_eq!(get(admin, "/ui/all".to_owned()).await.0, 200);
+    });
+}
