@@ -225,6 +225,13 @@
       }
     }
   }
+  // Rows of other pages (relays, subscriptions) that follow a consumer of the feed.
+  function showLiveRows(list) {
+    for (const tr of $$("tr[data-live-kind]")) {
+      const c = list.find((x) => x.kind === tr.getAttribute("data-live-kind") && x.name === tr.getAttribute("data-live-name"));
+      if (c) fillRow(tr, c);
+    }
+  }
   function showStatus(s) {
     setText("#head", s.head);
     setText("#append-rate", fmtRate(s.appendRate));
@@ -232,6 +239,7 @@
     setText("#store-size", fmtBytes(s.storeBytes));
     setText("#connections", s.connections);
     showConsumers(s.consumers || []);
+    showLiveRows(s.consumers || []);
     chartPoint(s);
     const feed = $("[data-status-feed]");
     const projection = feed && feed.getAttribute("data-projection");

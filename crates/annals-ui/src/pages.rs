@@ -542,6 +542,8 @@ struct EventView {
 #[template(path = "stream.html")]
 struct StreamPage {
     nav: Nav,
+    /// The stream's metadata (`$$stream`), pretty-printed, when it has any the user may read.
+    metadata: Option<String>,
     events: Vec<EventView>,
     older: Option<String>,
     newer: Option<String>,
@@ -570,11 +572,26 @@ pub(crate) async fn stream(
         (false, None) => (Direction::Backwards, Revision::END),
     };
     let engine = state.server.engine.clone();
+    let meta_stream = format!("$${stream}");
+    let may_read_meta = state
+        .server
+        .check_stream(&who, &meta_stream, StreamRight::Read)
+        .is_ok();
     let read = tokio::task::spawn_blocking(move || {
-        engine.read_stream(&name, from, direction, EVENTS_PAGE)
+        let metadata = match (may_read_meta, StreamName::new(&meta_stream)) {
+            (true, Ok(meta)) => engine
+                .last_event(&meta)
+                .ok()
+                .flatten()
+                .map(|e| format::payload(&e.data).0),
+            _ => None,
+        };
+        engine
+            .read_stream(&name, from, direction, EVENTS_PAGE)
+            .map(|events| (events, metadata))
     })
     .await;
-    let mut events = match read {
+    let (mut events, metadata) = match read {
         Ok(Ok(events)) => events,
         Ok(Err(e)) => return problem(nav, StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => return problem(nav, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -606,6 +623,7 @@ pub(crate) async fn stream(
         .collect();
     render(StreamPage {
         nav,
+        metadata,
         events,
         older,
         newer,
