@@ -348,13 +348,13 @@ impl Browser {
         self.run(&format!("type into {css}"), element.send_keys(text));
     }
 
-    /// Presses and releases Tab, moving the focus as a keyboard user does.
-    pub(crate) fn press_tab(&self) {
-        let tab: char = Key::Tab.into();
+    /// Presses and releases `key` where the focus is, as a keyboard user does.
+    pub(crate) fn press(&self, key: Key) {
+        let value: char = key.into();
         let keys = KeyActions::new("keyboard".to_owned())
-            .then(KeyAction::Down { value: tab })
-            .then(KeyAction::Up { value: tab });
-        self.run("press Tab", self.client.perform_actions(keys));
+            .then(KeyAction::Down { value })
+            .then(KeyAction::Up { value });
+        self.run(&format!("press {key:?}"), self.client.perform_actions(keys));
     }
 
     /// The text of the open `alert`/`confirm`/`prompt` dialog, or `None` when there is none.
@@ -435,18 +435,6 @@ impl Browser {
                 .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
                 .collect(),
         )
-    }
-
-    /// Fails the test if the page logged an error to its console (Chromium; Firefox's driver
-    /// cannot tell, so this checks nothing there).
-    pub(crate) fn assert_no_console_errors(&self) {
-        if let Some(errors) = self.console_errors() {
-            assert!(
-                errors.is_empty(),
-                "console errors on {}: {errors:#?}",
-                self.current_url()
-            );
-        }
     }
 }
 
