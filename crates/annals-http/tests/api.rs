@@ -1060,3 +1060,45 @@ async fn a_store_that_stopped_taking_writes_says_so_in_health_and_metrics() {
     assert_eq!(read.status(), 200, "reads go on");
     s.stop().await;
 }
+
+/// The process metrics are on `/metrics`, and the CPU figure moves when the server works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn process_metrics_are_exposed_and_move_with_work() {
+    let s = Server::start().await;
+    let value = |text: &str, name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        line[name.len()..].trim().parse().unwrap()
+    };
+    let before = s.metrics().await;
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_threads",
+        "process_start_time_seconds",
+    ] {
+        assert!(value(&before, name) > 0.0, "{name}");
+    }
+    for i in 0..300 {
+        let events: Vec<Value> = (0..20)
+            .map(|n| event("Worked", json!({"i": i, "n": n, "pad": "x".repeat(200)})))
+            .collect();
+        let (status, body) = s
+            .append(
+                &format!("work-{}", i % 7),
+                None,
+                json!({ "events": events }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let after = s.metrics().await;
+    assert!(
+        value(&after, "process_cpu_seconds_total") > value(&before, "process_cpu_seconds_total"),
+        "{before}\n{after}"
+    );
+    s.stop().await;
+}

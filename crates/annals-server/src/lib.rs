@@ -15,6 +15,7 @@ mod limits;
 mod listen;
 mod metrics;
 mod origin;
+mod process;
 mod state;
 
 pub use annals_auth::{Auth, AuthError, Principal, UserDetails};
@@ -22,4 +23,5 @@ pub use auth::{authenticate, is_grpc, open_path, refusal};
 pub use limits::{AppendBudget, Limits};
 pub use listen::{PeerAddr, SHUTDOWN_GRACE, ServeError, TlsFiles, serve};
 pub use metrics::{Api, Metrics};
+pub use process::ProcessFigures;
 pub use state::ServerState;

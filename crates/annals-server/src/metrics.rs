@@ -1,5 +1,6 @@
 //! Prometheus metrics of the network APIs (served as text at `/metrics` by the HTTP API): appends
-//! and their latency, reads, subscriptions, connections and the head position.
+//! and their latency, reads, subscriptions, connections and the head position (all prefixed
+//! `annals_`), and the standard process metrics (`process_…`, [`crate::process`]).
 
 use std::time::Duration;
 
@@ -61,7 +62,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("annals");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("annals");
         let appends = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "appends",
@@ -141,7 +144,7 @@ impl Metrics {
             read_only.clone(),
         );
         Self {
-            registry,
+            registry: root,
             appends,
             append_events,
             append_seconds,
