@@ -90,9 +90,11 @@ pub(crate) struct StagedBatch {
 }
 
 /// Most records kept in memory after their commit to redb and before a durable commit (see
-/// [`Staged::undurable`]). A commit that would pass it is made durable itself; the engine's
-/// durable flush every second keeps far below it at any rate the writer reaches.
-pub const UNDURABLE_RECORDS_MAX: usize = 1 << 20;
+/// [`Staged::undurable`]): a few tens of MB. A commit that would pass it is made durable itself,
+/// which bounds the memory of a rebuild from the log (it commits 20,000 records at a time and
+/// flushes at the end); the engine's durable flush every second stays below it up to ~130,000
+/// records a second, the writer's in-process peak.
+pub const UNDURABLE_RECORDS_MAX: usize = 1 << 17;
 
 /// Staged batches not yet committed to redb, oldest first, and those committed but not yet
 /// durable.
