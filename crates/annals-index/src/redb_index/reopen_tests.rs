@@ -252,3 +252,32 @@ fn without_a_reopen_the_index_keeps_failing() {
     idx.flush().unwrap();
     assert!(idx.stream_head("order-1").unwrap().is_some());
 }
+
+/// A run of commits without a flush (a rebuild from the log) keeps at most
+/// [`crate::UNDURABLE_RECORDS_MAX`] records in memory: the commit that would pass it is durable,
+/// so a power loss keeps what it committed.
+#[test]
+fn commits_without_a_flush_become_durable_past_the_memory_bound() {
+    let storage = FaultStorage::new();
+    let idx = RedbIndex::open(&storage, &RedbIndexConfig::default()).unwrap();
+    storage.sync_dir().unwrap();
+    let mut batches = Batches::new();
+    let per_batch = 20_000;
+    let mut applied = Vec::new();
+    while applied.len() * per_batch <= crate::UNDURABLE_RECORDS_MAX {
+        let b = batches.next(per_batch);
+        idx.apply(&b).unwrap();
+        applied.push(b);
+        assert!(idx.staged.read().undurable_records <= crate::UNDURABLE_RECORDS_MAX);
+    }
+    let durable = idx.staged.read().durable;
+    assert!(durable > 0, "a commit was made durable");
+    drop(idx);
+    let image = storage.crash_image();
+    let reopened = RedbIndex::open(&image, &RedbIndexConfig::default()).unwrap();
+    let kept = reopened.checkpoint().unwrap().next_position.0;
+    assert!(
+        kept > 1 && kept <= batches.next_position,
+        "the durable commits survive a power loss: {kept}"
+    );
+}
