@@ -232,7 +232,7 @@ impl Auth {
             }
         };
         let now = Instant::now();
-        if !self.limiter.allows(&login, addr, now) {
+        if !self.limiter.attempt(&login, addr, now) {
             tracing::warn!(target: AUDIT_TARGET, user = %login, addr = ?addr, "login refused: too many failed logins");
             return Err(AuthError::Unauthenticated(
                 "too many failed logins; try again later".to_owned(),
@@ -242,8 +242,9 @@ impl Auth {
             Some(phc) => self.passwords.verify(phc, password).await?,
             None => false,
         };
-        if !ok {
-            self.limiter.failed(&login, addr, Instant::now());
+        if ok {
+            self.limiter.succeeded(&login, addr, Instant::now());
+        } else {
             tracing::warn!(target: AUDIT_TARGET, user = %login, addr = ?addr, "login refused: wrong login or password");
             return Err(AuthError::Unauthenticated(
                 "wrong login or password".to_owned(),
@@ -461,8 +462,13 @@ impl Auth {
             .get(login)
             .map(|e| e.record.password_hash.clone())
             .ok_or_else(|| AuthError::UserNotFound(login.to_owned()))?;
-        if !self.passwords.verify(phc, current).await? {
-            self.limiter.failed(login, None, Instant::now());
+        if !self.limiter.attempt(login, None, Instant::now()) {
+            tracing::warn!(target: AUDIT_TARGET, user = who.name(), login, "password change refused: too many failed tries");
+            return Err(AuthError::AccessDenied);
+        }
+        if self.passwords.verify(phc, current).await? {
+            self.limiter.succeeded(login, None, Instant::now());
+        } else {
             tracing::warn!(target: AUDIT_TARGET, user = who.name(), login, "password change refused: wrong current password");
             return Err(AuthError::AccessDenied);
         }

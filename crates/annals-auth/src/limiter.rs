@@ -1,8 +1,10 @@
-//! Failed logins, counted per user and per client address in token buckets: each failure takes a
-//! token, tokens come back at a steady rate, and a key with none left is refused without hashing
-//! its password. A client guessing passwords therefore costs the server at most
-//! [`FAILURE_REFILL_PER_SEC`] hashes a second per user and per address after its first
-//! [`FAILURES_BURST`] tries.
+//! Failed logins, counted per user and per client address in token buckets: each login that has
+//! to hash a password takes a token before it hashes (so tries sent at once cannot all pass
+//! before the first failure is counted), a successful one gives it back, tokens come back at a
+//! steady rate, and a key with none left is refused without hashing its password. A client
+//! guessing passwords therefore costs the server at most [`FAILURE_REFILL_PER_SEC`] hashes a
+//! second per user and per address after its first [`FAILURES_BURST`] tries, however many it
+//! sends at once.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -47,6 +49,14 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         self.map.get(key).is_none_or(|b| b.refilled(now) >= 1.0)
     }
 
+    /// Gives back a token taken by a login that succeeded.
+    fn give_back(&mut self, key: &K, now: Instant) {
+        if let Some(b) = self.map.get_mut(key) {
+            b.tokens = (b.refilled(now) + 1.0).min(FAILURES_BURST);
+            b.at = now;
+        }
+    }
+
     fn take(&mut self, key: &K, now: Instant) {
         if self.map.len() >= LIMITER_KEYS_MAX && !self.map.contains_key(key) {
             self.map.retain(|_, b| b.refilled(now) < FAILURES_BURST);
@@ -88,18 +98,28 @@ impl FailureLimiter {
         }
     }
 
-    /// Whether a login of `login` from `addr` may be tried now.
-    pub(crate) fn allows(&self, login: &str, addr: Option<IpAddr>, now: Instant) -> bool {
-        let user_ok = self.users.lock().has_token(&login.to_owned(), now);
-        let addr_ok = addr.is_none_or(|a| self.addresses.lock().has_token(&a, now));
-        user_ok && addr_ok
+    /// Whether a login of `login` from `addr` may be tried now; if so, it takes its token (given
+    /// back by [`FailureLimiter::succeeded`]).
+    pub(crate) fn attempt(&self, login: &str, addr: Option<IpAddr>, now: Instant) -> bool {
+        let login = login.to_owned();
+        let mut users = self.users.lock();
+        let mut addresses = self.addresses.lock();
+        let allowed =
+            users.has_token(&login, now) && addr.is_none_or(|a| addresses.has_token(&a, now));
+        if allowed {
+            users.take(&login, now);
+            if let Some(a) = addr {
+                addresses.take(&a, now);
+            }
+        }
+        allowed
     }
 
-    /// Counts a failed login.
-    pub(crate) fn failed(&self, login: &str, addr: Option<IpAddr>, now: Instant) {
-        self.users.lock().take(&login.to_owned(), now);
+    /// The login tried by [`FailureLimiter::attempt`] succeeded: its tokens come back.
+    pub(crate) fn succeeded(&self, login: &str, addr: Option<IpAddr>, now: Instant) {
+        self.users.lock().give_back(&login.to_owned(), now);
         if let Some(a) = addr {
-            self.addresses.lock().take(&a, now);
+            self.addresses.lock().give_back(&a, now);
         }
     }
 }
@@ -111,24 +131,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_burst_of_failures_is_allowed_then_one_per_refill() {
+    fn a_burst_of_tries_is_allowed_then_one_per_refill() {
         let l = FailureLimiter::new();
         let t0 = Instant::now();
         let addr: IpAddr = "10.0.0.1".parse().unwrap();
+        // Tries sent at once take their tokens before any of them fails.
         for _ in 0..FAILURES_BURST as usize {
-            assert!(l.allows("ann", Some(addr), t0));
-            l.failed("ann", Some(addr), t0);
+            assert!(l.attempt("ann", Some(addr), t0));
         }
-        assert!(!l.allows("ann", Some(addr), t0));
+        assert!(!l.attempt("ann", Some(addr), t0));
         // Another user from the same address is refused too; from elsewhere, allowed.
-        assert!(!l.allows("bob", Some(addr), t0));
-        assert!(l.allows("bob", Some("10.0.0.2".parse().unwrap()), t0));
+        assert!(!l.attempt("bob", Some(addr), t0));
+        assert!(l.attempt("bob", Some("10.0.0.2".parse().unwrap()), t0));
         // The same user from another address is refused: the user's bucket is empty.
-        assert!(!l.allows("ann", Some("10.0.0.2".parse().unwrap()), t0));
+        assert!(!l.attempt("ann", Some("10.0.0.3".parse().unwrap()), t0));
         let later = t0 + Duration::from_secs_f64(1.0 / FAILURE_REFILL_PER_SEC);
-        assert!(l.allows("ann", Some(addr), later));
-        l.failed("ann", Some(addr), later);
-        assert!(!l.allows("ann", Some(addr), later));
+        assert!(l.attempt("ann", Some(addr), later));
+        assert!(!l.attempt("ann", Some(addr), later));
+    }
+
+    #[test]
+    fn a_login_that_succeeds_gives_its_tokens_back() {
+        let l = FailureLimiter::new();
+        let t0 = Instant::now();
+        for _ in 0..(3 * FAILURES_BURST as usize) {
+            assert!(l.attempt("ann", None, t0));
+            l.succeeded("ann", None, t0);
+        }
+        for _ in 0..FAILURES_BURST as usize {
+            assert!(l.attempt("ann", None, t0));
+        }
+        assert!(!l.attempt("ann", None, t0));
     }
 
     #[test]
@@ -136,7 +169,7 @@ mod tests {
         let l = FailureLimiter::new();
         let now = Instant::now();
         for i in 0..(LIMITER_KEYS_MAX + 10) {
-            l.failed(&format!("u{i}"), None, now + Duration::from_nanos(i as u64));
+            l.attempt(&format!("u{i}"), None, now + Duration::from_nanos(i as u64));
         }
         assert!(l.users.lock().map.len() <= LIMITER_KEYS_MAX);
     }
