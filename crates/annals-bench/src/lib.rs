@@ -38,7 +38,9 @@ mod read_stream;
 mod relay;
 mod replay;
 mod report;
+mod status_feed;
 mod store;
+mod ui;
 mod workload;
 
 pub use append::AppendConfig;
@@ -52,6 +54,7 @@ pub use project::{ProjectConfig, ProjectTarget};
 pub use read_stream::ReadStreamConfig;
 pub use relay::RelayConfig;
 pub use replay::{FillConfig, ReplayConfig};
+pub use ui::UiConfig;
 
 /// One benchmark and its settings.
 #[derive(Clone, Debug)]
@@ -82,6 +85,9 @@ pub enum Bench {
     /// A relay forwarding a store to NATS JetStream, against a plain publishing loop of the
     /// same messages; then live append-to-broker latency.
     Relay(RelayConfig),
+    /// The server CPU the admin UI's live overview costs: a running server under gRPC appends
+    /// at a fixed rate, without and with open overview pages, in the same run.
+    Ui(Box<UiConfig>),
 }
 
 /// Runs `bench` and prints its figures on stdout.
@@ -97,6 +103,7 @@ pub fn run(bench: &Bench) -> Result<(), BenchError> {
         Bench::Project(c) => project::run(c),
         Bench::Persistent(c) => persistent::run(c),
         Bench::Relay(c) => relay::run(c),
+        Bench::Ui(c) => ui::run(c),
     }
 }
 

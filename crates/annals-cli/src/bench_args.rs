@@ -33,6 +33,36 @@ pub enum BenchCommand {
     /// A relay forwarding a store's events to NATS JetStream, against a plain publishing loop
     /// of the same messages; then live append-to-broker latency at a fixed rate.
     Relay(BenchRelayArgs),
+    /// What the admin UI's live overview costs the server: starts `annals serve` with many
+    /// projections, loads it with gRPC appends at a fixed rate, and compares its CPU without and
+    /// with open overview pages; and times one status snapshot in this process.
+    Ui(BenchUiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchUiArgs {
+    /// Concurrent writers, each appending one event at a time over gRPC to a stream of its own.
+    #[arg(long, default_value_t = 64)]
+    pub clients: u32,
+    /// Appends per second of all writers together, the same in both phases.
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: u64,
+    /// Seconds of load in each phase of a round.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Projections the server runs: declarative SQLite ones on categories c0, c1, ...
+    #[arg(long, default_value_t = 100)]
+    pub projections: u32,
+    /// Open overview pages (each `GET /` once, then `GET /status/live` held) in the phase with
+    /// the UI.
+    #[arg(long, default_value_t = 1)]
+    pub feeds: u32,
+    /// Rounds of the two phases, their order alternating.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// End with one JSON line of the figures.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The broker `bench relay` sends to.

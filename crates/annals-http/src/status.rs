@@ -430,7 +430,7 @@ pub fn sees_consumers(state: &HttpState, who: &Principal) -> bool {
 }
 
 /// A snapshot as JSON: the figures, and the consumers for an operator.
-async fn snapshot(state: &HttpState, operator: bool) -> Value {
+pub async fn snapshot(state: &HttpState, operator: bool) -> Value {
     let f = figures(state);
     let consumers: Vec<Value> = match operator {
         true => consumers(state)

@@ -1,10 +1,12 @@
 //! `annals bench`: the parsed options of each bench turned into its `annals_bench` settings, and
 //! run. The benches themselves live in `annals-bench`; `in_process` is the server
 //! `bench persistent --data` runs beside its clients, `auth` the two servers
-//! `bench grpc-append --auth` compares.
+//! `bench grpc-append --auth` compares, `ui` the server `bench ui` loads and its in-process
+//! measure of a status snapshot.
 
 mod auth;
 mod in_process;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -39,7 +41,12 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         auth::run(a)?;
         return Ok(ExitCode::SUCCESS);
     }
-    annals_bench::run(&bench(command))?;
+    // `bench ui` starts the server it loads.
+    if let BenchCommand::Ui(a) = &command {
+        ui::run(a)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    annals_bench::run(&bench(command)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -59,9 +66,9 @@ fn persistent_config(a: &crate::args::BenchPersistentArgs) -> PersistentConfig {
     }
 }
 
-/// The bench `command` asks for, with its settings.
-fn bench(command: BenchCommand) -> Bench {
-    match command {
+/// The bench `command` asks for, with its settings (`bench ui` aside: `run` starts its server).
+fn bench(command: BenchCommand) -> anyhow::Result<Bench> {
+    Ok(match command {
         BenchCommand::Append(a) => Bench::Append(AppendConfig {
             data: a.data,
             writers: a.writers,
@@ -135,7 +142,8 @@ fn bench(command: BenchCommand) -> Bench {
             live_appends: a.live_appends,
             json: a.json,
         }),
-    }
+        BenchCommand::Ui(_) => anyhow::bail!("bench ui starts a server of its own"),
+    })
 }
 
 fn grpc_server(addr: &ServerAddr) -> GrpcServer {

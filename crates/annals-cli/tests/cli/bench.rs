@@ -96,3 +96,49 @@ fn bench_read_stream_prints_json() {
     let figures = last_json_line(&out);
     assert_numbers(&figures, &["p50_us", "p99_us", "reads_per_s"]);
 }
+
+/// `bench ui` starts a server with projections, loads it with and without an open overview
+/// page, and its feed delivers status events holding a row per projection.
+#[test]
+fn bench_ui_prints_json() {
+    let out = annals_ok(&[
+        "bench",
+        "ui",
+        "--seconds",
+        "1",
+        "--projections",
+        "2",
+        "--clients",
+        "4",
+        "--rate",
+        "200",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    let figures = last_json_line(&out);
+    assert_numbers(
+        &figures,
+        &[
+            "no_ui_cpu_pct",
+            "ui_cpu_pct",
+            "ui_added_cpu_pct",
+            "snapshot_cpu_us",
+            "snapshot_behind_cpu_us",
+            "feeds_cpu_pct_in_process",
+        ],
+    );
+    assert!(figures["status_events"].as_u64().unwrap() >= 1, "{figures}");
+    assert_eq!(figures["consumers_in_feed"], 2, "{figures}");
+    assert!(figures["page_bytes"].as_u64().unwrap() > 0, "{figures}");
+    assert!(
+        figures["snapshot_cpu_us"].as_f64().unwrap() > 0.0,
+        "{figures}"
+    );
+    let rounds = figures["per_round"].as_array().unwrap();
+    assert_eq!(rounds.len(), 1, "{figures}");
+    assert!(
+        rounds[0]["status_events"].as_u64().unwrap() >= 1,
+        "{figures}"
+    );
+}
