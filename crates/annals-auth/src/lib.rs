@@ -156,7 +156,20 @@ pub struct Auth {
     writes: tokio::sync::Mutex<()>,
     passwords: Passwords,
     limiter: limiter::FailureLimiter,
+    /// Verifications under way, by credential digest: logins that arrive with the same login and
+    /// password while one is being hashed wait for its verdict instead of hashing (and taking a
+    /// failed-login token) again, so a client opening many connections at once costs one hash.
+    verifying: parking_lot::Mutex<HashMap<PasswordDigest, Arc<tokio::sync::OnceCell<Verdict>>>>,
     defaults: RwLock<Arc<AclDefaults>>,
+}
+
+/// What checking a password found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Right,
+    Wrong,
+    /// Not checked: too many failed logins of this user or from this address.
+    Limited,
 }
 
 impl Auth {
@@ -187,6 +200,7 @@ impl Auth {
             writes: tokio::sync::Mutex::new(()),
             passwords: Passwords::new(),
             limiter: limiter::FailureLimiter::new(),
+            verifying: parking_lot::Mutex::new(HashMap::new()),
             defaults: RwLock::new(Arc::new(defaults)),
         });
         if auth.users.read().map.is_empty() {
@@ -231,24 +245,48 @@ impl Auth {
                 None => (None, 0),
             }
         };
-        let now = Instant::now();
-        if !self.limiter.attempt(&login, addr, now) {
-            tracing::warn!(target: AUDIT_TARGET, user = %login, addr = ?addr, "login refused: too many failed logins");
-            return Err(AuthError::Unauthenticated(
-                "too many failed logins; try again later".to_owned(),
-            ));
+        let cell = Arc::clone(self.verifying.lock().entry(digest).or_default());
+        let verdict = cell
+            .get_or_try_init(|| async {
+                if !self.limiter.attempt(&login, addr, Instant::now()) {
+                    return Ok::<_, AuthError>(Verdict::Limited);
+                }
+                let right = match phc {
+                    Some(phc) => self.passwords.verify(phc, password).await?,
+                    None => false,
+                };
+                if right {
+                    self.limiter.succeeded(&login, addr, Instant::now());
+                    Ok(Verdict::Right)
+                } else {
+                    Ok(Verdict::Wrong)
+                }
+            })
+            .await
+            .copied();
+        {
+            let mut verifying = self.verifying.lock();
+            if verifying
+                .get(&digest)
+                .is_some_and(|c| Arc::ptr_eq(c, &cell))
+            {
+                verifying.remove(&digest);
+            }
         }
-        let ok = match phc {
-            Some(phc) => self.passwords.verify(phc, password).await?,
-            None => false,
-        };
-        if ok {
-            self.limiter.succeeded(&login, addr, Instant::now());
-        } else {
-            tracing::warn!(target: AUDIT_TARGET, user = %login, addr = ?addr, "login refused: wrong login or password");
-            return Err(AuthError::Unauthenticated(
-                "wrong login or password".to_owned(),
-            ));
+        match verdict? {
+            Verdict::Right => {}
+            Verdict::Limited => {
+                tracing::warn!(target: AUDIT_TARGET, user = %login, addr = ?addr, "login refused: too many failed logins");
+                return Err(AuthError::Unauthenticated(
+                    "too many failed logins; try again later".to_owned(),
+                ));
+            }
+            Verdict::Wrong => {
+                tracing::warn!(target: AUDIT_TARGET, user = %login, addr = ?addr, "login refused: wrong login or password");
+                return Err(AuthError::Unauthenticated(
+                    "wrong login or password".to_owned(),
+                ));
+            }
         }
         let mut users = self.users.write();
         match users.map.get_mut(&login) {

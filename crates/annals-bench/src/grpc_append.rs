@@ -33,6 +33,7 @@ use crate::error::{BenchError, Context};
 use crate::grpc::{GrpcClient, GrpcServer, Template, lean_client};
 use crate::measure::{latency_histogram, merge, micros, ratio, runtime};
 use crate::report::{emit, round2};
+use crate::server_cpu::server_cpu_seconds;
 use crate::workload::{EVENT_TYPE, event_data, random_id, take};
 use crate::{official, store};
 
@@ -93,6 +94,9 @@ struct Figures {
     baseline_p99_us: u64,
     baseline_max_us: u64,
     ratio: f64,
+    /// The server's CPU time per event over the gRPC rounds, from its `/metrics`
+    /// (`null` for a TLS server or one without the metric).
+    server_cpu_us_per_event: Option<f64>,
 }
 
 /// Events, time and latencies of one side over all rounds.
@@ -101,6 +105,8 @@ struct Side {
     events: u64,
     elapsed: Duration,
     latency_us: Histogram<u64>,
+    /// The server's CPU seconds over the rounds, when it could be read before and after each.
+    server_cpu_s: Option<f64>,
 }
 
 impl Side {
@@ -109,6 +115,7 @@ impl Side {
             events: 0,
             elapsed: Duration::ZERO,
             latency_us: latency_histogram(),
+            server_cpu_s: Some(0.0),
         }
     }
 
@@ -158,6 +165,10 @@ pub(crate) fn run(config: &GrpcAppendConfig) -> Result<(), BenchError> {
         baseline_p99_us: baseline.latency_us.value_at_quantile(0.99),
         baseline_max_us: baseline.latency_us.max(),
         ratio: ratio(events_per_s, baseline_events_per_s),
+        server_cpu_us_per_event: grpc
+            .server_cpu_s
+            .filter(|_| grpc.events > 0)
+            .map(|s| round2(s * 1e6 / grpc.events as f64)),
     };
     emit(&figures, config.json)
 }
@@ -285,9 +296,15 @@ fn measure(
     for round in 0..u64::from(config.rounds) {
         let share = config.events / u64::from(config.rounds)
             + u64::from(round < config.events % u64::from(config.rounds));
+        let cpu_before = runtime.block_on(server_cpu_seconds(&config.server));
         let started = Instant::now();
         let done = runtime.block_on(grpc_round(clients, share, None, &mut grpc.latency_us))?;
         let grpc_elapsed = started.elapsed();
+        let cpu_after = runtime.block_on(server_cpu_seconds(&config.server));
+        grpc.server_cpu_s = match (grpc.server_cpu_s, cpu_before, cpu_after) {
+            (Some(sum), Some(b), Some(a)) if a >= b => Some(sum + a - b),
+            _ => None,
+        };
         grpc.events += done;
         grpc.elapsed += grpc_elapsed;
         let started = Instant::now();

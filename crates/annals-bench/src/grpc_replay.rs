@@ -32,6 +32,7 @@ use crate::error::{BenchError, Context, ensure};
 use crate::grpc::{GrpcClient, GrpcServer, Template, lean_client};
 use crate::measure::{ratio, runtime, with_progress};
 use crate::report::{emit, round2};
+use crate::server_cpu::server_cpu_seconds;
 use crate::workload::{EVENT_TYPE, event_data, random_id, take};
 use crate::{official, store};
 
@@ -80,6 +81,9 @@ struct Figures {
     baseline_elapsed_s: f64,
     baseline_events_per_s: f64,
     ratio: f64,
+    /// The server's CPU time per event read over the gRPC rounds, from its `/metrics` (`null`
+    /// for a TLS server or one without the metric).
+    server_cpu_us_per_event: Option<f64>,
 }
 
 pub(crate) fn run(config: &GrpcReplayConfig) -> Result<(), BenchError> {
@@ -105,10 +109,13 @@ pub(crate) fn run(config: &GrpcReplayConfig) -> Result<(), BenchError> {
     let result = fill_engine(&runtime, &engine, config.events)
         .and_then(|()| measure(&runtime, &reader, &engine, config));
     engine.close();
-    let (grpc, baseline) = result?;
+    let ((grpc, baseline), cpu) = result?;
     let events_per_s = grpc.events as f64 / grpc.elapsed.as_secs_f64();
     let baseline_events_per_s = baseline.events as f64 / baseline.elapsed.as_secs_f64();
     let figures = Figures {
+        server_cpu_us_per_event: cpu
+            .filter(|_| grpc.events > 0)
+            .map(|s| round2(s * 1e6 / grpc.events as f64)),
         bench: "grpc-replay",
         server: config.server.to_string(),
         client: config.client,
@@ -199,17 +206,26 @@ impl Reader {
     }
 }
 
+/// Both sides' figures, and the server's CPU seconds over the gRPC rounds (when it could be read
+/// before and after each).
 fn measure(
     runtime: &tokio::runtime::Runtime,
     reader: &Reader,
     engine: &Engine,
     config: &GrpcReplayConfig,
-) -> Result<(Side, Side), BenchError> {
+) -> Result<((Side, Side), Option<f64>), BenchError> {
     let (mut grpc, mut baseline) = (Side::default(), Side::default());
+    let mut server_cpu_s = Some(0.0);
     for round in 0..config.rounds {
+        let cpu_before = runtime.block_on(server_cpu_seconds(&config.server));
         let started = Instant::now();
         let (events, bytes) = runtime.block_on(reader.read_all(config.events))?;
         let grpc_elapsed = started.elapsed();
+        let cpu_after = runtime.block_on(server_cpu_seconds(&config.server));
+        server_cpu_s = match (server_cpu_s, cpu_before, cpu_after) {
+            (Some(sum), Some(b), Some(a)) if a >= b => Some(sum + a - b),
+            _ => None,
+        };
         ensure(events == config.events, || {
             format!(
                 "read {events} events of $all over gRPC, not {}: some of the server's events \
@@ -237,7 +253,7 @@ fn measure(
             config.events as f64 / baseline_elapsed.as_secs_f64(),
         );
     }
-    Ok((grpc, baseline))
+    Ok(((grpc, baseline), server_cpu_s))
 }
 
 /// Reads the first `events` events of `$all` with Annals's lean client, as

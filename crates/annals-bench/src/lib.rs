@@ -38,6 +38,7 @@ mod read_stream;
 mod relay;
 mod replay;
 mod report;
+mod server_cpu;
 mod status_feed;
 mod store;
 mod ui;

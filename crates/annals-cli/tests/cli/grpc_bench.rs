@@ -68,6 +68,13 @@ fn grpc_benches_run_against_a_real_server() {
         ],
     );
     assert_eq!(figures["events"], 200, "{figures}");
+    // The server's CPU from its /metrics (ticks of 10 ms: a short run may read 0).
+    assert!(
+        figures["server_cpu_us_per_event"]
+            .as_f64()
+            .is_some_and(|v| v >= 0.0),
+        "{figures}"
+    );
     assert_eq!(figures["baseline_events"], 200, "{figures}");
     assert_eq!(figures["clients"], 8, "{figures}");
     assert_eq!(figures["client"], "annals", "{figures}");
@@ -115,6 +122,12 @@ fn grpc_benches_run_against_a_real_server() {
         ],
     );
     assert_eq!(figures["events"], 500, "{figures}");
+    assert!(
+        figures["server_cpu_us_per_event"]
+            .as_f64()
+            .is_some_and(|v| v >= 0.0),
+        "{figures}"
+    );
     assert_eq!(figures["filled"], 300, "{figures}");
     let events = read_all_events(&server);
     assert_eq!(events.len(), 500);
