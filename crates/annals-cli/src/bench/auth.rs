@@ -3,62 +3,16 @@
 //! cleartext, TLS, and `--auth` over TLS, with a CA and a certificate made for the run. Their
 //! process ids let the bench read each server's CPU time.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use annals_bench::{Bench, GrpcAuthConfig, GrpcServer};
 use anyhow::Context;
 
+use super::child::{ChildServer, start};
 use crate::args::BenchGrpcAppendArgs;
 
 /// The admin password of the bench's secure server (a throwaway store).
 const BENCH_ADMIN_PASSWORD: &str = "bench-admin";
-
-/// A child `annals serve`, killed when dropped.
-struct ChildServer {
-    child: Child,
-    authority: String,
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path, extra: &[&str]) -> anyhow::Result<ChildServer> {
-    let exe = std::env::current_exe().context("cannot find this program")?;
-    let mut child = Command::new(exe)
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("RUST_LOG", "warn,annals_cli=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start annals serve")?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let authority = loop {
-        let Some(line) = lines.next() else {
-            anyhow::bail!("annals serve exited before serving");
-        };
-        let line = line.context("reading the server's log")?;
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    };
-    // Keep draining the log so the pipe never fills.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Ok(ChildServer { child, authority })
-}
 
 /// A CA and a server certificate for `localhost` and `127.0.0.1`, as PEM files in `dir`:
 /// (CA, certificate, key).
@@ -140,7 +94,7 @@ pub(crate) fn run(a: &BenchGrpcAppendArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let auth_check_cpu_us = auth_check_cpu_us(&dir.path().join("auth-check"))?;
     let (ca, cert, key) = certificates(dir.path())?;
-    let plain = start(&dir.path().join("plain"), &[])?;
+    let plain = start::<&str>(&dir.path().join("plain"), &[])?;
     let tls_only = start(
         &dir.path().join("tls"),
         &[

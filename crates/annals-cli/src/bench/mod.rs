@@ -5,6 +5,7 @@
 //! measure of a status snapshot.
 
 mod auth;
+mod child;
 mod in_process;
 mod ui;
 

@@ -5,9 +5,7 @@
 //! projections (`annals_http::status::snapshot` and its JSON text, as the feed makes them once a
 //! second), caught up and a few events behind.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +19,7 @@ use annals_relay::Relays;
 use annals_server::{Limits, ServerState};
 use anyhow::Context;
 
+use super::child::start;
 use crate::args::BenchUiArgs;
 
 /// Snapshots timed in process, for each of the two figures.
@@ -55,56 +54,6 @@ params = ["data.id", "data.n"]
             )
         })
         .collect()
-}
-
-/// A child `annals serve`, killed when dropped.
-struct ChildServer {
-    child: Child,
-    authority: String,
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path, projections: &Path) -> anyhow::Result<ChildServer> {
-    let exe = std::env::current_exe().context("cannot find this program")?;
-    let child = Command::new(exe)
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--projections"])
-        .arg(projections)
-        .env("RUST_LOG", "warn,annals_cli=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start annals serve")?;
-    // Owned at once, so the child is killed on any error below.
-    let mut server = ChildServer {
-        child,
-        authority: String::new(),
-    };
-    let stderr = server.child.stderr.take().context("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    server.authority = loop {
-        let Some(line) = lines.next() else {
-            anyhow::bail!("annals serve exited before serving");
-        };
-        let line = line.context("reading the server's log")?;
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    };
-    // Keep draining the log so the pipe never fills.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Ok(server)
 }
 
 /// The id (`PID/task/TID`) and CPU time in ns of the runtime's one blocking thread, where a
@@ -248,7 +197,10 @@ pub(crate) fn run(a: &BenchUiArgs) -> anyhow::Result<()> {
     );
     let file = dir.path().join("projections.toml");
     std::fs::write(&file, &text).context("cannot write the projections file")?;
-    let server = start(&dir.path().join("served"), &file)?;
+    let server = start(
+        &dir.path().join("served"),
+        &[std::ffi::OsStr::new("--projections"), file.as_os_str()],
+    )?;
     let config = UiConfig {
         server: GrpcServer {
             authority: server.authority.clone(),
