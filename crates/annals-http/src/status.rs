@@ -12,8 +12,9 @@
 //! per origin over HTTP/1.1). Consumer rows are for operators (`$admins`, `$ops`); other users
 //! get the store's figures only. The rates come from one sampler per server, which reads the
 //! head and the read counter once a second ([`StatusSampler`]); a snapshot costs one list of
-//! each kind of consumer, so a feed costs the server a few of those a second however fast the
-//! store is written.
+//! each kind of consumer, made at most twice a second and shared by every open feed (operators'
+//! and other users' apart), so the feeds cost the server a few of those a second however many
+//! pages are open and however fast the store is written.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -63,7 +64,14 @@ pub struct StatusSampler {
     samples: Mutex<VecDeque<Sample>>,
     started_ms: u64,
     task: OnceLock<()>,
+    /// The last snapshot text the feeds sent, for operators and for other users, with when it
+    /// was made: every open feed shares it, so open pages cost the server at most two
+    /// snapshots a second in all, not two each.
+    shared: tokio::sync::Mutex<[Option<SharedSnapshot>; 2]>,
 }
+
+/// A snapshot's JSON text and when it was made.
+type SharedSnapshot = (std::time::Instant, Arc<str>);
 
 impl Default for StatusSampler {
     fn default() -> Self {
@@ -71,6 +79,7 @@ impl Default for StatusSampler {
             samples: Mutex::new(VecDeque::with_capacity(HISTORY_SAMPLES)),
             started_ms: unix_ms(),
             task: OnceLock::new(),
+            shared: tokio::sync::Mutex::new([None, None]),
         }
     }
 }
@@ -486,19 +495,39 @@ pub(crate) async fn live(State(state): State<HttpState>, req: axum::extract::Req
         .into_response()
 }
 
+/// How long a snapshot the feeds share is reused.
+const SHARED_SNAPSHOT_FRESH: Duration = Duration::from_millis(500);
+
+/// The snapshot text for a feed: the one another feed made in the last
+/// [`SHARED_SNAPSHOT_FRESH`], or a new one (made by one feed while the others wait for it).
+async fn shared_snapshot(state: &HttpState, operator: bool) -> Arc<str> {
+    let mut shared = state.status.shared.lock().await;
+    let slot = shared.get_mut(usize::from(operator));
+    if let Some(Some((made, text))) = slot.as_deref()
+        && made.elapsed() < SHARED_SNAPSHOT_FRESH
+    {
+        return Arc::clone(text);
+    }
+    let text: Arc<str> = Arc::from(snapshot(state, operator).await.to_string());
+    if let Some(slot) = slot {
+        *slot = Some((std::time::Instant::now(), Arc::clone(&text)));
+    }
+    text
+}
+
 /// Snapshots that differ from the one sent before, looked for every [`STATUS_FEED_INTERVAL`].
 fn feed(state: HttpState, operator: bool) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(
-        (state, None::<String>, true),
+        (state, None::<Arc<str>>, true),
         move |(state, last, first)| async move {
             if !first {
                 tokio::time::sleep(STATUS_FEED_INTERVAL).await;
             }
             let mut last = last;
             loop {
-                let text = snapshot(&state, operator).await.to_string();
-                if last.as_deref() != Some(text.as_str()) {
-                    let event = Event::default().event("status").data(text.clone());
+                let text = shared_snapshot(&state, operator).await;
+                if last.as_deref() != Some(&*text) {
+                    let event = Event::default().event("status").data(&*text);
                     return Some((Ok(event), (state, Some(text), false)));
                 }
                 last = Some(text);
@@ -530,6 +559,29 @@ mod tests {
         assert_eq!(judge("paused", 5, 500.0, 0.0, 0, None).0, Health::Paused);
         assert_eq!(judge("running", 3, 0.5, 10.0, 0, None).0, Health::Ok);
         assert!(Health::Error < Health::Warning && Health::Warning < Health::Ok);
+    }
+
+    /// Feeds open at once share one snapshot (the same text, made once) until it is
+    /// [`SHARED_SNAPSHOT_FRESH`] old; operators' and other users' are apart.
+    #[tokio::test]
+    async fn open_feeds_share_one_snapshot() {
+        let engine = annals_engine::Engine::open(
+            Arc::new(annals_log::FaultStorage::new()),
+            annals_engine::EngineConfig::default(),
+        )
+        .unwrap()
+        .0;
+        let server = ServerState::new(engine.clone(), annals_server::Limits::default());
+        let state = HttpState::new(server, None, None);
+        let a = shared_snapshot(&state, true).await;
+        let b = shared_snapshot(&state, true).await;
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = shared_snapshot(&state, false).await;
+        assert!(!Arc::ptr_eq(&a, &other));
+        tokio::time::sleep(SHARED_SNAPSHOT_FRESH + Duration::from_millis(50)).await;
+        let c = shared_snapshot(&state, true).await;
+        assert!(!Arc::ptr_eq(&a, &c), "made again once stale");
+        engine.close();
     }
 
     #[test]
