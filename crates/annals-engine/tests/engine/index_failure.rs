@@ -93,7 +93,12 @@ fn append_once_writes_resume(engine: &Engine, stream: &StreamName, seed: u64) ->
     }
 }
 
-fn index_fails_then_recovers(fail: impl Fn(&FaultStorage, bool), reads_answer_while_failing: bool) {
+/// `fail` makes the index file fail. With `sync_fails` (its syncs fail) nothing can be made
+/// durable until the disk answers, so the stop lasts; without (no space to grow it), the reopened
+/// store may find room inside its own file (what the non-durable commits had taken is free again
+/// at the last durable commit), and the repair may then succeed before the disk has room: either
+/// is right, and the test takes both.
+fn index_fails_then_recovers(fail: impl Fn(&FaultStorage, bool), sync_fails: bool) {
     let storage = FaultStorage::new();
     // Made durable often, so the failing disk is met by a flush as well as by commits.
     let config = EngineConfig {
@@ -119,27 +124,32 @@ fn index_fails_then_recovers(fail: impl Fn(&FaultStorage, bool), reads_answer_wh
 
     storage.scope_faults(Some(INDEX_FILE));
     fail(&storage, true);
+    // (`append_until_stopped` checked that the refusal names the index.)
     attempts.extend(append_until_stopped(&engine, 4, 100));
-    let reason = engine.write_failure().unwrap();
-    assert!(reason.contains("index"), "{reason}");
-    // While the disk still fails, writes stay refused, and the repair retries.
+    if sync_fails {
+        let reason = engine.write_failure().unwrap();
+        assert!(reason.contains("index"), "{reason}");
+    }
+    // While the disk still fails, the repair retries; with failing syncs, writes stay refused.
     std::thread::sleep(Duration::from_millis(1_500));
     let mut rng = random::rng(7);
-    let refused = engine.append(
-        &name("own-0"),
-        ExpectedRevision::Any,
-        random::random_events(&mut rng, 1, 10),
-    );
-    assert!(
-        matches!(refused, Err(EngineError::Stopped(_))),
-        "{refused:?}"
-    );
+    let (stream, events) = (name("own-0"), random::random_events(&mut rng, 1, 10));
+    let probe = engine.append(&stream, ExpectedRevision::Any, events.clone());
+    match (&probe, sync_fails) {
+        (Err(EngineError::Stopped(_)), _) | (Ok(_), false) => {}
+        other => panic!("an append while the index disk fails: {other:?}"),
+    }
+    attempts.push(Attempt {
+        stream,
+        events,
+        acked: probe.ok(),
+    });
     let acked_events: usize = attempts
         .iter()
         .filter(|a| a.acked.is_some())
         .map(|a| a.events.len())
         .sum();
-    if reads_answer_while_failing {
+    if !sync_fails {
         // The index store was reopened: every acknowledged event reads as before. (The repair
         // retries every second, and its commit fails the store again until it reopens it, a
         // moment later: a read in that moment fails, and is tried again here.)
@@ -152,10 +162,19 @@ fn index_fails_then_recovers(fail: impl Fn(&FaultStorage, bool), reads_answer_wh
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        assert_eq!(read.len(), acked_events);
+        // (A batch whose indexing failed is published by a repair that succeeded.)
+        assert!(
+            read.len() >= acked_events,
+            "{} < {acked_events}",
+            read.len()
+        );
     }
     // The store check commits the index store: it waits for the repair.
-    assert!(matches!(engine.check(|_| {}), Err(EngineError::Stopped(_))));
+    match engine.check(|_| {}) {
+        Err(EngineError::Stopped(_)) => {}
+        Ok(report) if !sync_fails => assert!(report.problems.is_empty(), "{report:?}"),
+        other => panic!("check while the index disk fails: {other:?}"),
+    }
 
     // The disk answers again: writes resume, and everything written is published.
     fail(&storage, false);
@@ -182,12 +201,12 @@ fn index_fails_then_recovers(fail: impl Fn(&FaultStorage, bool), reads_answer_wh
 
 #[test]
 fn a_full_disk_under_the_index_stops_writes_and_they_resume_once_space_is_freed() {
-    index_fails_then_recovers(FaultStorage::set_full, true);
+    index_fails_then_recovers(FaultStorage::set_full, false);
 }
 
 #[test]
 fn a_failed_fsync_of_the_index_stops_writes_and_they_resume_once_the_disk_answers() {
-    index_fails_then_recovers(FaultStorage::fail_syncs, false);
+    index_fails_then_recovers(FaultStorage::fail_syncs, true);
 }
 
 /// The index store fails while nothing is written (its durable flush, every 50 ms while there is
