@@ -14,6 +14,7 @@
 mod append;
 pub mod client;
 mod error;
+mod fanout;
 mod grpc;
 mod grpc_append;
 mod grpc_auth;
@@ -46,6 +47,7 @@ mod workload;
 
 pub use append::AppendConfig;
 pub use error::BenchError;
+pub use fanout::FanoutConfig;
 pub use grpc::{GrpcClient, GrpcServer};
 pub use grpc_append::{GrpcAppendConfig, GrpcAppendRpc};
 pub use grpc_auth::{GrpcAuthConfig, process_cpu_ns, thread_cpu_ns};
@@ -89,6 +91,9 @@ pub enum Bench {
     /// The server CPU the admin UI's live overview costs: a running server under gRPC appends
     /// at a fixed rate, without and with open overview pages, in the same run.
     Ui(Box<UiConfig>),
+    /// Live subscribers on `$all` over server-sent events against the same writers without
+    /// them: appends a second in both, and the server's CPU per event delivered.
+    Fanout(FanoutConfig),
 }
 
 /// Runs `bench` and prints its figures on stdout.
@@ -105,6 +110,7 @@ pub fn run(bench: &Bench) -> Result<(), BenchError> {
         Bench::Persistent(c) => persistent::run(c),
         Bench::Relay(c) => relay::run(c),
         Bench::Ui(c) => ui::run(c),
+        Bench::Fanout(c) => fanout::run(c),
     }
 }
 

@@ -94,7 +94,7 @@ pub(crate) async fn hold_page(
 }
 
 /// Sends `GET path` and checks the answer is 200.
-async fn get(
+pub(crate) async fn get(
     sender: &mut SendRequest<String>,
     authority: &str,
     path: &str,
@@ -121,7 +121,10 @@ async fn get(
 }
 
 /// The next frame of `body`; `None` at its end.
-async fn next_frame(body: &mut Incoming, what: &str) -> Result<Option<Frame<Bytes>>, BenchError> {
+pub(crate) async fn next_frame(
+    body: &mut Incoming,
+    what: &str,
+) -> Result<Option<Frame<Bytes>>, BenchError> {
     std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
         .await
         .transpose()

@@ -37,6 +37,9 @@ pub enum BenchCommand {
     /// projections, loads it with gRPC appends at a fixed rate, and compares its CPU without and
     /// with open overview pages; and times one status snapshot in this process.
     Ui(BenchUiArgs),
+    /// Live subscribers on `$all` (server-sent events) against the same gRPC writers without
+    /// them: appends a second in both, and the server's CPU per event delivered.
+    Fanout(BenchFanoutArgs),
 }
 
 #[derive(Debug, Args)]
@@ -311,6 +314,25 @@ pub struct BenchGrpcReplayArgs {
     /// directory).
     #[arg(long)]
     pub baseline_dir: Option<PathBuf>,
+    /// End with one JSON line of the figures.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFanoutArgs {
+    /// The running server (cleartext): HOST:PORT or http://HOST:PORT.
+    #[arg(long)]
+    pub server: ServerAddr,
+    /// Live subscribers on `$all` in the second phase.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: u32,
+    /// Concurrent writers, each appending one event at a time over gRPC.
+    #[arg(long, default_value_t = 16)]
+    pub writers: u32,
+    /// Events appended in each phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
     /// End with one JSON line of the figures.
     #[arg(long)]
     pub json: bool,

@@ -12,9 +12,9 @@ mod ui;
 use std::process::ExitCode;
 
 use annals_bench::{
-    AppendConfig, Bench, FillConfig, GrpcAppendConfig, GrpcAppendRpc, GrpcClient, GrpcReplayConfig,
-    GrpcServer, PersistentConfig, ProjectConfig, ProjectTarget, ReadStreamConfig, RelayConfig,
-    ReplayConfig,
+    AppendConfig, Bench, FanoutConfig, FillConfig, GrpcAppendConfig, GrpcAppendRpc, GrpcClient,
+    GrpcReplayConfig, GrpcServer, PersistentConfig, ProjectConfig, ProjectTarget, ReadStreamConfig,
+    RelayConfig, ReplayConfig,
 };
 
 use crate::args::{BenchCommand, GrpcAppendRpcArg, GrpcClientArg, ProjectTargetArg, ServerAddr};
@@ -144,6 +144,13 @@ fn bench(command: BenchCommand) -> anyhow::Result<Bench> {
             json: a.json,
         }),
         BenchCommand::Ui(_) => anyhow::bail!("bench ui starts a server of its own"),
+        BenchCommand::Fanout(a) => Bench::Fanout(FanoutConfig {
+            server: grpc_server(&a.server),
+            subscribers: a.subscribers,
+            writers: a.writers,
+            events: a.events,
+            json: a.json,
+        }),
     })
 }
 

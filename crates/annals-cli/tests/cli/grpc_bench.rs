@@ -442,3 +442,41 @@ fn grpc_append_auth_compares_two_servers_it_starts() {
         assert!(stderr.contains("--features kurrentdb-client"), "{stderr}");
     }
 }
+
+/// `bench fanout`: every subscriber receives every event appended while it follows, and the
+/// figures of both phases are there.
+#[test]
+fn fanout_bench_delivers_every_event_to_every_subscriber() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let figures = last_json_line(&annals_ok(&[
+        "bench",
+        "fanout",
+        "--server",
+        &server.addr.to_string(),
+        "--subscribers",
+        "3",
+        "--writers",
+        "4",
+        "--events",
+        "300",
+        "--json",
+    ]));
+    assert_positive(
+        &figures,
+        &[
+            "appends_per_s_alone",
+            "appends_per_s_with_subscribers",
+            "ratio",
+        ],
+    );
+    assert_eq!(figures["delivered"], 900, "{figures}");
+    assert!(
+        figures["server_cpu_us_per_delivered_event"]
+            .as_f64()
+            .is_some_and(|v| v >= 0.0),
+        "{figures}"
+    );
+    // Both phases' appends are in the store.
+    assert_eq!(read_all_events(&server).len(), 600);
+}
