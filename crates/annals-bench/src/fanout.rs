@@ -21,7 +21,7 @@ use crate::server_cpu::server_cpu_seconds;
 use crate::status_feed::{get, next_frame};
 
 /// How long the subscribers may take to receive every event after the writers finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+const FANOUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings of `bench fanout`.
 #[derive(Clone, Debug)]
@@ -104,7 +104,7 @@ pub(crate) fn run(config: &FanoutConfig) -> Result<(), BenchError> {
         let with_elapsed = started.elapsed();
         let want = u64::from(config.subscribers) * with;
         let drain = Instant::now();
-        while received.load(Ordering::Relaxed) < want && drain.elapsed() < DRAIN_TIMEOUT {
+        while received.load(Ordering::Relaxed) < want && drain.elapsed() < FANOUT_DRAIN_TIMEOUT {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let cpu_with = cpu_delta(cpu_before, server_cpu_seconds(&config.server).await);
