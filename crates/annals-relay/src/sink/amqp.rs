@@ -30,6 +30,10 @@ use crate::redact;
 
 /// Longest a connection attempt (TCP, handshake, channel, confirm mode) may take.
 const AMQP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a reconnection, how long a message returned as unroutable counts as the broker still
+/// recovering its durable queues and bindings (a restarted RabbitMQ takes connections before it
+/// has), so it is tried again as if the broker were down rather than counted against the event.
+const AMQP_RECOVERY_GRACE: Duration = Duration::from_secs(15);
 /// Largest body sent before the broker said otherwise: RabbitMQ's default `max_message_size`.
 /// A broker configured lower refuses a larger message by closing the channel; its limit is
 /// learned from that refusal.
@@ -59,6 +63,9 @@ struct Links {
 
 struct Link {
     generation: u64,
+    /// When it was made, and whether an earlier link came before it (a reconnection).
+    made_at: std::time::Instant,
+    reconnected: bool,
     /// Kept so the connection stays open; dropping it closes the connection.
     connection: Connection,
     /// In confirm mode; shared by every send.
@@ -81,8 +88,9 @@ impl Inner {
         redact::url(&self.url)
     }
 
-    /// The confirm-mode channel and its connection's generation, connecting first if needed.
-    async fn channel(&self) -> Result<(u64, Channel), SinkError> {
+    /// The confirm-mode channel and its connection's generation, connecting first if needed, and
+    /// whether the connection is a reconnection still within [`AMQP_RECOVERY_GRACE`].
+    async fn channel(&self) -> Result<(u64, Channel, bool), SinkError> {
         let mut links = self.link.lock().await;
         self.ensure(&mut links).await?;
         match links.current.as_ref() {
@@ -90,7 +98,11 @@ impl Inner {
                 "{}: the broker blocked the connection (a memory or disk alarm)",
                 self.endpoint()
             ))),
-            Some(link) => Ok((link.generation, link.channel.clone())),
+            Some(link) => Ok((
+                link.generation,
+                link.channel.clone(),
+                link.reconnected && link.made_at.elapsed() < AMQP_RECOVERY_GRACE,
+            )),
             None => Err(SinkError::Down(format!(
                 "{}: not connected",
                 self.endpoint()
@@ -141,6 +153,8 @@ impl Inner {
             })??;
         links.made += 1;
         links.current = Some(Link {
+            made_at: std::time::Instant::now(),
+            reconnected: links.made > 1,
             generation: links.made,
             connection,
             channel,
@@ -297,7 +311,7 @@ impl Inner {
             ..BasicPublishOptions::default()
         };
 
-        let (generation, channel) = self.channel().await?;
+        let (generation, channel, recovering) = self.channel().await?;
         let confirmed = tokio::time::timeout(self.config.confirm_timeout, async {
             channel
                 .basic_publish(exchange, routing_key, options, &event.data, properties)
@@ -307,14 +321,23 @@ impl Inner {
         .await;
         match confirmed {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(SinkError::Refused(format!(
-                "{endpoint}: unroutable: exchange {:?} has no queue bound for routing key {:?} \
-                 ({} {}); bind a queue, or the events are lost to RabbitMQ",
-                self.config.exchange,
-                returned.delivery.routing_key.as_str(),
-                returned.reply_code,
-                returned.reply_text.as_str(),
-            ))),
+            Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+                let message = format!(
+                    "{endpoint}: unroutable: exchange {:?} has no queue bound for routing key \
+                     {:?} ({} {}); bind a queue, or the events are lost to RabbitMQ",
+                    self.config.exchange,
+                    returned.delivery.routing_key.as_str(),
+                    returned.reply_code,
+                    returned.reply_text.as_str(),
+                );
+                match recovering {
+                    true => Err(SinkError::Down(format!(
+                        "{message} (just reconnected: the broker may still be recovering its \
+                         queues; tried again)"
+                    ))),
+                    false => Err(SinkError::Refused(message)),
+                }
+            }
             Ok(Ok(Confirmation::Nack(_))) => Err(SinkError::Refused(format!(
                 "{endpoint}: the broker did not take the message (basic.nack)"
             ))),
