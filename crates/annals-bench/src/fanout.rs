@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
-use crate::error::{BenchError, Context, ensure};
+use crate::error::{BenchError, ensure};
 use crate::grpc::{GrpcClient, GrpcServer};
 use crate::grpc_append::{GrpcAppendConfig, GrpcAppendRpc, connect, grpc_round};
 use crate::measure::{latency_histogram, ratio, runtime};
 use crate::report::{emit, round2};
 use crate::server_cpu::server_cpu_seconds;
-use crate::status_feed::{get, next_frame};
+use crate::status_feed::{get, http1, next_frame};
 
 /// How long the subscribers may take to receive every event after the writers finish.
 const FANOUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -151,15 +150,7 @@ fn cpu_delta(before: Option<f64>, after: Option<f64>) -> Option<f64> {
 /// One light subscriber: follows `$all` from its end over SSE and counts the events sent (each
 /// a `data:` line; checkpoints and keep-alives are not events).
 async fn subscribe(authority: String, received: Arc<AtomicU64>) -> Result<(), BenchError> {
-    let tcp = tokio::net::TcpStream::connect(&authority)
-        .await
-        .context(|| format!("cannot reach the server at {authority}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, String>(TokioIo::new(tcp))
-            .await
-            .map_err(std::io::Error::other)
-            .context(|| format!("HTTP/1.1 handshake with {authority}"))?;
-    let driver = tokio::spawn(connection);
+    let (mut sender, driver) = http1(&authority).await?;
     let mut body = get(&mut sender, &authority, "/all/live?eventNames=false").await?;
     // The first bytes of the current line, and whether the current message has an `event:`
     // line (a checkpoint or an error, not an event).

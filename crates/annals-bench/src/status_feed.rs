@@ -51,15 +51,7 @@ pub(crate) async fn hold_page(
     authority: String,
     mut stop: watch::Receiver<bool>,
 ) -> Result<PageSeen, BenchError> {
-    let tcp = tokio::net::TcpStream::connect(&authority)
-        .await
-        .context(|| format!("cannot reach the server at {authority}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, String>(TokioIo::new(tcp))
-            .await
-            .map_err(std::io::Error::other)
-            .context(|| format!("HTTP/1.1 handshake with {authority}"))?;
-    let driver = tokio::spawn(connection);
+    let (mut sender, driver) = http1(&authority).await?;
     let held = async {
         let mut seen = PageSeen::default();
         let mut page = get(&mut sender, &authority, "/").await?;
@@ -91,6 +83,27 @@ pub(crate) async fn hold_page(
     .await;
     driver.abort();
     held
+}
+
+/// An HTTP/1.1 connection to `authority`, and the task driving it (abort it when done).
+pub(crate) async fn http1(
+    authority: &str,
+) -> Result<
+    (
+        SendRequest<String>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    ),
+    BenchError,
+> {
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .context(|| format!("cannot reach the server at {authority}"))?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake::<_, String>(TokioIo::new(tcp))
+            .await
+            .map_err(std::io::Error::other)
+            .context(|| format!("HTTP/1.1 handshake with {authority}"))?;
+    Ok((sender, tokio::spawn(connection)))
 }
 
 /// Sends `GET path` and checks the answer is 200.
