@@ -238,6 +238,11 @@ pub struct ServeArgs {
     /// Most open client connections.
     #[arg(long, default_value_t = annals_core::limits::NETWORK_CONNECTIONS_MAX)]
     pub connections_max: usize,
+    /// Shortest time between two pages sent to one live subscriber at the head, in
+    /// microseconds: what is published meanwhile goes out together. 0 sends each group commit at
+    /// once (lowest latency, most server CPU per subscriber).
+    #[arg(long, default_value_t = annals_core::limits::NETWORK_LIVE_PAGE_INTERVAL_MICROS)]
+    pub live_page_interval_us: u64,
     /// A TOML file of declarative projections to apply at start (new ones are registered,
     /// changed ones rebuilt beside the serving version). Projections registered earlier, also
     /// over HTTP, are kept in the store directory and run without it.

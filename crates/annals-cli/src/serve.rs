@@ -39,7 +39,7 @@ const FD_RESERVE: u64 = 1_024;
 
 /// Raises the soft limit on open files towards the hard one, so `connections` connections and
 /// the store's own files fit; says so when they cannot.
-fn raise_fd_limit(connections: usize) {
+pub(crate) fn raise_fd_limit(connections: usize) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let want = u64::try_from(connections)
         .unwrap_or(u64::MAX)
@@ -87,6 +87,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let limits = Limits {
         connections_max: args.connections_max,
+        live_page_interval: std::time::Duration::from_micros(args.live_page_interval_us),
         ..Limits::default()
     };
     // Projections run on their own threads; they start before the listener so a read-your-writes

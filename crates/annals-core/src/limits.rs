@@ -72,6 +72,11 @@ pub const NETWORK_PING_SECS: u64 = 60;
 /// slower than events arrive); then the subscription ends with an error saying so, and what it
 /// held is freed.
 pub const NETWORK_SUBSCRIBER_BLOCKED_SECS: u64 = 60;
+/// Shortest time between two pages sent to one live subscriber at the head, in microseconds:
+/// events published meanwhile go out together in the next page. An event after a quiet spell
+/// goes out at once; under load, each subscriber costs the server one wake-up and one write per
+/// interval instead of one per group commit. 0 sends every group commit as it is published.
+pub const NETWORK_LIVE_PAGE_INTERVAL_MICROS: u64 = 2_000;
 /// Most live subscriptions (gRPC and server-sent events together).
 pub const NETWORK_SUBSCRIPTIONS_MAX: usize = 1_024;
 /// Most events one gRPC read returns, whatever count it asks for. A gRPC read pages through the

@@ -193,6 +193,7 @@ impl Engine {
             unrepairable: AtomicBool::new(false),
             index_failed: AtomicBool::new(false),
             epoch: std::sync::atomic::AtomicU64::new(0),
+            live: crate::live_tail::LiveTail::default(),
             #[cfg(test)]
             panic_hook: crate::threads::PanicHook::default(),
             #[cfg(test)]

@@ -15,6 +15,7 @@ mod head;
 mod index_store;
 mod links;
 mod listing;
+mod live_tail;
 mod read;
 mod replay;
 mod rules;
@@ -30,6 +31,7 @@ pub use config::{
 pub use engine::{Engine, OpenReport};
 pub use error::EngineError;
 pub use listing::{LIST_STREAMS_MAX, StreamSummary};
+pub use live_tail::{LIVE_TAIL_EVENTS_MAX, LIVE_TAIL_PAGES_MAX, PageEvents, SharedPage};
 pub use read::{AllPage, READ_SCAN_EVENTS_MAX};
 pub use subscription::{
     SUBSCRIPTION_PAGE_EVENTS_MAX, StreamSubscription, StreamSubscriptionPage, Subscription,

@@ -7,14 +7,13 @@
 
 use std::time::Duration;
 
-use annals_core::{
-    Direction, DomainError, EventRecord, Filter, Position, ResolvedEvent, Revision, StreamName,
-};
+use annals_core::{Direction, DomainError, Filter, Position, ResolvedEvent, Revision, StreamName};
 use tokio::sync::watch;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::links::posting_list;
+use crate::live_tail::{LIVE_TAIL_ADMIT_EVENTS, PageEvents};
 
 /// Most events one subscription page holds.
 pub const SUBSCRIPTION_PAGE_EVENTS_MAX: usize = 4_096;
@@ -22,7 +21,9 @@ pub const SUBSCRIPTION_PAGE_EVENTS_MAX: usize = 4_096;
 /// One step of a subscription.
 #[derive(Clone, Debug, Default)]
 pub struct SubscriptionPage {
-    pub events: Vec<EventRecord>,
+    /// The events, possibly shared with other subscriptions at the head (see
+    /// [`PageEvents::shared`]).
+    pub events: PageEvents,
     /// Every position up to here has been delivered or filtered out: a checkpoint a consumer can
     /// store and resume from (resume with `checkpoint.next()`).
     pub checkpoint: Position,
@@ -73,11 +74,17 @@ impl Subscription {
         self.next
     }
 
-    /// Reads the next page if anything is past the cursor.
+    /// Reads the next page if anything is past the cursor: from the live tail when the cursor
+    /// is near the head, else from the log.
     fn poll_page(&mut self) -> Result<Option<SubscriptionPage>, EngineError> {
         let head = self.engine.head();
         if self.next > head {
             return Ok(None);
+        }
+        if head.0 - self.next.0 < LIVE_TAIL_ADMIT_EVENTS
+            && let Some(page) = self.poll_tail(head)?
+        {
+            return Ok(Some(page));
         }
         let page = self.engine.read_all(
             self.next,
@@ -87,9 +94,45 @@ impl Subscription {
         )?;
         self.next = page.next.max(self.next);
         Ok(Some(SubscriptionPage {
-            events: page.events,
+            events: page.events.into(),
             checkpoint: Position(self.next.0 - 1),
             caught_up: page.end_reached,
+        }))
+    }
+
+    /// The next page from the live tail, filtered here; `None` if the cursor is behind the tail.
+    fn poll_tail(&mut self, head: Position) -> Result<Option<SubscriptionPage>, EngineError> {
+        let engine = &self.engine;
+        let hit = engine.inner.shared.live.page_at(self.next, |from| {
+            engine
+                .read_all(
+                    from,
+                    Direction::Forwards,
+                    SUBSCRIPTION_PAGE_EVENTS_MAX,
+                    None,
+                )
+                .map(|page| page.events)
+        })?;
+        let Some(hit) = hit else {
+            return Ok(None);
+        };
+        let mut indices =
+            Vec::with_capacity((hit.events().len() - hit.start).min(self.page_events_max));
+        let mut next = self.next;
+        for (i, e) in hit.events().iter().enumerate().skip(hit.start) {
+            if indices.len() >= self.page_events_max {
+                break;
+            }
+            next = e.position.next();
+            if self.filter.as_ref().is_none_or(|f| f.matches(e)) {
+                indices.push(u32::try_from(i).unwrap_or(u32::MAX));
+            }
+        }
+        self.next = next;
+        Ok(Some(SubscriptionPage {
+            events: PageEvents::shared(hit.page, indices),
+            checkpoint: Position(next.0 - 1),
+            caught_up: next > head,
         }))
     }
 

@@ -15,6 +15,7 @@ mod error;
 mod features;
 mod persistent;
 mod read;
+mod read_items;
 mod read_route;
 mod read_tx;
 mod stream_cursor;

@@ -8,9 +8,7 @@
 //! flattens them back into one response per event, which [`crate::read_route`] encodes by hand
 //! straight into the response buffer.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use annals_core::{
@@ -22,61 +20,14 @@ use annals_server::{Api, Principal, ServerState};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::convert::{recorded_event, stream_identifier, stream_name};
+use crate::convert::{stream_identifier, stream_name};
 use crate::error::GrpcError;
+pub(crate) use crate::read_items::{Batch, ReadItem, ReadItems};
 pub(crate) use crate::read_tx::Tx;
 use annals_proto::streams::read_req::options::{
     self as opts, AllOptions, FilterOptions, StreamOptions, all_options, stream_options,
 };
 use annals_proto::streams::{ReadReq, ReadResp, read_resp};
-
-/// What the task answering a read hands to the response stream.
-#[derive(Debug)]
-pub(crate) enum Batch {
-    /// Events to send in order, each as its own `ReadResp`.
-    Events {
-        events: Vec<EventRecord>,
-        structured: bool,
-    },
-    /// Events read through links, each sent with its link record (`resolve_links`).
-    Resolved {
-        events: Vec<ResolvedEvent>,
-        structured: bool,
-    },
-    /// Any other response (boxed: rare, and much larger than a page of events' handle).
-    Message(Box<ReadResp>),
-}
-
-/// One response of a read, before it is encoded.
-#[derive(Debug)]
-pub(crate) enum ReadItem {
-    /// An event, with the UUID form the client asked for (structured or string).
-    Event(EventRecord, bool),
-    /// An event with the link record it was read through.
-    Resolved(ResolvedEvent, bool),
-    Message(Box<ReadResp>),
-}
-
-impl ReadItem {
-    /// The prost form of the response (the hand encoder in [`crate::convert`] skips it).
-    pub(crate) fn into_message(self) -> ReadResp {
-        match self {
-            ReadItem::Event(e, structured) => ReadResp {
-                content: Some(read_resp::Content::Event(recorded_event(
-                    &e, None, structured,
-                ))),
-            },
-            ReadItem::Resolved(r, structured) => ReadResp {
-                content: Some(read_resp::Content::Event(recorded_event(
-                    &r.event,
-                    r.link.as_ref(),
-                    structured,
-                ))),
-            },
-            ReadItem::Message(m) => *m,
-        }
-    }
-}
 
 /// Events read from the engine per step, and so the most one [`Batch::Events`] holds; for `$all`
 /// reads, the first step's.
@@ -98,61 +49,6 @@ pub(crate) fn msg(content: read_resp::Content) -> Result<Batch, Status> {
     Ok(Batch::Message(Box::new(ReadResp {
         content: Some(content),
     })))
-}
-
-/// The responses of one read, one per event, from the batches its task sends.
-#[derive(Debug)]
-pub(crate) struct ReadItems {
-    rx: mpsc::Receiver<Result<Batch, Status>>,
-    /// Why the task ended the read, when the client was too slow: the last answer.
-    too_slow: Arc<parking_lot::Mutex<Option<Status>>>,
-    events: std::vec::IntoIter<EventRecord>,
-    resolved: std::vec::IntoIter<ResolvedEvent>,
-    structured: bool,
-}
-
-impl ReadItems {
-    fn new(
-        rx: mpsc::Receiver<Result<Batch, Status>>,
-        too_slow: Arc<parking_lot::Mutex<Option<Status>>>,
-    ) -> Self {
-        Self {
-            rx,
-            too_slow,
-            events: Vec::new().into_iter(),
-            resolved: Vec::new().into_iter(),
-            structured: false,
-        }
-    }
-}
-
-impl futures::Stream for ReadItems {
-    type Item = Result<ReadItem, Status>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(e) = this.events.next() {
-                return Poll::Ready(Some(Ok(ReadItem::Event(e, this.structured))));
-            }
-            if let Some(r) = this.resolved.next() {
-                return Poll::Ready(Some(Ok(ReadItem::Resolved(r, this.structured))));
-            }
-            match std::task::ready!(this.rx.poll_recv(cx)) {
-                Some(Ok(Batch::Events { events, structured })) => {
-                    this.events = events.into_iter();
-                    this.structured = structured;
-                }
-                Some(Ok(Batch::Resolved { events, structured })) => {
-                    this.resolved = events.into_iter();
-                    this.structured = structured;
-                }
-                Some(Ok(Batch::Message(m))) => return Poll::Ready(Some(Ok(ReadItem::Message(m)))),
-                Some(Err(status)) => return Poll::Ready(Some(Err(status))),
-                None => return Poll::Ready(this.too_slow.lock().take().map(Err)),
-            }
-        }
-    }
 }
 
 pub(crate) fn now() -> prost_types::Timestamp {
@@ -668,7 +564,16 @@ async fn subscribe<G: Send + 'static>(
     let mut last_revision = min_revision.checked_sub(1);
     let mut last_checkpoint = sub.position().0.saturating_sub(1);
     let mut last_sent_at = Instant::now();
+    // When the last page went out, if it was live (events, caught up with the head).
+    let mut live_sent_at: Option<tokio::time::Instant> = None;
     loop {
+        if let Some(at) = live_sent_at.take() {
+            tokio::select! {
+                () = state.stopping() => break,
+                () = tx.closed() => break,
+                () = state.limits.live_page_pause(at) => {}
+            }
+        }
         let page = tokio::select! {
             () = state.stopping() => break,
             () = tx.closed() => break,
@@ -694,7 +599,26 @@ async fn subscribe<G: Send + 'static>(
                 continue;
             }
         };
-        let mut events = page.events;
+        live_sent_at = (page.caught_up && !page.events.is_empty()).then(tokio::time::Instant::now);
+        let mut events = match stream_only {
+            Some(_) => page.events.into_vec(),
+            None => {
+                // `$all`: the page goes as it is, shared with other subscriptions at the head.
+                let delivered = page.events.len() as u64;
+                if delivered > 0 {
+                    let batch = Batch::Shared {
+                        events: page.events,
+                        structured,
+                    };
+                    if tx.send(Ok(batch)).await.is_err() {
+                        return;
+                    }
+                    state.metrics.subscription_events(Api::Grpc, delivered);
+                    last_sent_at = Instant::now();
+                }
+                Vec::new()
+            }
+        };
         if stream_only.is_some() {
             events.retain(|e| wanted(e, stream_only.as_ref(), min_revision));
         }

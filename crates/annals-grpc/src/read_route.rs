@@ -181,6 +181,10 @@ impl Encoder for ReadEncoder {
                 self.encode_event(&r.event, r.link.as_ref(), structured, dst);
                 Ok(())
             }
+            ReadItem::Encoded(bytes) => {
+                dst.put_slice(&bytes);
+                Ok(())
+            }
             ReadItem::Message(m) => prost::Message::encode(m.as_ref(), dst)
                 .map_err(|e| Status::internal(format!("encoding a read response: {e}"))),
         }

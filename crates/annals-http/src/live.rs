@@ -9,21 +9,27 @@
 //! resume point moving. With `eventNames=false` events come without the `event:` line (as
 //! `message` events), so a browser's `EventSource` sees every type with one listener. A feed
 //! ends when the server shuts down or the client goes away.
+//!
+//! Frames are written by hand, a page's as one chunk. Feeds at the head take their pages from
+//! the engine's live tail, and each event's frame is made once and kept with the shared page
+//! (`SharedFrames`), so a hundred feeds cost one encoding per event, not a hundred.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use annals_core::{Direction, EventRecord, Position};
 use annals_engine::{EngineError, Subscription, SubscriptionPage};
 use annals_server::{Api, ServerState};
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use crate::error::ApiError;
@@ -31,6 +37,9 @@ use crate::wire::{EventJson, ReadFrom, ReadParams, parse_from};
 
 /// How often an idle feed sends a keep-alive comment.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The comment an idle feed sends.
+const KEEP_ALIVE: &[u8] = b":keep-alive\n\n";
 
 /// The header a reconnecting `EventSource` sends.
 const LAST_EVENT_ID: &str = "last-event-id";
@@ -87,36 +96,59 @@ pub(crate) async fn live(
     let stopping_state = state.clone();
     let feed = Feed {
         sub: state.engine.subscribe_all(from, filter),
-        pending: VecDeque::new(),
+        pending: None,
         stopping: Box::pin(async move { stopping_state.stopping().await }),
         state,
         last_sent: Position(from.0.saturating_sub(1)),
+        live_sent_at: None,
         done: false,
         named,
         _guard: guard,
     };
-    Ok(Sse::new(events(feed))
-        .keep_alive(
-            KeepAlive::new()
-                .interval(KEEP_ALIVE_INTERVAL)
-                .text("keep-alive"),
-        )
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(frames(feed)),
+    )
         .into_response())
 }
 
 /// One open feed; dropping it (client gone) drops the subscription and its metric guard.
 struct Feed<G> {
     sub: Subscription,
-    pending: VecDeque<Event>,
+    /// What to send next: one page's frames, written as one chunk.
+    pending: Option<Bytes>,
     stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
     state: ServerState,
     /// The last position the client was told about (event or checkpoint).
     last_sent: Position,
+    /// When the last page was sent, if it was live (events, and caught up with the head): the
+    /// next waits for [`annals_server::Limits::live_page_interval`] after it.
+    live_sent_at: Option<tokio::time::Instant>,
     /// Nothing more after `pending`.
     done: bool,
     /// Events carry their type as the SSE event name.
     named: bool,
     _guard: G,
+}
+
+/// The SSE frames of a shared page's events, with and without the event name, made on first
+/// use and shared by every feed that sends them.
+struct SharedFrames {
+    named: Box<[OnceLock<Bytes>]>,
+    unnamed: Box<[OnceLock<Bytes>]>,
+}
+
+impl SharedFrames {
+    fn new(events: &[EventRecord]) -> Self {
+        let cells = || events.iter().map(|_| OnceLock::new()).collect();
+        Self {
+            named: cells(),
+            unnamed: cells(),
+        }
+    }
 }
 
 impl<G> Feed<G> {
@@ -128,28 +160,59 @@ impl<G> Feed<G> {
             self.last_sent = last.position;
         }
         let named = self.named;
-        self.pending
-            .extend(page.events.iter().map(|e| sse_event(e, named)));
+        let mut out = BytesMut::new();
+        match page.events.shared_page() {
+            Some((shared, indices)) => {
+                let frames = shared.cache(SharedFrames::new);
+                let cells = if named {
+                    &frames.named
+                } else {
+                    &frames.unnamed
+                };
+                for &i in indices {
+                    let i = i as usize;
+                    if let (Some(cell), Some(e)) = (cells.get(i), shared.events().get(i)) {
+                        out.extend_from_slice(cell.get_or_init(|| sse_event(e, named)));
+                    }
+                }
+            }
+            None => {
+                for e in page.events.iter() {
+                    out.extend_from_slice(&sse_event(e, named));
+                }
+            }
+        }
         if page.checkpoint > self.last_sent {
             self.last_sent = page.checkpoint;
-            self.pending.push_back(
-                Event::default()
-                    .event("checkpoint")
-                    .id(page.checkpoint.0.to_string())
-                    .data(format!("{{\"checkpoint\":{}}}", page.checkpoint.0)),
+            let p = page.checkpoint.0;
+            out.extend_from_slice(
+                format!("event: checkpoint\nid: {p}\ndata: {{\"checkpoint\":{p}}}\n\n").as_bytes(),
             );
+        }
+        self.live_sent_at =
+            (page.caught_up && !page.events.is_empty()).then(tokio::time::Instant::now);
+        if !out.is_empty() {
+            self.pending = Some(out.freeze());
         }
     }
 }
 
-fn events<G: Send + 'static>(feed: Feed<G>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn frames<G: Send + 'static>(feed: Feed<G>) -> impl Stream<Item = Result<Bytes, Infallible>> {
     futures::stream::unfold(feed, |mut feed| async move {
         loop {
-            if let Some(event) = feed.pending.pop_front() {
-                return Some((Ok(event), feed));
+            if let Some(chunk) = feed.pending.take() {
+                return Some((Ok(chunk), feed));
             }
             if feed.done {
                 return None;
+            }
+            if let Some(at) = feed.live_sent_at.take() {
+                let limits = std::sync::Arc::clone(&feed.state.limits);
+                tokio::select! {
+                    biased;
+                    () = &mut feed.stopping => return None,
+                    () = limits.live_page_pause(at) => {}
+                }
             }
             let page = tokio::select! {
                 biased;
@@ -157,22 +220,19 @@ fn events<G: Send + 'static>(feed: Feed<G>) -> impl Stream<Item = Result<Event, 
                     tracing::debug!("server stopping; ending live feed");
                     return None;
                 }
-                page = feed.sub.next_page() => page,
+                page = tokio::time::timeout(KEEP_ALIVE_INTERVAL, feed.sub.next_page()) => page,
             };
             match page {
-                Ok(page) => feed.push_page(page),
-                Err(EngineError::Stopped(reason)) => {
+                Err(_idle) => feed.pending = Some(Bytes::from_static(KEEP_ALIVE)),
+                Ok(Ok(page)) => feed.push_page(page),
+                Ok(Err(EngineError::Stopped(reason))) => {
                     tracing::debug!(%reason, "engine stopped; ending live feed");
                     return None;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "live feed failed");
-                    feed.pending.push_back(
-                        Event::default().event("error").data(
-                            serde_json::json!({"error": "internal", "message": e.to_string()})
-                                .to_string(),
-                        ),
-                    );
+                    let data = serde_json::json!({"error": "internal", "message": e.to_string()});
+                    feed.pending = Some(Bytes::from(format!("event: error\ndata: {data}\n\n")));
                     feed.done = true;
                 }
             }
@@ -180,19 +240,25 @@ fn events<G: Send + 'static>(feed: Feed<G>) -> impl Stream<Item = Result<Event, 
     })
 }
 
-/// An event as SSE: `id` = position, `event` = type when `named` (left out if the type has a
-/// line break, which SSE cannot carry; the data still names it), `data` = its JSON.
-fn sse_event(e: &EventRecord, named: bool) -> Event {
-    let mut event = Event::default().id(e.position.0.to_string());
+/// An event as one SSE frame: `id` = position, `event` = type when `named` (left out if the
+/// type has a line break, which SSE cannot carry; the data still names it), `data` = its JSON
+/// (one line: JSON text escapes line breaks in strings).
+fn sse_event(e: &EventRecord, named: bool) -> Bytes {
+    let mut out = Vec::with_capacity(64 + e.data.len() + e.metadata.len());
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(e.position.0.to_string().as_bytes());
+    out.push(b'\n');
     let ty = e.event_type.as_str();
     if named && !ty.contains(['\r', '\n']) {
-        event = event.event(ty);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(ty.as_bytes());
+        out.push(b'\n');
     }
-    match serde_json::to_string(&EventJson::from_record(e)) {
-        Ok(json) => event.data(json),
-        Err(err) => {
-            tracing::warn!(error = %err, position = e.position.0, "cannot encode event");
-            event.data(format!("{{\"position\":{}}}", e.position.0))
-        }
+    out.extend_from_slice(b"data: ");
+    if let Err(err) = serde_json::to_writer(&mut out, &EventJson::from_record(e)) {
+        tracing::warn!(error = %err, position = e.position.0, "cannot encode event");
+        out.extend_from_slice(format!("{{\"position\":{}}}", e.position.0).as_bytes());
     }
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }

@@ -12,7 +12,7 @@ mod connections;
 mod subscriptions;
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::Server;
@@ -676,6 +676,48 @@ async fn reconnecting_with_last_event_id_resumes_exactly_while_appends_continue(
     }
     writer.await.unwrap();
     assert_eq!(got, (1..=TOTAL).collect::<Vec<_>>(), "no gap, no duplicate");
+    s.stop().await;
+}
+
+/// A live feed at the head gets at most one page per `live_page_interval`: events appended just
+/// after a page went out wait for the interval and then come together, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_pages_to_one_feed_are_an_interval_apart() {
+    let interval = Duration::from_millis(800);
+    let limits = annals_server::Limits {
+        live_page_interval: interval,
+        ..annals_server::Limits::default()
+    };
+    let s = Server::start_with(limits).await;
+    let mut feed = s.live("/all/live", None).await;
+    let (status, _) = s
+        .append("paced", None, json!({"events": [event("First", json!(1))]}))
+        .await;
+    assert_eq!(status, 200);
+    let first = feed.next_event().await.expect("the first event");
+    let first_at = Instant::now();
+    assert_eq!(first.event.as_deref(), Some("First"));
+    for i in 0..3 {
+        let (status, _) = s
+            .append("paced", None, json!({"events": [event("Next", json!(i))]}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        let e = feed.next_event().await.expect("a later event");
+        if e.event.as_deref() == Some("Next") {
+            ids.push(e.id.unwrap());
+        }
+    }
+    // Measured from when this client received the first page, which is after the server sent
+    // it; half the interval leaves room for a delayed first read.
+    assert!(
+        first_at.elapsed() >= interval / 2,
+        "the next page came {:?} after the first",
+        first_at.elapsed()
+    );
+    assert_eq!(ids, ["2", "3", "4"]);
     s.stop().await;
 }
 

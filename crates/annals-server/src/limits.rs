@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use annals_core::limits::{
     NETWORK_APPEND_BYTES_MAX, NETWORK_APPEND_EVENTS_MAX, NETWORK_CONNECTIONS_MAX,
-    NETWORK_EVENT_BYTES_MAX, NETWORK_FIRST_REQUEST_SECS, NETWORK_IDLE_SECS, NETWORK_PING_SECS,
-    NETWORK_READ_EVENTS_MAX, NETWORK_REQUEST_BYTES_MAX, NETWORK_SUBSCRIBER_BLOCKED_SECS,
-    NETWORK_SUBSCRIPTIONS_MAX,
+    NETWORK_EVENT_BYTES_MAX, NETWORK_FIRST_REQUEST_SECS, NETWORK_IDLE_SECS,
+    NETWORK_LIVE_PAGE_INTERVAL_MICROS, NETWORK_PING_SECS, NETWORK_READ_EVENTS_MAX,
+    NETWORK_REQUEST_BYTES_MAX, NETWORK_SUBSCRIBER_BLOCKED_SECS, NETWORK_SUBSCRIPTIONS_MAX,
 };
 
 /// The bounds of one server.
@@ -30,6 +30,16 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// A live subscription whose client takes no page for this long is ended.
     pub subscriber_blocked_max: Duration,
+    /// Shortest time between two pages sent to one live subscriber at the head.
+    pub live_page_interval: Duration,
+}
+
+impl Limits {
+    /// Waits, if need be, until a live subscriber that was sent a page at `sent_at` may be sent
+    /// the next ([`Limits::live_page_interval`]).
+    pub async fn live_page_pause(&self, sent_at: tokio::time::Instant) {
+        tokio::time::sleep_until(sent_at + self.live_page_interval).await;
+    }
 }
 
 impl Default for Limits {
@@ -46,6 +56,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(NETWORK_IDLE_SECS),
             ping_interval: Duration::from_secs(NETWORK_PING_SECS),
             subscriber_blocked_max: Duration::from_secs(NETWORK_SUBSCRIBER_BLOCKED_SECS),
+            live_page_interval: Duration::from_micros(NETWORK_LIVE_PAGE_INTERVAL_MICROS),
         }
     }
 }

@@ -136,6 +136,8 @@ pub(crate) struct Shared {
     pub(crate) slot: Arc<BatchSlot>,
     /// Counts log repairs: a batch made in an earlier epoch is never written.
     pub(crate) epoch: AtomicU64,
+    /// The pages just published, shared by the subscriptions at the head.
+    pub(crate) live: crate::live_tail::LiveTail,
     /// Makes a pipeline thread panic, for the tests of panic reporting.
     #[cfg(test)]
     pub(crate) panic_hook: crate::threads::PanicHook,

@@ -328,7 +328,7 @@ fn filtered_subscription_reports_progress_without_matches() {
         .unwrap()
         .unwrap();
     assert_eq!(page.events.len(), 1);
-    assert_eq!(page.events[0].position, Position(head.0 + 1));
+    assert_eq!(page.events.first().unwrap().position, Position(head.0 + 1));
     assert_eq!(page.checkpoint, Position(head.0 + 1));
 }
 
@@ -498,4 +498,86 @@ fn blocking_subscriber_at_the_head_ends_when_the_engine_closes() {
         late.next_page_blocking(POLL),
         Err(annals_engine::EngineError::Stopped(_))
     ));
+}
+
+/// Subscriptions at the head share the page the first of them read (one log read, one cache for
+/// the API layers' encodings), each taking its own part of it: a filtered one only what
+/// matches, a small-paged one in steps; one that is catching up reads on its own. All of them
+/// see exactly what a read of `$all` returns.
+#[test]
+fn subscriptions_at_the_head_share_one_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        durability: Durability::None,
+        ..EngineConfig::default()
+    };
+    let (engine, _) = Engine::open_dir(dir.path(), config).unwrap();
+    let mut rng = random::rng(7);
+    engine
+        .append(
+            &name("old"),
+            ExpectedRevision::Any,
+            (0..10)
+                .map(|_| random::random_event(&mut rng, 10))
+                .collect(),
+        )
+        .unwrap();
+    let from = engine.head().next();
+    let mut a = engine.subscribe_all(from, None);
+    let mut b = engine.subscribe_all(from, None);
+    let by_stream = Filter::prefixes(FilterTarget::StreamName, vec!["keep-".into()]).unwrap();
+    let mut filtered = engine.subscribe_all(from, Some(by_stream));
+    let mut small = engine.subscribe_all(from, None).with_page_events_max(2);
+    let mut behind = engine.subscribe_all(Position::START, None);
+    for stream in ["keep-1", "drop-1", "keep-2"] {
+        engine
+            .append(
+                &name(stream),
+                ExpectedRevision::Any,
+                (0..2).map(|_| random::random_event(&mut rng, 10)).collect(),
+            )
+            .unwrap();
+    }
+    let head = engine.head();
+    let all = engine
+        .read_all(from, Direction::Forwards, 100, None)
+        .unwrap()
+        .events;
+    assert_eq!(all.len(), 6);
+
+    let pa = a.next_page_blocking(POLL).unwrap().unwrap();
+    let pb = b.next_page_blocking(POLL).unwrap().unwrap();
+    let (sa, _) = pa.events.shared_page().expect("a page of the live tail");
+    let (sb, _) = pb.events.shared_page().expect("a page of the live tail");
+    assert!(std::sync::Arc::ptr_eq(sa, sb), "one read for both");
+    assert_eq!(pa.events.clone().into_vec(), all);
+    assert_eq!(pb.events.into_vec(), all);
+    assert_eq!((pa.checkpoint, pa.caught_up), (head, true));
+
+    let pf = filtered.next_page_blocking(POLL).unwrap().unwrap();
+    let (sf, _) = pf.events.shared_page().expect("a page of the live tail");
+    assert!(std::sync::Arc::ptr_eq(sa, sf));
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|e| e.stream.as_str().starts_with("keep-"))
+        .cloned()
+        .collect();
+    assert_eq!(pf.events.into_vec(), kept);
+    assert_eq!(pf.checkpoint, head);
+
+    let mut stepped = Vec::new();
+    while small.position() <= head {
+        let page = small.next_page_blocking(POLL).unwrap().unwrap();
+        assert!(page.events.len() <= 2);
+        assert!(page.events.shared_page().is_some());
+        assert_eq!(page.checkpoint, page.events.last().unwrap().position);
+        stepped.extend(page.events);
+    }
+    assert_eq!(stepped, all);
+
+    let pc = behind.next_page_blocking(POLL).unwrap().unwrap();
+    assert!(pc.events.shared_page().is_none(), "behind the tail");
+    assert_eq!(pc.events.len(), 16);
+    assert_eq!(pc.events.into_vec()[10..], all[..]);
+    engine.close();
 }

@@ -368,7 +368,7 @@ impl Dispatcher {
                 }
             };
             read_retry = Duration::from_millis(10);
-            let mut events = page.events;
+            let mut events = page.events.into_vec();
             let mut checkpoint = page.checkpoint;
             if checkpoint.0 > ceiling {
                 // Hand out nothing above the ceiling; read the rest again once it rises.
