@@ -1,7 +1,8 @@
 //! `bench fanout`: what live subscribers cost a server and its writers. Writers append single
 //! events over gRPC (the lean client) in two phases: without subscribers, then with `N` light
-//! subscribers of this bench following `$all` live over server-sent events (`GET /all/live`,
-//! each on its own HTTP/1.1 connection, counting the events it is sent). It reports appends a
+//! subscribers of this bench following `$all` live, each on a connection of its own and counting
+//! the events it is sent: over server-sent events (`GET /all/live`, HTTP/1.1) or a gRPC
+//! subscription (`Streams.Read`, HTTP/2), as `--via` says. It reports appends a
 //! second in both phases and their ratio, and the server's CPU (from its `/metrics`) per append
 //! without subscribers and per event delivered to a subscriber.
 
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::{BenchError, ensure};
-use crate::grpc::{GrpcClient, GrpcServer};
+use crate::error::{BenchError, Context, ensure};
+use crate::grpc::{GrpcClient, GrpcServer, lean_client};
 use crate::grpc_append::{GrpcAppendConfig, GrpcAppendRpc, connect, grpc_round};
 use crate::measure::{latency_histogram, ratio, runtime};
 use crate::report::{emit, round2};
@@ -29,6 +30,8 @@ pub struct FanoutConfig {
     pub server: GrpcServer,
     /// Live subscribers on `$all` in the second phase.
     pub subscribers: u32,
+    /// How they follow it.
+    pub via: FanoutVia,
     /// Concurrent writers, each appending one event at a time.
     pub writers: u32,
     /// Events appended in each phase.
@@ -37,11 +40,22 @@ pub struct FanoutConfig {
     pub json: bool,
 }
 
+/// How the subscribers of `bench fanout` follow `$all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FanoutVia {
+    /// Server-sent events (`GET /all/live`), one HTTP/1.1 connection each.
+    Sse,
+    /// A gRPC subscription (`Streams.Read`), one HTTP/2 connection each.
+    Grpc,
+}
+
 #[derive(Debug, Serialize)]
 struct Figures {
     bench: &'static str,
     server: String,
     subscribers: u32,
+    via: FanoutVia,
     writers: u32,
     events: u64,
     appends_per_s_alone: f64,
@@ -89,10 +103,13 @@ pub(crate) fn run(config: &FanoutConfig) -> Result<(), BenchError> {
         let received = Arc::new(AtomicU64::new(0));
         let mut subscribers = Vec::new();
         for _ in 0..config.subscribers {
-            subscribers.push(tokio::spawn(subscribe(
-                config.server.authority.clone(),
-                Arc::clone(&received),
-            )));
+            let received = Arc::clone(&received);
+            subscribers.push(match config.via {
+                FanoutVia::Sse => {
+                    tokio::spawn(subscribe_sse(config.server.authority.clone(), received))
+                }
+                FanoutVia::Grpc => tokio::spawn(subscribe_grpc(config.server.clone(), received)),
+            });
         }
         // Every subscriber connected and following before the writers start.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -117,6 +134,7 @@ pub(crate) fn run(config: &FanoutConfig) -> Result<(), BenchError> {
             bench: "fanout",
             server: config.server.to_string(),
             subscribers: config.subscribers,
+            via: config.via,
             writers: config.writers,
             events: config.events,
             appends_per_s_alone: round2(alone_rate),
@@ -149,7 +167,7 @@ fn cpu_delta(before: Option<f64>, after: Option<f64>) -> Option<f64> {
 
 /// One light subscriber: follows `$all` from its end over SSE and counts the events sent (each
 /// a `data:` line; checkpoints and keep-alives are not events).
-async fn subscribe(authority: String, received: Arc<AtomicU64>) -> Result<(), BenchError> {
+async fn subscribe_sse(authority: String, received: Arc<AtomicU64>) -> Result<(), BenchError> {
     let (mut sender, driver) = http1(&authority).await?;
     let mut body = get(&mut sender, &authority, "/all/live?eventNames=false").await?;
     // The first bytes of the current line, and whether the current message has an `event:`
@@ -178,5 +196,24 @@ async fn subscribe(authority: String, received: Arc<AtomicU64>) -> Result<(), Be
         }
     }
     driver.abort();
+    Ok(())
+}
+
+/// One light subscriber over gRPC: a `Streams.Read` subscription to `$all` from its end, on a
+/// connection of its own, counting the events it is sent.
+async fn subscribe_grpc(server: GrpcServer, received: Arc<AtomicU64>) -> Result<(), BenchError> {
+    let mut client = lean_client(&server).await?;
+    let mut sub = client
+        .subscribe_all_from_end()
+        .await
+        .context(|| "cannot subscribe to $all over gRPC".to_owned())?;
+    while sub
+        .next()
+        .await
+        .context(|| "the gRPC subscription failed".to_owned())?
+        .is_some()
+    {
+        received.fetch_add(1, Ordering::Relaxed);
+    }
     Ok(())
 }

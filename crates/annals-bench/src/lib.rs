@@ -13,6 +13,7 @@
 
 mod append;
 pub mod client;
+mod connections;
 mod error;
 mod fanout;
 mod grpc;
@@ -46,8 +47,9 @@ mod ui;
 mod workload;
 
 pub use append::AppendConfig;
+pub use connections::ConnectionsConfig;
 pub use error::BenchError;
-pub use fanout::FanoutConfig;
+pub use fanout::{FanoutConfig, FanoutVia};
 pub use grpc::{GrpcClient, GrpcServer};
 pub use grpc_append::{GrpcAppendConfig, GrpcAppendRpc};
 pub use grpc_auth::{GrpcAuthConfig, process_cpu_ns, thread_cpu_ns};
@@ -91,9 +93,11 @@ pub enum Bench {
     /// The server CPU the admin UI's live overview costs: a running server under gRPC appends
     /// at a fixed rate, without and with open overview pages, in the same run.
     Ui(Box<UiConfig>),
-    /// Live subscribers on `$all` over server-sent events against the same writers without
-    /// them: appends a second in both, and the server's CPU per event delivered.
+    /// Live subscribers on `$all` (over server-sent events or gRPC) against the same writers
+    /// without them: appends a second in both, and the server's CPU per event delivered.
     Fanout(FanoutConfig),
+    /// Idle established connections against a running server: what they cost it.
+    Connections(ConnectionsConfig),
 }
 
 /// Runs `bench` and prints its figures on stdout.
@@ -111,6 +115,7 @@ pub fn run(bench: &Bench) -> Result<(), BenchError> {
         Bench::Relay(c) => relay::run(c),
         Bench::Ui(c) => ui::run(c),
         Bench::Fanout(c) => fanout::run(c),
+        Bench::Connections(c) => connections::run(c),
     }
 }
 

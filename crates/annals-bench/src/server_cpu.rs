@@ -13,11 +13,17 @@ const METRICS_BYTES_MAX: usize = 4 << 20;
 
 /// The server's CPU seconds so far, or `None` when they cannot be read.
 pub(crate) async fn server_cpu_seconds(server: &GrpcServer) -> Option<f64> {
+    server_metric(server, "process_cpu_seconds_total").await
+}
+
+/// One unlabelled sample of the server's `/metrics` (say `process_resident_memory_bytes`), or
+/// `None` when it cannot be read.
+pub(crate) async fn server_metric(server: &GrpcServer, name: &str) -> Option<f64> {
     if server.tls {
         return None;
     }
     let text = get_metrics(server).await?;
-    parse_cpu_seconds(&text)
+    parse_sample(&text, name)
 }
 
 async fn get_metrics(server: &GrpcServer) -> Option<String> {
@@ -53,10 +59,10 @@ async fn get_metrics(server: &GrpcServer) -> Option<String> {
     text
 }
 
-/// `process_cpu_seconds_total` of a Prometheus exposition.
-fn parse_cpu_seconds(text: &str) -> Option<f64> {
+/// The unlabelled sample `name` of a Prometheus exposition.
+fn parse_sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
-        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -67,7 +73,17 @@ mod tests {
     #[test]
     fn cpu_seconds_come_from_the_exposition() {
         let text = "# TYPE process_cpu_seconds counter\nprocess_cpu_seconds_total 12.5\n";
-        assert_eq!(parse_cpu_seconds(text), Some(12.5));
-        assert_eq!(parse_cpu_seconds("annals_x 1\n"), None);
+        assert_eq!(parse_sample(text, "process_cpu_seconds_total"), Some(12.5));
+        assert_eq!(
+            parse_sample("annals_x 1\n", "process_cpu_seconds_total"),
+            None
+        );
+        assert_eq!(
+            parse_sample(
+                "process_cpu_seconds_totalx 1\n",
+                "process_cpu_seconds_total"
+            ),
+            None
+        );
     }
 }

@@ -40,6 +40,9 @@ pub enum BenchCommand {
     /// Live subscribers on `$all` (server-sent events) against the same gRPC writers without
     /// them: appends a second in both, and the server's CPU per event delivered.
     Fanout(BenchFanoutArgs),
+    /// Idle established HTTP/2 connections against a running server: its resident memory,
+    /// threads and open files before and with them.
+    Connections(BenchConnectionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +127,15 @@ pub enum GrpcAppendRpcArg {
     /// `Streams.BatchAppend`: one long-lived call per connection carrying every append of the
     /// clients on it, as the .NET client does.
     BatchAppend,
+}
+
+/// How the subscribers of `bench fanout` follow `$all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FanoutViaArg {
+    /// Server-sent events (`GET /all/live`), one HTTP/1.1 connection each.
+    Sse,
+    /// A gRPC subscription (`Streams.Read`), one HTTP/2 connection each.
+    Grpc,
 }
 
 /// Which database `bench project` writes.
@@ -327,12 +339,29 @@ pub struct BenchFanoutArgs {
     /// Live subscribers on `$all` in the second phase.
     #[arg(long, default_value_t = 100)]
     pub subscribers: u32,
+    /// How the subscribers follow `$all`.
+    #[arg(long, value_enum, default_value_t = FanoutViaArg::Sse)]
+    pub via: FanoutViaArg,
     /// Concurrent writers, each appending one event at a time over gRPC.
     #[arg(long, default_value_t = 16)]
     pub writers: u32,
     /// Events appended in each phase.
     #[arg(long, default_value_t = 20_000)]
     pub events: u64,
+    /// End with one JSON line of the figures.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchConnectionsArgs {
+    /// The running server (cleartext): HOST:PORT or http://HOST:PORT.
+    #[arg(long)]
+    pub server: ServerAddr,
+    /// Idle connections to open and hold (the server's --connections-max must allow them, and
+    /// the bench's own metric reads).
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: u32,
     /// End with one JSON line of the figures.
     #[arg(long)]
     pub json: bool,

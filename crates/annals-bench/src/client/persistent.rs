@@ -1,6 +1,7 @@
 //! The lean client's persistent subscriptions and catch-up stream subscriptions, for
 //! `bench persistent`: create a group on a stream, consume it (`Read`: options, then events
-//! in, acks out) on the client's connection, and subscribe to a stream from its start.
+//! in, acks out) on the client's connection, and subscribe to a stream from its start or to
+//! `$all` from its end.
 //! A group's events are decoded by hand (`read_decode.rs`), as `Streams.Read`'s are, so the
 //! bench's two sides spend the same client CPU per event.
 
@@ -149,16 +150,31 @@ impl StreamsClient {
 
     /// A catch-up subscription to `stream` from its start.
     pub async fn subscribe_stream(&mut self, stream: &str) -> Result<Subscribed, ClientError> {
-        use streams_read::options::{
-            CountOption, FilterOption, ReadDirection, StreamOption, StreamOptions,
-            stream_options::RevisionOption,
-        };
+        use streams_read::options::{StreamOption, StreamOptions, stream_options::RevisionOption};
+        self.subscribe(StreamOption::Stream(StreamOptions {
+            stream_identifier: Some(stream_identifier(stream)),
+            revision_option: Some(RevisionOption::Start(shared::Empty {})),
+        }))
+        .await
+    }
+
+    /// A live subscription to `$all` from its end.
+    pub async fn subscribe_all_from_end(&mut self) -> Result<Subscribed, ClientError> {
+        use streams_read::options::{AllOptions, StreamOption, all_options::AllOption};
+        self.subscribe(StreamOption::All(AllOptions {
+            all_option: Some(AllOption::End(shared::Empty {})),
+        }))
+        .await
+    }
+
+    async fn subscribe(
+        &mut self,
+        from: streams_read::options::StreamOption,
+    ) -> Result<Subscribed, ClientError> {
+        use streams_read::options::{CountOption, FilterOption, ReadDirection};
         let req = annals_proto::streams::ReadReq {
             options: Some(streams_read::Options {
-                stream_option: Some(StreamOption::Stream(StreamOptions {
-                    stream_identifier: Some(stream_identifier(stream)),
-                    revision_option: Some(RevisionOption::Start(shared::Empty {})),
-                })),
+                stream_option: Some(from),
                 read_direction: ReadDirection::Forwards.into(),
                 resolve_links: false,
                 count_option: Some(CountOption::Subscription(

@@ -12,12 +12,14 @@ mod ui;
 use std::process::ExitCode;
 
 use annals_bench::{
-    AppendConfig, Bench, FanoutConfig, FillConfig, GrpcAppendConfig, GrpcAppendRpc, GrpcClient,
-    GrpcReplayConfig, GrpcServer, PersistentConfig, ProjectConfig, ProjectTarget, ReadStreamConfig,
-    RelayConfig, ReplayConfig,
+    AppendConfig, Bench, ConnectionsConfig, FanoutConfig, FanoutVia, FillConfig, GrpcAppendConfig,
+    GrpcAppendRpc, GrpcClient, GrpcReplayConfig, GrpcServer, PersistentConfig, ProjectConfig,
+    ProjectTarget, ReadStreamConfig, RelayConfig, ReplayConfig,
 };
 
-use crate::args::{BenchCommand, GrpcAppendRpcArg, GrpcClientArg, ProjectTargetArg, ServerAddr};
+use crate::args::{
+    BenchCommand, FanoutViaArg, GrpcAppendRpcArg, GrpcClientArg, ProjectTargetArg, ServerAddr,
+};
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     // `bench persistent --data DIR` loads a server of its own, run in this process.
@@ -46,6 +48,12 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     if let BenchCommand::Ui(a) = &command {
         ui::run(a)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    // The benches that hold many connections raise their own open-file limit.
+    match &command {
+        BenchCommand::Connections(a) => crate::serve::raise_fd_limit(a.connections as usize),
+        BenchCommand::GrpcAppend(a) => crate::serve::raise_fd_limit(a.clients as usize),
+        _ => {}
     }
     annals_bench::run(&bench(command)?)?;
     Ok(ExitCode::SUCCESS)
@@ -144,9 +152,18 @@ fn bench(command: BenchCommand) -> anyhow::Result<Bench> {
             json: a.json,
         }),
         BenchCommand::Ui(_) => anyhow::bail!("bench ui starts a server of its own"),
+        BenchCommand::Connections(a) => Bench::Connections(ConnectionsConfig {
+            server: grpc_server(&a.server),
+            connections: a.connections,
+            json: a.json,
+        }),
         BenchCommand::Fanout(a) => Bench::Fanout(FanoutConfig {
             server: grpc_server(&a.server),
             subscribers: a.subscribers,
+            via: match a.via {
+                FanoutViaArg::Sse => FanoutVia::Sse,
+                FanoutViaArg::Grpc => FanoutVia::Grpc,
+            },
             writers: a.writers,
             events: a.events,
             json: a.json,
