@@ -1,0 +1,16 @@
+//! Annals's store on PostgreSQL (see `docs/design/postgres-store.md`): the versioned schema
+//! (`schema.rs`), the group-commit writer that assigns dense positions under one head row lock so
+//! that no reader can ever see a gap (`writer.rs`), reads of `$all` and of a stream (`read.rs`),
+//! and the head signal every node follows through `LISTEN`/`NOTIFY` (`store.rs`). Any number of
+//! [`PgStore`]s (nodes) may share one database.
+
+mod error;
+mod read;
+mod schema;
+mod store;
+mod writer;
+
+pub use error::PgStoreError;
+pub use schema::SCHEMA_VERSION;
+pub use store::{PG_HEAD_POLL_INTERVAL, PgStore};
+pub use writer::PG_GROUP_COMMIT_APPENDS_MAX;

@@ -1,0 +1,92 @@
+//! The schema, created or migrated in one transaction under an advisory lock, so nodes starting
+//! together do not race; a schema newer than this code is refused, never written.
+
+use tokio_postgres::Client;
+
+use crate::error::PgStoreError;
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The key of the transaction-level advisory lock schema changes take (`annals` in ASCII).
+const SCHEMA_LOCK_KEY: i64 = 0x616e_6e61_6c73;
+
+/// Version 1: every table and index of `docs/design/postgres-store.md`.
+const SCHEMA_V1: &str = "
+CREATE SCHEMA IF NOT EXISTS annals;
+CREATE TABLE annals.meta (
+    singleton bool PRIMARY KEY DEFAULT true CHECK (singleton),
+    schema_version int NOT NULL
+);
+CREATE TABLE annals.head (
+    singleton bool PRIMARY KEY DEFAULT true CHECK (singleton),
+    position bigint NOT NULL CHECK (position >= 0)
+);
+INSERT INTO annals.head (position) VALUES (0);
+CREATE TABLE annals.streams (
+    id bigint PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    next_revision bigint NOT NULL CHECK (next_revision >= 0),
+    tombstoned bool NOT NULL DEFAULT false
+);
+CREATE TABLE annals.events (
+    position bigint PRIMARY KEY CHECK (position >= 1),
+    stream_id bigint NOT NULL REFERENCES annals.streams (id),
+    revision bigint NOT NULL CHECK (revision >= 0),
+    event_id uuid NOT NULL,
+    event_type text NOT NULL,
+    category text NOT NULL,
+    content_type smallint NOT NULL,
+    created_ns bigint NOT NULL,
+    data bytea NOT NULL,
+    metadata bytea NOT NULL,
+    UNIQUE (stream_id, revision)
+);
+CREATE INDEX events_event_id ON annals.events (event_id);
+CREATE INDEX events_category ON annals.events (category, position);
+CREATE INDEX events_event_type ON annals.events (event_type, position);
+CREATE TABLE annals.leases (
+    name text PRIMARY KEY,
+    holder text,
+    token bigint NOT NULL DEFAULT 0,
+    expires_at timestamptz
+);
+";
+
+/// Creates the schema if the database has none, and checks its version.
+pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgStoreError> {
+    let tx = client.transaction().await.map_err(PgStoreError::from_pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_KEY])
+        .await?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('annals.meta') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let found = if exists {
+        tx.query_opt("SELECT schema_version FROM annals.meta", &[])
+            .await?
+            .map(|r| r.get::<_, i32>(0))
+    } else {
+        None
+    };
+    match found {
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(PgStoreError::SchemaTooNew {
+                found: v,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Some(_) => {}
+        None => {
+            tx.batch_execute(SCHEMA_V1).await?;
+            tx.execute(
+                "INSERT INTO annals.meta (schema_version) VALUES ($1)",
+                &[&SCHEMA_VERSION],
+            )
+            .await?;
+            tracing::info!(version = SCHEMA_VERSION, "created the Annals schema");
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}

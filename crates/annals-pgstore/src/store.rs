@@ -1,0 +1,218 @@
+//! [`PgStore`]: one node's handle on the store in Postgres. It creates or checks the schema,
+//! starts the node's writer, and keeps the head signal: a connection `LISTEN`s on `annals_head`
+//! (each commit notifies its new head, in commit order) and the head row is also read every
+//! [`PG_HEAD_POLL_INTERVAL`], so a lost notification (a reconnect) delays but never loses an event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals_core::{
+    AppendResult, EventRecord, ExpectedRevision, NewEvent, Position, Revision, StreamName,
+};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use crate::error::PgStoreError;
+use crate::writer::{AppendRequest, PG_GROUP_COMMIT_APPENDS_MAX};
+
+/// How often a node reads the head row besides following the notifications.
+pub const PG_HEAD_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a connection attempt may take.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the listener waits before connecting again after losing its connection.
+const PG_LISTEN_RETRY: Duration = Duration::from_millis(500);
+
+/// One node's handle on the store; clones share it. Closing is dropping every clone.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    requests: mpsc::Sender<AppendRequest>,
+    reader: Client,
+    head: watch::Receiver<Position>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A connection to `url`, its driver spawned; fails within [`PG_CONNECT_TIMEOUT`].
+pub(crate) async fn connect(url: &str) -> Result<Client, PgStoreError> {
+    let (client, connection) =
+        tokio::time::timeout(PG_CONNECT_TIMEOUT, tokio_postgres::connect(url, NoTls))
+            .await
+            .map_err(|_| {
+                PgStoreError::Unavailable(format!("no connection within {PG_CONNECT_TIMEOUT:?}"))
+            })?
+            .map_err(|e| PgStoreError::Unavailable(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "a Postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (a `postgres://` URL or a key-value connection string,
+    /// several hosts allowed), creates or checks the schema, and starts this node's writer and
+    /// head signal.
+    pub async fn open(url: &str) -> Result<PgStore, PgStoreError> {
+        let mut admin = connect(url).await?;
+        crate::schema::migrate(&mut admin).await?;
+        drop(admin);
+        let reader = connect(url).await?;
+        let head = read_head(&reader).await?;
+        let (head_tx, head_rx) = watch::channel(head);
+        let writer_client = connect(url).await?;
+        let (requests, rx) = mpsc::channel(PG_GROUP_COMMIT_APPENDS_MAX);
+        let head_tx = Arc::new(head_tx);
+        let tasks = vec![
+            tokio::spawn(crate::writer::run(
+                url.to_owned(),
+                Some(writer_client),
+                rx,
+                Arc::clone(&head_tx),
+            )),
+            tokio::spawn(follow_head(url.to_owned(), head_tx)),
+        ];
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                requests,
+                reader,
+                head: head_rx,
+                tasks,
+            }),
+        })
+    }
+
+    /// Appends `events` to `stream` if its last revision satisfies `expected`; answered once the
+    /// transaction holding it has committed. A retry with the same event ids answers with the
+    /// original positions and writes nothing.
+    pub async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, PgStoreError> {
+        if events.is_empty() {
+            return Err(PgStoreError::Input(
+                "an append needs at least one event".to_owned(),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .requests
+            .send(AppendRequest {
+                stream: stream.clone(),
+                expected,
+                events,
+                reply,
+            })
+            .await
+            .map_err(|_| PgStoreError::Closed)?;
+        answer.await.map_err(|_| PgStoreError::Closed)?
+    }
+
+    /// The last committed position this node knows of.
+    pub fn head(&self) -> Position {
+        *self.inner.head.borrow()
+    }
+
+    /// A watch of the head: it changes whenever this node learns of a commit (its own, or
+    /// another node's through its notification or the poll).
+    pub fn head_watch(&self) -> watch::Receiver<Position> {
+        self.inner.head.clone()
+    }
+
+    /// Up to `limit` events of `$all` from position `from` on.
+    pub async fn read_all(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, PgStoreError> {
+        crate::read::read_all(&self.inner.reader, from, limit).await
+    }
+
+    /// Up to `limit` events of `stream` from revision `from` on.
+    pub async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: Revision,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, PgStoreError> {
+        crate::read::read_stream(&self.inner.reader, stream, from, limit).await
+    }
+}
+
+async fn read_head(client: &Client) -> Result<Position, PgStoreError> {
+    let p: i64 = client
+        .query_one("SELECT position FROM annals.head", &[])
+        .await
+        .map_err(PgStoreError::from_pg)?
+        .get(0);
+    Ok(Position(u64::try_from(p).unwrap_or(0)))
+}
+
+/// Follows the head: `LISTEN annals_head` on a connection of its own, and the head row every
+/// [`PG_HEAD_POLL_INTERVAL`]; reconnects whenever the connection is lost.
+async fn follow_head(url: String, head: Arc<watch::Sender<Position>>) {
+    let advance = |p: Position| {
+        head.send_if_modified(|h| {
+            if p > *h {
+                *h = p;
+                true
+            } else {
+                false
+            }
+        });
+    };
+    loop {
+        let connected =
+            tokio::time::timeout(PG_CONNECT_TIMEOUT, tokio_postgres::connect(&url, NoTls)).await;
+        let Ok(Ok((client, mut connection))) = connected else {
+            tracing::debug!("the head listener cannot connect; retrying");
+            tokio::time::sleep(PG_LISTEN_RETRY).await;
+            continue;
+        };
+        let (notes_tx, mut notes) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = message
+                    && let Ok(p) = n.payload().parse::<u64>()
+                    && notes_tx.send(Position(p)).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        if client.batch_execute("LISTEN annals_head").await.is_ok() {
+            let mut poll = tokio::time::interval(PG_HEAD_POLL_INTERVAL);
+            loop {
+                tokio::select! {
+                    note = notes.recv() => match note {
+                        Some(p) => advance(p),
+                        None => break,
+                    },
+                    _ = poll.tick() => match read_head(&client).await {
+                        Ok(p) => advance(p),
+                        Err(_) => break,
+                    },
+                }
+            }
+        }
+        driver.abort();
+        tracing::debug!("the head listener lost its connection; reconnecting");
+        tokio::time::sleep(PG_LISTEN_RETRY).await;
+    }
+}

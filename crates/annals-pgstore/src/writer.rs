@@ -1,0 +1,406 @@
+//! The node's single writer: appends queue to it, and it commits everything queued as one
+//! transaction that first takes the head row lock (`SELECT … FROM annals.head FOR UPDATE`).
+//! Every commit of every node takes that lock, so commits are serialised and each batch's
+//! positions follow exactly the last committed one; Postgres makes a transaction visible before
+//! it releases its locks, so a later batch commits only once an earlier one is visible, and no
+//! reader can ever see a gap. Expected revisions and idempotency are checked inside the same
+//! transaction; an append that fails a check is left out of the batch alone.
+
+use std::collections::HashMap;
+
+use annals_core::{
+    AppendResult, DomainError, ExpectedRevision, NewEvent, Position, Revision, StreamName,
+    category_of,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::{Client, Transaction};
+use uuid::Uuid;
+
+use crate::error::PgStoreError;
+
+/// Most appends one transaction commits.
+pub const PG_GROUP_COMMIT_APPENDS_MAX: usize = 1_024;
+
+/// One append waiting for the writer.
+pub(crate) struct AppendRequest {
+    pub(crate) stream: StreamName,
+    pub(crate) expected: ExpectedRevision,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult, PgStoreError>>,
+}
+
+/// A stream as the batch being built sees it.
+#[derive(Clone, Copy, Debug)]
+struct StreamRow {
+    id: i64,
+    next_revision: i64,
+    tombstoned: bool,
+    /// Not in `annals.streams` yet: inserted by this batch.
+    new: bool,
+}
+
+/// Where an event id already is.
+#[derive(Clone, Debug)]
+struct Placed {
+    stream: String,
+    revision: i64,
+    position: i64,
+}
+
+/// The rows one batch inserts, column by column (inserted with one `unnest` statement).
+#[derive(Default)]
+struct Columns {
+    position: Vec<i64>,
+    stream_id: Vec<i64>,
+    revision: Vec<i64>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<String>,
+    category: Vec<String>,
+    content_type: Vec<i16>,
+    created_ns: Vec<i64>,
+    data: Vec<Vec<u8>>,
+    metadata: Vec<Vec<u8>>,
+}
+
+/// The writer task: takes what is queued, commits it, answers; until every sender is gone.
+pub(crate) async fn run(
+    url: String,
+    mut client: Option<Client>,
+    mut requests: mpsc::Receiver<AppendRequest>,
+    head: std::sync::Arc<watch::Sender<Position>>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = requests.recv().await {
+        batch.push(first);
+        while batch.len() < PG_GROUP_COMMIT_APPENDS_MAX {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = match crate::store::connect(&url).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the writer cannot reach Postgres");
+                    for r in batch.drain(..) {
+                        let _ = r.reply.send(Err(PgStoreError::Unavailable(e.to_string())));
+                    }
+                    continue;
+                }
+            };
+        }
+        let Some(c) = client.as_mut() else { continue };
+        let ids: Vec<Uuid> = batch
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| e.id))
+            .collect();
+        match commit(c, &mut batch).await {
+            Ok((answers, new_head)) => {
+                head.send_if_modified(|h| advance(h, new_head));
+                for (r, answer) in batch.drain(..).zip(answers) {
+                    let _ = r.reply.send(answer);
+                }
+            }
+            Err(e) if c.is_closed() => {
+                // The connection died: the commit may or may not have happened.
+                tracing::warn!(error = %e, "connection lost while committing; looking the batch up");
+                let outcome = find_out(&url, &ids).await;
+                client = None;
+                answer_unknown(&mut batch, outcome, &head);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a batch failed to commit; nothing of it was written");
+                let text = e.to_string();
+                for r in batch.drain(..) {
+                    let _ = r.reply.send(Err(PgStoreError::Unavailable(format!(
+                        "the commit failed: {text}"
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+fn advance(head: &mut Position, to: Position) -> bool {
+    if to > *head {
+        *head = to;
+        true
+    } else {
+        false
+    }
+}
+
+/// Commits `batch` as one transaction; one answer per request, in order, and the new head.
+async fn commit(
+    client: &mut Client,
+    batch: &mut [AppendRequest],
+) -> Result<(Vec<Result<AppendResult, PgStoreError>>, Position), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let head: i64 = tx
+        .query_one("SELECT position FROM annals.head FOR UPDATE", &[])
+        .await?
+        .get(0);
+    let names: Vec<String> = {
+        let mut names: Vec<String> = batch.iter().map(|r| r.stream.to_string()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    let mut streams: HashMap<String, StreamRow> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT name, id, next_revision, tombstoned FROM annals.streams \
+             WHERE name = ANY($1) FOR UPDATE",
+            &[&names],
+        )
+        .await?
+    {
+        streams.insert(
+            row.get(0),
+            StreamRow {
+                id: row.get(1),
+                next_revision: row.get(2),
+                tombstoned: row.get(3),
+                new: false,
+            },
+        );
+    }
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.id))
+        .collect();
+    let mut placed = placed_ids(&tx, &ids).await?;
+    let mut next_stream_id: i64 = if streams.len() < names.len() {
+        tx.query_one("SELECT coalesce(max(id), 0) + 1 FROM annals.streams", &[])
+            .await?
+            .get(0)
+    } else {
+        0
+    };
+    let mut cols = Columns::default();
+    let created = annals_core::Timestamp::now().0;
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut position = head;
+    for r in batch.iter() {
+        let name = r.stream.as_str();
+        if let Some(result) = idempotent(r, &placed) {
+            answers.push(Ok(result));
+            continue;
+        }
+        let row = *streams.entry(name.to_owned()).or_insert_with(|| {
+            let id = next_stream_id;
+            next_stream_id += 1;
+            StreamRow {
+                id,
+                next_revision: 0,
+                tombstoned: false,
+                new: true,
+            }
+        });
+        if row.tombstoned {
+            answers.push(Err(DomainError::StreamDeleted {
+                stream: name.to_owned(),
+            }
+            .into()));
+            continue;
+        }
+        let current = u64::try_from(row.next_revision)
+            .ok()
+            .and_then(|n| n.checked_sub(1));
+        if !r.expected.is_satisfied_by(current) {
+            answers.push(Err(DomainError::WrongExpectedRevision {
+                stream: name.to_owned(),
+                expected: r.expected,
+                actual: current,
+            }
+            .into()));
+            continue;
+        }
+        let mut revision = row.next_revision;
+        for e in &r.events {
+            position += 1;
+            cols.position.push(position);
+            cols.stream_id.push(row.id);
+            cols.revision.push(revision);
+            cols.event_id.push(e.id);
+            cols.event_type.push(e.event_type.as_str().to_owned());
+            cols.category.push(category_of(name).to_owned());
+            cols.content_type.push(i16::from(e.content_type.code()));
+            cols.created_ns.push(created);
+            cols.data.push(e.data.to_vec());
+            cols.metadata.push(e.metadata.to_vec());
+            placed.insert(
+                e.id,
+                Placed {
+                    stream: name.to_owned(),
+                    revision,
+                    position,
+                },
+            );
+            revision += 1;
+        }
+        if let Some(s) = streams.get_mut(name) {
+            s.next_revision = revision;
+        }
+        answers.push(Ok(AppendResult {
+            next_revision: Revision(u64::try_from(revision - 1).unwrap_or(0)),
+            position: Position(u64::try_from(position).unwrap_or(0)),
+        }));
+    }
+    if cols.position.is_empty() {
+        tx.rollback().await?;
+        return Ok((answers, Position(u64::try_from(head).unwrap_or(0))));
+    }
+    write(&tx, &streams, &cols, position).await?;
+    tx.commit().await?;
+    Ok((answers, Position(u64::try_from(position).unwrap_or(0))))
+}
+
+/// Inserts the batch's rows, moves the streams and the head, and notifies every node.
+async fn write(
+    tx: &Transaction<'_>,
+    streams: &HashMap<String, StreamRow>,
+    cols: &Columns,
+    head: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let (mut new_ids, mut new_names, mut new_next) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut next) = (Vec::new(), Vec::new());
+    for (name, s) in streams {
+        if s.new {
+            if s.next_revision > 0 {
+                new_ids.push(s.id);
+                new_names.push(name.as_str());
+                new_next.push(s.next_revision);
+            }
+        } else {
+            ids.push(s.id);
+            next.push(s.next_revision);
+        }
+    }
+    if !new_ids.is_empty() {
+        tx.execute(
+            "INSERT INTO annals.streams (id, name, next_revision) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])",
+            &[&new_ids, &new_names, &new_next],
+        )
+        .await?;
+    }
+    if !ids.is_empty() {
+        tx.execute(
+            "UPDATE annals.streams s SET next_revision = u.next \
+             FROM unnest($1::bigint[], $2::bigint[]) AS u(id, next) \
+             WHERE s.id = u.id AND s.next_revision <> u.next",
+            &[&ids, &next],
+        )
+        .await?;
+    }
+    tx.execute(
+        "INSERT INTO annals.events (position, stream_id, revision, event_id, event_type, \
+         category, content_type, created_ns, data, metadata) \
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[], \
+         $6::text[], $7::int2[], $8::bigint[], $9::bytea[], $10::bytea[])",
+        &[
+            &cols.position,
+            &cols.stream_id,
+            &cols.revision,
+            &cols.event_id,
+            &cols.event_type,
+            &cols.category,
+            &cols.content_type,
+            &cols.created_ns,
+            &cols.data,
+            &cols.metadata,
+        ],
+    )
+    .await?;
+    tx.execute("UPDATE annals.head SET position = $1", &[&head])
+        .await?;
+    tx.execute("SELECT pg_notify('annals_head', $1)", &[&head.to_string()])
+        .await?;
+    Ok(())
+}
+
+/// Where each of `ids` already is.
+async fn placed_ids(
+    tx: &Transaction<'_>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Placed>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT e.event_id, s.name, e.revision, e.position FROM annals.events e \
+             JOIN annals.streams s ON s.id = e.stream_id WHERE e.event_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            (
+                row.get(0),
+                Placed {
+                    stream: row.get(1),
+                    revision: row.get(2),
+                    position: row.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// The original answer to `r` if all its events are already in its stream at consecutive
+/// revisions (a retry): the append is idempotent and writes nothing.
+fn idempotent(r: &AppendRequest, placed: &HashMap<Uuid, Placed>) -> Option<AppendResult> {
+    let mut last: Option<&Placed> = None;
+    for e in &r.events {
+        let p = placed.get(&e.id)?;
+        if p.stream != r.stream.as_str() || last.is_some_and(|l| l.revision + 1 != p.revision) {
+            return None;
+        }
+        last = Some(p);
+    }
+    let last = last?;
+    Some(AppendResult {
+        next_revision: Revision(u64::try_from(last.revision).ok()?),
+        position: Position(u64::try_from(last.position).ok()?),
+    })
+}
+
+/// After a connection died during a commit: on a new connection, takes the head row lock (so
+/// the old transaction, if its backend still runs, has ended) and looks the batch's event ids
+/// up. `None` if that cannot be done either.
+async fn find_out(url: &str, ids: &[Uuid]) -> Option<HashMap<Uuid, Placed>> {
+    let mut client = crate::store::connect(url).await.ok()?;
+    let tx = client.transaction().await.ok()?;
+    tx.query_one("SELECT position FROM annals.head FOR UPDATE", &[])
+        .await
+        .ok()?;
+    let placed = placed_ids(&tx, ids).await.ok()?;
+    tx.rollback().await.ok()?;
+    Some(placed)
+}
+
+/// Answers a batch whose commit outcome was unknown, from what [`find_out`] found.
+fn answer_unknown(
+    batch: &mut Vec<AppendRequest>,
+    outcome: Option<HashMap<Uuid, Placed>>,
+    head: &watch::Sender<Position>,
+) {
+    for r in batch.drain(..) {
+        let answer = match &outcome {
+            Some(placed) => match idempotent(&r, placed) {
+                Some(result) => {
+                    head.send_if_modified(|h| advance(h, result.position));
+                    Ok(result)
+                }
+                None => Err(PgStoreError::Unavailable(
+                    "the connection was lost during the commit, which did not happen".to_owned(),
+                )),
+            },
+            None => Err(PgStoreError::Unavailable(
+                "the connection was lost during the commit; its outcome is unknown (a retry with the same event ids is idempotent)".to_owned(),
+            )),
+        };
+        let _ = r.reply.send(answer);
+    }
+}

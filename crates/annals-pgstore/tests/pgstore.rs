@@ -1,0 +1,260 @@
+//! The Postgres store against a throwaway PostgreSQL: two nodes on one database under
+//! concurrent writers commit dense positions, a reader never sees a gap, every acknowledged
+//! append is there once; expected revisions and idempotency hold across nodes; a node follows
+//! another's commits through the head signal; the schema is created once and a newer one is
+//! refused.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions fail the test by panicking"
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use annals_core::{
+    ContentType, DomainError, EventType, ExpectedRevision, NewEvent, Position, Revision, StreamName,
+};
+use annals_pgstore::{PgStore, PgStoreError, SCHEMA_VERSION};
+use annals_testkit::postgres::TempPostgres;
+use bytes::Bytes;
+use uuid::Uuid;
+
+fn name(s: &str) -> StreamName {
+    StreamName::new(s).unwrap()
+}
+
+fn event(i: u64) -> NewEvent {
+    NewEvent {
+        id: Uuid::new_v4(),
+        event_type: EventType::new("Happened").unwrap(),
+        content_type: ContentType::Json,
+        data: Bytes::from(format!("{{\"i\":{i}}}")),
+        metadata: Bytes::new(),
+    }
+}
+
+/// 32 writers per node on two nodes, each appending 15 single events to a stream of its own
+/// with exact expected revisions and 5 to a shared stream with `Any`, while a reader on one
+/// node pages `$all` from its cursor: every page starts exactly at the cursor and its positions
+/// are consecutive, and at the end `$all` is exactly 1..N holding every acknowledged append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_commit_dense_positions_and_a_reader_never_sees_a_gap() {
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let (a, b) = tokio::join!(PgStore::open(&url), PgStore::open(&url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let b = b.clone();
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut next = 1u64;
+            let mut pages = 0u64;
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let page = b.read_all(Position(next), 200).await.unwrap();
+                for e in &page {
+                    assert_eq!(e.position, Position(next), "a gap or a reorder in $all");
+                    next += 1;
+                }
+                pages += 1;
+                if finished && page.is_empty() {
+                    return (next - 1, pages);
+                }
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..64u64 {
+        let node = if w % 2 == 0 { a.clone() } else { b.clone() };
+        writers.push(tokio::spawn(async move {
+            let own = name(&format!("writer-{w}"));
+            let mut acked = Vec::new();
+            for i in 0..20u64 {
+                let e = event(i);
+                let id = e.id;
+                let (stream, expected) = if i % 4 == 3 {
+                    (name("shared"), ExpectedRevision::Any)
+                } else {
+                    let done = acked.iter().filter(|(s, _, _)| *s == own).count() as u64;
+                    let expected = match done {
+                        0 => ExpectedRevision::NoStream,
+                        n => ExpectedRevision::Exact(n - 1),
+                    };
+                    (own.clone(), expected)
+                };
+                let r = node.append(&stream, expected, vec![e]).await.unwrap();
+                acked.push((stream, id, r));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    done.store(true, Ordering::Release);
+    let (seen, pages) = reader.await.unwrap();
+    assert_eq!(acked.len(), 64 * 20);
+    assert_eq!(
+        seen,
+        acked.len() as u64,
+        "the reader saw every position once"
+    );
+    assert!(pages > 1);
+    let all = a.read_all(Position(1), 10_000).await.unwrap();
+    let positions: Vec<u64> = all.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, (1..=acked.len() as u64).collect::<Vec<_>>());
+    let by_position: BTreeMap<u64, _> = all.iter().map(|e| (e.position.0, e)).collect();
+    for (stream, id, r) in &acked {
+        let e = by_position[&r.position.0];
+        assert_eq!(
+            (&e.stream, e.id, e.revision),
+            (stream, *id, r.next_revision)
+        );
+    }
+    // Each stream's revisions are 0..n with no hole.
+    for w in 0..64u64 {
+        let events = b
+            .read_stream(&name(&format!("writer-{w}")), Revision(0), 100)
+            .await
+            .unwrap();
+        let revisions: Vec<u64> = events.iter().map(|e| e.revision.0).collect();
+        assert_eq!(revisions, (0..15).collect::<Vec<_>>());
+    }
+    let shared = a
+        .read_stream(&name("shared"), Revision(0), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(shared.len(), 64 * 5);
+    assert!(
+        shared
+            .windows(2)
+            .all(|w| w[0].revision.0 + 1 == w[1].revision.0)
+    );
+}
+
+/// Two nodes racing to append at the same expected revision: exactly one wins each revision,
+/// the other gets the actual revision; a retry with the same event id, on either node, answers
+/// with the original position and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expected_revisions_and_idempotency_hold_across_nodes() {
+    let pg = TempPostgres::start();
+    let a = PgStore::open(&pg.url()).await.unwrap();
+    let b = PgStore::open(&pg.url()).await.unwrap();
+    let s = name("order-1");
+    for revision in 0..10u64 {
+        let expected = match revision {
+            0 => ExpectedRevision::NoStream,
+            r => ExpectedRevision::Exact(r - 1),
+        };
+        let (ra, rb) = tokio::join!(
+            a.append(&s, expected, vec![event(revision)]),
+            b.append(&s, expected, vec![event(revision)])
+        );
+        let (won, lost) = match (ra, rb) {
+            (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+            other => panic!("exactly one of two racing appends must win: {other:?}"),
+        };
+        assert_eq!(won.next_revision, Revision(revision));
+        match lost {
+            PgStoreError::Domain(DomainError::WrongExpectedRevision { actual, .. }) => {
+                assert_eq!(actual, Some(revision));
+            }
+            other => panic!("the loser must see the actual revision: {other}"),
+        }
+    }
+    let first = event(100);
+    let retry = first.clone();
+    let original = a
+        .append(&s, ExpectedRevision::Exact(9), vec![first])
+        .await
+        .unwrap();
+    let again = b
+        .append(&s, ExpectedRevision::Exact(9), vec![retry])
+        .await
+        .unwrap();
+    assert_eq!(again, original);
+    assert_eq!(a.read_stream(&s, Revision(0), 100).await.unwrap().len(), 11);
+    let deleted = b
+        .append(&s, ExpectedRevision::NoStream, vec![event(1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        deleted,
+        PgStoreError::Domain(DomainError::WrongExpectedRevision {
+            actual: Some(10),
+            ..
+        })
+    ));
+    assert!(matches!(
+        a.append(&s, ExpectedRevision::Any, Vec::new()).await,
+        Err(PgStoreError::Input(_))
+    ));
+}
+
+/// A node learns of another node's commits through the head signal, promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_follows_another_nodes_commits() {
+    let pg = TempPostgres::start();
+    let a = PgStore::open(&pg.url()).await.unwrap();
+    let b = PgStore::open(&pg.url()).await.unwrap();
+    let mut watch = b.head_watch();
+    watch.borrow_and_update();
+    let r = a
+        .append(
+            &name("live-1"),
+            ExpectedRevision::Any,
+            vec![event(0), event(1)],
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while *watch.borrow_and_update() < r.position {
+            watch.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("node b saw node a's commit");
+    assert_eq!(b.head(), Position(2));
+    let events = b.read_all(Position(1), 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+}
+
+/// Nodes starting together create the schema once; a database with a newer schema is refused
+/// and left as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_schema_is_created_once_and_a_newer_one_is_refused() {
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let opened = futures::future::join_all((0..4).map(|_| PgStore::open(&url))).await;
+    for o in opened {
+        o.unwrap();
+    }
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let version: i32 = client
+        .query_one("SELECT schema_version FROM annals.meta", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, SCHEMA_VERSION);
+    client
+        .execute(
+            "UPDATE annals.meta SET schema_version = $1",
+            &[&(SCHEMA_VERSION + 1)],
+        )
+        .await
+        .unwrap();
+    match PgStore::open(&pg.url()).await {
+        Err(PgStoreError::SchemaTooNew { found, known }) => {
+            assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("a newer schema must be refused: {other:?}"),
+    }
+}
