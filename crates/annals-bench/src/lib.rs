@@ -34,6 +34,7 @@ mod official;
 #[path = "official_absent.rs"]
 mod official_absent;
 mod persistent;
+mod pg_append;
 mod probe;
 mod project;
 mod read_stream;
@@ -55,6 +56,7 @@ pub use grpc_append::{GrpcAppendConfig, GrpcAppendRpc};
 pub use grpc_auth::{GrpcAuthConfig, process_cpu_ns, thread_cpu_ns};
 pub use grpc_replay::GrpcReplayConfig;
 pub use persistent::PersistentConfig;
+pub use pg_append::PgAppendConfig;
 pub use project::{ProjectConfig, ProjectTarget};
 pub use read_stream::ReadStreamConfig;
 pub use relay::RelayConfig;
@@ -98,6 +100,9 @@ pub enum Bench {
     Fanout(FanoutConfig),
     /// Idle established connections against a running server: what they cost it.
     Connections(ConnectionsConfig),
+    /// Annals on PostgreSQL against a one-transaction-per-append `bigserial` store on the same
+    /// server: appends a second, and the positions a reader following each found late.
+    PgAppend(PgAppendConfig),
 }
 
 /// Runs `bench` and prints its figures on stdout.
@@ -116,6 +121,7 @@ pub fn run(bench: &Bench) -> Result<(), BenchError> {
         Bench::Ui(c) => ui::run(c),
         Bench::Fanout(c) => fanout::run(c),
         Bench::Connections(c) => connections::run(c),
+        Bench::PgAppend(c) => pg_append::run(c),
     }
 }
 

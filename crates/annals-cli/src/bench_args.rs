@@ -201,8 +201,14 @@ pub struct BenchPersistentArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchAppendArgs {
-    #[arg(long)]
-    pub data: PathBuf,
+    /// The store directory of the embedded store (created if missing).
+    #[arg(long, required_unless_present = "store")]
+    pub data: Option<PathBuf>,
+    /// Instead of the embedded store: a Postgres server (`postgres://USER@HOST:PORT/DB`) on
+    /// which Annals on Postgres runs against the usual one-transaction-per-append design, each
+    /// in a database the bench creates and drops.
+    #[arg(long, conflicts_with = "data")]
+    pub store: Option<String>,
     #[arg(long, default_value_t = 64)]
     pub writers: u32,
     /// Events to append in all.

@@ -13,4 +13,5 @@ mod writer;
 pub use error::PgStoreError;
 pub use schema::SCHEMA_VERSION;
 pub use store::{PG_HEAD_POLL_INTERVAL, PgStore};
+pub use tokio_postgres::Config;
 pub use writer::PG_GROUP_COMMIT_APPENDS_MAX;

@@ -3,6 +3,7 @@
 //! (each commit notifies its new head, in commit order) and the head row is also read every
 //! [`PG_HEAD_POLL_INTERVAL`], so a lost notification (a reconnect) delays but never loses an event.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use annals_core::{
 };
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use crate::error::PgStoreError;
 use crate::writer::{AppendRequest, PG_GROUP_COMMIT_APPENDS_MAX};
@@ -32,7 +33,7 @@ pub struct PgStore {
 #[derive(Debug)]
 struct Inner {
     requests: mpsc::Sender<AppendRequest>,
-    reader: Client,
+    reader: Reader,
     head: watch::Receiver<Position>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -45,15 +46,15 @@ impl Drop for Inner {
     }
 }
 
-/// A connection to `url`, its driver spawned; fails within [`PG_CONNECT_TIMEOUT`].
-pub(crate) async fn connect(url: &str) -> Result<Client, PgStoreError> {
-    let (client, connection) =
-        tokio::time::timeout(PG_CONNECT_TIMEOUT, tokio_postgres::connect(url, NoTls))
-            .await
-            .map_err(|_| {
-                PgStoreError::Unavailable(format!("no connection within {PG_CONNECT_TIMEOUT:?}"))
-            })?
-            .map_err(|e| PgStoreError::Unavailable(e.to_string()))?;
+/// A connection to the database `config` names, its driver spawned; fails within
+/// [`PG_CONNECT_TIMEOUT`].
+pub(crate) async fn connect(config: &Config) -> Result<Client, PgStoreError> {
+    let (client, connection) = tokio::time::timeout(PG_CONNECT_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| {
+            PgStoreError::Unavailable(format!("no connection within {PG_CONNECT_TIMEOUT:?}"))
+        })?
+        .map_err(|e| PgStoreError::Unavailable(e.to_string()))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "a Postgres connection ended");
@@ -67,28 +68,38 @@ impl PgStore {
     /// several hosts allowed), creates or checks the schema, and starts this node's writer and
     /// head signal.
     pub async fn open(url: &str) -> Result<PgStore, PgStoreError> {
-        let mut admin = connect(url).await?;
+        let config = Config::from_str(url)
+            .map_err(|e| PgStoreError::Input(format!("bad Postgres connection string: {e}")))?;
+        Self::open_config(config).await
+    }
+
+    /// [`PgStore::open`] with a parsed connection configuration.
+    pub async fn open_config(config: Config) -> Result<PgStore, PgStoreError> {
+        let mut admin = connect(&config).await?;
         crate::schema::migrate(&mut admin).await?;
         drop(admin);
-        let reader = connect(url).await?;
+        let reader = connect(&config).await?;
         let head = read_head(&reader).await?;
         let (head_tx, head_rx) = watch::channel(head);
-        let writer_client = connect(url).await?;
+        let writer_client = crate::writer::connect_prepared(&config).await?;
         let (requests, rx) = mpsc::channel(PG_GROUP_COMMIT_APPENDS_MAX);
         let head_tx = Arc::new(head_tx);
         let tasks = vec![
             tokio::spawn(crate::writer::run(
-                url.to_owned(),
+                config.clone(),
                 Some(writer_client),
                 rx,
                 Arc::clone(&head_tx),
             )),
-            tokio::spawn(follow_head(url.to_owned(), head_tx)),
+            tokio::spawn(follow_head(config.clone(), head_tx)),
         ];
         Ok(PgStore {
             inner: Arc::new(Inner {
                 requests,
-                reader,
+                reader: Reader {
+                    config: config.clone(),
+                    client: parking_lot::Mutex::new(Arc::new(reader)),
+                },
                 head: head_rx,
                 tasks,
             }),
@@ -140,7 +151,15 @@ impl PgStore {
         from: Position,
         limit: usize,
     ) -> Result<Vec<EventRecord>, PgStoreError> {
-        crate::read::read_all(&self.inner.reader, from, limit).await
+        let reader = &self.inner.reader;
+        let client = reader.client().await?;
+        match crate::read::read_all(&client, from, limit).await {
+            Err(PgStoreError::Unavailable(_)) => {
+                let client = reader.client().await?;
+                crate::read::read_all(&client, from, limit).await
+            }
+            done => done,
+        }
     }
 
     /// Up to `limit` events of `stream` from revision `from` on.
@@ -150,7 +169,35 @@ impl PgStore {
         from: Revision,
         limit: usize,
     ) -> Result<Vec<EventRecord>, PgStoreError> {
-        crate::read::read_stream(&self.inner.reader, stream, from, limit).await
+        let reader = &self.inner.reader;
+        let client = reader.client().await?;
+        match crate::read::read_stream(&client, stream, from, limit).await {
+            Err(PgStoreError::Unavailable(_)) => {
+                let client = reader.client().await?;
+                crate::read::read_stream(&client, stream, from, limit).await
+            }
+            done => done,
+        }
+    }
+}
+
+/// The connection reads use, connected again when it was lost (a read that failed because of
+/// that is tried once more on the new one).
+#[derive(Debug)]
+struct Reader {
+    config: Config,
+    client: parking_lot::Mutex<Arc<Client>>,
+}
+
+impl Reader {
+    async fn client(&self) -> Result<Arc<Client>, PgStoreError> {
+        let current = Arc::clone(&self.client.lock());
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(connect(&self.config).await?);
+        *self.client.lock() = Arc::clone(&fresh);
+        Ok(fresh)
     }
 }
 
@@ -165,7 +212,7 @@ async fn read_head(client: &Client) -> Result<Position, PgStoreError> {
 
 /// Follows the head: `LISTEN annals_head` on a connection of its own, and the head row every
 /// [`PG_HEAD_POLL_INTERVAL`]; reconnects whenever the connection is lost.
-async fn follow_head(url: String, head: Arc<watch::Sender<Position>>) {
+async fn follow_head(config: Config, head: Arc<watch::Sender<Position>>) {
     let advance = |p: Position| {
         head.send_if_modified(|h| {
             if p > *h {
@@ -177,8 +224,7 @@ async fn follow_head(url: String, head: Arc<watch::Sender<Position>>) {
         });
     };
     loop {
-        let connected =
-            tokio::time::timeout(PG_CONNECT_TIMEOUT, tokio_postgres::connect(&url, NoTls)).await;
+        let connected = tokio::time::timeout(PG_CONNECT_TIMEOUT, config.connect(NoTls)).await;
         let Ok(Ok((client, mut connection))) = connected else {
             tracing::debug!("the head listener cannot connect; retrying");
             tokio::time::sleep(PG_LISTEN_RETRY).await;

@@ -13,7 +13,7 @@ use annals_core::{
     category_of,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, Config, Statement, Transaction};
 use uuid::Uuid;
 
 use crate::error::PgStoreError;
@@ -62,10 +62,75 @@ struct Columns {
     metadata: Vec<Vec<u8>>,
 }
 
+/// The writer's statements, prepared once per connection, so each costs one message and not a
+/// round trip of its own to be parsed.
+pub(crate) struct Statements {
+    lock_head: Statement,
+    streams: Statement,
+    placed: Statement,
+    next_stream_id: Statement,
+    insert_streams: Statement,
+    update_streams: Statement,
+    insert_events: Statement,
+    set_head: Statement,
+    notify: Statement,
+}
+
+impl Statements {
+    pub(crate) async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
+        let (lock_head, streams, placed, next_stream_id) = futures::try_join!(
+            c.prepare("SELECT position FROM annals.head FOR UPDATE"),
+            c.prepare(
+                "SELECT name, id, next_revision, tombstoned FROM annals.streams \
+                 WHERE name = ANY($1) FOR UPDATE",
+            ),
+            c.prepare(PLACED_SQL),
+            c.prepare("SELECT coalesce(max(id), 0) + 1 FROM annals.streams"),
+        )?;
+        let (insert_streams, update_streams, insert_events, set_head, notify) = futures::try_join!(
+            c.prepare(
+                "INSERT INTO annals.streams (id, name, next_revision) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])",
+            ),
+            c.prepare(
+                "UPDATE annals.streams s SET next_revision = u.next \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS u(id, next) \
+                 WHERE s.id = u.id AND s.next_revision <> u.next",
+            ),
+            c.prepare(
+                "INSERT INTO annals.events (position, stream_id, revision, event_id, event_type, \
+                 category, content_type, created_ns, data, metadata) \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], \
+                 $5::text[], $6::text[], $7::int2[], $8::bigint[], $9::bytea[], $10::bytea[])",
+            ),
+            c.prepare("UPDATE annals.head SET position = $1"),
+            c.prepare("SELECT pg_notify('annals_head', $1)"),
+        )?;
+        Ok(Self {
+            lock_head,
+            streams,
+            placed,
+            next_stream_id,
+            insert_streams,
+            update_streams,
+            insert_events,
+            set_head,
+            notify,
+        })
+    }
+}
+
+/// A statement parameter.
+type Param = dyn tokio_postgres::types::ToSql + Sync;
+
+/// Where event ids already are.
+const PLACED_SQL: &str = "SELECT e.event_id, s.name, e.revision, e.position FROM annals.events e \
+                          JOIN annals.streams s ON s.id = e.stream_id WHERE e.event_id = ANY($1)";
+
 /// The writer task: takes what is queued, commits it, answers; until every sender is gone.
 pub(crate) async fn run(
-    url: String,
-    mut client: Option<Client>,
+    config: Config,
+    mut client: Option<(Client, Statements)>,
     mut requests: mpsc::Receiver<AppendRequest>,
     head: std::sync::Arc<watch::Sender<Position>>,
 ) {
@@ -78,8 +143,8 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        if client.as_ref().is_none_or(Client::is_closed) {
-            client = match crate::store::connect(&url).await {
+        if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            client = match connect_prepared(&config).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "the writer cannot reach Postgres");
@@ -90,12 +155,14 @@ pub(crate) async fn run(
                 }
             };
         }
-        let Some(c) = client.as_mut() else { continue };
+        let Some((c, statements)) = client.as_mut() else {
+            continue;
+        };
         let ids: Vec<Uuid> = batch
             .iter()
             .flat_map(|r| r.events.iter().map(|e| e.id))
             .collect();
-        match commit(c, &mut batch).await {
+        match commit(c, statements, &mut batch).await {
             Ok((answers, new_head)) => {
                 head.send_if_modified(|h| advance(h, new_head));
                 for (r, answer) in batch.drain(..).zip(answers) {
@@ -105,7 +172,7 @@ pub(crate) async fn run(
             Err(e) if c.is_closed() => {
                 // The connection died: the commit may or may not have happened.
                 tracing::warn!(error = %e, "connection lost while committing; looking the batch up");
-                let outcome = find_out(&url, &ids).await;
+                let outcome = find_out(&config, &ids).await;
                 client = None;
                 answer_unknown(&mut batch, outcome, &head);
             }
@@ -122,6 +189,17 @@ pub(crate) async fn run(
     }
 }
 
+/// A writer's connection with its statements prepared.
+pub(crate) async fn connect_prepared(
+    config: &Config,
+) -> Result<(Client, Statements), PgStoreError> {
+    let client = crate::store::connect(config).await?;
+    let statements = Statements::prepare(&client)
+        .await
+        .map_err(PgStoreError::from_pg)?;
+    Ok((client, statements))
+}
+
 fn advance(head: &mut Position, to: Position) -> bool {
     if to > *head {
         *head = to;
@@ -134,28 +212,32 @@ fn advance(head: &mut Position, to: Position) -> bool {
 /// Commits `batch` as one transaction; one answer per request, in order, and the new head.
 async fn commit(
     client: &mut Client,
+    st: &Statements,
     batch: &mut [AppendRequest],
 ) -> Result<(Vec<Result<AppendResult, PgStoreError>>, Position), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let head: i64 = tx
-        .query_one("SELECT position FROM annals.head FOR UPDATE", &[])
-        .await?
-        .get(0);
     let names: Vec<String> = {
         let mut names: Vec<String> = batch.iter().map(|r| r.stream.to_string()).collect();
         names.sort_unstable();
         names.dedup();
         names
     };
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.id))
+        .collect();
+    // One round trip: the server runs them in order, the head lock first.
+    let by_name: [&Param; 1] = [&names];
+    let by_id: [&Param; 1] = [&ids];
+    let (head, stream_rows, placed_rows, next_id) = futures::try_join!(
+        tx.query_one(&st.lock_head, &[]),
+        tx.query(&st.streams, &by_name),
+        tx.query(&st.placed, &by_id),
+        tx.query_one(&st.next_stream_id, &[]),
+    )?;
+    let head: i64 = head.get(0);
     let mut streams: HashMap<String, StreamRow> = HashMap::new();
-    for row in tx
-        .query(
-            "SELECT name, id, next_revision, tombstoned FROM annals.streams \
-             WHERE name = ANY($1) FOR UPDATE",
-            &[&names],
-        )
-        .await?
-    {
+    for row in stream_rows {
         streams.insert(
             row.get(0),
             StreamRow {
@@ -166,18 +248,8 @@ async fn commit(
             },
         );
     }
-    let ids: Vec<Uuid> = batch
-        .iter()
-        .flat_map(|r| r.events.iter().map(|e| e.id))
-        .collect();
-    let mut placed = placed_ids(&tx, &ids).await?;
-    let mut next_stream_id: i64 = if streams.len() < names.len() {
-        tx.query_one("SELECT coalesce(max(id), 0) + 1 FROM annals.streams", &[])
-            .await?
-            .get(0)
-    } else {
-        0
-    };
+    let mut placed = placed_from(placed_rows);
+    let mut next_stream_id: i64 = next_id.get(0);
     let mut cols = Columns::default();
     let created = annals_core::Timestamp::now().0;
     let mut answers = Vec::with_capacity(batch.len());
@@ -252,14 +324,16 @@ async fn commit(
         tx.rollback().await?;
         return Ok((answers, Position(u64::try_from(head).unwrap_or(0))));
     }
-    write(&tx, &streams, &cols, position).await?;
+    write(&tx, st, &streams, &cols, position).await?;
     tx.commit().await?;
     Ok((answers, Position(u64::try_from(position).unwrap_or(0))))
 }
 
-/// Inserts the batch's rows, moves the streams and the head, and notifies every node.
+/// Inserts the batch's rows, moves the streams and the head, and notifies every node, in one
+/// round trip.
 async fn write(
     tx: &Transaction<'_>,
+    st: &Statements,
     streams: &HashMap<String, StreamRow>,
     cols: &Columns,
     head: i64,
@@ -270,7 +344,7 @@ async fn write(
         if s.new {
             if s.next_revision > 0 {
                 new_ids.push(s.id);
-                new_names.push(name.as_str());
+                new_names.push(name.clone());
                 new_next.push(s.next_revision);
             }
         } else {
@@ -278,46 +352,30 @@ async fn write(
             next.push(s.next_revision);
         }
     }
-    if !new_ids.is_empty() {
-        tx.execute(
-            "INSERT INTO annals.streams (id, name, next_revision) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])",
-            &[&new_ids, &new_names, &new_next],
-        )
-        .await?;
-    }
-    if !ids.is_empty() {
-        tx.execute(
-            "UPDATE annals.streams s SET next_revision = u.next \
-             FROM unnest($1::bigint[], $2::bigint[]) AS u(id, next) \
-             WHERE s.id = u.id AND s.next_revision <> u.next",
-            &[&ids, &next],
-        )
-        .await?;
-    }
-    tx.execute(
-        "INSERT INTO annals.events (position, stream_id, revision, event_id, event_type, \
-         category, content_type, created_ns, data, metadata) \
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[], \
-         $6::text[], $7::int2[], $8::bigint[], $9::bytea[], $10::bytea[])",
-        &[
-            &cols.position,
-            &cols.stream_id,
-            &cols.revision,
-            &cols.event_id,
-            &cols.event_type,
-            &cols.category,
-            &cols.content_type,
-            &cols.created_ns,
-            &cols.data,
-            &cols.metadata,
-        ],
-    )
-    .await?;
-    tx.execute("UPDATE annals.head SET position = $1", &[&head])
-        .await?;
-    tx.execute("SELECT pg_notify('annals_head', $1)", &[&head.to_string()])
-        .await?;
+    let head_text = head.to_string();
+    let new_streams: [&Param; 3] = [&new_ids, &new_names, &new_next];
+    let moved_streams: [&Param; 2] = [&ids, &next];
+    let events: [&Param; 10] = [
+        &cols.position,
+        &cols.stream_id,
+        &cols.revision,
+        &cols.event_id,
+        &cols.event_type,
+        &cols.category,
+        &cols.content_type,
+        &cols.created_ns,
+        &cols.data,
+        &cols.metadata,
+    ];
+    let new_head: [&Param; 1] = [&head];
+    let note: [&Param; 1] = [&head_text];
+    futures::try_join!(
+        tx.execute(&st.insert_streams, &new_streams),
+        tx.execute(&st.update_streams, &moved_streams),
+        tx.execute(&st.insert_events, &events),
+        tx.execute(&st.set_head, &new_head),
+        tx.query(&st.notify, &note),
+    )?;
     Ok(())
 }
 
@@ -326,15 +384,12 @@ async fn placed_ids(
     tx: &Transaction<'_>,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Placed>, tokio_postgres::Error> {
-    let rows = tx
-        .query(
-            "SELECT e.event_id, s.name, e.revision, e.position FROM annals.events e \
-             JOIN annals.streams s ON s.id = e.stream_id WHERE e.event_id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
-    Ok(rows
-        .into_iter()
+    Ok(placed_from(tx.query(PLACED_SQL, &[&ids]).await?))
+}
+
+/// The rows of [`PLACED_SQL`] by event id.
+fn placed_from(rows: Vec<tokio_postgres::Row>) -> HashMap<Uuid, Placed> {
+    rows.into_iter()
         .map(|row| {
             (
                 row.get(0),
@@ -345,7 +400,7 @@ async fn placed_ids(
                 },
             )
         })
-        .collect())
+        .collect()
 }
 
 /// The original answer to `r` if all its events are already in its stream at consecutive
@@ -369,8 +424,8 @@ fn idempotent(r: &AppendRequest, placed: &HashMap<Uuid, Placed>) -> Option<Appen
 /// After a connection died during a commit: on a new connection, takes the head row lock (so
 /// the old transaction, if its backend still runs, has ended) and looks the batch's event ids
 /// up. `None` if that cannot be done either.
-async fn find_out(url: &str, ids: &[Uuid]) -> Option<HashMap<Uuid, Placed>> {
-    let mut client = crate::store::connect(url).await.ok()?;
+async fn find_out(config: &Config, ids: &[Uuid]) -> Option<HashMap<Uuid, Placed>> {
+    let mut client = crate::store::connect(config).await.ok()?;
     let tx = client.transaction().await.ok()?;
     tx.query_one("SELECT position FROM annals.head FOR UPDATE", &[])
         .await

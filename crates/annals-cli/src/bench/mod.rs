@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use annals_bench::{
     AppendConfig, Bench, ConnectionsConfig, FanoutConfig, FanoutVia, FillConfig, GrpcAppendConfig,
-    GrpcAppendRpc, GrpcClient, GrpcReplayConfig, GrpcServer, PersistentConfig, ProjectConfig,
-    ProjectTarget, ReadStreamConfig, RelayConfig, ReplayConfig,
+    GrpcAppendRpc, GrpcClient, GrpcReplayConfig, GrpcServer, PersistentConfig, PgAppendConfig,
+    ProjectConfig, ProjectTarget, ReadStreamConfig, RelayConfig, ReplayConfig,
 };
 
 use crate::args::{
@@ -78,15 +78,24 @@ fn persistent_config(a: &crate::args::BenchPersistentArgs) -> PersistentConfig {
 /// The bench `command` asks for, with its settings (`bench ui` aside: `run` starts its server).
 fn bench(command: BenchCommand) -> anyhow::Result<Bench> {
     Ok(match command {
-        BenchCommand::Append(a) => Bench::Append(AppendConfig {
-            data: a.data,
-            writers: a.writers,
-            events: a.events,
-            batch: a.batch,
-            streams: a.streams,
-            rounds: a.rounds,
-            json: a.json,
-        }),
+        BenchCommand::Append(a) => match (a.store, a.data) {
+            (Some(url), _) => Bench::PgAppend(PgAppendConfig {
+                url,
+                writers: a.writers,
+                events: a.events,
+                json: a.json,
+            }),
+            (None, Some(data)) => Bench::Append(AppendConfig {
+                data,
+                writers: a.writers,
+                events: a.events,
+                batch: a.batch,
+                streams: a.streams,
+                rounds: a.rounds,
+                json: a.json,
+            }),
+            (None, None) => anyhow::bail!("bench append needs --data DIR or --store URL"),
+        },
         BenchCommand::Replay(a) => Bench::Replay(ReplayConfig {
             data: a.data,
             events: a.events,
