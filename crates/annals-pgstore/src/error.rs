@@ -23,6 +23,10 @@ pub enum PgStoreError {
     /// Any other error Postgres returned.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// A job's write was refused: its writer no longer holds the lease in the term it wrote
+    /// for (another node took it over).
+    #[error("lease {lease} is no longer held with token {token}; the write was refused")]
+    Fenced { lease: String, token: i64 },
     /// The request itself is wrong (it changes nothing).
     #[error("{0}")]
     Input(String),

@@ -5,13 +5,16 @@ use tokio_postgres::Client;
 
 use crate::error::PgStoreError;
 
-/// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The schema version this code writes and reads: the number of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The key of the transaction-level advisory lock schema changes take (`annals` in ASCII).
 const SCHEMA_LOCK_KEY: i64 = 0x616e_6e61_6c73;
 
-/// Version 1: every table and index of `docs/design/postgres-store.md`.
+/// The steps from an empty database, in order: step `i` takes the schema to version `i + 1`.
+const MIGRATIONS: [&str; 2] = [SCHEMA_V1, SCHEMA_V2];
+
+/// Version 1: the log, the streams, the head, the leases.
 const SCHEMA_V1: &str = "
 CREATE SCHEMA IF NOT EXISTS annals;
 CREATE TABLE annals.meta (
@@ -53,7 +56,18 @@ CREATE TABLE annals.leases (
 );
 ";
 
-/// Creates the schema if the database has none, and checks its version.
+/// Version 2: checkpoints of the jobs a lease runs (relays, persistent groups), each with the
+/// fencing token of the lease holder that wrote it.
+const SCHEMA_V2: &str = "
+CREATE TABLE annals.checkpoints (
+    name text PRIMARY KEY,
+    position bigint NOT NULL CHECK (position >= 0),
+    token bigint NOT NULL
+);
+";
+
+/// Creates the schema if the database has none, migrates an older one step by step, and
+/// refuses a newer one.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgStoreError> {
     let tx = client.transaction().await.map_err(PgStoreError::from_pg)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_KEY])
@@ -69,23 +83,30 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgStoreError> {
     } else {
         None
     };
-    match found {
+    let from = match found {
         Some(v) if v > SCHEMA_VERSION => {
             return Err(PgStoreError::SchemaTooNew {
                 found: v,
                 known: SCHEMA_VERSION,
             });
         }
-        Some(_) => {}
-        None => {
-            tx.batch_execute(SCHEMA_V1).await?;
-            tx.execute(
-                "INSERT INTO annals.meta (schema_version) VALUES ($1)",
-                &[&SCHEMA_VERSION],
-            )
-            .await?;
-            tracing::info!(version = SCHEMA_VERSION, "created the Annals schema");
-        }
+        Some(v) => v,
+        None => 0,
+    };
+    for (i, step) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(from).unwrap_or(0))
+    {
+        tx.batch_execute(step).await?;
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO annals.meta (schema_version) VALUES ($1) \
+             ON CONFLICT (singleton) DO UPDATE SET schema_version = EXCLUDED.schema_version",
+            &[&version],
+        )
+        .await?;
+        tracing::info!(version, "migrated the Annals schema");
     }
     tx.commit().await?;
     Ok(())

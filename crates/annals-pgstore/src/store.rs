@@ -34,6 +34,8 @@ pub struct PgStore {
 struct Inner {
     requests: mpsc::Sender<AppendRequest>,
     reader: Reader,
+    /// The connection fenced job writes use (checkpoints), made on first use.
+    jobs: tokio::sync::Mutex<Option<Client>>,
     head: watch::Receiver<Position>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -96,6 +98,7 @@ impl PgStore {
         Ok(PgStore {
             inner: Arc::new(Inner {
                 requests,
+                jobs: tokio::sync::Mutex::new(None),
                 reader: Reader {
                     config: config.clone(),
                     client: parking_lot::Mutex::new(Arc::new(reader)),
@@ -132,6 +135,22 @@ impl PgStore {
             .await
             .map_err(|_| PgStoreError::Closed)?;
         answer.await.map_err(|_| PgStoreError::Closed)?
+    }
+
+    /// The connection reads use (connected again if it was lost).
+    pub(crate) async fn read_client(&self) -> Result<Arc<Client>, PgStoreError> {
+        self.inner.reader.client().await
+    }
+
+    /// The connection fenced job writes use, held for one write.
+    pub(crate) async fn connect_for_write(
+        &self,
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, Client>, PgStoreError> {
+        let mut guard = self.inner.jobs.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(connect(&self.inner.reader.config).await?);
+        }
+        tokio::sync::MutexGuard::try_map(guard, Option::as_mut).map_err(|_| PgStoreError::Closed)
     }
 
     /// The last committed position this node knows of.

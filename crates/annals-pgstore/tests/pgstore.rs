@@ -340,3 +340,96 @@ async fn a_postgres_crash_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// A lease is one node's at a time: the other node cannot take it while it is held and renewed;
+/// once it lapses the other takes it with a higher token, and the first node's fenced
+/// checkpoint writes are refused from then on, even though it still believes it holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lapsed_lease_moves_and_fences_the_old_holder() {
+    let pg = TempPostgres::start();
+    let a = PgStore::open(&pg.url()).await.unwrap();
+    let b = PgStore::open(&pg.url()).await.unwrap();
+    let ttl = Duration::from_millis(1_500);
+    let held = a
+        .acquire_lease("relay-x", "node-a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        b.acquire_lease("relay-x", "node-b", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let renewed = a
+        .acquire_lease("relay-x", "node-a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.token, held.token, "a renewal keeps the term");
+    a.save_checkpoint(&held, 10).await.unwrap();
+    assert_eq!(b.checkpoint("relay-x").await.unwrap(), Some(10));
+    // Node a stops renewing (a pause, a partition); the lease lapses and node b takes it.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let taken = b
+        .acquire_lease("relay-x", "node-b", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(taken.token > held.token);
+    assert!(matches!(
+        a.save_checkpoint(&held, 99).await,
+        Err(PgStoreError::Fenced { .. })
+    ));
+    assert!(
+        a.acquire_lease("relay-x", "node-a", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    b.save_checkpoint(&taken, 20).await.unwrap();
+    assert_eq!(a.checkpoint("relay-x").await.unwrap(), Some(20));
+    // A clean release hands it over at once.
+    b.release_lease(&taken).await.unwrap();
+    let back = a
+        .acquire_lease("relay-x", "node-a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(back.token > taken.token);
+    assert!(matches!(
+        b.save_checkpoint(&taken, 30).await,
+        Err(PgStoreError::Fenced { .. })
+    ));
+    assert_eq!(a.checkpoint("relay-x").await.unwrap(), Some(20));
+}
+
+/// A database at schema version 1 is migrated to the current version when a node opens it,
+/// keeping its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_schema_is_migrated_in_place() {
+    let pg = TempPostgres::start();
+    let store = PgStore::open(&pg.url()).await.unwrap();
+    store
+        .append(&name("kept"), ExpectedRevision::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    drop(store);
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("DROP TABLE annals.checkpoints; UPDATE annals.meta SET schema_version = 1")
+        .await
+        .unwrap();
+    let store = PgStore::open(&pg.url()).await.unwrap();
+    let version: i32 = client
+        .query_one("SELECT schema_version FROM annals.meta", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(store.checkpoint("anything").await.unwrap(), None);
+    assert_eq!(store.read_all(Position(1), 10).await.unwrap().len(), 1);
+}

@@ -1,0 +1,123 @@
+//! Leases: which node runs a job (a projection, a relay, a persistent-subscription group), in
+//! `annals.leases`, with the database's clock the only clock. A holder renews its lease well
+//! within the time to live; once it lapses, any node may take it, and the lease's fencing token
+//! goes up. Every write a job makes is fenced: it checks, in its own transaction, that the
+//! writer still holds the lease with its token, holding the lease row for the transaction
+//! (`FOR SHARE`), so a node that lost its lease (a partition, a long pause) can never write for
+//! the job again, whatever it believes.
+
+use std::time::Duration;
+
+use crate::error::PgStoreError;
+use crate::store::PgStore;
+
+/// A lease held: the job, the holder, and the fencing token of this term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    /// Goes up each time the lease changes hands (or lapses and is taken again).
+    pub token: i64,
+}
+
+impl PgStore {
+    /// Takes the lease `name` for `holder` for `ttl`, or renews it if `holder` has it: the
+    /// lease with its token, or `None` while another holder has it.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, PgStoreError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let client = self.read_client().await?;
+        let row = client
+            .query_opt(
+                "INSERT INTO annals.leases AS l (name, holder, token, expires_at) \
+                 VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond') \
+                 ON CONFLICT (name) DO UPDATE SET \
+                   holder = EXCLUDED.holder, \
+                   token = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now() \
+                           THEN l.token ELSE l.token + 1 END, \
+                   expires_at = EXCLUDED.expires_at \
+                 WHERE l.holder = EXCLUDED.holder OR l.expires_at IS NULL \
+                   OR l.expires_at <= now() \
+                 RETURNING token",
+                &[&name, &holder, &ttl_ms],
+            )
+            .await
+            .map_err(PgStoreError::from_pg)?;
+        Ok(row.map(|r| Lease {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            token: r.get(0),
+        }))
+    }
+
+    /// Gives the lease up at once (a clean shutdown), if it is still this term's.
+    pub async fn release_lease(&self, lease: &Lease) -> Result<(), PgStoreError> {
+        let client = self.read_client().await?;
+        client
+            .execute(
+                "UPDATE annals.leases SET expires_at = NULL \
+                 WHERE name = $1 AND holder = $2 AND token = $3",
+                &[&lease.name, &lease.holder, &lease.token],
+            )
+            .await
+            .map_err(PgStoreError::from_pg)?;
+        Ok(())
+    }
+
+    /// The checkpoint of the job `name`, if one was saved.
+    pub async fn checkpoint(&self, name: &str) -> Result<Option<u64>, PgStoreError> {
+        let client = self.read_client().await?;
+        let row = client
+            .query_opt(
+                "SELECT position FROM annals.checkpoints WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(PgStoreError::from_pg)?;
+        Ok(row.and_then(|r| u64::try_from(r.get::<_, i64>(0)).ok()))
+    }
+
+    /// Saves the job's checkpoint, fenced: only while `lease` is held, in this term, and not
+    /// over a checkpoint a later term wrote. [`PgStoreError::Fenced`] otherwise, and nothing
+    /// is written.
+    pub async fn save_checkpoint(&self, lease: &Lease, position: u64) -> Result<(), PgStoreError> {
+        let position = i64::try_from(position)
+            .map_err(|_| PgStoreError::Input(format!("checkpoint {position} is too large")))?;
+        let mut client = self.connect_for_write().await?;
+        let tx = client.transaction().await.map_err(PgStoreError::from_pg)?;
+        let held = tx
+            .query_opt(
+                "SELECT 1 FROM annals.leases WHERE name = $1 AND holder = $2 AND token = $3 \
+                 AND expires_at > now() FOR SHARE",
+                &[&lease.name, &lease.holder, &lease.token],
+            )
+            .await?;
+        if held.is_none() {
+            return Err(PgStoreError::Fenced {
+                lease: lease.name.clone(),
+                token: lease.token,
+            });
+        }
+        let written = tx
+            .execute(
+                "INSERT INTO annals.checkpoints AS c (name, position, token) \
+                 VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, \
+                   token = EXCLUDED.token WHERE c.token <= EXCLUDED.token",
+                &[&lease.name, &position, &lease.token],
+            )
+            .await?;
+        if written == 0 {
+            return Err(PgStoreError::Fenced {
+                lease: lease.name.clone(),
+                token: lease.token,
+            });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
