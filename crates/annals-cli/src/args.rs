@@ -369,7 +369,11 @@ pub struct ReadAllArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Store directory.
-    pub dir: PathBuf,
+    #[arg(required_unless_present = "store")]
+    pub dir: Option<PathBuf>,
+    /// Instead of a directory: a store in PostgreSQL (`postgres://USER@HOST:PORT/DB`).
+    #[arg(long, conflicts_with = "dir")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,5 @@
 //! `annals check`: opens a store, verifies every record and the index against the log, and prints
-//! a summary. Exit status 0 means healthy, 1 that problems were found or the store could not be
+//! a summary (or, with `--store postgres://…`, checks a store in Postgres). Exit status 0 means healthy, 1 that problems were found or the store could not be
 //! opened or scanned (the error names the file and offset of the bad record).
 
 use std::process::ExitCode;
@@ -15,19 +15,24 @@ use crate::{output, store};
 const CHECK_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let dir = match (&args.store, &args.dir) {
+        (Some(url), _) => return run_postgres(url),
+        (None, Some(dir)) => dir,
+        (None, None) => anyhow::bail!("check needs a store directory or --store URL"),
+    };
     let config = EngineConfig {
         durability: Durability::Fsync,
         ..EngineConfig::default()
     };
-    store::ensure_exists(&args.dir)?;
-    let (engine, open) = match Engine::open_dir(&args.dir, config) {
+    store::ensure_exists(dir)?;
+    let (engine, open) = match Engine::open_dir(dir, config) {
         Ok(found) => found,
         Err(e) => {
-            output::check_failed(&format!("cannot open store {}", args.dir.display()), &e)?;
+            output::check_failed(&format!("cannot open store {}", dir.display()), &e)?;
             return Ok(ExitCode::FAILURE);
         }
     };
-    store::log_open_report(&args.dir, &open);
+    store::log_open_report(dir, &open);
     let started = Instant::now();
     let mut last = started;
     let result = engine.check(|events| {
@@ -56,4 +61,26 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `annals check --store postgres://…`: the checks of `annals_pgstore::PgStore::check`.
+fn run_postgres(url: &str) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let checked = runtime.block_on(annals_pgstore::check_url(url));
+    let report = match checked {
+        Ok(report) => report,
+        Err(e) => {
+            output::check_failed("cannot check the store in Postgres", &e)?;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let ok = output::pg_check_summary(&report)?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -94,6 +94,22 @@ pub(crate) fn check_summary(open: &OpenReport, report: &CheckReport) -> io::Resu
     Ok(ok)
 }
 
+/// Prints what the check of a store in Postgres found; returns whether it is healthy.
+pub(crate) fn pg_check_summary(report: &annals_pgstore::PgCheckReport) -> io::Result<bool> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "head {}", report.head)?;
+    writeln!(out, "events {}", report.events)?;
+    writeln!(out, "streams {}", report.streams)?;
+    writeln!(out, "problems {}", report.problems.len())?;
+    for p in &report.problems {
+        writeln!(out, "problem: {p}")?;
+    }
+    let ok = report.problems.is_empty();
+    writeln!(out, "{}", if ok { "OK" } else { "FAILED" })?;
+    out.flush()?;
+    Ok(ok)
+}
+
 /// Prints why a check could not finish (the error names the file and offset of a corrupt record).
 pub(crate) fn check_failed(what: &str, error: &dyn std::fmt::Display) -> io::Result<()> {
     let mut out = io::stdout().lock();

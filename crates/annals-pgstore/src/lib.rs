@@ -2,9 +2,10 @@
 //! (`schema.rs`), the group-commit writer that assigns dense positions under one head row lock so
 //! that no reader can ever see a gap (`writer.rs`), reads of `$all` and of a stream (`read.rs`),
 //! the head signal every node follows through `LISTEN`/`NOTIFY` (`store.rs`), and the leases
-//! that give each job to one node, with fenced writes (`lease.rs`). Any number of
+//! that give each job to one node, with fenced writes (`lease.rs`); `check.rs` verifies a store. Any number of
 //! [`PgStore`]s (nodes) may share one database.
 
+mod check;
 mod error;
 mod lease;
 mod read;
@@ -12,6 +13,7 @@ mod schema;
 mod store;
 mod writer;
 
+pub use check::{PgCheckReport, check_url};
 pub use error::PgStoreError;
 pub use lease::Lease;
 pub use schema::SCHEMA_VERSION;

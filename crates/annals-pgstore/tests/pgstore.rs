@@ -433,3 +433,45 @@ async fn an_older_schema_is_migrated_in_place() {
     assert_eq!(store.checkpoint("anything").await.unwrap(), None);
     assert_eq!(store.read_all(Position(1), 10).await.unwrap().len(), 1);
 }
+
+/// `check` passes a store written by two nodes and names what is wrong once rows are damaged:
+/// a missing event (a hole in the positions and in its stream's revisions) and a head row that
+/// disagrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_passes_a_good_store_and_names_the_damage() {
+    let pg = TempPostgres::start();
+    let a = PgStore::open(&pg.url()).await.unwrap();
+    let b = PgStore::open(&pg.url()).await.unwrap();
+    for i in 0..10u64 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.append(
+            &name(&format!("order-{}", i % 3)),
+            ExpectedRevision::Any,
+            vec![event(i), event(i)],
+        )
+        .await
+        .unwrap();
+    }
+    let report = a.check().await.unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!((report.events, report.streams, report.head), (20, 3, 20));
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "DELETE FROM annals.events WHERE position = 5; UPDATE annals.head SET position = 25",
+        )
+        .await
+        .unwrap();
+    let report = b.check().await.unwrap();
+    let text = report.problems.join("\n");
+    assert!(text.contains("no event at position 5"), "{text}");
+    assert!(
+        text.contains("the head row says 25, the last event is at 20"),
+        "{text}"
+    );
+    assert!(text.contains("19 events up to position 20"), "{text}");
+    assert!(text.contains("stream order-"), "{text}");
+}

@@ -24,6 +24,7 @@ mod disk_full;
 mod grpc_bench;
 mod import;
 mod persistent;
+mod postgres;
 mod projections;
 mod relays;
 mod roundtrip;
