@@ -32,6 +32,9 @@ pub enum Command {
     ReadAll(ReadAllArgs),
     /// Verify every record and the index; exits non-zero if anything is wrong.
     Check(CheckArgs),
+    /// Copy an embedded store into PostgreSQL with positions and revisions unchanged;
+    /// resumable (run it again to go on, or to copy what was appended since).
+    Migrate(MigrateArgs),
     /// Test load generator: concurrent single-event appends, one `ack` line per durable append.
     #[command(hide = true)]
     Load(LoadArgs),
@@ -364,6 +367,16 @@ pub struct ReadAllArgs {
     /// Only event types matching this regex.
     #[arg(long)]
     pub type_regex: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The embedded store's directory (not being served meanwhile).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The target: `postgres://USER@HOST:PORT/DB` (the schema is created if missing).
+    #[arg(long)]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod check;
 mod effects;
 mod http;
 mod import;
+mod migrate;
 mod output;
 mod projections;
 mod read;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Read(a) => read::stream(&a),
         Command::ReadAll(a) => read::all(&a),
         Command::Check(a) => check::run(&a),
+        Command::Migrate(a) => migrate::run(&a),
         Command::Load(a) => write::load(&a),
         Command::Bench(b) => bench::run(b),
         Command::Projections(a) => projections::run(&a).map(|()| ExitCode::SUCCESS),

@@ -9,6 +9,9 @@ use crate::store::PgStore;
 /// Problems listed at most; the counts still cover all.
 const PG_CHECK_PROBLEMS_MAX: i64 = 100;
 
+/// The revision of a tombstone (`Revision::TOMBSTONE`): not counted among a stream's revisions.
+const TOMBSTONE_REVISION: i64 = i64::MAX;
+
 /// The indexes the reads rely on.
 const INDEXES: [&str; 3] = ["events_event_id", "events_category", "events_event_type"];
 
@@ -26,8 +29,8 @@ impl PgStore {
     /// Verifies the store (see the module's documentation). Reads only; one snapshot
     /// (`REPEATABLE READ`), so writers going on meanwhile do not show as problems.
     pub async fn check(&self) -> Result<PgCheckReport, PgStoreError> {
-        let mut client = self.connect_for_write().await?;
-        check_with(&mut client).await
+        let mut jobs = self.connect_for_write().await?;
+        check_with(&mut jobs.0).await
     }
 }
 
@@ -133,12 +136,13 @@ async fn check_with(client: &mut tokio_postgres::Client) -> Result<PgCheckReport
         .query(
             "SELECT s.name, s.next_revision, count(e.position), \
                coalesce(max(e.revision) + 1, 0) \
-             FROM annals.streams s LEFT JOIN annals.events e ON e.stream_id = s.id \
+             FROM annals.streams s LEFT JOIN annals.events e \
+               ON e.stream_id = s.id AND e.revision < $2 \
              GROUP BY s.id, s.name, s.next_revision \
              HAVING count(e.position) <> coalesce(max(e.revision) + 1, 0) \
                OR s.next_revision <> coalesce(max(e.revision) + 1, 0) \
              ORDER BY s.name LIMIT $1",
-            &[&PG_CHECK_PROBLEMS_MAX],
+            &[&PG_CHECK_PROBLEMS_MAX, &TOMBSTONE_REVISION],
         )
         .await?
     {

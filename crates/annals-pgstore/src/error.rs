@@ -21,7 +21,7 @@ pub enum PgStoreError {
     #[error("corrupt row: {0}")]
     Corrupt(String),
     /// Any other error Postgres returned.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", pg_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A job's write was refused: its writer no longer holds the lease in the term it wrote
     /// for (another node took it over).
@@ -43,5 +43,14 @@ impl PgStoreError {
         } else {
             PgStoreError::Postgres(e)
         }
+    }
+}
+
+/// What Postgres said, when it said something (a bare `tokio_postgres::Error` displays only
+/// "db error").
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }

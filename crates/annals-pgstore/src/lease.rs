@@ -87,8 +87,8 @@ impl PgStore {
     pub async fn save_checkpoint(&self, lease: &Lease, position: u64) -> Result<(), PgStoreError> {
         let position = i64::try_from(position)
             .map_err(|_| PgStoreError::Input(format!("checkpoint {position} is too large")))?;
-        let mut client = self.connect_for_write().await?;
-        let tx = client.transaction().await.map_err(PgStoreError::from_pg)?;
+        let mut jobs = self.connect_for_write().await?;
+        let tx = jobs.0.transaction().await.map_err(PgStoreError::from_pg)?;
         let held = tx
             .query_opt(
                 "SELECT 1 FROM annals.leases WHERE name = $1 AND holder = $2 AND token = $3 \

@@ -2,11 +2,13 @@
 //! (`schema.rs`), the group-commit writer that assigns dense positions under one head row lock so
 //! that no reader can ever see a gap (`writer.rs`), reads of `$all` and of a stream (`read.rs`),
 //! the head signal every node follows through `LISTEN`/`NOTIFY` (`store.rs`), and the leases
-//! that give each job to one node, with fenced writes (`lease.rs`); `check.rs` verifies a store. Any number of
+//! that give each job to one node, with fenced writes (`lease.rs`); `check.rs` verifies a store, `import.rs` copies
+//! another store's events in unchanged. Any number of
 //! [`PgStore`]s (nodes) may share one database.
 
 mod check;
 mod error;
+mod import;
 mod lease;
 mod read;
 mod schema;

@@ -35,8 +35,9 @@ struct Inner {
     requests: mpsc::Sender<AppendRequest>,
     reader: Reader,
     /// The connection fenced job writes use (checkpoints), made on first use.
-    jobs: tokio::sync::Mutex<Option<Client>>,
+    jobs: tokio::sync::Mutex<Option<(Client, crate::writer::Statements)>>,
     head: watch::Receiver<Position>,
+    head_tx: Arc<watch::Sender<Position>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -93,7 +94,7 @@ impl PgStore {
                 rx,
                 Arc::clone(&head_tx),
             )),
-            tokio::spawn(follow_head(config.clone(), head_tx)),
+            tokio::spawn(follow_head(config.clone(), Arc::clone(&head_tx))),
         ];
         Ok(PgStore {
             inner: Arc::new(Inner {
@@ -104,6 +105,7 @@ impl PgStore {
                     client: parking_lot::Mutex::new(Arc::new(reader)),
                 },
                 head: head_rx,
+                head_tx,
                 tasks,
             }),
         })
@@ -142,15 +144,29 @@ impl PgStore {
         self.inner.reader.client().await
     }
 
-    /// The connection fenced job writes use, held for one write.
+    /// The connection fenced job writes, imports and checks use (with the writer's statements
+    /// prepared on it), held for one use.
     pub(crate) async fn connect_for_write(
         &self,
-    ) -> Result<tokio::sync::MappedMutexGuard<'_, Client>, PgStoreError> {
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, (Client, crate::writer::Statements)>, PgStoreError>
+    {
         let mut guard = self.inner.jobs.lock().await;
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(connect(&self.inner.reader.config).await?);
+        if guard.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            *guard = Some(crate::writer::connect_prepared(&self.inner.reader.config).await?);
         }
         tokio::sync::MutexGuard::try_map(guard, Option::as_mut).map_err(|_| PgStoreError::Closed)
+    }
+
+    /// Moves this node's head to `to` if that is further (after a commit of its own).
+    pub(crate) fn advance_head(&self, to: Position) {
+        self.inner.head_tx.send_if_modified(|h| {
+            if to > *h {
+                *h = to;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// The last committed position this node knows of.

@@ -31,12 +31,12 @@ pub(crate) struct AppendRequest {
 
 /// A stream as the batch being built sees it.
 #[derive(Clone, Copy, Debug)]
-struct StreamRow {
-    id: i64,
-    next_revision: i64,
-    tombstoned: bool,
+pub(crate) struct StreamRow {
+    pub(crate) id: i64,
+    pub(crate) next_revision: i64,
+    pub(crate) tombstoned: bool,
     /// Not in `annals.streams` yet: inserted by this batch.
-    new: bool,
+    pub(crate) new: bool,
 }
 
 /// Where an event id already is.
@@ -49,26 +49,27 @@ struct Placed {
 
 /// The rows one batch inserts, column by column (inserted with one `unnest` statement).
 #[derive(Default)]
-struct Columns {
-    position: Vec<i64>,
-    stream_id: Vec<i64>,
-    revision: Vec<i64>,
-    event_id: Vec<Uuid>,
-    event_type: Vec<String>,
-    category: Vec<String>,
-    content_type: Vec<i16>,
-    created_ns: Vec<i64>,
-    data: Vec<Vec<u8>>,
-    metadata: Vec<Vec<u8>>,
+pub(crate) struct Columns {
+    pub(crate) position: Vec<i64>,
+    pub(crate) stream_id: Vec<i64>,
+    pub(crate) revision: Vec<i64>,
+    pub(crate) event_id: Vec<Uuid>,
+    pub(crate) event_type: Vec<String>,
+    pub(crate) category: Vec<String>,
+    pub(crate) content_type: Vec<i16>,
+    pub(crate) created_ns: Vec<i64>,
+    pub(crate) data: Vec<Vec<u8>>,
+    pub(crate) metadata: Vec<Vec<u8>>,
 }
 
 /// The writer's statements, prepared once per connection, so each costs one message and not a
 /// round trip of its own to be parsed.
+#[derive(Debug)]
 pub(crate) struct Statements {
-    lock_head: Statement,
-    streams: Statement,
+    pub(crate) lock_head: Statement,
+    pub(crate) streams: Statement,
     placed: Statement,
-    next_stream_id: Statement,
+    pub(crate) next_stream_id: Statement,
     insert_streams: Statement,
     update_streams: Statement,
     insert_events: Statement,
@@ -89,13 +90,13 @@ impl Statements {
         )?;
         let (insert_streams, update_streams, insert_events, set_head, notify) = futures::try_join!(
             c.prepare(
-                "INSERT INTO annals.streams (id, name, next_revision) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])",
+                "INSERT INTO annals.streams (id, name, next_revision, tombstoned) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[])",
             ),
             c.prepare(
-                "UPDATE annals.streams s SET next_revision = u.next \
-                 FROM unnest($1::bigint[], $2::bigint[]) AS u(id, next) \
-                 WHERE s.id = u.id AND s.next_revision <> u.next",
+                "UPDATE annals.streams s SET next_revision = u.next, tombstoned = u.tomb \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bool[]) AS u(id, next, tomb) \
+                 WHERE s.id = u.id AND (s.next_revision <> u.next OR s.tombstoned <> u.tomb)",
             ),
             c.prepare(
                 "INSERT INTO annals.events (position, stream_id, revision, event_id, event_type, \
@@ -121,7 +122,7 @@ impl Statements {
 }
 
 /// A statement parameter.
-type Param = dyn tokio_postgres::types::ToSql + Sync;
+pub(crate) type Param = dyn tokio_postgres::types::ToSql + Sync;
 
 /// Where event ids already are.
 const PLACED_SQL: &str = "SELECT e.event_id, s.name, e.revision, e.position FROM annals.events e \
@@ -331,30 +332,33 @@ async fn commit(
 
 /// Inserts the batch's rows, moves the streams and the head, and notifies every node, in one
 /// round trip.
-async fn write(
+pub(crate) async fn write(
     tx: &Transaction<'_>,
     st: &Statements,
     streams: &HashMap<String, StreamRow>,
     cols: &Columns,
     head: i64,
 ) -> Result<(), tokio_postgres::Error> {
-    let (mut new_ids, mut new_names, mut new_next) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut ids, mut next) = (Vec::new(), Vec::new());
+    let (mut new_ids, mut new_names, mut new_next, mut new_tomb) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut next, mut tomb) = (Vec::new(), Vec::new(), Vec::new());
     for (name, s) in streams {
         if s.new {
-            if s.next_revision > 0 {
+            if s.next_revision > 0 || s.tombstoned {
                 new_ids.push(s.id);
                 new_names.push(name.clone());
                 new_next.push(s.next_revision);
+                new_tomb.push(s.tombstoned);
             }
         } else {
             ids.push(s.id);
             next.push(s.next_revision);
+            tomb.push(s.tombstoned);
         }
     }
     let head_text = head.to_string();
-    let new_streams: [&Param; 3] = [&new_ids, &new_names, &new_next];
-    let moved_streams: [&Param; 2] = [&ids, &next];
+    let new_streams: [&Param; 4] = [&new_ids, &new_names, &new_next, &new_tomb];
+    let moved_streams: [&Param; 3] = [&ids, &next, &tomb];
     let events: [&Param; 10] = [
         &cols.position,
         &cols.stream_id,

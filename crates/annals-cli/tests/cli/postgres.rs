@@ -92,3 +92,140 @@ fn bench_append_on_postgres_prints_its_figures() {
     assert!(figures["annals_events_per_s"].as_f64().unwrap() > 0.0);
     assert!(figures["baseline_events_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// An embedded store with several streams, a soft delete (a metadata event) and a tombstone is
+/// copied into Postgres unchanged: first part of it (as an interrupted copy would leave it),
+/// then `annals migrate` goes on from there; after more appends to the source, a second run
+/// copies only those. Every event is at the same position, stream and revision with the same id,
+/// type and bytes; `annals check --store` passes. A target holding another store is refused.
+#[test]
+fn migrate_an_embedded_store_into_postgres() {
+    use annals_core::Position;
+    use annals_engine::{Durability, Engine, EngineConfig};
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let config = || EngineConfig {
+        durability: Durability::None,
+        ..EngineConfig::default()
+    };
+    let event = |i: u32| NewEvent {
+        id: uuid::Uuid::new_v4(),
+        event_type: EventType::new(format!("Type{}", i % 3)).unwrap(),
+        content_type: if i.is_multiple_of(5) {
+            ContentType::Binary
+        } else {
+            ContentType::Json
+        },
+        data: bytes::Bytes::from(format!("{{\"i\":{i}}}")),
+        metadata: bytes::Bytes::from(format!("{{\"m\":{i}}}")),
+    };
+    let (engine, _) = Engine::open_dir(dir.path(), config()).unwrap();
+    for i in 0..300u32 {
+        let stream = StreamName::new(format!("cart-{}", i % 7)).unwrap();
+        engine
+            .append(
+                &stream,
+                ExpectedRevision::Any,
+                vec![event(i), event(i + 1000)],
+            )
+            .unwrap();
+    }
+    engine
+        .delete(&StreamName::new("cart-1").unwrap(), ExpectedRevision::Any)
+        .unwrap();
+    engine
+        .tombstone(&StreamName::new("cart-2").unwrap(), ExpectedRevision::Any)
+        .unwrap();
+    let first_part = engine
+        .read_all(Position(1), annals_core::Direction::Forwards, 100, None)
+        .unwrap()
+        .events;
+    engine.close();
+    drop(engine);
+    // An interrupted copy: the first 100 positions only.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let target = PgStore::open(&url).await.unwrap();
+        target.import(&first_part).await.unwrap();
+    });
+    let dir_str = dir.path().to_str().unwrap();
+    let out = annals_ok(&["migrate", "--from", dir_str, "--to", &url]);
+    assert!(out.contains("migrated positions 101.."), "{out}");
+    let (engine, _) = Engine::open_dir(dir.path(), config()).unwrap();
+    engine
+        .append(
+            &StreamName::new("cart-9").unwrap(),
+            ExpectedRevision::Any,
+            vec![event(7)],
+        )
+        .unwrap();
+    let head = engine.head();
+    let source = engine
+        .read_all(Position(1), annals_core::Direction::Forwards, 10_000, None)
+        .unwrap()
+        .events;
+    engine.close();
+    drop(engine);
+    let out = annals_ok(&["migrate", "--from", dir_str, "--to", &url]);
+    assert!(out.contains(&format!("({} events)", 1)), "{out}");
+    let copied = runtime.block_on(async {
+        let target = PgStore::open(&url).await.unwrap();
+        assert_eq!(target.head(), head);
+        target.read_all(Position(1), 10_000).await.unwrap()
+    });
+    assert_eq!(copied.len(), source.len());
+    for (c, s) in copied.iter().zip(&source) {
+        assert_eq!(
+            (
+                c.position,
+                &c.stream,
+                c.revision,
+                c.id,
+                &c.event_type,
+                c.content_type
+            ),
+            (
+                s.position,
+                &s.stream,
+                s.revision,
+                s.id,
+                &s.event_type,
+                s.content_type
+            )
+        );
+        assert_eq!(
+            (&c.data, &c.metadata, c.created),
+            (&s.data, &s.metadata, s.created)
+        );
+    }
+    let check = annals_ok(&["check", "--store", &url]);
+    assert!(check.trim_end().ends_with("OK"), "{check}");
+    // Another store's directory is refused: the target's last event is not its.
+    let other = tempfile::tempdir().unwrap();
+    let (engine, _) = Engine::open_dir(other.path(), config()).unwrap();
+    for i in 0..(head.0 as u32 + 5) {
+        engine
+            .append(
+                &StreamName::new("other").unwrap(),
+                ExpectedRevision::Any,
+                vec![event(i)],
+            )
+            .unwrap();
+    }
+    engine.close();
+    drop(engine);
+    let refused = annals(&[
+        "migrate",
+        "--from",
+        other.path().to_str().unwrap(),
+        "--to",
+        &url,
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("holds another store"), "{err}");
+}
