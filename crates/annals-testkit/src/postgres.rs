@@ -130,6 +130,110 @@ impl TempPostgres {
         }
     }
 
+    /// A standby of `primary` on a port of its own, streaming its WAL (a base backup with
+    /// `standby.signal` and `primary_conninfo` written by `pg_basebackup -R`). With
+    /// `synchronous`, the primary then waits for this standby on every commit
+    /// (`synchronous_standby_names = '*'`). Panics with the reason if it cannot.
+    pub fn start_standby(primary: &TempPostgres, synchronous: bool) -> TempPostgres {
+        let dir = tempfile::Builder::new()
+            .prefix("annals-pg-standby-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("TempPostgres: cannot create a temporary directory: {e}"));
+        if let Some((uid, gid)) = primary.run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap_or_else(|e| {
+                panic!("TempPostgres: cannot hand over the standby's directory: {e}")
+            });
+        }
+        let mut standby = TempPostgres {
+            dir,
+            bindir: primary.bindir.clone(),
+            port: 0,
+            run_as: primary.run_as,
+            child: None,
+        };
+        let output = standby
+            .command("pg_basebackup")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(standby.data_dir())
+            .args(["-R", "-X", "stream", "--checkpoint=fast"])
+            .output()
+            .unwrap_or_else(|e| panic!("TempPostgres: cannot run pg_basebackup: {e}"));
+        assert!(
+            output.status.success(),
+            "TempPostgres: pg_basebackup failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut last_error = String::new();
+        let mut started = false;
+        for _ in 0..PORT_ATTEMPTS_MAX {
+            standby.port = free_port();
+            match standby.spawn_and_wait() {
+                Ok(()) => {
+                    started = true;
+                    break;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        assert!(
+            started,
+            "TempPostgres: the standby did not start: {last_error}"
+        );
+        if synchronous {
+            primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+            primary.psql("SELECT pg_reload_conf()");
+        }
+        standby
+    }
+
+    /// Promotes a standby to a primary and waits until it takes writes.
+    pub fn promote(&self) {
+        let output = self
+            .command("pg_ctl")
+            .args(["promote", "-w", "-t", "60", "-D"])
+            .arg(self.data_dir())
+            .output()
+            .unwrap_or_else(|e| panic!("TempPostgres: cannot run pg_ctl promote: {e}"));
+        assert!(
+            output.status.success(),
+            "TempPostgres: promote failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            tail(&self.log(), 40)
+        );
+    }
+
+    /// Runs one SQL statement with `psql`; panics if it fails.
+    fn psql(&self, sql: &str) {
+        let output = self
+            .command("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap_or_else(|e| panic!("TempPostgres: cannot run psql: {e}"));
+        assert!(
+            output.status.success(),
+            "TempPostgres: {sql} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// True while the postmaster started last is running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
