@@ -121,3 +121,72 @@ impl PgStore {
         Ok(())
     }
 }
+
+/// How long a lease a [`LeaseKeeper`] holds lasts without renewal: a dead node's jobs move
+/// after at most this plus one [`LEASE_RENEW_INTERVAL`] (8 s).
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often a [`LeaseKeeper`] renews its lease, or tries to take it.
+pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Keeps trying to hold one lease for one holder: renews it while held, takes it when it
+/// lapses. [`LeaseKeeper::watch`] says which term is held now (`None`: another node has it, or
+/// the database cannot be reached). A term ends at the first failed renewal: the job must stop
+/// writing then, and its writes are fenced anyway. Dropping the keeper stops it (the lease then
+/// lapses; [`PgStore::release_lease`] hands it over at once).
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    held: tokio::sync::watch::Receiver<Option<Lease>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LeaseKeeper {
+    /// The term held now, and its changes.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Option<Lease>> {
+        self.held.clone()
+    }
+}
+
+impl PgStore {
+    /// Starts keeping the lease `name` for `holder`, with `ttl` and renewals every `renew`
+    /// (defaults: [`LEASE_TTL`], [`LEASE_RENEW_INTERVAL`]).
+    pub fn keep_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        renew: Duration,
+    ) -> LeaseKeeper {
+        let (tx, held) = tokio::sync::watch::channel(None);
+        let store = self.clone();
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(renew);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = match store.acquire_lease(&name, &holder, ttl).await {
+                    Ok(lease) => lease,
+                    Err(e) => {
+                        tracing::warn!(lease = %name, error = %e, "cannot renew or take a lease");
+                        None
+                    }
+                };
+                tx.send_if_modified(|held| {
+                    if *held == now {
+                        false
+                    } else {
+                        *held = now;
+                        true
+                    }
+                });
+            }
+        });
+        LeaseKeeper { held, task }
+    }
+}

@@ -17,7 +17,7 @@ mod writer;
 
 pub use check::{PgCheckReport, check_url};
 pub use error::PgStoreError;
-pub use lease::Lease;
+pub use lease::{LEASE_RENEW_INTERVAL, LEASE_TTL, Lease, LeaseKeeper};
 pub use schema::SCHEMA_VERSION;
 pub use store::{PG_HEAD_POLL_INTERVAL, PgStore};
 pub use tokio_postgres::Config;

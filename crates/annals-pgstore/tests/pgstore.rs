@@ -475,3 +475,68 @@ async fn check_passes_a_good_store_and_names_the_damage() {
     assert!(text.contains("19 events up to position 20"), "{text}");
     assert!(text.contains("stream order-"), "{text}");
 }
+
+/// Three nodes keep trying for one job's lease: exactly one holds it at a time; when the holder
+/// dies (its keeper stops), another takes it over, with a higher token, within the time to live
+/// and a renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_holders_lease_moves_to_another_node() {
+    let pg = TempPostgres::start();
+    let ttl = Duration::from_millis(1_500);
+    let renew = Duration::from_millis(300);
+    let mut keepers = Vec::new();
+    for node in 0..3 {
+        let store = PgStore::open(&pg.url()).await.unwrap();
+        keepers.push(Some(store.keep_lease(
+            "projection-y",
+            &format!("node-{node}"),
+            ttl,
+            renew,
+        )));
+    }
+    let holders = |keepers: &[Option<annals_pgstore::LeaseKeeper>]| -> Vec<(usize, i64)> {
+        keepers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| {
+                let k = k.as_ref()?;
+                let held = k.watch().borrow().clone();
+                held.map(|l| (i, l.token))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (first, token) = loop {
+        let now = holders(&keepers);
+        assert!(now.len() <= 1, "two nodes hold one lease: {now:?}");
+        if let Some(&h) = now.first() {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The holder dies.
+    keepers[first] = None;
+    let died = std::time::Instant::now();
+    let (second, new_token) = loop {
+        let now = holders(&keepers);
+        assert!(now.len() <= 1, "two nodes hold one lease: {now:?}");
+        if let Some(&h) = now.first() {
+            break h;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(10),
+            "the lease did not move within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(second, first);
+    assert!(new_token > token);
+    assert!(
+        died.elapsed() >= ttl / 2,
+        "it moved before the dead holder's term could lapse"
+    );
+}
