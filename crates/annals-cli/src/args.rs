@@ -32,8 +32,8 @@ pub enum Command {
     ReadAll(ReadAllArgs),
     /// Verify every record and the index; exits non-zero if anything is wrong.
     Check(CheckArgs),
-    /// Copy an embedded store into PostgreSQL with positions and revisions unchanged;
-    /// resumable (run it again to go on, or to copy what was appended since).
+    /// Copy an embedded store into PostgreSQL, or back, with positions and revisions
+    /// unchanged; resumable (run it again to go on, or to copy what was appended since).
     Migrate(MigrateArgs),
     /// Test load generator: concurrent single-event appends, one `ack` line per durable append.
     #[command(hide = true)]
@@ -371,10 +371,12 @@ pub struct ReadAllArgs {
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The embedded store's directory (not being served meanwhile).
+    /// Where the events are: an embedded store's directory (not being served meanwhile), or a
+    /// store in PostgreSQL (`postgres://USER@HOST:PORT/DB`).
     #[arg(long)]
-    pub from: PathBuf,
-    /// The target: `postgres://USER@HOST:PORT/DB` (the schema is created if missing).
+    pub from: String,
+    /// Where they go: a store in PostgreSQL (the schema is created if missing), or, from
+    /// PostgreSQL, an embedded store's directory (created if missing).
     #[arg(long)]
     pub to: String,
 }

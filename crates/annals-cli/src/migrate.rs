@@ -1,16 +1,18 @@
-//! `annals migrate --from DIR --to postgres://…`: copies an embedded store into PostgreSQL with
-//! positions, streams, revisions and ids unchanged, a page of `$all` per transaction. It resumes
-//! where the target's head is, after checking that the target's last event is the source's
-//! event at that position (so it never continues a different store). The source must not take
-//! writes meanwhile (stop its server); events appended to it later are copied by running the
-//! command again.
+//! `annals migrate`: copies a store between the embedded format and PostgreSQL, either way, with
+//! positions, streams, revisions, ids, types, times and bytes unchanged, a page of `$all` per
+//! transaction (per group commit on the embedded side). It resumes where the target's head is,
+//! after checking that the target's last event is the source's event at that position (so it
+//! never continues a different store). The source must not take writes meanwhile (stop its
+//! server); what is appended to it later is copied by running the command again.
 
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use annals_core::{Direction, Position};
-use annals_engine::Durability;
+use annals_core::{Direction, EventRecord, Position};
+use annals_engine::{Durability, Engine};
+use annals_pgstore::PgStore;
 use anyhow::Context as _;
 
 use crate::args::MigrateArgs;
@@ -19,60 +21,33 @@ use crate::store;
 /// Events copied per transaction.
 const MIGRATE_BATCH_EVENTS: usize = 4_096;
 
+/// Whether `s` names a store in PostgreSQL rather than a directory.
+fn is_postgres(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://") || s.contains("host=")
+}
+
 pub(crate) fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
-    let (engine, _) = store::open_existing(&args.from, Durability::Fsync)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let copied = runtime.block_on(async {
-        let target = annals_pgstore::PgStore::open(&args.to)
-            .await
-            .context("cannot open the store in Postgres")?;
-        let start = target.head();
-        if start.0 > 0 {
-            let theirs = target.read_all(start, 1).await?;
-            let ours = engine.read_all(start, Direction::Forwards, 1, None)?;
-            let same = matches!((theirs.first(), ours.events.first()),
-                (Some(t), Some(o)) if t.id == o.id && t.position == o.position);
-            anyhow::ensure!(
-                same,
-                "the target's event at position {} is not this store's: it holds another store",
-                start.0
-            );
+    let (start, done, elapsed) = match (is_postgres(&args.from), is_postgres(&args.to)) {
+        (false, true) => {
+            let (engine, _) = store::open_existing(Path::new(&args.from), Durability::Fsync)?;
+            let copied = runtime.block_on(to_postgres(&engine, &args.to));
+            engine.close();
+            copied?
         }
-        let source_head = engine.head();
-        let started = Instant::now();
-        let mut next = start.next();
-        while next <= source_head {
-            let page = engine.read_all(next, Direction::Forwards, MIGRATE_BATCH_EVENTS, None)?;
-            let events: Vec<_> = page
-                .events
-                .into_iter()
-                .filter(|e| e.position <= source_head)
-                .collect();
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
-            };
-            target.import(&events).await?;
-            next = Position(last.0 + 1);
-            tracing::info!(
-                copied = last.0 - start.0,
-                of = source_head.0 - start.0,
-                "migrating"
-            );
+        (true, false) => {
+            let (engine, _) = store::open(Path::new(&args.to), Durability::Fsync)?;
+            let copied = runtime.block_on(from_postgres(&args.from, &engine));
+            engine.close();
+            copied?
         }
-        let done = target.head();
-        anyhow::ensure!(
-            done == source_head,
-            "the copy ended at position {}, the source's head is {}",
-            done.0,
-            source_head.0
-        );
-        Ok::<_, anyhow::Error>((start, done, started.elapsed()))
-    });
-    engine.close();
-    let (start, done, elapsed) = copied?;
+        _ => anyhow::bail!(
+            "migrate copies between a store directory and a postgres:// store: give one of each"
+        ),
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -84,4 +59,104 @@ pub(crate) fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
         done.0
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to go on unless the target's last event (at `head`) is the source's.
+fn same_store(
+    head: Position,
+    target: Option<&EventRecord>,
+    source: Option<&EventRecord>,
+) -> anyhow::Result<()> {
+    if head.0 == 0 {
+        return Ok(());
+    }
+    let same =
+        matches!((target, source), (Some(t), Some(s)) if t.id == s.id && t.position == s.position);
+    anyhow::ensure!(
+        same,
+        "the target's event at position {} is not this store's: it holds another store",
+        head.0
+    );
+    Ok(())
+}
+
+async fn to_postgres(engine: &Engine, url: &str) -> anyhow::Result<(Position, Position, Duration)> {
+    let target = PgStore::open(url)
+        .await
+        .context("cannot open the store in Postgres")?;
+    let start = target.head();
+    let theirs = target.read_all(start, 1).await?;
+    let ours = engine.read_all(start, Direction::Forwards, 1, None)?;
+    same_store(start, theirs.first(), ours.events.first())?;
+    let source_head = engine.head();
+    let started = Instant::now();
+    let mut next = start.next();
+    while next <= source_head {
+        let page = engine.read_all(next, Direction::Forwards, MIGRATE_BATCH_EVENTS, None)?;
+        let events: Vec<_> = page
+            .events
+            .into_iter()
+            .filter(|e| e.position <= source_head)
+            .collect();
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
+        target.import(&events).await?;
+        next = last.next();
+        tracing::info!(
+            copied = last.0 - start.0,
+            of = source_head.0 - start.0,
+            "migrating"
+        );
+    }
+    let done = target.head();
+    anyhow::ensure!(
+        done == source_head,
+        "the copy ended at position {}, the source's head is {}",
+        done.0,
+        source_head.0
+    );
+    Ok((start, done, started.elapsed()))
+}
+
+async fn from_postgres(
+    url: &str,
+    engine: &Engine,
+) -> anyhow::Result<(Position, Position, Duration)> {
+    let source = PgStore::open(url)
+        .await
+        .context("cannot open the store in Postgres")?;
+    let start = engine.head();
+    let ours = engine.read_all(start, Direction::Forwards, 1, None)?;
+    let theirs = source.read_all(start, 1).await?;
+    same_store(start, ours.events.first(), theirs.first())?;
+    let source_head = source.head();
+    let started = Instant::now();
+    let mut next = start.next();
+    while next <= source_head {
+        let events: Vec<_> = source
+            .read_all(next, MIGRATE_BATCH_EVENTS)
+            .await?
+            .into_iter()
+            .filter(|e| e.position <= source_head)
+            .collect();
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
+        engine.import_async(&events).await?;
+        next = last.next();
+        tracing::info!(
+            copied = last.0 - start.0,
+            of = source_head.0 - start.0,
+            "migrating"
+        );
+    }
+    let done = engine.head();
+    anyhow::ensure!(
+        done == source_head,
+        "the copy ended at position {}, the source's head is {}",
+        done.0,
+        source_head.0
+    );
+    Ok((start, done, started.elapsed()))
 }

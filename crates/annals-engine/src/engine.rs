@@ -381,7 +381,7 @@ impl Engine {
         self.submit(stream, expected, WriteKind::Tombstone).await
     }
 
-    fn sender(&self) -> Result<mpsc::Sender<WriteRequest>, EngineError> {
+    pub(crate) fn sender(&self) -> Result<mpsc::Sender<WriteRequest>, EngineError> {
         self.inner
             .requests
             .read()
@@ -389,7 +389,7 @@ impl Engine {
             .ok_or_else(|| self.inner.shared.stopped_error())
     }
 
-    fn request(
+    pub(crate) fn request(
         stream: &StreamName,
         expected: ExpectedRevision,
         kind: WriteKind,

@@ -23,6 +23,10 @@ pub enum EngineError {
     /// reopened before it takes more appends.
     #[error("the store is not accepting writes: {0}")]
     Stopped(String),
+    /// An import (`Engine::import`) does not go on where this store is; nothing of it was
+    /// written.
+    #[error("import refused: {0}")]
+    ImportRefused(String),
     /// A pipeline thread (writer, sync or index store) panicked, which is a bug. Writes stopped
     /// when it happened; what was acknowledged before is durable, and reopening recovers.
     #[error("the {thread} thread panicked: {message}")]

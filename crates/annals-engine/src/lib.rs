@@ -12,6 +12,7 @@ mod config;
 mod engine;
 mod error;
 mod head;
+mod import;
 mod index_store;
 mod links;
 mod listing;

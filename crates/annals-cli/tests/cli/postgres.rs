@@ -1,7 +1,8 @@
 //! The commands on a store in PostgreSQL, against a throwaway server: `annals check --store`
 //! passes a store written through `annals-pgstore`, fails one whose rows were damaged and one
-//! that holds no store (writing nothing); `annals bench append --store` prints its figures, with
-//! no position found late on Annals's side.
+//! that holds no store (writing nothing); `annals migrate` copies a store into Postgres and back
+//! unchanged; `annals bench append --store` prints its figures, with no position found late on
+//! Annals's side.
 
 use annals_core::{ContentType, EventType, ExpectedRevision, NewEvent, StreamName};
 use annals_pgstore::PgStore;
@@ -97,7 +98,8 @@ fn bench_append_on_postgres_prints_its_figures() {
 /// copied into Postgres unchanged: first part of it (as an interrupted copy would leave it),
 /// then `annals migrate` goes on from there; after more appends to the source, a second run
 /// copies only those. Every event is at the same position, stream and revision with the same id,
-/// type and bytes; `annals check --store` passes. A target holding another store is refused.
+/// type and bytes; `annals check --store` passes. Copied back into a fresh directory, the store
+/// equals the original and checks clean. A target holding another store is refused.
 #[test]
 fn migrate_an_embedded_store_into_postgres() {
     use annals_core::Position;
@@ -203,6 +205,22 @@ fn migrate_an_embedded_store_into_postgres() {
         );
     }
     let check = annals_ok(&["check", "--store", &url]);
+    assert!(check.trim_end().ends_with("OK"), "{check}");
+    // And back: Postgres into a fresh store directory, equal to the original.
+    let back = tempfile::tempdir().unwrap();
+    let back_dir = back.path().join("store");
+    let back_str = back_dir.to_str().unwrap();
+    let out = annals_ok(&["migrate", "--from", &url, "--to", back_str]);
+    assert!(out.contains(&format!("({} events)", head.0)), "{out}");
+    let (engine, _) = Engine::open_dir(&back_dir, config()).unwrap();
+    let returned = engine
+        .read_all(Position(1), annals_core::Direction::Forwards, 10_000, None)
+        .unwrap()
+        .events;
+    engine.close();
+    drop(engine);
+    assert_eq!(returned, source, "the round trip changed the store");
+    let check = annals_ok(&["check", back_str]);
     assert!(check.trim_end().ends_with("OK"), "{check}");
     // Another store's directory is refused: the target's last event is not its.
     let other = tempfile::tempdir().unwrap();

@@ -89,6 +89,19 @@ pub(crate) enum WriteKind {
     /// Write `$tb = i64::MAX` to the stream's metadata.
     SoftDelete,
     Tombstone,
+    /// Events of another store, written exactly as they were there (`Engine::import`).
+    Import(ImportRun),
+}
+
+/// A run of another store's events for one stream, written as one record: at consecutive
+/// positions from `first_position` and revisions from `first_revision` (or one tombstone), all
+/// created at `created`.
+#[derive(Debug)]
+pub(crate) struct ImportRun {
+    pub(crate) first_position: annals_core::Position,
+    pub(crate) first_revision: annals_core::Revision,
+    pub(crate) created: annals_core::Timestamp,
+    pub(crate) events: Vec<NewEvent>,
 }
 
 #[derive(Debug)]
@@ -105,6 +118,7 @@ impl WriteRequest {
         let name = self.stream.as_str().len() + 2;
         let events = match &self.kind {
             WriteKind::Append(events) => events.iter().map(|e| e.size_bytes() + 28).sum(),
+            WriteKind::Import(run) => run.events.iter().map(|e| e.size_bytes() + 28).sum(),
             WriteKind::SoftDelete | WriteKind::Tombstone => 4_096,
         };
         // Room for an undelete metadata record written ahead of the events.

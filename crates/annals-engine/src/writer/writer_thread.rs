@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::batch::{BatchSlot, OpenBatch, SyncJob};
-use super::{Repair, Shared, WriteKind, WriteRequest};
+use super::{ImportRun, Repair, Shared, WriteKind, WriteRequest};
 use crate::config::GROUP_COMMIT_APPENDS_MAX;
 use crate::error::EngineError;
 use crate::rules::{MetaMap, MetaState};
@@ -287,6 +287,9 @@ impl Writer {
     ) -> Result<AppendResult, EngineError> {
         let stream = &req.stream;
         let state = self.state(stream)?;
+        if let WriteKind::Import(run) = &req.kind {
+            return self.import_run(stream, run, state, buf, job, batch_start);
+        }
         if state.tombstoned {
             return Err(DomainError::StreamDeleted {
                 stream: stream.to_string(),
@@ -328,6 +331,7 @@ impl Writer {
                     RecordKind::Events,
                     events,
                     state,
+                    Timestamp::now(),
                     buf,
                     job,
                     batch_start,
@@ -365,13 +369,76 @@ impl Writer {
                     RecordKind::Tombstone,
                     std::slice::from_ref(&event),
                     state,
+                    Timestamp::now(),
                     buf,
                     job,
                     batch_start,
                 );
                 Ok(result)
             }
+            // Taken before the checks above.
+            WriteKind::Import(run) => self.import_run(stream, run, state, buf, job, batch_start),
         }
+    }
+
+    /// Writes one run of another store's events exactly as they were: refused unless it goes on
+    /// at this store's next position and its stream's next revision (or is one tombstone).
+    fn import_run(
+        &mut self,
+        stream: &StreamName,
+        run: &ImportRun,
+        state: StreamState,
+        buf: &mut Vec<u8>,
+        job: &mut SyncJob,
+        batch_start: u64,
+    ) -> Result<AppendResult, EngineError> {
+        let refuse = |why: String| -> EngineError {
+            EngineError::ImportRefused(format!("position {}: {why}", run.first_position.0))
+        };
+        if state.tombstoned {
+            return Err(refuse(format!("stream {stream} is deleted")));
+        }
+        if run.first_position.0 != self.next_position {
+            return Err(refuse(format!(
+                "this store goes on at position {}",
+                self.next_position
+            )));
+        }
+        let tombstone = run.first_revision == Revision::TOMBSTONE;
+        if tombstone && run.events.len() != 1 {
+            return Err(refuse("a tombstone is one event".to_owned()));
+        }
+        if !tombstone && run.first_revision.0 != state.next_revision {
+            return Err(refuse(format!(
+                "stream {stream} goes on at revision {}, not {}",
+                state.next_revision, run.first_revision.0
+            )));
+        }
+        let kind = if tombstone {
+            RecordKind::Tombstone
+        } else {
+            RecordKind::Events
+        };
+        let result = self.encode(
+            stream,
+            kind,
+            &run.events,
+            state,
+            run.created,
+            buf,
+            job,
+            batch_start,
+        );
+        if !tombstone
+            && let Some(target) = stream.metadata_target()
+            && let Some(last) = run.events.last()
+        {
+            let m = Arc::new(MetaState::from_event(last.data.clone()));
+            self.meta
+                .insert(Arc::clone(target.as_arc()), Arc::clone(&m));
+            job.meta_updates.push((Arc::clone(target.as_arc()), m));
+        }
+        Ok(result)
     }
 
     /// Appends one `$metadata` event to `$$stream`; returns its position.
@@ -397,6 +464,7 @@ impl Writer {
             RecordKind::Events,
             std::slice::from_ref(&event),
             meta_state,
+            Timestamp::now(),
             buf,
             job,
             batch_start,
@@ -459,6 +527,7 @@ impl Writer {
         kind: RecordKind,
         events: &[NewEvent],
         state: StreamState,
+        created: Timestamp,
         buf: &mut Vec<u8>,
         job: &mut SyncJob,
         batch_start: u64,
@@ -477,7 +546,7 @@ impl Writer {
             stream,
             first_position,
             first_revision,
-            Timestamp::now(),
+            created,
             events,
         );
         let n = events.len() as u64;

@@ -17,6 +17,7 @@ mod crash;
 mod damaged_index;
 mod deletes;
 mod format_fixture;
+mod import;
 mod index_failure;
 mod indexed_streams;
 mod model;
