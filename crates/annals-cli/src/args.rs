@@ -224,9 +224,15 @@ impl From<DurabilityArg> for Durability {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Store directory (created if missing).
+    /// Store directory (created if missing). With --store, a copy of the store in PostgreSQL
+    /// kept by this node (rebuilt from it if wiped).
     #[arg(long)]
     pub data: PathBuf,
+    /// Keep the store in PostgreSQL (`postgres://USER@HOST:PORT/DB`, or a key-value string with
+    /// several hosts) instead of only in --data: appends go there, so any number of nodes can
+    /// serve one store. Deletes and tombstones are not available this way yet.
+    #[arg(long)]
+    pub store: Option<String>,
     #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
     pub durability: DurabilityArg,
     /// Address to serve the gRPC (KurrentDB protocol) and HTTP/JSON APIs on, together.

@@ -17,6 +17,7 @@ mod output;
 mod projections;
 mod read;
 mod relays;
+mod replica;
 mod serve;
 mod store;
 mod users;

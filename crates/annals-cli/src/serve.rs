@@ -85,6 +85,11 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // With a store in PostgreSQL, the directory is its replica before anything appends.
+    let _pg = match &args.store {
+        Some(url) => Some(runtime.block_on(crate::replica::start(url, &engine))?),
+        None => None,
+    };
     let limits = Limits {
         connections_max: args.connections_max,
         live_page_interval: std::time::Duration::from_micros(args.live_page_interval_us),

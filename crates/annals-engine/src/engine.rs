@@ -51,6 +51,8 @@ pub struct Engine {
 pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     requests: RwLock<Option<mpsc::Sender<WriteRequest>>>,
+    /// Where appends go when this store is a replica (`upstream.rs`).
+    pub(crate) upstream: RwLock<Option<Arc<dyn crate::upstream::Upstream>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Pipeline threads that ended in a panic, found when they were joined.
     panics: Mutex<Vec<ThreadPanic>>,
@@ -203,6 +205,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             shared: Arc::clone(&shared),
             requests: RwLock::new(Some(tx)),
+            upstream: RwLock::new(None),
             threads: Mutex::new(Vec::new()),
             panics: Mutex::new(Vec::new()),
         });
@@ -313,6 +316,9 @@ impl Engine {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, EngineError> {
         validate_append(stream, &events)?;
+        if let Some(up) = self.upstream() {
+            return self.append_upstream_blocking(up, stream, expected, events);
+        }
         self.submit_blocking(stream, expected, WriteKind::Append(events))
     }
 
@@ -324,6 +330,9 @@ impl Engine {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, EngineError> {
         validate_append(stream, &events)?;
+        if let Some(up) = self.upstream() {
+            return self.append_upstream(up, stream, expected, events).await;
+        }
         self.submit(stream, expected, WriteKind::Append(events))
             .await
     }
@@ -415,6 +424,9 @@ impl Engine {
         expected: ExpectedRevision,
         kind: WriteKind,
     ) -> Result<AppendResult, EngineError> {
+        if self.upstream().is_some() && !matches!(kind, WriteKind::Import(_)) {
+            return Err(crate::upstream::not_on_a_replica("a delete"));
+        }
         let (req, rx) = Self::request(stream, expected, kind);
         self.sender()?
             .blocking_send(req)
@@ -429,6 +441,9 @@ impl Engine {
         expected: ExpectedRevision,
         kind: WriteKind,
     ) -> Result<AppendResult, EngineError> {
+        if self.upstream().is_some() && !matches!(kind, WriteKind::Import(_)) {
+            return Err(crate::upstream::not_on_a_replica("a delete"));
+        }
         let (req, rx) = Self::request(stream, expected, kind);
         self.sender()?
             .send(req)

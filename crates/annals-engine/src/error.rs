@@ -27,6 +27,9 @@ pub enum EngineError {
     /// written.
     #[error("import refused: {0}")]
     ImportRefused(String),
+    /// The store cannot do this (yet) in the way it is run.
+    #[error("{0}")]
+    Unsupported(String),
     /// A pipeline thread (writer, sync or index store) panicked, which is a bug. Writes stopped
     /// when it happened; what was acknowledged before is durable, and reopening recovers.
     #[error("the {thread} thread panicked: {message}")]

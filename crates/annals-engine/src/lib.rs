@@ -22,6 +22,7 @@ mod replay;
 mod rules;
 mod subscription;
 mod threads;
+mod upstream;
 mod writer;
 
 pub use check::CheckReport;
@@ -38,3 +39,4 @@ pub use subscription::{
     SUBSCRIPTION_PAGE_EVENTS_MAX, StreamSubscription, StreamSubscriptionPage, Subscription,
     SubscriptionPage,
 };
+pub use upstream::{UPSTREAM_CATCH_UP_TIMEOUT, Upstream, UpstreamAppend};

@@ -44,6 +44,9 @@ pub enum GrpcError {
     /// The server is shutting down or the store stopped taking writes.
     #[error("{0}")]
     Unavailable(String),
+    /// The store cannot do this in the way it is run (a delete on a store in PostgreSQL).
+    #[error("{0}")]
+    Unimplemented(String),
     /// The caller's credentials are missing or wrong.
     #[error("{0}")]
     Unauthenticated(String),
@@ -102,6 +105,7 @@ impl GrpcError {
             }
             EngineError::Domain(other) => GrpcError::Internal(other.to_string()),
             EngineError::Stopped(msg) => GrpcError::Unavailable(msg),
+            EngineError::Unsupported(msg) => GrpcError::Unimplemented(msg),
             other => {
                 tracing::error!(error = %other, "storage error serving a gRPC call");
                 GrpcError::Internal(other.to_string())
@@ -155,6 +159,7 @@ impl From<GrpcError> for Status {
             }
             GrpcError::TooManySubscriptions => Status::resource_exhausted(message),
             GrpcError::Unavailable(_) => Status::unavailable(message),
+            GrpcError::Unimplemented(_) => Status::unimplemented(message),
             GrpcError::NotFound(_) => Status::not_found(message),
             GrpcError::AlreadyExists(_) => Status::already_exists(message),
             GrpcError::Unauthenticated(_) => Status::unauthenticated(message),
