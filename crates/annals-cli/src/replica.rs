@@ -40,6 +40,16 @@ impl Upstream for PgUpstream {
                 .map_err(engine_error)
         })
     }
+
+    fn tombstone(&self, stream: StreamName, expected: ExpectedRevision) -> UpstreamAppend {
+        let store = self.store.clone();
+        Box::pin(async move {
+            store
+                .tombstone(&stream, expected)
+                .await
+                .map_err(engine_error)
+        })
+    }
 }
 
 fn engine_error(e: PgStoreError) -> EngineError {

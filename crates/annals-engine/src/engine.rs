@@ -317,7 +317,7 @@ impl Engine {
     ) -> Result<AppendResult, EngineError> {
         validate_append(stream, &events)?;
         if let Some(up) = self.upstream() {
-            return self.append_upstream_blocking(up, stream, expected, events);
+            return self.write_upstream_blocking(up.append(stream.clone(), expected, events));
         }
         self.submit_blocking(stream, expected, WriteKind::Append(events))
     }
@@ -331,7 +331,9 @@ impl Engine {
     ) -> Result<AppendResult, EngineError> {
         validate_append(stream, &events)?;
         if let Some(up) = self.upstream() {
-            return self.append_upstream(up, stream, expected, events).await;
+            return self
+                .write_upstream(up.append(stream.clone(), expected, events))
+                .await;
         }
         self.submit(stream, expected, WriteKind::Append(events))
             .await
@@ -378,6 +380,9 @@ impl Engine {
         expected: ExpectedRevision,
     ) -> Result<AppendResult, EngineError> {
         deletable(stream)?;
+        if let Some(up) = self.upstream() {
+            return self.write_upstream_blocking(up.tombstone(stream.clone(), expected));
+        }
         self.submit_blocking(stream, expected, WriteKind::Tombstone)
     }
 
@@ -387,6 +392,11 @@ impl Engine {
         expected: ExpectedRevision,
     ) -> Result<AppendResult, EngineError> {
         deletable(stream)?;
+        if let Some(up) = self.upstream() {
+            return self
+                .write_upstream(up.tombstone(stream.clone(), expected))
+                .await;
+        }
         self.submit(stream, expected, WriteKind::Tombstone).await
     }
 
@@ -425,7 +435,7 @@ impl Engine {
         kind: WriteKind,
     ) -> Result<AppendResult, EngineError> {
         if self.upstream().is_some() && !matches!(kind, WriteKind::Import(_)) {
-            return Err(crate::upstream::not_on_a_replica("a delete"));
+            return Err(crate::upstream::not_on_a_replica("a soft delete"));
         }
         let (req, rx) = Self::request(stream, expected, kind);
         self.sender()?
@@ -442,7 +452,7 @@ impl Engine {
         kind: WriteKind,
     ) -> Result<AppendResult, EngineError> {
         if self.upstream().is_some() && !matches!(kind, WriteKind::Import(_)) {
-            return Err(crate::upstream::not_on_a_replica("a delete"));
+            return Err(crate::upstream::not_on_a_replica("a soft delete"));
         }
         let (req, rx) = Self::request(stream, expected, kind);
         self.sender()?

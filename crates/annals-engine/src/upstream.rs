@@ -1,8 +1,8 @@
 //! A store as the replica of another (a store in PostgreSQL): its appends go to the upstream,
 //! which alone assigns positions, and come back through [`Engine::import`] (a follower the binary
 //! runs pages the upstream into this store). An append is answered once this store has
-//! published its position, so the node that took it reads its own write. Soft deletes and
-//! tombstones are not taken by a replica yet.
+//! published its position, so the node that took it reads its own write. Tombstones go the
+//! same way; soft deletes are not taken by a replica yet.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -31,6 +31,9 @@ pub trait Upstream: Send + Sync + Debug {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> UpstreamAppend;
+
+    /// Deletes `stream` for good (its tombstone record).
+    fn tombstone(&self, stream: StreamName, expected: ExpectedRevision) -> UpstreamAppend;
 }
 
 impl Engine {
@@ -44,15 +47,12 @@ impl Engine {
         self.inner.upstream.read().clone()
     }
 
-    /// An append through the upstream, answered once imported here.
-    pub(crate) async fn append_upstream(
+    /// A write through the upstream, answered once imported here.
+    pub(crate) async fn write_upstream(
         &self,
-        upstream: Arc<dyn Upstream>,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
+        write: UpstreamAppend,
     ) -> Result<AppendResult, EngineError> {
-        let done = upstream.append(stream.clone(), expected, events).await?;
+        let done = write.await?;
         let mut head = self.head_watch();
         let wait = async {
             while *head.borrow_and_update() < done.position {
@@ -67,15 +67,12 @@ impl Engine {
             .unwrap_or_else(|_| Err(behind(done.position)))
     }
 
-    /// Blocking form of [`Engine::append_upstream`].
-    pub(crate) fn append_upstream_blocking(
+    /// Blocking form of [`Engine::write_upstream`].
+    pub(crate) fn write_upstream_blocking(
         &self,
-        upstream: Arc<dyn Upstream>,
-        stream: &StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
+        write: UpstreamAppend,
     ) -> Result<AppendResult, EngineError> {
-        let done = futures::executor::block_on(upstream.append(stream.clone(), expected, events))?;
+        let done = futures::executor::block_on(write)?;
         let deadline = Instant::now() + UPSTREAM_CATCH_UP_TIMEOUT;
         let target = Position(done.position.0.saturating_sub(1));
         while self.head() < done.position {

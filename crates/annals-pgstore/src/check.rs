@@ -5,12 +5,10 @@
 use crate::error::PgStoreError;
 use crate::schema::SCHEMA_VERSION;
 use crate::store::PgStore;
+use crate::writer::TOMBSTONE_REVISION;
 
 /// Problems listed at most; the counts still cover all.
 const PG_CHECK_PROBLEMS_MAX: i64 = 100;
-
-/// The revision of a tombstone (`Revision::TOMBSTONE`): not counted among a stream's revisions.
-const TOMBSTONE_REVISION: i64 = i64::MAX;
 
 /// The indexes the reads rely on.
 const INDEXES: [&str; 3] = ["events_event_id", "events_category", "events_event_type"];

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use annals_core::{EventRecord, Position, Revision, category_of};
+use annals_core::{EventRecord, NewEvent, Position, Revision};
 
 use crate::error::PgStoreError;
 use crate::store::PgStore;
@@ -83,16 +83,14 @@ impl PgStore {
             } else {
                 row.next_revision += 1;
             }
-            cols.position.push(position);
-            cols.stream_id.push(row.id);
-            cols.revision.push(revision);
-            cols.event_id.push(e.id);
-            cols.event_type.push(e.event_type.as_str().to_owned());
-            cols.category.push(category_of(name).to_owned());
-            cols.content_type.push(i16::from(e.content_type.code()));
-            cols.created_ns.push(e.created.0);
-            cols.data.push(e.data.to_vec());
-            cols.metadata.push(e.metadata.to_vec());
+            let new = NewEvent {
+                id: e.id,
+                event_type: e.event_type.clone(),
+                content_type: e.content_type,
+                data: e.data.clone(),
+                metadata: e.metadata.clone(),
+            };
+            cols.push(position, row.id, revision, name, &new, e.created.0);
         }
         write(&tx, st, &streams, &cols, position).await?;
         tx.commit().await?;

@@ -125,6 +125,34 @@ impl PgStore {
                 "an append needs at least one event".to_owned(),
             ));
         }
+        self.submit(stream, expected, events, false).await
+    }
+
+    /// Deletes `stream` for good if its last revision satisfies `expected`: a `$streamDeleted`
+    /// event at the tombstone revision, after which reads and appends say the stream is deleted.
+    pub async fn tombstone(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult, PgStoreError> {
+        let event = NewEvent {
+            id: uuid::Uuid::new_v4(),
+            event_type: annals_core::EventType::new(annals_core::TOMBSTONE_EVENT_TYPE)
+                .map_err(|e| PgStoreError::Input(e.to_string()))?,
+            content_type: annals_core::ContentType::Binary,
+            data: bytes::Bytes::new(),
+            metadata: bytes::Bytes::new(),
+        };
+        self.submit(stream, expected, vec![event], true).await
+    }
+
+    async fn submit(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        tombstone: bool,
+    ) -> Result<AppendResult, PgStoreError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .requests
@@ -132,6 +160,7 @@ impl PgStore {
                 stream: stream.clone(),
                 expected,
                 events,
+                tombstone,
                 reply,
             })
             .await

@@ -25,9 +25,15 @@ pub const PG_GROUP_COMMIT_APPENDS_MAX: usize = 1_024;
 pub(crate) struct AppendRequest {
     pub(crate) stream: StreamName,
     pub(crate) expected: ExpectedRevision,
+    /// The events; for a tombstone, its one `$streamDeleted` event.
     pub(crate) events: Vec<NewEvent>,
+    /// Deletes the stream for good: its one event is written at [`TOMBSTONE_REVISION`].
+    pub(crate) tombstone: bool,
     pub(crate) reply: oneshot::Sender<Result<AppendResult, PgStoreError>>,
 }
+
+/// The revision a tombstone is written at (`Revision::TOMBSTONE`).
+pub(crate) const TOMBSTONE_REVISION: i64 = i64::MAX;
 
 /// A stream as the batch being built sees it.
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +133,30 @@ pub(crate) type Param = dyn tokio_postgres::types::ToSql + Sync;
 /// Where event ids already are.
 const PLACED_SQL: &str = "SELECT e.event_id, s.name, e.revision, e.position FROM annals.events e \
                           JOIN annals.streams s ON s.id = e.stream_id WHERE e.event_id = ANY($1)";
+
+impl Columns {
+    /// One event's row.
+    pub(crate) fn push(
+        &mut self,
+        position: i64,
+        stream_id: i64,
+        revision: i64,
+        stream: &str,
+        e: &NewEvent,
+        created: i64,
+    ) {
+        self.position.push(position);
+        self.stream_id.push(stream_id);
+        self.revision.push(revision);
+        self.event_id.push(e.id);
+        self.event_type.push(e.event_type.as_str().to_owned());
+        self.category.push(category_of(stream).to_owned());
+        self.content_type.push(i16::from(e.content_type.code()));
+        self.created_ns.push(created);
+        self.data.push(e.data.to_vec());
+        self.metadata.push(e.metadata.to_vec());
+    }
+}
 
 /// The writer task: takes what is queued, commits it, answers; until every sender is gone.
 pub(crate) async fn run(
@@ -257,7 +287,7 @@ async fn commit(
     let mut position = head;
     for r in batch.iter() {
         let name = r.stream.as_str();
-        if let Some(result) = idempotent(r, &placed) {
+        if let Some(result) = idempotent(r, &placed).filter(|_| !r.tombstone) {
             answers.push(Ok(result));
             continue;
         }
@@ -290,19 +320,24 @@ async fn commit(
             .into()));
             continue;
         }
+        if r.tombstone {
+            if let Some(e) = r.events.first() {
+                position += 1;
+                cols.push(position, row.id, TOMBSTONE_REVISION, name, e, created);
+            }
+            if let Some(s) = streams.get_mut(name) {
+                s.tombstoned = true;
+            }
+            answers.push(Ok(AppendResult {
+                next_revision: Revision(u64::try_from(row.next_revision - 1).unwrap_or(0)),
+                position: Position(u64::try_from(position).unwrap_or(0)),
+            }));
+            continue;
+        }
         let mut revision = row.next_revision;
         for e in &r.events {
             position += 1;
-            cols.position.push(position);
-            cols.stream_id.push(row.id);
-            cols.revision.push(revision);
-            cols.event_id.push(e.id);
-            cols.event_type.push(e.event_type.as_str().to_owned());
-            cols.category.push(category_of(name).to_owned());
-            cols.content_type.push(i16::from(e.content_type.code()));
-            cols.created_ns.push(created);
-            cols.data.push(e.data.to_vec());
-            cols.metadata.push(e.metadata.to_vec());
+            cols.push(position, row.id, revision, name, e, created);
             placed.insert(
                 e.id,
                 Placed {

@@ -540,3 +540,45 @@ async fn a_dead_holders_lease_moves_to_another_node() {
         "it moved before the dead holder's term could lapse"
     );
 }
+
+/// A tombstone deletes a stream for good on every node: appends and another tombstone answer
+/// stream-deleted; a wrong expected revision is refused first; `check` still passes (the
+/// tombstone's revision is not counted among the stream's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tombstone_deletes_a_stream_for_good() {
+    let pg = TempPostgres::start();
+    let a = PgStore::open(&pg.url()).await.unwrap();
+    let b = PgStore::open(&pg.url()).await.unwrap();
+    let s = name("gone-1");
+    a.append(&s, ExpectedRevision::NoStream, vec![event(0), event(1)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.tombstone(&s, ExpectedRevision::Exact(0)).await,
+        Err(PgStoreError::Domain(DomainError::WrongExpectedRevision {
+            actual: Some(1),
+            ..
+        }))
+    ));
+    let done = b.tombstone(&s, ExpectedRevision::Exact(1)).await.unwrap();
+    assert_eq!(
+        (done.next_revision, done.position),
+        (Revision(1), Position(3))
+    );
+    for attempt in [
+        a.append(&s, ExpectedRevision::Any, vec![event(2)]).await,
+        a.tombstone(&s, ExpectedRevision::Any).await,
+    ] {
+        assert!(
+            matches!(
+                attempt,
+                Err(PgStoreError::Domain(DomainError::StreamDeleted { .. }))
+            ),
+            "{attempt:?}"
+        );
+    }
+    let events = a.read_stream(&s, Revision(0), 10).await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(events[2].is_tombstone());
+    assert_eq!(a.check().await.unwrap().problems, Vec::<String>::new());
+}

@@ -322,8 +322,9 @@ fn http_positions(client: &reqwest::blocking::Client, base: &str) -> Vec<u64> {
 /// a live subscriber on each node from position 1 sees exactly 1..N in order, and each node
 /// serves the same `$all`, positions 1..N with every acknowledged append where
 /// its answer said; a node killed with SIGKILL and started again on its directory catches up
-/// and serves the same; a node on a wiped directory rebuilds its copy from Postgres. A delete
-/// (over gRPC) is refused for now, with a clear error, and writes nothing.
+/// and serves the same; a node on a wiped directory rebuilds its copy from Postgres. A tombstone
+/// through one node deletes the stream on every node; a soft delete is refused for now, with a
+/// clear error, and writes nothing.
 #[test]
 fn three_nodes_serve_one_store_in_postgres() {
     use crate::support::Server;
@@ -406,17 +407,36 @@ fn three_nodes_serve_one_store_in_postgres() {
         http_positions(&client, &rebuilt_base),
         (1..=151).collect::<Vec<_>>()
     );
-    // Not yet on Postgres: deletes, refused with a clear error and nothing written.
-    let refused = crate::support::runtime().block_on(async {
-        let client = kurrentdb::Client::new(nodes[2].url().parse().unwrap()).unwrap();
-        client
+    // A tombstone through one node deletes the stream on every node; a soft delete is not
+    // available on Postgres yet, refused with UNIMPLEMENTED (an unsupported feature to the
+    // official client) and nothing written.
+    crate::support::runtime().block_on(async {
+        let on_2 = kurrentdb::Client::new(nodes[2].url().parse().unwrap()).unwrap();
+        let on_1 = kurrentdb::Client::new(nodes[1].url().parse().unwrap()).unwrap();
+        on_2.tombstone_stream(
+            "node-writer-0",
+            &kurrentdb::TombstoneStreamOptions::default(),
+        )
+        .await
+        .unwrap();
+        let read = on_1
+            .read_stream("node-writer-0", &kurrentdb::ReadStreamOptions::default())
+            .await;
+        let deleted = match read {
+            Ok(mut r) => r.next().await.err(),
+            Err(e) => Some(e),
+        };
+        assert!(
+            matches!(deleted, Some(kurrentdb::Error::ResourceDeleted)),
+            "{deleted:?}"
+        );
+        let refused = on_2
             .delete_stream("node-writer-1", &kurrentdb::DeleteStreamOptions::default())
-            .await
+            .await;
+        assert!(
+            matches!(refused, Err(kurrentdb::Error::UnsupportedFeature)),
+            "{refused:?}"
+        );
     });
-    // UNIMPLEMENTED, which the official client reports as an unsupported feature.
-    assert!(
-        matches!(refused, Err(kurrentdb::Error::UnsupportedFeature)),
-        "{refused:?}"
-    );
-    assert_eq!(http_positions(&client, &bases[2]).len(), 151);
+    assert_eq!(http_positions(&client, &bases[2]).len(), 152);
 }
