@@ -230,7 +230,7 @@ pub struct ServeArgs {
     pub data: PathBuf,
     /// Keep the store in PostgreSQL (`postgres://USER@HOST:PORT/DB`, or a key-value string with
     /// several hosts) instead of only in --data: appends go there, so any number of nodes can
-    /// serve one store. Soft deletes are not available this way yet.
+    /// serve one store.
     #[arg(long)]
     pub store: Option<String>,
     #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]

@@ -64,6 +64,17 @@ impl StreamMetadata {
         serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default()
     }
 
+    /// The JSON an append to a soft-deleted stream writes first, restoring it from revision
+    /// `truncate_before` on (`$tb`), keeping `previous`'s other keys.
+    pub fn undelete_json(previous: Option<&[u8]>, truncate_before: u64) -> Vec<u8> {
+        let mut obj = previous
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        obj.insert("$tb".to_owned(), serde_json::Value::from(truncate_before));
+        serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default()
+    }
+
     /// Whether these rules mark the stream soft-deleted.
     pub fn is_soft_deleted(&self) -> bool {
         self.truncate_before == Some(SOFT_DELETE_TRUNCATE_BEFORE)

@@ -68,6 +68,47 @@ pub enum ExpectedRevision {
 }
 
 impl ExpectedRevision {
+    /// Judges this against `stream`, whose last revision is `current`, by KurrentDB's rules
+    /// (every store applies the same):
+    /// - a soft-deleted stream counts as existing for an exact revision (its last one) and
+    ///   `any`, takes `no_stream` too (the write restores it, revisions going on), and refuses
+    ///   `stream_exists` as deleted;
+    /// - a soft delete (`soft_delete`) needs a stream with events: a stream that never had any
+    ///   is answered with a wrong expected revision whose actual revision is "none", whatever
+    ///   was expected (clients read that as stream-not-found).
+    pub fn check(
+        self,
+        stream: &str,
+        current: Option<u64>,
+        soft_deleted: bool,
+        soft_delete: bool,
+    ) -> Result<(), crate::DomainError> {
+        let wrong = || crate::DomainError::WrongExpectedRevision {
+            stream: stream.to_owned(),
+            expected: self,
+            actual: current,
+        };
+        if soft_delete && current.is_none() {
+            return Err(wrong());
+        }
+        if soft_deleted {
+            match self {
+                ExpectedRevision::StreamExists => {
+                    return Err(crate::DomainError::StreamDeleted {
+                        stream: stream.to_owned(),
+                    });
+                }
+                ExpectedRevision::NoStream => return Ok(()),
+                _ => {}
+            }
+        }
+        if self.is_satisfied_by(current) {
+            Ok(())
+        } else {
+            Err(wrong())
+        }
+    }
+
     /// Whether a stream whose last revision is `current` (None: no events) satisfies this.
     pub fn is_satisfied_by(self, current: Option<u64>) -> bool {
         match self {

@@ -361,6 +361,9 @@ impl Engine {
         expected: ExpectedRevision,
     ) -> Result<AppendResult, EngineError> {
         deletable(stream)?;
+        if let Some(up) = self.upstream() {
+            return self.write_upstream_blocking(up.soft_delete(stream.clone(), expected));
+        }
         self.submit_blocking(stream, expected, WriteKind::SoftDelete)
     }
 
@@ -370,6 +373,11 @@ impl Engine {
         expected: ExpectedRevision,
     ) -> Result<AppendResult, EngineError> {
         deletable(stream)?;
+        if let Some(up) = self.upstream() {
+            return self
+                .write_upstream(up.soft_delete(stream.clone(), expected))
+                .await;
+        }
         self.submit(stream, expected, WriteKind::SoftDelete).await
     }
 
@@ -435,7 +443,7 @@ impl Engine {
         kind: WriteKind,
     ) -> Result<AppendResult, EngineError> {
         if self.upstream().is_some() && !matches!(kind, WriteKind::Import(_)) {
-            return Err(crate::upstream::not_on_a_replica("a soft delete"));
+            return Err(crate::upstream::not_on_a_replica("this write"));
         }
         let (req, rx) = Self::request(stream, expected, kind);
         self.sender()?
@@ -452,7 +460,7 @@ impl Engine {
         kind: WriteKind,
     ) -> Result<AppendResult, EngineError> {
         if self.upstream().is_some() && !matches!(kind, WriteKind::Import(_)) {
-            return Err(crate::upstream::not_on_a_replica("a soft delete"));
+            return Err(crate::upstream::not_on_a_replica("this write"));
         }
         let (req, rx) = Self::request(stream, expected, kind);
         self.sender()?

@@ -1,8 +1,8 @@
 //! A store as the replica of another (a store in PostgreSQL): its appends go to the upstream,
 //! which alone assigns positions, and come back through [`Engine::import`] (a follower the binary
 //! runs pages the upstream into this store). An append is answered once this store has
-//! published its position, so the node that took it reads its own write. Tombstones go the
-//! same way; soft deletes are not taken by a replica yet.
+//! published its position, so the node that took it reads its own write. Soft deletes and
+//! tombstones go the same way.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -34,6 +34,9 @@ pub trait Upstream: Send + Sync + Debug {
 
     /// Deletes `stream` for good (its tombstone record).
     fn tombstone(&self, stream: StreamName, expected: ExpectedRevision) -> UpstreamAppend;
+
+    /// Soft-deletes `stream` (`$tb` in its metadata; a later append restores it).
+    fn soft_delete(&self, stream: StreamName, expected: ExpectedRevision) -> UpstreamAppend;
 }
 
 impl Engine {

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use crate::error::PgStoreError;
-use crate::writer::{AppendRequest, PG_GROUP_COMMIT_APPENDS_MAX};
+use crate::writer::{AppendRequest, Kind, PG_GROUP_COMMIT_APPENDS_MAX};
 
 /// How often a node reads the head row besides following the notifications.
 pub const PG_HEAD_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -125,7 +125,7 @@ impl PgStore {
                 "an append needs at least one event".to_owned(),
             ));
         }
-        self.submit(stream, expected, events, false).await
+        self.submit(stream, expected, events, Kind::Events).await
     }
 
     /// Deletes `stream` for good if its last revision satisfies `expected`: a `$streamDeleted`
@@ -143,7 +143,19 @@ impl PgStore {
             data: bytes::Bytes::new(),
             metadata: bytes::Bytes::new(),
         };
-        self.submit(stream, expected, vec![event], true).await
+        self.submit(stream, expected, vec![event], Kind::Tombstone)
+            .await
+    }
+
+    /// Soft-deletes `stream` if its last revision satisfies `expected`: its metadata says so
+    /// (`$tb`), reads say not found, and a later append restores it with revisions going on.
+    pub async fn soft_delete(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult, PgStoreError> {
+        self.submit(stream, expected, Vec::new(), Kind::SoftDelete)
+            .await
     }
 
     async fn submit(
@@ -151,7 +163,7 @@ impl PgStore {
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
-        tombstone: bool,
+        kind: Kind,
     ) -> Result<AppendResult, PgStoreError> {
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -160,7 +172,7 @@ impl PgStore {
                 stream: stream.clone(),
                 expected,
                 events,
-                tombstone,
+                kind,
                 reply,
             })
             .await

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use annals_core::{
-    AppendResult, DomainError, ExpectedRevision, NewEvent, Position, Revision, StreamName,
-    category_of,
+    AppendResult, ContentType, DomainError, EventType, ExpectedRevision, METADATA_EVENT_TYPE,
+    NewEvent, Position, Revision, StreamMetadata, StreamName, category_of,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{Client, Config, Statement, Transaction};
@@ -25,11 +25,21 @@ pub const PG_GROUP_COMMIT_APPENDS_MAX: usize = 1_024;
 pub(crate) struct AppendRequest {
     pub(crate) stream: StreamName,
     pub(crate) expected: ExpectedRevision,
-    /// The events; for a tombstone, its one `$streamDeleted` event.
+    /// The events; for a tombstone, its one `$streamDeleted` event; none for a soft delete.
     pub(crate) events: Vec<NewEvent>,
-    /// Deletes the stream for good: its one event is written at [`TOMBSTONE_REVISION`].
-    pub(crate) tombstone: bool,
+    pub(crate) kind: Kind,
     pub(crate) reply: oneshot::Sender<Result<AppendResult, PgStoreError>>,
+}
+
+/// What a request does to its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Appends its events.
+    Events,
+    /// Marks the stream deleted in its metadata (`$tb`), restored by a later append.
+    SoftDelete,
+    /// Deletes the stream for good: its one event is written at [`TOMBSTONE_REVISION`].
+    Tombstone,
 }
 
 /// The revision a tombstone is written at (`Revision::TOMBSTONE`).
@@ -76,6 +86,7 @@ pub(crate) struct Statements {
     pub(crate) streams: Statement,
     placed: Statement,
     pub(crate) next_stream_id: Statement,
+    metadata: Statement,
     insert_streams: Statement,
     update_streams: Statement,
     insert_events: Statement,
@@ -85,7 +96,7 @@ pub(crate) struct Statements {
 
 impl Statements {
     pub(crate) async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
-        let (lock_head, streams, placed, next_stream_id) = futures::try_join!(
+        let (lock_head, streams, placed, next_stream_id, metadata) = futures::try_join!(
             c.prepare("SELECT position FROM annals.head FOR UPDATE"),
             c.prepare(
                 "SELECT name, id, next_revision, tombstoned FROM annals.streams \
@@ -93,6 +104,12 @@ impl Statements {
             ),
             c.prepare(PLACED_SQL),
             c.prepare("SELECT coalesce(max(id), 0) + 1 FROM annals.streams"),
+            c.prepare(
+                "SELECT DISTINCT ON (s.name) s.name, e.data FROM annals.events e \
+                 JOIN annals.streams s ON s.id = e.stream_id \
+                 WHERE s.name = ANY($1) AND e.revision < 9223372036854775807 \
+                 ORDER BY s.name, e.revision DESC",
+            ),
         )?;
         let (insert_streams, update_streams, insert_events, set_head, notify) = futures::try_join!(
             c.prepare(
@@ -118,6 +135,7 @@ impl Statements {
             streams,
             placed,
             next_stream_id,
+            metadata,
             insert_streams,
             update_streams,
             insert_events,
@@ -247,12 +265,23 @@ async fn commit(
     batch: &mut [AppendRequest],
 ) -> Result<(Vec<Result<AppendResult, PgStoreError>>, Position), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let names: Vec<String> = {
-        let mut names: Vec<String> = batch.iter().map(|r| r.stream.to_string()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-    };
+    // The streams written, with their `$$` metadata streams (a soft delete writes there, and an
+    // append to a soft-deleted stream restores it there first).
+    let mut names: Vec<String> = Vec::new();
+    let mut meta_names: Vec<String> = Vec::new();
+    for r in batch.iter() {
+        names.push(r.stream.to_string());
+        if let Ok(meta) = r.stream.metadata_stream()
+            && !r.stream.is_metadata_stream()
+        {
+            names.push(meta.to_string());
+            meta_names.push(meta.to_string());
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    meta_names.sort_unstable();
+    meta_names.dedup();
     let ids: Vec<Uuid> = batch
         .iter()
         .flat_map(|r| r.events.iter().map(|e| e.id))
@@ -260,16 +289,26 @@ async fn commit(
     // One round trip: the server runs them in order, the head lock first.
     let by_name: [&Param; 1] = [&names];
     let by_id: [&Param; 1] = [&ids];
-    let (head, stream_rows, placed_rows, next_id) = futures::try_join!(
+    let by_meta: [&Param; 1] = [&meta_names];
+    let (head, stream_rows, placed_rows, next_id, meta_rows) = futures::try_join!(
         tx.query_one(&st.lock_head, &[]),
         tx.query(&st.streams, &by_name),
         tx.query(&st.placed, &by_id),
         tx.query_one(&st.next_stream_id, &[]),
+        tx.query(&st.metadata, &by_meta),
     )?;
     let head: i64 = head.get(0);
-    let mut streams: HashMap<String, StreamRow> = HashMap::new();
+    let mut b = Building {
+        streams: HashMap::new(),
+        placed: placed_from(placed_rows),
+        meta: HashMap::new(),
+        next_stream_id: next_id.get(0),
+        cols: Columns::default(),
+        created: annals_core::Timestamp::now().0,
+        position: head,
+    };
     for row in stream_rows {
-        streams.insert(
+        b.streams.insert(
             row.get(0),
             StreamRow {
                 id: row.get(1),
@@ -279,90 +318,165 @@ async fn commit(
             },
         );
     }
-    let mut placed = placed_from(placed_rows);
-    let mut next_stream_id: i64 = next_id.get(0);
-    let mut cols = Columns::default();
-    let created = annals_core::Timestamp::now().0;
-    let mut answers = Vec::with_capacity(batch.len());
-    let mut position = head;
-    for r in batch.iter() {
-        let name = r.stream.as_str();
-        if let Some(result) = idempotent(r, &placed).filter(|_| !r.tombstone) {
-            answers.push(Ok(result));
-            continue;
+    for row in meta_rows {
+        let meta_name: String = row.get(0);
+        if let Some(target) = meta_name.strip_prefix("$$") {
+            b.meta.insert(target.to_owned(), row.get(1));
         }
-        let row = *streams.entry(name.to_owned()).or_insert_with(|| {
-            let id = next_stream_id;
-            next_stream_id += 1;
+    }
+    let answers = batch.iter().map(|r| b.request(r)).collect();
+    if b.cols.position.is_empty() {
+        tx.rollback().await?;
+        return Ok((answers, Position(u64::try_from(head).unwrap_or(0))));
+    }
+    write(&tx, st, &b.streams, &b.cols, b.position).await?;
+    tx.commit().await?;
+    Ok((answers, Position(u64::try_from(b.position).unwrap_or(0))))
+}
+
+/// One batch being built: the rows it writes and the state its requests see, each request's
+/// effect included for the ones after it.
+struct Building {
+    streams: HashMap<String, StreamRow>,
+    placed: HashMap<Uuid, Placed>,
+    /// A stream's current metadata (the last event of its `$$` stream), by stream.
+    meta: HashMap<String, Vec<u8>>,
+    next_stream_id: i64,
+    cols: Columns,
+    created: i64,
+    position: i64,
+}
+
+impl Building {
+    /// `name`'s row, a new one (with the next stream id) if it has none yet.
+    fn row(&mut self, name: &str) -> StreamRow {
+        let next_stream_id = &mut self.next_stream_id;
+        *self.streams.entry(name.to_owned()).or_insert_with(|| {
+            let id = *next_stream_id;
+            *next_stream_id += 1;
             StreamRow {
                 id,
                 next_revision: 0,
                 tombstoned: false,
                 new: true,
             }
-        });
-        if row.tombstoned {
-            answers.push(Err(DomainError::StreamDeleted {
-                stream: name.to_owned(),
-            }
-            .into()));
-            continue;
-        }
-        let current = u64::try_from(row.next_revision)
-            .ok()
-            .and_then(|n| n.checked_sub(1));
-        if !r.expected.is_satisfied_by(current) {
-            answers.push(Err(DomainError::WrongExpectedRevision {
-                stream: name.to_owned(),
-                expected: r.expected,
-                actual: current,
-            }
-            .into()));
-            continue;
-        }
-        if r.tombstone {
-            if let Some(e) = r.events.first() {
-                position += 1;
-                cols.push(position, row.id, TOMBSTONE_REVISION, name, e, created);
-            }
-            if let Some(s) = streams.get_mut(name) {
-                s.tombstoned = true;
-            }
-            answers.push(Ok(AppendResult {
-                next_revision: Revision(u64::try_from(row.next_revision - 1).unwrap_or(0)),
-                position: Position(u64::try_from(position).unwrap_or(0)),
-            }));
-            continue;
-        }
+        })
+    }
+
+    /// Adds `events` to `name` from its next revision; the last one's revision and position.
+    fn push(&mut self, name: &str, events: &[NewEvent]) -> AppendResult {
+        let row = self.row(name);
         let mut revision = row.next_revision;
-        for e in &r.events {
-            position += 1;
-            cols.push(position, row.id, revision, name, e, created);
-            placed.insert(
+        for e in events {
+            self.position += 1;
+            self.cols
+                .push(self.position, row.id, revision, name, e, self.created);
+            self.placed.insert(
                 e.id,
                 Placed {
                     stream: name.to_owned(),
                     revision,
-                    position,
+                    position: self.position,
                 },
             );
             revision += 1;
         }
-        if let Some(s) = streams.get_mut(name) {
+        if let Some(s) = self.streams.get_mut(name) {
             s.next_revision = revision;
         }
-        answers.push(Ok(AppendResult {
+        if let Some(target) = name.strip_prefix("$$")
+            && let Some(last) = events.last()
+        {
+            self.meta.insert(target.to_owned(), last.data.to_vec());
+        }
+        AppendResult {
             next_revision: Revision(u64::try_from(revision - 1).unwrap_or(0)),
-            position: Position(u64::try_from(position).unwrap_or(0)),
-        }));
+            position: Position(u64::try_from(self.position).unwrap_or(0)),
+        }
     }
-    if cols.position.is_empty() {
-        tx.rollback().await?;
-        return Ok((answers, Position(u64::try_from(head).unwrap_or(0))));
+
+    /// Writes `json` as `target`'s new metadata (a `$metadata` event in `$$target`).
+    fn push_metadata(&mut self, target: &str, json: Vec<u8>) -> Result<AppendResult, PgStoreError> {
+        let event = NewEvent {
+            id: Uuid::new_v4(),
+            event_type: EventType::new(METADATA_EVENT_TYPE)
+                .map_err(|e| PgStoreError::Input(e.to_string()))?,
+            content_type: ContentType::Json,
+            data: bytes::Bytes::from(json),
+            metadata: bytes::Bytes::new(),
+        };
+        Ok(self.push(&format!("$${target}"), std::slice::from_ref(&event)))
     }
-    write(&tx, st, &streams, &cols, position).await?;
-    tx.commit().await?;
-    Ok((answers, Position(u64::try_from(position).unwrap_or(0))))
+
+    /// Checks one request and adds what it writes; its answer.
+    fn request(&mut self, r: &AppendRequest) -> Result<AppendResult, PgStoreError> {
+        let name = r.stream.as_str();
+        if r.kind == Kind::Events
+            && let Some(result) = idempotent(r, &self.placed)
+        {
+            return Ok(result);
+        }
+        let row = self.row(name);
+        if row.tombstoned {
+            return Err(DomainError::StreamDeleted {
+                stream: name.to_owned(),
+            }
+            .into());
+        }
+        let soft_deleted = !r.stream.is_metadata_stream()
+            && self
+                .meta
+                .get(name)
+                .and_then(|json| StreamMetadata::parse(json).ok())
+                .is_some_and(|m| m.is_soft_deleted());
+        let current = u64::try_from(row.next_revision)
+            .ok()
+            .and_then(|n| n.checked_sub(1));
+        r.expected
+            .check(name, current, soft_deleted, r.kind == Kind::SoftDelete)?;
+        match r.kind {
+            Kind::Events => {
+                if soft_deleted {
+                    // Appending restores a soft-deleted stream from here on, as KurrentDB does:
+                    // its metadata gets `$tb` = the first new revision.
+                    let json = StreamMetadata::undelete_json(
+                        self.meta.get(name).map(Vec::as_slice),
+                        u64::try_from(row.next_revision).unwrap_or(0),
+                    );
+                    self.push_metadata(name, json)?;
+                }
+                Ok(self.push(name, &r.events))
+            }
+            Kind::SoftDelete => {
+                let json = StreamMetadata::soft_delete_json(self.meta.get(name).map(Vec::as_slice));
+                let written = self.push_metadata(name, json)?;
+                Ok(AppendResult {
+                    next_revision: Revision(current.unwrap_or(0)),
+                    position: written.position,
+                })
+            }
+            Kind::Tombstone => {
+                if let Some(e) = r.events.first() {
+                    self.position += 1;
+                    self.cols.push(
+                        self.position,
+                        row.id,
+                        TOMBSTONE_REVISION,
+                        name,
+                        e,
+                        self.created,
+                    );
+                }
+                if let Some(s) = self.streams.get_mut(name) {
+                    s.tombstoned = true;
+                }
+                Ok(AppendResult {
+                    next_revision: Revision(current.unwrap_or(0)),
+                    position: Position(u64::try_from(self.position).unwrap_or(0)),
+                })
+            }
+        }
+    }
 }
 
 /// Inserts the batch's rows, moves the streams and the head, and notifies every node, in one
@@ -482,7 +596,8 @@ fn answer_unknown(
 ) {
     for r in batch.drain(..) {
         let answer = match &outcome {
-            Some(placed) => match idempotent(&r, placed) {
+            // Only an append's event ids tell whether it happened.
+            Some(placed) if r.kind == Kind::Events => match idempotent(&r, placed) {
                 Some(result) => {
                     head.send_if_modified(|h| advance(h, result.position));
                     Ok(result)
@@ -491,7 +606,7 @@ fn answer_unknown(
                     "the connection was lost during the commit, which did not happen".to_owned(),
                 )),
             },
-            None => Err(PgStoreError::Unavailable(
+            _ => Err(PgStoreError::Unavailable(
                 "the connection was lost during the commit; its outcome is unknown (a retry with the same event ids is idempotent)".to_owned(),
             )),
         };

@@ -323,8 +323,7 @@ fn http_positions(client: &reqwest::blocking::Client, base: &str) -> Vec<u64> {
 /// serves the same `$all`, positions 1..N with every acknowledged append where
 /// its answer said; a node killed with SIGKILL and started again on its directory catches up
 /// and serves the same; a node on a wiped directory rebuilds its copy from Postgres. A tombstone
-/// through one node deletes the stream on every node; a soft delete is refused for now, with a
-/// clear error, and writes nothing.
+/// and a soft delete through one node delete their streams on every node.
 #[test]
 fn three_nodes_serve_one_store_in_postgres() {
     use crate::support::Server;
@@ -407,9 +406,7 @@ fn three_nodes_serve_one_store_in_postgres() {
         http_positions(&client, &rebuilt_base),
         (1..=151).collect::<Vec<_>>()
     );
-    // A tombstone through one node deletes the stream on every node; a soft delete is not
-    // available on Postgres yet, refused with UNIMPLEMENTED (an unsupported feature to the
-    // official client) and nothing written.
+    // A tombstone and a soft delete through one node delete the stream on every node.
     crate::support::runtime().block_on(async {
         let on_2 = kurrentdb::Client::new(nodes[2].url().parse().unwrap()).unwrap();
         let on_1 = kurrentdb::Client::new(nodes[1].url().parse().unwrap()).unwrap();
@@ -419,24 +416,31 @@ fn three_nodes_serve_one_store_in_postgres() {
         )
         .await
         .unwrap();
-        let read = on_1
-            .read_stream("node-writer-0", &kurrentdb::ReadStreamOptions::default())
-            .await;
-        let deleted = match read {
-            Ok(mut r) => r.next().await.err(),
-            Err(e) => Some(e),
+        on_2.delete_stream("node-writer-1", &kurrentdb::DeleteStreamOptions::default())
+            .await
+            .unwrap();
+        let first_error = |stream: &'static str| {
+            let on_1 = on_1.clone();
+            async move {
+                match on_1
+                    .read_stream(stream, &kurrentdb::ReadStreamOptions::default())
+                    .await
+                {
+                    Ok(mut r) => r.next().await.err(),
+                    Err(e) => Some(e),
+                }
+            }
         };
+        let tombstoned = first_error("node-writer-0").await;
         assert!(
-            matches!(deleted, Some(kurrentdb::Error::ResourceDeleted)),
-            "{deleted:?}"
+            matches!(tombstoned, Some(kurrentdb::Error::ResourceDeleted)),
+            "{tombstoned:?}"
         );
-        let refused = on_2
-            .delete_stream("node-writer-1", &kurrentdb::DeleteStreamOptions::default())
-            .await;
+        let soft_deleted = first_error("node-writer-1").await;
         assert!(
-            matches!(refused, Err(kurrentdb::Error::UnsupportedFeature)),
-            "{refused:?}"
+            matches!(soft_deleted, Some(kurrentdb::Error::ResourceNotFound)),
+            "{soft_deleted:?}"
         );
     });
-    assert_eq!(http_positions(&client, &bases[2]).len(), 152);
+    assert_eq!(http_positions(&client, &bases[2]).len(), 153);
 }

@@ -613,21 +613,10 @@ impl Writer {
 }
 
 fn undelete_json(previous: Option<&[u8]>, truncate_before: u64) -> Bytes {
-    let mut obj = previous
-        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
-    obj.insert("$tb".to_owned(), serde_json::Value::from(truncate_before));
-    Bytes::from(serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default())
+    Bytes::from(StreamMetadata::undelete_json(previous, truncate_before))
 }
 
-/// Judges `expected` against a stream whose last revision is `current`, by KurrentDB's rules:
-/// - a soft-deleted stream counts as existing for an exact revision (its last one) and `any`,
-///   takes `no_stream` too (the write restores it, revisions going on), and refuses
-///   `stream_exists` as deleted;
-/// - a soft delete needs a stream with events: a stream that never had any is answered with a
-///   wrong expected revision whose actual revision is "none", whatever was expected (clients read
-///   that as stream-not-found).
+/// Judges `expected` by the rules every store applies ([`ExpectedRevision::check`]).
 fn check_expected(
     stream: &StreamName,
     kind: &WriteKind,
@@ -635,32 +624,6 @@ fn check_expected(
     current: Option<u64>,
     soft_deleted: bool,
 ) -> Result<(), EngineError> {
-    let wrong = || -> EngineError {
-        DomainError::WrongExpectedRevision {
-            stream: stream.to_string(),
-            expected,
-            actual: current,
-        }
-        .into()
-    };
-    if matches!(kind, WriteKind::SoftDelete) && current.is_none() {
-        return Err(wrong());
-    }
-    if soft_deleted {
-        match expected {
-            ExpectedRevision::StreamExists => {
-                return Err(DomainError::StreamDeleted {
-                    stream: stream.to_string(),
-                }
-                .into());
-            }
-            ExpectedRevision::NoStream => return Ok(()),
-            _ => {}
-        }
-    }
-    if expected.is_satisfied_by(current) {
-        Ok(())
-    } else {
-        Err(wrong())
-    }
+    let soft_delete = matches!(kind, WriteKind::SoftDelete);
+    Ok(expected.check(stream.as_str(), current, soft_deleted, soft_delete)?)
 }
