@@ -6,6 +6,8 @@
 
 #![expect(
     clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
     reason = "test helpers outside #[test] functions fail the test by panicking"
 )]
 
@@ -14,27 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use annals_core::{
-    ContentType, DomainError, EventType, ExpectedRevision, NewEvent, Position, Revision, StreamName,
-};
+use annals_core::{DomainError, ExpectedRevision, Position, Revision};
 use annals_pgstore::{PgStore, PgStoreError, SCHEMA_VERSION};
 use annals_testkit::postgres::TempPostgres;
-use bytes::Bytes;
-use uuid::Uuid;
 
-fn name(s: &str) -> StreamName {
-    StreamName::new(s).unwrap()
-}
+mod common;
 
-fn event(i: u64) -> NewEvent {
-    NewEvent {
-        id: Uuid::new_v4(),
-        event_type: EventType::new("Happened").unwrap(),
-        content_type: ContentType::Json,
-        data: Bytes::from(format!("{{\"i\":{i}}}")),
-        metadata: Bytes::new(),
-    }
-}
+use common::{OutageWriters, assert_dense_and_holds, event, name, raw_client};
 
 /// 32 writers per node on two nodes, each appending 15 single events to a stream of its own
 /// with exact expected revisions and 5 to a shared stream with `Any`, while a reader on one
@@ -234,10 +222,7 @@ async fn the_schema_is_created_once_and_a_newer_one_is_refused() {
     for o in opened {
         o.unwrap();
     }
-    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = raw_client(&pg.url()).await;
     let version: i32 = client
         .query_one("SELECT schema_version FROM annals.meta", &[])
         .await
@@ -267,78 +252,23 @@ async fn the_schema_is_created_once_and_a_newer_one_is_refused() {
 async fn a_postgres_crash_loses_nothing_acknowledged() {
     let mut pg = TempPostgres::start();
     let store = PgStore::open(&pg.url()).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let restarted = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..16u64 {
-        let store = store.clone();
-        let stop = Arc::clone(&stop);
-        let restarted = Arc::clone(&restarted);
-        writers.push(tokio::spawn(async move {
-            let stream = name(&format!("crash-{w}"));
-            let (mut acked, mut unavailable, mut after_restart) = (Vec::new(), 0u64, 0u64);
-            let mut i = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                let e = event(i);
-                let id = e.id;
-                i += 1;
-                let answer = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    store.append(&stream, ExpectedRevision::Any, vec![e]),
-                )
-                .await
-                .expect("an append must not hang while Postgres is down");
-                match answer {
-                    Ok(r) => {
-                        acked.push((id, r.position));
-                        if restarted.load(Ordering::Acquire) {
-                            after_restart += 1;
-                        }
-                    }
-                    Err(PgStoreError::Unavailable(_)) => {
-                        unavailable += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Err(other) => panic!("unexpected append error: {other}"),
-                }
-            }
-            (acked, unavailable, after_restart)
-        }));
-    }
+    let writers = OutageWriters::start(&store, 16, "crash");
     tokio::time::sleep(Duration::from_millis(500)).await;
     tokio::task::block_in_place(|| pg.stop_immediate());
     tokio::time::sleep(Duration::from_millis(500)).await;
     tokio::task::block_in_place(|| pg.start_again());
-    restarted.store(true, Ordering::Release);
+    writers.outage_over();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Release);
-    let (mut acked, mut unavailable, mut after_restart) = (Vec::new(), 0, 0);
-    for w in writers {
-        let (a, u, r) = w.await.unwrap();
-        acked.extend(a);
-        unavailable += u;
-        after_restart += r;
-    }
-    assert!(unavailable > 0, "appends while Postgres was down must fail");
+    let seen = writers.finish().await;
     assert!(
-        after_restart > 0,
+        seen.unavailable > 0,
+        "appends while Postgres was down must fail"
+    );
+    assert!(
+        seen.acked_after > 0,
         "the writer reconnects once Postgres is back"
     );
-    let all = store.read_all(Position(1), 1_000_000).await.unwrap();
-    let positions: Vec<u64> = all.iter().map(|e| e.position.0).collect();
-    assert_eq!(
-        positions,
-        (1..=all.len() as u64).collect::<Vec<_>>(),
-        "dense positions"
-    );
-    let by_position: BTreeMap<u64, Uuid> = all.iter().map(|e| (e.position.0, e.id)).collect();
-    for (id, position) in &acked {
-        assert_eq!(
-            by_position.get(&position.0),
-            Some(id),
-            "an acknowledged append was lost"
-        );
-    }
+    assert_dense_and_holds(&store, &seen.acked).await;
 }
 
 /// A lease is one node's at a time: the other node cannot take it while it is held and renewed;
@@ -415,10 +345,7 @@ async fn an_older_schema_is_migrated_in_place() {
         .await
         .unwrap();
     drop(store);
-    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = raw_client(&pg.url()).await;
     client
         .batch_execute("DROP TABLE annals.checkpoints; UPDATE annals.meta SET schema_version = 1")
         .await
@@ -455,10 +382,7 @@ async fn check_passes_a_good_store_and_names_the_damage() {
     let report = a.check().await.unwrap();
     assert_eq!(report.problems, Vec::<String>::new());
     assert_eq!((report.events, report.streams, report.head), (20, 3, 20));
-    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = raw_client(&pg.url()).await;
     client
         .batch_execute(
             "DELETE FROM annals.events WHERE position = 5; UPDATE annals.head SET position = 25",
