@@ -61,40 +61,83 @@ pub(crate) fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Refuses to go on unless the target's last event (at `head`) is the source's.
-fn same_store(
-    head: Position,
-    target: Option<&EventRecord>,
-    source: Option<&EventRecord>,
-) -> anyhow::Result<()> {
-    if head.0 == 0 {
-        return Ok(());
+/// One side of a copy: where it is, what it holds, and taking events in unchanged.
+trait Side {
+    fn head(&self) -> Position;
+    async fn read(&self, from: Position, limit: usize) -> anyhow::Result<Vec<EventRecord>>;
+    async fn import(&self, events: &[EventRecord]) -> anyhow::Result<()>;
+}
+
+impl Side for Engine {
+    fn head(&self) -> Position {
+        Engine::head(self)
     }
-    let same =
-        matches!((target, source), (Some(t), Some(s)) if t.id == s.id && t.position == s.position);
-    anyhow::ensure!(
-        same,
-        "the target's event at position {} is not this store's: it holds another store",
-        head.0
-    );
-    Ok(())
+    async fn read(&self, from: Position, limit: usize) -> anyhow::Result<Vec<EventRecord>> {
+        Ok(self
+            .read_all(from, Direction::Forwards, limit, None)?
+            .events)
+    }
+    async fn import(&self, events: &[EventRecord]) -> anyhow::Result<()> {
+        self.import_async(events).await?;
+        Ok(())
+    }
+}
+
+impl Side for PgStore {
+    fn head(&self) -> Position {
+        PgStore::head(self)
+    }
+    async fn read(&self, from: Position, limit: usize) -> anyhow::Result<Vec<EventRecord>> {
+        Ok(self.read_all(from, limit).await?)
+    }
+    async fn import(&self, events: &[EventRecord]) -> anyhow::Result<()> {
+        PgStore::import(self, events).await?;
+        Ok(())
+    }
 }
 
 async fn to_postgres(engine: &Engine, url: &str) -> anyhow::Result<(Position, Position, Duration)> {
     let target = PgStore::open(url)
         .await
         .context("cannot open the store in Postgres")?;
+    copy(engine, &target).await
+}
+
+async fn from_postgres(
+    url: &str,
+    engine: &Engine,
+) -> anyhow::Result<(Position, Position, Duration)> {
+    let source = PgStore::open(url)
+        .await
+        .context("cannot open the store in Postgres")?;
+    copy(&source, engine).await
+}
+
+/// Copies what `source` holds past `target`'s head, page by page, after checking that the
+/// target's last event is the source's (it never continues another store).
+async fn copy(
+    source: &impl Side,
+    target: &impl Side,
+) -> anyhow::Result<(Position, Position, Duration)> {
     let start = target.head();
-    let theirs = target.read_all(start, 1).await?;
-    let ours = engine.read_all(start, Direction::Forwards, 1, None)?;
-    same_store(start, theirs.first(), ours.events.first())?;
-    let source_head = engine.head();
+    if start.0 > 0 {
+        let theirs = target.read(start, 1).await?;
+        let ours = source.read(start, 1).await?;
+        let same = matches!((theirs.first(), ours.first()),
+            (Some(t), Some(s)) if t.id == s.id && t.position == s.position);
+        anyhow::ensure!(
+            same,
+            "the target's event at position {} is not this store's: it holds another store",
+            start.0
+        );
+    }
+    let source_head = source.head();
     let started = Instant::now();
     let mut next = start.next();
     while next <= source_head {
-        let page = engine.read_all(next, Direction::Forwards, MIGRATE_BATCH_EVENTS, None)?;
-        let events: Vec<_> = page
-            .events
+        let events: Vec<_> = source
+            .read(next, MIGRATE_BATCH_EVENTS)
+            .await?
             .into_iter()
             .filter(|e| e.position <= source_head)
             .collect();
@@ -110,48 +153,6 @@ async fn to_postgres(engine: &Engine, url: &str) -> anyhow::Result<(Position, Po
         );
     }
     let done = target.head();
-    anyhow::ensure!(
-        done == source_head,
-        "the copy ended at position {}, the source's head is {}",
-        done.0,
-        source_head.0
-    );
-    Ok((start, done, started.elapsed()))
-}
-
-async fn from_postgres(
-    url: &str,
-    engine: &Engine,
-) -> anyhow::Result<(Position, Position, Duration)> {
-    let source = PgStore::open(url)
-        .await
-        .context("cannot open the store in Postgres")?;
-    let start = engine.head();
-    let ours = engine.read_all(start, Direction::Forwards, 1, None)?;
-    let theirs = source.read_all(start, 1).await?;
-    same_store(start, ours.events.first(), theirs.first())?;
-    let source_head = source.head();
-    let started = Instant::now();
-    let mut next = start.next();
-    while next <= source_head {
-        let events: Vec<_> = source
-            .read_all(next, MIGRATE_BATCH_EVENTS)
-            .await?
-            .into_iter()
-            .filter(|e| e.position <= source_head)
-            .collect();
-        let Some(last) = events.last().map(|e| e.position) else {
-            break;
-        };
-        engine.import_async(&events).await?;
-        next = last.next();
-        tracing::info!(
-            copied = last.0 - start.0,
-            of = source_head.0 - start.0,
-            "migrating"
-        );
-    }
-    let done = engine.head();
     anyhow::ensure!(
         done == source_head,
         "the copy ended at position {}, the source's head is {}",

@@ -84,11 +84,16 @@ pub(crate) fn check_summary(open: &OpenReport, report: &CheckReport) -> io::Resu
     writeln!(out, "events {}", report.events)?;
     writeln!(out, "streams {}", report.streams)?;
     writeln!(out, "log_bytes {}", report.log_bytes)?;
-    writeln!(out, "problems {}", report.problems.len())?;
-    for p in &report.problems {
+    problems_and_verdict(&mut out, &report.problems)
+}
+
+/// The end of a check's summary: the problems, then `OK` or `FAILED`; whether it is healthy.
+fn problems_and_verdict(out: &mut impl Write, problems: &[String]) -> io::Result<bool> {
+    writeln!(out, "problems {}", problems.len())?;
+    for p in problems {
         writeln!(out, "problem: {p}")?;
     }
-    let ok = report.problems.is_empty();
+    let ok = problems.is_empty();
     writeln!(out, "{}", if ok { "OK" } else { "FAILED" })?;
     out.flush()?;
     Ok(ok)
@@ -100,14 +105,7 @@ pub(crate) fn pg_check_summary(report: &annals_pgstore::PgCheckReport) -> io::Re
     writeln!(out, "head {}", report.head)?;
     writeln!(out, "events {}", report.events)?;
     writeln!(out, "streams {}", report.streams)?;
-    writeln!(out, "problems {}", report.problems.len())?;
-    for p in &report.problems {
-        writeln!(out, "problem: {p}")?;
-    }
-    let ok = report.problems.is_empty();
-    writeln!(out, "{}", if ok { "OK" } else { "FAILED" })?;
-    out.flush()?;
-    Ok(ok)
+    problems_and_verdict(&mut out, &report.problems)
 }
 
 /// Prints why a check could not finish (the error names the file and offset of a corrupt record).

@@ -3,13 +3,11 @@
 //! head row lock, like an append, and must start right after the head: an interrupted import
 //! resumes from the head, and nothing can land between two of its batches unnoticed.
 
-use std::collections::HashMap;
-
 use annals_core::{EventRecord, NewEvent, Position, Revision};
 
 use crate::error::PgStoreError;
 use crate::store::PgStore;
-use crate::writer::{Columns, StreamRow, write};
+use crate::writer::{Columns, StreamRow, streams_from, write};
 
 impl PgStore {
     /// Imports `events`, which must be at consecutive positions starting right after the head,
@@ -33,18 +31,7 @@ impl PgStore {
         let mut names: Vec<String> = events.iter().map(|e| e.stream.to_string()).collect();
         names.sort_unstable();
         names.dedup();
-        let mut streams: HashMap<String, StreamRow> = HashMap::new();
-        for row in tx.query(&st.streams, &[&names]).await? {
-            streams.insert(
-                row.get(0),
-                StreamRow {
-                    id: row.get(1),
-                    next_revision: row.get(2),
-                    tombstoned: row.get(3),
-                    new: false,
-                },
-            );
-        }
+        let mut streams = streams_from(tx.query(&st.streams, &[&names]).await?);
         let mut next_stream_id: i64 = tx.query_one(&st.next_stream_id, &[]).await?.get(0);
         let mut cols = Columns::default();
         let mut position = head;

@@ -6,8 +6,21 @@ use tokio_postgres::{Client, Row};
 
 use crate::error::PgStoreError;
 
-const COLUMNS: &str = "e.position, s.name, e.revision, e.event_id, e.event_type, \
-                       e.content_type, e.created_ns, e.data, e.metadata";
+/// The columns and join every read selects, in the order [`record`] takes them.
+macro_rules! select_events {
+    ($rest:literal) => {
+        concat!(
+            "SELECT e.position, s.name, e.revision, e.event_id, e.event_type, e.content_type, ",
+            "e.created_ns, e.data, e.metadata ",
+            "FROM annals.events e JOIN annals.streams s ON s.id = e.stream_id ",
+            $rest
+        )
+    };
+}
+
+const READ_ALL_SQL: &str = select_events!("WHERE e.position >= $1 ORDER BY e.position LIMIT $2");
+const READ_STREAM_SQL: &str =
+    select_events!("WHERE s.name = $1 AND e.revision >= $2 ORDER BY e.revision LIMIT $3");
 
 pub(crate) async fn read_all(
     client: &Client,
@@ -15,18 +28,7 @@ pub(crate) async fn read_all(
     limit: usize,
 ) -> Result<Vec<EventRecord>, PgStoreError> {
     let from = i64::try_from(from.0).unwrap_or(i64::MAX);
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM annals.events e JOIN annals.streams s ON s.id = e.stream_id \
-                 WHERE e.position >= $1 ORDER BY e.position LIMIT $2"
-            ),
-            &[&from, &limit],
-        )
-        .await
-        .map_err(PgStoreError::from_pg)?;
-    rows.iter().map(record).collect()
+    records(client, READ_ALL_SQL, &[&from, &bigint(limit)]).await
 }
 
 pub(crate) async fn read_stream(
@@ -36,15 +38,25 @@ pub(crate) async fn read_stream(
     limit: usize,
 ) -> Result<Vec<EventRecord>, PgStoreError> {
     let from = i64::try_from(from.0).unwrap_or(i64::MAX);
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    records(
+        client,
+        READ_STREAM_SQL,
+        &[&stream.as_str(), &from, &bigint(limit)],
+    )
+    .await
+}
+
+fn bigint(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+async fn records(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<EventRecord>, PgStoreError> {
     let rows = client
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM annals.events e JOIN annals.streams s ON s.id = e.stream_id \
-                 WHERE s.name = $1 AND e.revision >= $2 ORDER BY e.revision LIMIT $3"
-            ),
-            &[&stream.as_str(), &from, &limit],
-        )
+        .query(sql, params)
         .await
         .map_err(PgStoreError::from_pg)?;
     rows.iter().map(record).collect()

@@ -299,7 +299,7 @@ async fn commit(
     )?;
     let head: i64 = head.get(0);
     let mut b = Building {
-        streams: HashMap::new(),
+        streams: streams_from(stream_rows),
         placed: placed_from(placed_rows),
         meta: HashMap::new(),
         next_stream_id: next_id.get(0),
@@ -307,17 +307,6 @@ async fn commit(
         created: annals_core::Timestamp::now().0,
         position: head,
     };
-    for row in stream_rows {
-        b.streams.insert(
-            row.get(0),
-            StreamRow {
-                id: row.get(1),
-                next_revision: row.get(2),
-                tombstoned: row.get(3),
-                new: false,
-            },
-        );
-    }
     for row in meta_rows {
         let meta_name: String = row.get(0);
         if let Some(target) = meta_name.strip_prefix("$$") {
@@ -538,6 +527,23 @@ async fn placed_ids(
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Placed>, tokio_postgres::Error> {
     Ok(placed_from(tx.query(PLACED_SQL, &[&ids]).await?))
+}
+
+/// The rows of the `streams` statement by stream name.
+pub(crate) fn streams_from(rows: Vec<tokio_postgres::Row>) -> HashMap<String, StreamRow> {
+    rows.into_iter()
+        .map(|row| {
+            (
+                row.get(0),
+                StreamRow {
+                    id: row.get(1),
+                    next_revision: row.get(2),
+                    tombstoned: row.get(3),
+                    new: false,
+                },
+            )
+        })
+        .collect()
 }
 
 /// The rows of [`PLACED_SQL`] by event id.
