@@ -3,7 +3,8 @@
 //! transaction (per group commit on the embedded side). It resumes where the target's head is,
 //! after checking that the target's last event is the source's event at that position (so it
 //! never continues a different store). The source must not take writes meanwhile (stop its
-//! server); what is appended to it later is copied by running the command again.
+//! server); what is appended to it later is copied by running the command again. A node of
+//! `annals serve --store` catches up with Postgres through the same [`copy`].
 
 use std::io::Write as _;
 use std::path::Path;
@@ -62,7 +63,7 @@ pub(crate) fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One side of a copy: where it is, what it holds, and taking events in unchanged.
-trait Side {
+pub(crate) trait Side {
     fn head(&self) -> Position;
     async fn read(&self, from: Position, limit: usize) -> anyhow::Result<Vec<EventRecord>>;
     async fn import(&self, events: &[EventRecord]) -> anyhow::Result<()>;
@@ -115,7 +116,7 @@ async fn from_postgres(
 
 /// Copies what `source` holds past `target`'s head, page by page, after checking that the
 /// target's last event is the source's (it never continues another store).
-async fn copy(
+pub(crate) async fn copy(
     source: &impl Side,
     target: &impl Side,
 ) -> anyhow::Result<(Position, Position, Duration)> {

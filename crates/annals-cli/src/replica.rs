@@ -83,23 +83,9 @@ pub(crate) async fn start(url: &str, engine: &Engine) -> anyhow::Result<PgStore>
         local.0,
         store.head().0
     );
-    if local.0 > 0 {
-        let ours = engine.read_all(local, annals_core::Direction::Forwards, 1, None)?;
-        let theirs = store.read_all(local, 1).await?;
-        let same = matches!((ours.events.first(), theirs.first()),
-            (Some(o), Some(t)) if o.id == t.id && o.position == t.position);
-        anyhow::ensure!(
-            same,
-            "the store directory's event at position {} is not the PostgreSQL store's: it holds \
-             another store",
-            local.0
-        );
-    }
-    let target = store.head();
-    while engine.head() < target {
-        step(&store, engine).await?;
-    }
-    tracing::info!(head = target.0, "caught up with the store in PostgreSQL");
+    // The same check and copy as `annals migrate`: the directory must be this store's.
+    let (_, head, _) = crate::migrate::copy(&store, engine).await?;
+    tracing::info!(head = head.0, "caught up with the store in PostgreSQL");
     engine.replicate_from(Arc::new(PgUpstream {
         store: store.clone(),
     }));

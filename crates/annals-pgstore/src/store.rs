@@ -200,14 +200,9 @@ impl PgStore {
 
     /// Moves this node's head to `to` if that is further (after a commit of its own).
     pub(crate) fn advance_head(&self, to: Position) {
-        self.inner.head_tx.send_if_modified(|h| {
-            if to > *h {
-                *h = to;
-                true
-            } else {
-                false
-            }
-        });
+        self.inner
+            .head_tx
+            .send_if_modified(|h| crate::writer::advance(h, to));
     }
 
     /// The last committed position this node knows of.
@@ -290,14 +285,7 @@ async fn read_head(client: &Client) -> Result<Position, PgStoreError> {
 /// [`PG_HEAD_POLL_INTERVAL`]; reconnects whenever the connection is lost.
 async fn follow_head(config: Config, head: Arc<watch::Sender<Position>>) {
     let advance = |p: Position| {
-        head.send_if_modified(|h| {
-            if p > *h {
-                *h = p;
-                true
-            } else {
-                false
-            }
-        });
+        head.send_if_modified(|h| crate::writer::advance(h, p));
     };
     loop {
         let connected = tokio::time::timeout(PG_CONNECT_TIMEOUT, config.connect(NoTls)).await;

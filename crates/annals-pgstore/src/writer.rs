@@ -207,10 +207,6 @@ pub(crate) async fn run(
         let Some((c, statements)) = client.as_mut() else {
             continue;
         };
-        let ids: Vec<Uuid> = batch
-            .iter()
-            .flat_map(|r| r.events.iter().map(|e| e.id))
-            .collect();
         match commit(c, statements, &mut batch).await {
             Ok((answers, new_head)) => {
                 head.send_if_modified(|h| advance(h, new_head));
@@ -221,7 +217,7 @@ pub(crate) async fn run(
             Err(e) if c.is_closed() => {
                 // The connection died: the commit may or may not have happened.
                 tracing::warn!(error = %e, "connection lost while committing; looking the batch up");
-                let outcome = find_out(&config, &ids).await;
+                let outcome = find_out(&config, &event_ids(&batch)).await;
                 client = None;
                 answer_unknown(&mut batch, outcome, &head);
             }
@@ -249,7 +245,16 @@ pub(crate) async fn connect_prepared(
     Ok((client, statements))
 }
 
-fn advance(head: &mut Position, to: Position) -> bool {
+/// Every event id of a batch, in order.
+fn event_ids(batch: &[AppendRequest]) -> Vec<Uuid> {
+    batch
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.id))
+        .collect()
+}
+
+/// Moves `head` to `to` if that is further; whether it moved.
+pub(crate) fn advance(head: &mut Position, to: Position) -> bool {
     if to > *head {
         *head = to;
         true
@@ -282,10 +287,7 @@ async fn commit(
     names.dedup();
     meta_names.sort_unstable();
     meta_names.dedup();
-    let ids: Vec<Uuid> = batch
-        .iter()
-        .flat_map(|r| r.events.iter().map(|e| e.id))
-        .collect();
+    let ids = event_ids(batch);
     // One round trip: the server runs them in order, the head lock first.
     let by_name: [&Param; 1] = [&names];
     let by_id: [&Param; 1] = [&ids];
