@@ -127,7 +127,7 @@ impl PageEvents {
     }
 
     /// The events in order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &EventRecord> + ExactSizeIterator {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &EventRecord> {
         let (owned, shared): (&[EventRecord], Option<(&SharedPage, &[u32])>) = match &self.inner {
             Inner::Owned(v) => (v, None),
             Inner::Shared { page, indices } => (&[], Some((page, indices))),
@@ -135,11 +135,8 @@ impl PageEvents {
         let shared = shared.into_iter().flat_map(|(page, indices)| {
             indices.iter().filter_map(|&i| page.events.get(i as usize))
         });
-        Either {
-            a: owned.iter(),
-            b: shared,
-            len: self.len(),
-        }
+        // One of the two is empty.
+        owned.iter().chain(shared)
     }
 
     pub fn first(&self) -> Option<&EventRecord> {
@@ -186,52 +183,6 @@ impl IntoIterator for PageEvents {
     fn into_iter(self) -> Self::IntoIter {
         self.into_vec().into_iter()
     }
-}
-
-/// Owned events first, then shared ones (a page has only one of the two).
-struct Either<A, B> {
-    a: A,
-    b: B,
-    len: usize,
-}
-
-impl<'a, A, B> Iterator for Either<A, B>
-where
-    A: Iterator<Item = &'a EventRecord>,
-    B: Iterator<Item = &'a EventRecord>,
-{
-    type Item = &'a EventRecord;
-    fn next(&mut self) -> Option<Self::Item> {
-        let next = self.a.next().or_else(|| self.b.next());
-        if next.is_some() {
-            self.len = self.len.saturating_sub(1);
-        }
-        next
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.len, Some(self.len))
-    }
-}
-
-impl<'a, A, B> DoubleEndedIterator for Either<A, B>
-where
-    A: DoubleEndedIterator<Item = &'a EventRecord>,
-    B: DoubleEndedIterator<Item = &'a EventRecord>,
-{
-    fn next_back(&mut self) -> Option<Self::Item> {
-        let next = self.b.next_back().or_else(|| self.a.next_back());
-        if next.is_some() {
-            self.len = self.len.saturating_sub(1);
-        }
-        next
-    }
-}
-
-impl<'a, A, B> ExactSizeIterator for Either<A, B>
-where
-    A: Iterator<Item = &'a EventRecord>,
-    B: Iterator<Item = &'a EventRecord>,
-{
 }
 
 /// A shared page and where in it a cursor is.
