@@ -13,9 +13,11 @@
 //! - `runtime`: [`Projections`], the registry that runs projections (partitioned workers, error
 //!   policies, rebuilds with a swap, replay mode, read-your-writes waits).
 //! - `sqlite`: [`SqliteTarget`].
-//! - `postgres`: [`PostgresTarget`].
-//! - `catalog`: [`Catalog`], the server's registered declarative projections, kept in the data
-//!   directory per generation.
+//! - `postgres`: [`PostgresTarget`], and [`Fence`], the lease token a target in multi-node mode
+//!   writes under.
+//! - `catalog`: [`Catalog`], the server's registered declarative projections, kept per
+//!   generation in the data directory or, in multi-node mode ([`Catalog::open_shared`]), in
+//!   the store's log.
 //! - `definition`: declarative projections from TOML ([`parse_definitions`]).
 //! - `status`: [`ProjectionStatus`], what a projection reports.
 //! - `snapshot`: aggregate snapshots ([`load_aggregate`]).
@@ -35,6 +37,7 @@ pub mod target;
 
 pub use catalog::{
     Applied, CATALOG_DIR, Catalog, CatalogError, DEFAULT_SQLITE_FILE, DEFINITION_TEXT_BYTES_MAX,
+    SHARED_CATALOG_EVENT_TYPE, SHARED_CATALOG_EVENTS_KEPT, SHARED_CATALOG_STREAM, SharedCatalog,
 };
 pub use definition::{
     DEFINITION_ATTEMPTS_MAX, DEFINITION_BACKOFF_MAX, DEFINITION_PARAMS_MAX, DeclarativeHandler,
@@ -43,7 +46,7 @@ pub use definition::{
 pub use handler::{
     Effect, EffectSink, Handler, HandlerContext, HandlerError, Mode, Resolver, resolve_objects,
 };
-pub use postgres::{POSTGRES_STATEMENT_CACHE_MAX, PostgresTarget};
+pub use postgres::{Fence, POSTGRES_STATEMENT_CACHE_MAX, PostgresTarget};
 pub use runtime::{
     FAILURES_LISTED_MAX, IDLE_CHECKPOINT_COMMIT_INTERVAL, PROJECTION_BATCH_BYTES_MAX,
     PROJECTION_BATCH_EVENTS_MAX, PROJECTION_NAME_BYTES_MAX, ProjectionError, Projections,

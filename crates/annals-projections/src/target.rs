@@ -26,6 +26,8 @@
 //! - `annals_parked(projection, generation, position, stream, revision, reason)`.
 //! - `annals_snapshots(key, position, state)`: projection snapshots use the key
 //!   `projection:{name}:g{generation}:p{partition}`; aggregate snapshots any other key.
+//! - `annals_fences(name, token)` (PostgreSQL only): the newest fencing token of each lease that
+//!   claimed the database; see [`crate::Fence`].
 
 use std::sync::Arc;
 
@@ -189,6 +191,12 @@ pub enum TargetError {
     /// Anything else (a corrupt bookkeeping row, say).
     #[error("target: {0}")]
     Other(String),
+    /// This node's lease on the projection ended: a later holder of the lease claimed the
+    /// target's fence (see [`crate::Fence`]), and the target now refuses every write of this
+    /// one. Nothing of the call took effect, and retrying cannot help, so the runtime stops the
+    /// projection (faulted, with this message) instead of retrying as for `Unavailable`.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// A target database. Blocking: the runtime calls it from its own worker threads, one target

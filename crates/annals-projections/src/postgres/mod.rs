@@ -24,6 +24,14 @@
 //! returns Ok without applying it twice. (Killing the server mid-run found this: one event
 //! applied twice.)
 //!
+//! ## Fencing
+//! A target given a [`Fence`] ([`PostgresTarget::connect_fenced`]; `connect_another` keeps it)
+//! claims the lease's token in `annals_fences` when it installs and again when it loads a
+//! projection, and every transaction that writes first checks, under a share lock, that the
+//! database still holds that token: once another node's target claimed a higher one, each
+//! write fails with [`TargetError::Fenced`] and rolls back. A target without a fence runs no
+//! statement of these. See `fence`.
+//!
 //! ## Objects
 //! Bookkeeping tables are created with `CREATE TABLE IF NOT EXISTS` under a transaction-level
 //! advisory lock, so concurrent installs do not race on the catalog. Reader views are dropped and
@@ -36,11 +44,13 @@
 //! - `classify`: which errors are `Unavailable` and which are faults;
 //! - `bind`: values converted for the parameter types the server inferred;
 //! - `in_doubt`: commit tokens and the settling of a commit whose answer was lost;
+//! - `fence`: [`Fence`], its claim and the check of a write transaction;
 //! - `objects`: bookkeeping DDL, advisory locks, object names, reader views, a generation's rows;
 //! - `target`: the [`Target`] calls, each one transaction.
 
 mod bind;
 mod classify;
+mod fence;
 mod in_doubt;
 mod objects;
 mod target;
@@ -53,6 +63,8 @@ use postgres::{Client, Config, NoTls, Transaction};
 use crate::target::{Target, TargetError};
 use classify::{describe, other};
 use in_doubt::InDoubt;
+
+pub use fence::Fence;
 
 /// Prepared statements each connection keeps, by SQL text. Handler templates resolve to a few
 /// distinct texts per generation, so this holds all of them in practice; past it the cache
@@ -71,6 +83,8 @@ pub struct PostgresTarget {
     statements: StatementCache,
     /// A commit whose COMMIT was sent but whose answer was lost.
     in_doubt: Option<InDoubt>,
+    /// The lease this target writes under, if any (see the module doc).
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for PostgresTarget {
@@ -81,6 +95,7 @@ impl std::fmt::Debug for PostgresTarget {
             .field("dbname", &self.config.get_dbname())
             .field("connected", &self.client.is_some())
             .field("cached_statements", &self.statements.len())
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -90,6 +105,23 @@ impl PostgresTarget {
     /// TLS and creates the bookkeeping tables if missing. A server that cannot be reached is
     /// [`TargetError::Unavailable`]; a URL that does not parse is [`TargetError::Definition`].
     pub fn connect(url: &str) -> Result<Self, TargetError> {
+        Self::open(url, None)
+    }
+
+    /// [`PostgresTarget::connect`] for a target that writes under `fence`: it claims the
+    /// fence's token in the database now (and again whenever it loads a projection), and each of
+    /// its writes fails with [`TargetError::Fenced`] once a higher token has claimed the same
+    /// lease. A higher token already there is [`TargetError::Fenced`] at once.
+    pub fn connect_fenced(url: &str, fence: Fence) -> Result<Self, TargetError> {
+        Self::open(url, Some(fence))
+    }
+
+    /// The fence this target writes under, if it has one.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    fn open(url: &str, fence: Option<Fence>) -> Result<Self, TargetError> {
         let config: Config = url
             .parse()
             .map_err(|e| TargetError::Definition(format!("bad PostgreSQL URL: {e}")))?;
@@ -99,6 +131,7 @@ impl PostgresTarget {
             client: None,
             statements: HashMap::new(),
             in_doubt: None,
+            fence,
         };
         target.client()?;
         target.install()?;
@@ -185,6 +218,22 @@ impl PostgresTarget {
             Ok(value)
         })();
         self.settle(result)
+    }
+
+    /// [`PostgresTarget::in_transaction`] for work that writes: with a fence, the transaction
+    /// first checks that the database still holds its token (and keeps it share-locked), so a
+    /// target whose lease passed on writes nothing.
+    fn in_write_transaction<T>(
+        &mut self,
+        work: impl FnOnce(&mut Transaction<'_>, &mut StatementCache) -> Result<T, TargetError>,
+    ) -> Result<T, TargetError> {
+        let fence = self.fence.clone();
+        self.in_transaction(move |tx, cache| {
+            if let Some(fence) = &fence {
+                fence::check(tx, cache, fence)?;
+            }
+            work(tx, cache)
+        })
     }
 }
 

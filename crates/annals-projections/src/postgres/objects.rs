@@ -16,7 +16,8 @@ use crate::target::TargetError;
 /// Advisory lock key serializing [`crate::Target::install`] across connections ("annalsin").
 const INSTALL_LOCK_KEY: i64 = 0x616e_6e61_6c73_696e;
 
-/// The bookkeeping tables (see `target`'s module doc), created if missing.
+/// The bookkeeping tables (see `target`'s module doc), created if missing. `annals_fences` is
+/// the `fence` module's.
 const INSTALL: &str = "
 CREATE TABLE IF NOT EXISTS annals_projections (
     projection TEXT NOT NULL,
@@ -59,6 +60,10 @@ CREATE TABLE IF NOT EXISTS annals_snapshots (
     key TEXT PRIMARY KEY,
     position BIGINT NOT NULL,
     state BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS annals_fences (
+    name TEXT PRIMARY KEY,
+    token BIGINT NOT NULL
 );
 ";
 

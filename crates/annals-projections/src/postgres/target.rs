@@ -10,6 +10,7 @@ use postgres::types::ToSql;
 
 use super::bind::bind_all;
 use super::classify::{definition, other, statement_error};
+use super::fence;
 use super::in_doubt::{InDoubt, next_commit_token};
 use super::objects::{
     check_name, delete_generation_rows, drop_table, drop_view, install, lock_projection,
@@ -31,11 +32,21 @@ impl Target for PostgresTarget {
     }
 
     fn connect_another(&self) -> Result<Box<dyn Target>, TargetError> {
-        Ok(Box::new(PostgresTarget::connect(&self.url)?))
+        Ok(Box::new(PostgresTarget::open(
+            &self.url,
+            self.fence.clone(),
+        )?))
     }
 
     fn install(&mut self) -> Result<(), TargetError> {
-        self.in_transaction(install)
+        let fence = self.fence.clone();
+        self.in_transaction(|tx, cache| {
+            install(tx, cache)?;
+            match &fence {
+                Some(fence) => fence::claim(tx, cache, fence),
+                None => Ok(()),
+            }
+        })
     }
 
     fn check(&mut self, setup: &[String], statements: &[String]) -> Result<(), TargetError> {
@@ -93,7 +104,13 @@ impl Target for PostgresTarget {
     }
 
     fn load(&mut self, projection: &str) -> Result<StoredProjection, TargetError> {
+        let fence = self.fence.clone();
         self.in_transaction(|tx, cache| {
+            // Claimed before the checkpoints are read: from here on an older holder commits
+            // nothing, so this node resumes after everything it committed.
+            if let Some(fence) = &fence {
+                fence::claim(tx, cache, fence)?;
+            }
             let generations = query(
                 tx,
                 cache,
@@ -140,9 +157,13 @@ impl Target for PostgresTarget {
         }
         let token = next_commit_token();
         let mut committing = false;
+        let fence = self.fence.clone();
         let result = (|| {
             let (client, statements) = self.connection()?;
             let mut tx = client.transaction().map_err(other)?;
+            if let Some(fence) = &fence {
+                fence::check(&mut tx, statements, fence)?;
+            }
             write_commit(&mut tx, statements, c, token)?;
             committing = true;
             tx.commit().map_err(other)
@@ -274,7 +295,7 @@ impl Target for PostgresTarget {
     }
 
     fn save_snapshot(&mut self, snapshot: &SnapshotRecord) -> Result<(), TargetError> {
-        self.in_transaction(|tx, cache| save_snapshot_in(tx, cache, snapshot))
+        self.in_write_transaction(|tx, cache| save_snapshot_in(tx, cache, snapshot))
     }
 
     fn read_table(
@@ -342,9 +363,10 @@ impl Target for PostgresTarget {
 }
 
 impl PostgresTarget {
-    /// Runs `work` in one transaction under `projection`'s advisory lock, once `projection` and
-    /// `names` are known to be valid object names. The statement cache is emptied first: a
-    /// statement prepared against an object this replaces must be prepared anew.
+    /// Runs `work` in one write transaction (fenced, when the target has a fence) under
+    /// `projection`'s advisory lock, once `projection` and `names` are known to be valid object
+    /// names. The statement cache is emptied first: a statement prepared against an object this
+    /// replaces must be prepared anew.
     fn changing_objects<T>(
         &mut self,
         projection: &str,
@@ -356,7 +378,7 @@ impl PostgresTarget {
             check_name(name)?;
         }
         self.statements.clear();
-        self.in_transaction(|tx, cache| {
+        self.in_write_transaction(|tx, cache| {
             lock_projection(tx, cache, projection)?;
             work(tx, cache)
         })

@@ -13,6 +13,11 @@
 //! 4. `n`'s ceiling is lifted and it goes on live. Readers saw `g`'s rows until the swap and
 //!    `n`'s after it, never a partial view. If a step fails, `g` is started again and the swap
 //!    is tried later. After a restart, the building generation found in the target resumes.
+//!
+//! A fenced target ([`TargetError::Fenced`]: another node holds the projection's lease now),
+//! met by a worker or while starting a generation, stops every generation of the projection,
+//! faulted with that error; it is not retried, since every retry would be fenced again (a
+//! `resume` tries once more).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -286,31 +291,57 @@ impl Control {
         self.shared.view.lock().control_error = error;
     }
 
+    /// This node lost the projection's lease (a target answered [`TargetError::Fenced`]):
+    /// stops every generation, faulted with `message`, so nothing starts them again on its own.
+    fn fence_lost(&mut self, message: String) {
+        tracing::error!(projection = %self.spec.name, error = %message,
+            "projection stopped: another node holds its lease");
+        if let Some(r) = self.building_runner.take() {
+            self.building_idle = Some(r.stop(false));
+        }
+        if let Some(r) = self.serving.take() {
+            r.stop(false);
+        }
+        if self.building.is_some() {
+            self.building_fault = Some(message.clone());
+        }
+        self.serving_fault = Some(message);
+        self.set_control_error(None);
+        self.publish();
+    }
+
     fn tick(&mut self) {
-        // Faults: a worker stopped under the `stop` policy; stop the rest of its generation.
+        // Faults: a worker stopped under the `stop` policy; stop the rest of its generation. A
+        // fenced target stops the whole projection.
         if let Some(fault) = self
             .serving
             .as_ref()
             .and_then(|r| r.shared.fault.lock().clone())
         {
-            if let Some(r) = self.serving.take() {
-                r.stop(false);
+            let stopped = self.serving.take().map(|r| r.stop(false));
+            if stopped.is_some_and(|s| s.fenced()) {
+                self.fence_lost(fault);
+            } else {
+                tracing::error!(projection = %self.spec.name, error = %fault, "projection faulted");
+                self.serving_fault = Some(fault);
+                self.publish();
             }
-            tracing::error!(projection = %self.spec.name, error = %fault, "projection faulted");
-            self.serving_fault = Some(fault);
-            self.publish();
         }
         if let Some(fault) = self
             .building_runner
             .as_ref()
             .and_then(|r| r.shared.fault.lock().clone())
         {
-            if let Some(r) = self.building_runner.take() {
-                self.building_idle = Some(r.stop(false));
+            let stopped = self.building_runner.take().map(|r| r.stop(false));
+            let fenced = stopped.as_ref().is_some_and(|s| s.fenced());
+            self.building_idle = stopped;
+            if fenced {
+                self.fence_lost(fault);
+            } else {
+                tracing::error!(projection = %self.spec.name, error = %fault, "rebuild faulted");
+                self.building_fault = Some(fault);
+                self.publish();
             }
-            tracing::error!(projection = %self.spec.name, error = %fault, "rebuild faulted");
-            self.building_fault = Some(fault);
-            self.publish();
         }
         if self.paused {
             return;
@@ -325,6 +356,7 @@ impl Control {
                     self.start_retry = CONTROL_TICK;
                     self.set_control_error(None);
                 }
+                Err(e @ TargetError::Fenced(_)) => self.fence_lost(e.to_string()),
                 Err(e) => {
                     tracing::warn!(projection = %self.spec.name, error = %e,
                         "cannot start projection; retrying");

@@ -78,8 +78,11 @@ pub(crate) struct RunnerShared {
     pub(crate) stop: AtomicBool,
     /// Drain: the dispatcher stops reading; workers finish their queues.
     pub(crate) drain: AtomicBool,
-    /// Set by a worker whose event failed under the `stop` policy.
+    /// Set by a worker whose event failed under the `stop` policy, or whose target was fenced.
     pub(crate) fault: Mutex<Option<String>>,
+    /// Set with `fault` when the fault is a fenced target ([`TargetError::Fenced`]): another
+    /// node holds the projection's lease, so the whole projection stops.
+    fenced: AtomicBool,
     /// The error being retried (target unavailable, log unreadable), or why a worker that ended
     /// could not commit the checkpoint it had reached; cleared by the next successful commit.
     pub(crate) retrying: Mutex<Option<String>>,
@@ -104,6 +107,7 @@ impl RunnerShared {
             stop: AtomicBool::new(false),
             drain: AtomicBool::new(false),
             fault: Mutex::new(None),
+            fenced: AtomicBool::new(false),
             retrying: Mutex::new(None),
             parked: AtomicU64::new(0),
             rate: Mutex::new(Rate::default()),
@@ -140,6 +144,19 @@ impl RunnerShared {
 
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Records that a worker's target refused a write because another node holds the lease:
+    /// the generation's fault (replacing any other, since nothing else can be fixed here now).
+    pub(crate) fn fence_lost(&self, error: &TargetError) {
+        if !self.fenced.swap(true, Ordering::AcqRel) {
+            *self.fault.lock() = Some(error.to_string());
+        }
+    }
+
+    /// Whether the generation's fault is a fenced target.
+    pub(crate) fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
     }
 }
 

@@ -106,6 +106,7 @@ fn install_is_idempotent_even_when_concurrent() {
         [
             "annals_checkpoints",
             "annals_failures",
+            "annals_fences",
             "annals_parked",
             "annals_projections",
             "annals_snapshots"
