@@ -117,6 +117,21 @@ struct Users {
 }
 
 impl Users {
+    /// Applies the users stream's change at `revision` unless it was applied already (by the
+    /// write that made it here, or by the follower that read it from another node's write).
+    fn apply(&mut self, revision: u64, change: users::UserChange) {
+        if self.last_revision.is_some_and(|last| last >= revision) {
+            return;
+        }
+        self.last_revision = Some(revision);
+        match change {
+            users::UserChange::Put(record) => self.put(record),
+            users::UserChange::Remove(login) => {
+                self.map.remove(&login);
+            }
+        }
+    }
+
     fn put(&mut self, record: UserRecord) {
         self.generations += 1;
         let identity = Arc::new(Identity {
@@ -205,16 +220,31 @@ impl Auth {
         });
         if auth.users.read().map.is_empty() {
             let password = admin_password.ok_or(AuthError::NoAdminPassword)?;
-            auth.create_user_unchecked(
-                ADMIN_LOGIN,
-                "Administrator",
-                vec![ROLE_ADMINS.to_owned()],
-                password,
-            )
-            .await?;
-            tracing::info!(target: AUDIT_TARGET, user = ADMIN_LOGIN, "created the admin user on the first start with authentication");
+            let created = auth
+                .create_user_unchecked(
+                    ADMIN_LOGIN,
+                    "Administrator",
+                    vec![ROLE_ADMINS.to_owned()],
+                    password,
+                )
+                .await;
+            match created {
+                Ok(()) => {
+                    tracing::info!(target: AUDIT_TARGET, user = ADMIN_LOGIN, "created the admin user on the first start with authentication");
+                }
+                // Another node serving the same store created the first users at the same
+                // moment; they arrive here through the users stream.
+                Err(AuthError::Engine(EngineError::Domain(
+                    DomainError::WrongExpectedRevision { .. },
+                ))) => {
+                    tracing::info!("another node created the first users; following them");
+                }
+                Err(e) => return Err(e),
+            }
         }
         tokio::spawn(follow_settings(Arc::clone(&auth), settings_revision));
+        let users_revision = auth.users.read().last_revision;
+        tokio::spawn(follow_users(Arc::clone(&auth), users_revision));
         Ok(auth)
     }
 
@@ -420,9 +450,9 @@ impl Auth {
             updated_nanos: users::now_nanos(),
         };
         let revision = users::write_record(&self.engine, expected, &record).await?;
-        let mut users = self.users.write();
-        users.last_revision = Some(revision);
-        users.put(record);
+        self.users
+            .write()
+            .apply(revision, users::UserChange::Put(record));
         Ok(())
     }
 
@@ -527,10 +557,9 @@ impl Auth {
             users.last_revision
         };
         let revision = users::write_deleted(&self.engine, expected, login).await?;
-        let mut users = self.users.write();
-        users.last_revision = Some(revision);
-        users.map.remove(login);
-        drop(users);
+        self.users
+            .write()
+            .apply(revision, users::UserChange::Remove(login.to_owned()));
         tracing::info!(target: AUDIT_TARGET, user = who.name(), login, "user deleted");
         Ok(())
     }
@@ -567,9 +596,9 @@ impl Auth {
         }
         record.updated_nanos = users::now_nanos();
         let revision = users::write_record(&self.engine, expected, &record).await?;
-        let mut users = self.users.write();
-        users.last_revision = Some(revision);
-        users.put(record);
+        self.users
+            .write()
+            .apply(revision, users::UserChange::Put(record));
         Ok(())
     }
 
@@ -657,6 +686,36 @@ async fn follow_settings(auth: Arc<Auth>, after: Option<u64>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "following $settings failed; access defaults stay as they are");
+                return;
+            }
+        }
+    }
+}
+
+/// Follows the users stream after revision `after` and applies each change this server did not
+/// make itself: with the store in PostgreSQL, another node's user changes reach this one here.
+async fn follow_users(auth: Arc<Auth>, after: Option<u64>) {
+    let from = Revision(after.map_or(0, |r| r + 1));
+    let mut sub = match auth.engine.subscribe_stream(&users::users_stream(), from) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot follow the users stream; users stay as loaded");
+            return;
+        }
+    };
+    loop {
+        match sub.next_page().await {
+            Ok(page) => {
+                let mut users = auth.users.write();
+                for e in page.events.iter() {
+                    if let Some(change) = users::change_of(&e.event) {
+                        users.apply(e.event.revision.0, change);
+                    }
+                }
+            }
+            Err(EngineError::Stopped(_)) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "following the users stream failed; users stay as they are");
                 return;
             }
         }

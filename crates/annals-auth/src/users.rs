@@ -92,9 +92,45 @@ pub fn check_groups(groups: &[String]) -> Result<(), AuthError> {
     Ok(())
 }
 
-fn users_stream() -> StreamName {
+pub(crate) fn users_stream() -> StreamName {
     // A constant, valid name.
     StreamName::new(USERS_STREAM).unwrap_or_else(|_| unreachable!("valid stream name"))
+}
+
+/// One change of the users stream.
+pub(crate) enum UserChange {
+    /// A user created or changed: its whole record.
+    Put(UserRecord),
+    /// A user deleted.
+    Remove(String),
+}
+
+/// The change one event of the users stream makes; `None` for one that is not a user change
+/// or does not parse (logged and skipped: a bad record must not lock everyone out).
+pub(crate) fn change_of(e: &annals_core::EventRecord) -> Option<UserChange> {
+    match e.event_type.as_str() {
+        USER_UPDATED_EVENT_TYPE => match serde_json::from_slice::<UserRecord>(&e.data) {
+            Ok(u) if check_login(&u.login).is_ok() => Some(UserChange::Put(u)),
+            _ => {
+                tracing::warn!(
+                    revision = e.revision.0,
+                    "skipping a user record that does not parse"
+                );
+                None
+            }
+        },
+        USER_DELETED_EVENT_TYPE => match serde_json::from_slice::<Deleted>(&e.data) {
+            Ok(d) => Some(UserChange::Remove(d.login)),
+            Err(_) => {
+                tracing::warn!(
+                    revision = e.revision.0,
+                    "skipping a user removal that does not parse"
+                );
+                None
+            }
+        },
+        _ => None,
+    }
 }
 
 /// Reads every user change and returns the users as they stand, and the stream's last revision.
@@ -122,26 +158,14 @@ pub(crate) fn fold(
         from = Revision(tail.revision.0 + 1);
         for e in &page {
             last = Some(e.revision.0);
-            match e.event_type.as_str() {
-                USER_UPDATED_EVENT_TYPE => match serde_json::from_slice::<UserRecord>(&e.data) {
-                    Ok(u) if check_login(&u.login).is_ok() => {
-                        users.insert(u.login.clone(), u);
-                    }
-                    _ => tracing::warn!(
-                        revision = e.revision.0,
-                        "skipping a user record that does not parse"
-                    ),
-                },
-                USER_DELETED_EVENT_TYPE => match serde_json::from_slice::<Deleted>(&e.data) {
-                    Ok(d) => {
-                        users.remove(&d.login);
-                    }
-                    Err(_) => tracing::warn!(
-                        revision = e.revision.0,
-                        "skipping a user removal that does not parse"
-                    ),
-                },
-                _ => {}
+            match change_of(e) {
+                Some(UserChange::Put(u)) => {
+                    users.insert(u.login.clone(), u);
+                }
+                Some(UserChange::Remove(login)) => {
+                    users.remove(&login);
+                }
+                None => {}
             }
         }
         if page.len() < FOLD_PAGE_EVENTS {

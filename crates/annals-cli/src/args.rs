@@ -233,6 +233,10 @@ pub struct ServeArgs {
     /// serve one store.
     #[arg(long)]
     pub store: Option<String>,
+    /// With --store: the address (HOST:PORT) other nodes send clients to while this node runs
+    /// the projections, relays and persistent subscriptions (default: the address listened on).
+    #[arg(long, requires = "store")]
+    pub advertise: Option<String>,
     #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
     pub durability: DurabilityArg,
     /// Address to serve the gRPC (KurrentDB protocol) and HTTP/JSON APIs on, together.

@@ -12,6 +12,7 @@ mod check;
 mod effects;
 mod http;
 mod import;
+mod jobs;
 mod migrate;
 mod output;
 mod projections;

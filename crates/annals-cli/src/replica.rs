@@ -5,12 +5,13 @@
 //! node has imported it. Reads, subscriptions, projections and relays run on the local copy
 //! unchanged; the directory is a cache, rebuilt from Postgres if wiped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use annals_core::{ExpectedRevision, NewEvent, Position, StreamName};
-use annals_engine::{Engine, EngineError, Upstream, UpstreamAppend};
-use annals_pgstore::{PgStore, PgStoreError};
+use annals_engine::{Engine, EngineError, Upstream, UpstreamAppend, WriteFence};
+use annals_pgstore::{Lease, PgStore, PgStoreError};
 use anyhow::Context as _;
 
 /// Events the follower imports per step.
@@ -19,10 +20,35 @@ const REPLICA_PAGE_EVENTS: usize = 4_096;
 /// two looks at the upstream's head.
 const REPLICA_RETRY: Duration = Duration::from_secs(1);
 
+/// The lease terms this node holds now, by lease name: a fenced write carries its lease's
+/// term, and is refused at once when this node holds none.
+pub(crate) type Terms = Arc<parking_lot::RwLock<HashMap<String, Lease>>>;
+
 /// Appends through a store in Postgres.
 #[derive(Debug)]
 struct PgUpstream {
     store: PgStore,
+    terms: Terms,
+}
+
+impl PgUpstream {
+    /// The term a fenced write commits under.
+    fn term(&self, fence: &WriteFence) -> Result<Option<Lease>, EngineError> {
+        let Some(name) = fence else {
+            return Ok(None);
+        };
+        match self.terms.read().get(&**name) {
+            Some(lease) => Ok(Some(lease.clone())),
+            None => Err(EngineError::Fenced(format!(
+                "this node does not hold the lease {name}; another node runs its jobs"
+            ))),
+        }
+    }
+}
+
+/// A write refused before it reached the store.
+fn refused(e: EngineError) -> UpstreamAppend {
+    Box::pin(async move { Err(e) })
 }
 
 impl Upstream for PgUpstream {
@@ -31,31 +57,54 @@ impl Upstream for PgUpstream {
         stream: StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
+        fence: WriteFence,
     ) -> UpstreamAppend {
+        let term = match self.term(&fence) {
+            Ok(term) => term,
+            Err(e) => return refused(e),
+        };
         let store = self.store.clone();
         Box::pin(async move {
             store
-                .append(&stream, expected, events)
+                .append_fenced(&stream, expected, events, term)
                 .await
                 .map_err(engine_error)
         })
     }
 
-    fn soft_delete(&self, stream: StreamName, expected: ExpectedRevision) -> UpstreamAppend {
+    fn soft_delete(
+        &self,
+        stream: StreamName,
+        expected: ExpectedRevision,
+        fence: WriteFence,
+    ) -> UpstreamAppend {
+        let term = match self.term(&fence) {
+            Ok(term) => term,
+            Err(e) => return refused(e),
+        };
         let store = self.store.clone();
         Box::pin(async move {
             store
-                .soft_delete(&stream, expected)
+                .soft_delete_fenced(&stream, expected, term)
                 .await
                 .map_err(engine_error)
         })
     }
 
-    fn tombstone(&self, stream: StreamName, expected: ExpectedRevision) -> UpstreamAppend {
+    fn tombstone(
+        &self,
+        stream: StreamName,
+        expected: ExpectedRevision,
+        fence: WriteFence,
+    ) -> UpstreamAppend {
+        let term = match self.term(&fence) {
+            Ok(term) => term,
+            Err(e) => return refused(e),
+        };
         let store = self.store.clone();
         Box::pin(async move {
             store
-                .tombstone(&stream, expected)
+                .tombstone_fenced(&stream, expected, term)
                 .await
                 .map_err(engine_error)
         })
@@ -65,13 +114,15 @@ impl Upstream for PgUpstream {
 fn engine_error(e: PgStoreError) -> EngineError {
     match e {
         PgStoreError::Domain(d) => EngineError::Domain(d),
+        e @ PgStoreError::Fenced { .. } => EngineError::Fenced(e.to_string()),
         other => EngineError::Stopped(format!("the store in PostgreSQL: {other}")),
     }
 }
 
 /// Opens the store at `url`, brings `engine` up to its head, and makes `engine` its replica
-/// (appends go there; a follower on this runtime keeps the copy current).
-pub(crate) async fn start(url: &str, engine: &Engine) -> anyhow::Result<PgStore> {
+/// (appends go there; a follower on this runtime keeps the copy current). The store, and the
+/// terms its fenced writes go by.
+pub(crate) async fn start(url: &str, engine: &Engine) -> anyhow::Result<(PgStore, Terms)> {
     let store = PgStore::open(url)
         .await
         .context("cannot open the store in PostgreSQL")?;
@@ -86,11 +137,13 @@ pub(crate) async fn start(url: &str, engine: &Engine) -> anyhow::Result<PgStore>
     // The same check and copy as `annals migrate`: the directory must be this store's.
     let (_, head, _) = crate::migrate::copy(&store, engine).await?;
     tracing::info!(head = head.0, "caught up with the store in PostgreSQL");
+    let terms = Terms::default();
     engine.replicate_from(Arc::new(PgUpstream {
         store: store.clone(),
+        terms: Arc::clone(&terms),
     }));
     tokio::spawn(follow(store.clone(), engine.clone()));
-    Ok(store)
+    Ok((store, terms))
 }
 
 /// Imports the next page; returns the new head.

@@ -5,15 +5,12 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use annals_persistent::Subscriptions;
-use annals_projections::{Catalog, Projections};
-use annals_relay::Relays;
 use annals_server::{Limits, ServerState, TlsFiles};
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::ServeArgs;
-use crate::effects::WebhookSink;
+use crate::jobs::{self, JobsConfig, Slots};
 use crate::store;
 
 /// Unknown paths: UNIMPLEMENTED for gRPC requests (clients expect it), a JSON 404 otherwise.
@@ -86,7 +83,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     // With a store in PostgreSQL, the directory is its replica before anything appends.
-    let _pg = match &args.store {
+    let replica = match &args.store {
         Some(url) => Some(runtime.block_on(crate::replica::start(url, &engine))?),
         None => None,
     };
@@ -95,49 +92,42 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         live_page_interval: std::time::Duration::from_micros(args.live_page_interval_us),
         ..Limits::default()
     };
-    // Projections run on their own threads; they start before the listener so a read-your-writes
-    // wait never meets a projection that is still being registered.
-    let projections = Arc::new(Projections::with_effect_sink(
-        engine.clone(),
-        Arc::new(WebhookSink::new()?),
-    ));
-    let (catalog, failed) = Catalog::open(Arc::clone(&projections), &args.data)
-        .context("cannot open the projection catalog")?;
-    for e in &failed {
-        tracing::error!(error = %e, "a stored projection did not start");
-    }
-    if let Some(file) = &args.projections {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        for applied in catalog
-            .apply(&text)
-            .with_context(|| format!("projections in {}", file.display()))?
-        {
-            tracing::info!(?applied, "projection definition applied");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(args.listen))
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr().context("listener address")?;
+    let config = JobsConfig {
+        data: args.data.clone(),
+        projections: args.projections.clone(),
+        relays: args.relays.clone(),
+    };
+    let slots = Slots::default();
+    // A single node runs its jobs before it serves; one of several runs them while it holds
+    // the jobs lease.
+    let (here, keeper, stop_jobs) = match (&replica, &args.store) {
+        (Some((store, terms)), Some(url)) => {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let holder = args.advertise.clone().unwrap_or_else(|| local.to_string());
+            let keeper = runtime.spawn(jobs::keep(
+                store.clone(),
+                url.clone(),
+                Arc::clone(terms),
+                engine.clone(),
+                config,
+                slots.clone(),
+                holder,
+                stopped,
+            ));
+            (None, Some(keeper), Some(stop))
         }
-    }
-    // Persistent-subscription groups start from their checkpoints before the first client can
-    // reach them.
-    let persistent = runtime
-        .block_on(Subscriptions::open(engine.clone()))
-        .context("cannot start the persistent subscriptions")?;
-    // Relays start from their checkpoints; the file's definitions are applied over the stored
-    // ones.
-    let relays = runtime
-        .block_on(Relays::open(engine.clone()))
-        .context("cannot start the relays")?;
-    if let Some(file) = &args.relays {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        for applied in runtime
-            .block_on(relays.apply(&text))
-            .with_context(|| format!("relays in {}", file.display()))?
-        {
-            tracing::info!(?applied, "relay definition applied");
-        }
-    }
+        _ => (
+            Some(runtime.block_on(jobs::run_here(&engine, &config, &slots))?),
+            None,
+            None,
+        ),
+    };
     let mut state =
-        ServerState::new(engine.clone(), limits).with_persistent(Arc::clone(&persistent));
+        ServerState::new(engine.clone(), limits).with_persistent_slot(slots.persistent.clone());
     state.metrics_open = args.metrics_open;
     if args.auth {
         let auth = runtime
@@ -148,7 +138,6 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .context("cannot start authentication")?;
         state = state.with_auth(auth);
     }
-    let catalog = Arc::new(catalog);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -157,14 +146,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let local = listener.local_addr().context("listener address")?;
-        let http = annals_http::HttpState::new(
+        let http = annals_http::HttpState::with_slots(
             state.clone(),
-            Some(catalog),
-            Some(Arc::clone(&relays)),
+            slots.projections.clone(),
+            slots.relays.clone(),
         );
         let mut router =
             annals_grpc::routes(state.clone()).merge(annals_http::routes(http.clone()));
@@ -200,11 +185,17 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("serving failed")
     });
-    // Persistent-subscription groups write their last checkpoints while the store still takes
-    // writes; projections stop after their commits in flight. Each resumes from its checkpoint.
-    runtime.block_on(persistent.shutdown());
-    runtime.block_on(relays.shutdown());
-    projections.shutdown();
+    // The jobs stop while the store still takes writes; each resumes from its checkpoint (on
+    // another node, if one takes the lease).
+    if let Some(jobs) = here {
+        runtime.block_on(jobs::shutdown(jobs));
+    }
+    if let (Some(stop), Some(keeper)) = (stop_jobs, keeper) {
+        stop.send_replace(true);
+        if let Err(e) = runtime.block_on(keeper) {
+            tracing::error!(error = %e, "the jobs' task failed");
+        }
+    }
     // Closing waits for the writer threads, so every append in flight is answered first.
     // A pipeline thread that panicked during the run is reported, and the exit is a failure.
     let closed = engine.close_checked();

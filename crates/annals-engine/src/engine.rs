@@ -45,6 +45,8 @@ pub struct OpenReport {
 #[derive(Clone, Debug)]
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
+    /// The lease this handle's writes are fenced by, on a replica ([`Engine::fenced`]).
+    pub(crate) fence: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -209,7 +211,7 @@ impl Engine {
             threads: Mutex::new(Vec::new()),
             panics: Mutex::new(Vec::new()),
         });
-        let engine = Engine { inner };
+        let engine = Engine { inner, fence: None };
         let recent = engine.recent_events(config.idempotency_window_events)?;
         let writer = Writer::new(
             Arc::clone(&shared),
@@ -317,7 +319,12 @@ impl Engine {
     ) -> Result<AppendResult, EngineError> {
         validate_append(stream, &events)?;
         if let Some(up) = self.upstream() {
-            return self.write_upstream_blocking(up.append(stream.clone(), expected, events));
+            return self.write_upstream_blocking(up.append(
+                stream.clone(),
+                expected,
+                events,
+                self.fence.clone(),
+            ));
         }
         self.submit_blocking(stream, expected, WriteKind::Append(events))
     }
@@ -332,7 +339,7 @@ impl Engine {
         validate_append(stream, &events)?;
         if let Some(up) = self.upstream() {
             return self
-                .write_upstream(up.append(stream.clone(), expected, events))
+                .write_upstream(up.append(stream.clone(), expected, events, self.fence.clone()))
                 .await;
         }
         self.submit(stream, expected, WriteKind::Append(events))
@@ -362,7 +369,11 @@ impl Engine {
     ) -> Result<AppendResult, EngineError> {
         deletable(stream)?;
         if let Some(up) = self.upstream() {
-            return self.write_upstream_blocking(up.soft_delete(stream.clone(), expected));
+            return self.write_upstream_blocking(up.soft_delete(
+                stream.clone(),
+                expected,
+                self.fence.clone(),
+            ));
         }
         self.submit_blocking(stream, expected, WriteKind::SoftDelete)
     }
@@ -375,7 +386,7 @@ impl Engine {
         deletable(stream)?;
         if let Some(up) = self.upstream() {
             return self
-                .write_upstream(up.soft_delete(stream.clone(), expected))
+                .write_upstream(up.soft_delete(stream.clone(), expected, self.fence.clone()))
                 .await;
         }
         self.submit(stream, expected, WriteKind::SoftDelete).await
@@ -389,7 +400,11 @@ impl Engine {
     ) -> Result<AppendResult, EngineError> {
         deletable(stream)?;
         if let Some(up) = self.upstream() {
-            return self.write_upstream_blocking(up.tombstone(stream.clone(), expected));
+            return self.write_upstream_blocking(up.tombstone(
+                stream.clone(),
+                expected,
+                self.fence.clone(),
+            ));
         }
         self.submit_blocking(stream, expected, WriteKind::Tombstone)
     }
@@ -402,7 +417,7 @@ impl Engine {
         deletable(stream)?;
         if let Some(up) = self.upstream() {
             return self
-                .write_upstream(up.tombstone(stream.clone(), expected))
+                .write_upstream(up.tombstone(stream.clone(), expected, self.fence.clone()))
                 .await;
         }
         self.submit(stream, expected, WriteKind::Tombstone).await

@@ -27,6 +27,11 @@ pub enum EngineError {
     /// written.
     #[error("import refused: {0}")]
     ImportRefused(String),
+    /// A job's write (through an [`Engine::fenced`](crate::Engine::fenced) handle) was refused:
+    /// this node does not hold the job's lease in the term it wrote for; another node runs the
+    /// job now. Nothing was written.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The store cannot do this (yet) in the way it is run.
     #[error("{0}")]
     Unsupported(String),

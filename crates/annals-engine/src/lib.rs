@@ -39,4 +39,4 @@ pub use subscription::{
     SUBSCRIPTION_PAGE_EVENTS_MAX, StreamSubscription, StreamSubscriptionPage, Subscription,
     SubscriptionPage,
 };
-pub use upstream::{UPSTREAM_CATCH_UP_TIMEOUT, Upstream, UpstreamAppend};
+pub use upstream::{UPSTREAM_CATCH_UP_TIMEOUT, Upstream, UpstreamAppend, WriteFence};

@@ -22,6 +22,10 @@ pub const UPSTREAM_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 pub type UpstreamAppend =
     Pin<Box<dyn Future<Output = Result<AppendResult, EngineError>> + Send + 'static>>;
 
+/// The lease a write is fenced by ([`Engine::fenced`]): the upstream commits it only while this
+/// node holds that lease, checked in the commit itself.
+pub type WriteFence = Option<Arc<str>>;
+
 /// Where a replica's appends go. The future must not need the caller's runtime to make
 /// progress (it is also awaited from blocking callers): hand the work to a task of its own.
 pub trait Upstream: Send + Sync + Debug {
@@ -30,16 +34,43 @@ pub trait Upstream: Send + Sync + Debug {
         stream: StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
+        fence: WriteFence,
     ) -> UpstreamAppend;
 
     /// Deletes `stream` for good (its tombstone record).
-    fn tombstone(&self, stream: StreamName, expected: ExpectedRevision) -> UpstreamAppend;
+    fn tombstone(
+        &self,
+        stream: StreamName,
+        expected: ExpectedRevision,
+        fence: WriteFence,
+    ) -> UpstreamAppend;
 
     /// Soft-deletes `stream` (`$tb` in its metadata; a later append restores it).
-    fn soft_delete(&self, stream: StreamName, expected: ExpectedRevision) -> UpstreamAppend;
+    fn soft_delete(
+        &self,
+        stream: StreamName,
+        expected: ExpectedRevision,
+        fence: WriteFence,
+    ) -> UpstreamAppend;
 }
 
 impl Engine {
+    /// A handle to the same store whose writes are a job's, fenced by the lease `lease`: on a
+    /// replica the upstream commits them only while this node holds that lease (a node that
+    /// lost it, in a partition or a long pause, can no longer write for the job). On a store of
+    /// its own, where no other node can run the job, the fence changes nothing.
+    pub fn fenced(&self, lease: &str) -> Engine {
+        Engine {
+            inner: Arc::clone(&self.inner),
+            fence: Some(Arc::from(lease)),
+        }
+    }
+
+    /// The lease this handle's writes are fenced by, if any.
+    pub fn fence(&self) -> Option<&str> {
+        self.fence.as_deref()
+    }
+
     /// Makes this store a replica of `upstream`: from now on appends go there. The caller keeps
     /// this store fed through [`Engine::import`].
     pub fn replicate_from(&self, upstream: Arc<dyn Upstream>) {

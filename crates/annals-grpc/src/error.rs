@@ -44,6 +44,12 @@ pub enum GrpcError {
     /// The server is shutting down or the store stopped taking writes.
     #[error("{0}")]
     Unavailable(String),
+    /// Another node runs the persistent-subscription groups (it holds the jobs lease): the
+    /// KurrentDB `not-leader` answer, naming that node so clients reconnect there.
+    #[error(
+        "Leader info available: this node does not run persistent subscriptions; {host}:{port} does"
+    )]
+    NotLeader { host: String, port: u16 },
     /// The store cannot do this in the way it is run (a delete on a store in PostgreSQL).
     #[error("{0}")]
     Unimplemented(String),
@@ -105,6 +111,7 @@ impl GrpcError {
             }
             EngineError::Domain(other) => GrpcError::Internal(other.to_string()),
             EngineError::Stopped(msg) => GrpcError::Unavailable(msg),
+            EngineError::Fenced(msg) => GrpcError::Unavailable(format!("fenced: {msg}")),
             EngineError::Unsupported(msg) => GrpcError::Unimplemented(msg),
             other => {
                 tracing::error!(error = %other, "storage error serving a gRPC call");
@@ -155,6 +162,13 @@ impl From<GrpcError> for Status {
                 let mut s = Status::new(Code::NotFound, message);
                 insert(&mut s, "exception", "stream-not-found");
                 insert(&mut s, "stream-name", &stream);
+                s
+            }
+            GrpcError::NotLeader { host, port } => {
+                let mut s = Status::new(Code::NotFound, message);
+                insert(&mut s, "exception", "not-leader");
+                insert(&mut s, "leader-endpoint-host", &host);
+                insert(&mut s, "leader-endpoint-port", &port.to_string());
                 s
             }
             GrpcError::TooManySubscriptions => Status::resource_exhausted(message),

@@ -44,6 +44,9 @@ pub enum ApiError {
     /// This server runs no relays.
     #[error("this server runs no relays")]
     RelaysDisabled,
+    /// Another node runs the jobs (it holds the jobs lease); its address when known.
+    #[error("{}", elsewhere_message(.0.as_deref()))]
+    JobsElsewhere(Option<String>),
     #[error(transparent)]
     Relay(annals_relay::RelayError),
     /// This server runs without users (no `--auth`).
@@ -53,6 +56,28 @@ pub enum ApiError {
     Auth(annals_server::AuthError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+/// What a node that does not hold the jobs lease says about the jobs.
+pub(crate) fn elsewhere_message(holder: Option<&str>) -> String {
+    match holder {
+        Some(at) => format!(
+            "another node runs projections, relays and persistent subscriptions now: {at}; send this request there"
+        ),
+        None => "another node runs projections, relays and persistent subscriptions now (which one is not known yet); retry".to_owned(),
+    }
+}
+
+/// The jobs of `slot`, or why this node cannot reach them (`disabled` when it runs none).
+pub(crate) fn held<T>(
+    slot: &annals_server::JobSlot<T>,
+    disabled: ApiError,
+) -> Result<std::sync::Arc<T>, ApiError> {
+    match slot.held() {
+        annals_server::Held::Here(t) => Ok(t),
+        annals_server::Held::Off => Err(disabled),
+        annals_server::Held::Elsewhere(at) => Err(ApiError::JobsElsewhere(at)),
+    }
 }
 
 impl From<annals_server::AuthError> for ApiError {
@@ -110,6 +135,7 @@ impl ApiError {
                 simple(StatusCode::SERVICE_UNAVAILABLE, "persistent_disabled")
             }
             ApiError::RelaysDisabled => simple(StatusCode::SERVICE_UNAVAILABLE, "relays_disabled"),
+            ApiError::JobsElsewhere(_) => simple(StatusCode::SERVICE_UNAVAILABLE, "jobs_elsewhere"),
             ApiError::Relay(e) => {
                 use annals_relay::RelayError as R;
                 match e {
@@ -200,6 +226,7 @@ fn engine_answer(e: &EngineError, message: String) -> (StatusCode, serde_json::V
             simple(StatusCode::BAD_REQUEST, "bad_request")
         }
         EngineError::Stopped(_) => simple(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        EngineError::Fenced(_) => simple(StatusCode::SERVICE_UNAVAILABLE, "fenced"),
         EngineError::Log(_) | EngineError::Index(_) => {
             simple(StatusCode::INTERNAL_SERVER_ERROR, "internal")
         }

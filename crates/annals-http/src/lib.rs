@@ -35,7 +35,7 @@ pub mod wire;
 use std::sync::Arc;
 
 use annals_projections::Catalog;
-use annals_server::ServerState;
+use annals_server::{JobSlot, ServerState};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::Uri;
@@ -91,9 +91,9 @@ pub const ROUTES: &[(&str, &str)] = &[
 #[derive(Clone, Debug)]
 pub struct HttpState {
     pub server: ServerState,
-    pub projections: Option<Arc<Catalog>>,
+    pub projections: JobSlot<Catalog>,
     /// The relays this server runs (HTTP only, like projections).
-    pub relays: Option<Arc<annals_relay::Relays>>,
+    pub relays: JobSlot<annals_relay::Relays>,
     /// The rates the status routes report.
     pub status: Arc<status::StatusSampler>,
 }
@@ -104,6 +104,20 @@ impl HttpState {
         server: ServerState,
         projections: Option<Arc<Catalog>>,
         relays: Option<Arc<annals_relay::Relays>>,
+    ) -> Self {
+        Self::with_slots(
+            server,
+            projections.map_or_else(JobSlot::default, JobSlot::here),
+            relays.map_or_else(JobSlot::default, JobSlot::here),
+        )
+    }
+
+    /// [`HttpState::new`] with projections and relays wherever their slots say (on the node
+    /// holding the jobs lease, when several nodes serve one store).
+    pub fn with_slots(
+        server: ServerState,
+        projections: JobSlot<Catalog>,
+        relays: JobSlot<annals_relay::Relays>,
     ) -> Self {
         Self {
             server,

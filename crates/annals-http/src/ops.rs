@@ -34,7 +34,7 @@ pub(crate) async fn metrics(State(state): State<crate::HttpState>) -> Response {
         .server
         .metrics
         .render(engine.head().0, engine.write_failure().is_some());
-    if let Some(relays) = &state.relays {
+    if let Some(relays) = state.relays.get() {
         // The relays' families go before the exposition's closing `# EOF`.
         let families = crate::relays::metrics_text(&relays.list().await);
         match text.rfind("# EOF") {

@@ -271,7 +271,7 @@ fn info_json(info: &GroupInfo) -> Value {
 }
 
 fn subscriptions(state: &ServerState) -> Result<Arc<Subscriptions>, ApiError> {
-    state.persistent.clone().ok_or(ApiError::PersistentDisabled)
+    crate::error::held(&state.persistent, ApiError::PersistentDisabled)
 }
 
 fn key(stream: &str, group: &str) -> Result<GroupKey, ApiError> {

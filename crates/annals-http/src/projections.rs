@@ -34,6 +34,9 @@ use crate::error::{ApiPath, ApiQuery};
 pub enum ProjectionApiError {
     #[error("this server runs no projections")]
     Disabled,
+    /// Another node runs the projections (it holds the jobs lease).
+    #[error("{}", crate::error::elsewhere_message(.0.as_deref()))]
+    Elsewhere(Option<String>),
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -55,6 +58,7 @@ impl IntoResponse for ProjectionApiError {
         let message = self.to_string();
         let (status, code) = match &self {
             ProjectionApiError::Disabled => (StatusCode::NOT_FOUND, "projections_disabled"),
+            ProjectionApiError::Elsewhere(_) => (StatusCode::SERVICE_UNAVAILABLE, "jobs_elsewhere"),
             ProjectionApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ProjectionApiError::Stale { .. } => (StatusCode::CONFLICT, "stale"),
             ProjectionApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -65,6 +69,11 @@ impl IntoResponse for ProjectionApiError {
                     (StatusCode::SERVICE_UNAVAILABLE, "target_unavailable")
                 }
                 CatalogError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                CatalogError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+                CatalogError::Store { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                CatalogError::CatalogTooLarge { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+                }
                 CatalogError::Projection(p) => match p {
                     ProjectionError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
                     ProjectionError::NoSuchTable { .. } => (StatusCode::NOT_FOUND, "no_such_table"),
@@ -93,10 +102,11 @@ impl IntoResponse for ProjectionApiError {
 type Result<T> = std::result::Result<T, ProjectionApiError>;
 
 fn catalog(state: &HttpState) -> Result<Arc<Catalog>> {
-    state
-        .projections
-        .clone()
-        .ok_or(ProjectionApiError::Disabled)
+    match state.projections.held() {
+        annals_server::Held::Here(c) => Ok(c),
+        annals_server::Held::Off => Err(ProjectionApiError::Disabled),
+        annals_server::Held::Elsewhere(at) => Err(ProjectionApiError::Elsewhere(at)),
+    }
 }
 
 /// Runs a blocking runtime call off the async workers.

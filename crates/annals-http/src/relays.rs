@@ -24,7 +24,7 @@ use crate::error::{ApiPath, ApiQuery};
 use crate::{ApiError, HttpState};
 
 fn relays(state: &HttpState) -> Result<Arc<Relays>, ApiError> {
-    state.relays.clone().ok_or(ApiError::RelaysDisabled)
+    crate::error::held(&state.relays, ApiError::RelaysDisabled)
 }
 
 impl From<RelayError> for ApiError {

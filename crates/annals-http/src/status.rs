@@ -268,7 +268,7 @@ fn judge(
 /// Every consumer of the log this server runs, unhealthy first, then by kind and name.
 pub async fn consumers(state: &HttpState) -> Vec<ConsumerRow> {
     let mut rows = Vec::new();
-    if let Some(catalog) = state.projections.clone() {
+    if let Some(catalog) = state.projections.get() {
         let list = tokio::task::spawn_blocking(move || catalog.projections().list())
             .await
             .unwrap_or_default();
@@ -304,7 +304,7 @@ pub async fn consumers(state: &HttpState) -> Vec<ConsumerRow> {
             });
         }
     }
-    if let Some(subs) = state.server.persistent.clone() {
+    if let Some(subs) = state.server.persistent.get() {
         for g in subs.list(None).await {
             let d = &g.definition;
             let name = format!("{}::{}", d.key.source, d.key.group);
@@ -355,7 +355,7 @@ pub async fn consumers(state: &HttpState) -> Vec<ConsumerRow> {
             });
         }
     }
-    if let Some(relays) = state.relays.clone() {
+    if let Some(relays) = state.relays.get() {
         for r in relays.list().await {
             let state_name = serde_json::to_value(r.state)
                 .ok()

@@ -68,6 +68,19 @@ impl PgStore {
         Ok(())
     }
 
+    /// Who holds the lease `name` now, if anyone does (a lapsed lease has no holder).
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<String>, PgStoreError> {
+        let client = self.read_client().await?;
+        let row = client
+            .query_opt(
+                "SELECT holder FROM annals.leases WHERE name = $1 AND expires_at > now()",
+                &[&name],
+            )
+            .await
+            .map_err(PgStoreError::from_pg)?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
     /// The checkpoint of the job `name`, if one was saved.
     pub async fn checkpoint(&self, name: &str) -> Result<Option<u64>, PgStoreError> {
         let client = self.read_client().await?;

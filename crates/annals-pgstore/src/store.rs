@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use crate::error::PgStoreError;
+use crate::lease::Lease;
 use crate::writer::{AppendRequest, Kind, PG_GROUP_COMMIT_APPENDS_MAX};
 
 /// How often a node reads the head row besides following the notifications.
@@ -120,12 +121,26 @@ impl PgStore {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, PgStoreError> {
+        self.append_fenced(stream, expected, events, None).await
+    }
+
+    /// [`PgStore::append`] for a job: with `fence`, the commit transaction also checks that the
+    /// lease is still held in that term (holding its row for the transaction), and refuses the
+    /// append alone with [`PgStoreError::Fenced`] when it is not.
+    pub async fn append_fenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+        fence: Option<Lease>,
+    ) -> Result<AppendResult, PgStoreError> {
         if events.is_empty() {
             return Err(PgStoreError::Input(
                 "an append needs at least one event".to_owned(),
             ));
         }
-        self.submit(stream, expected, events, Kind::Events).await
+        self.submit(stream, expected, events, Kind::Events, fence)
+            .await
     }
 
     /// Deletes `stream` for good if its last revision satisfies `expected`: a `$streamDeleted`
@@ -135,6 +150,16 @@ impl PgStore {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<AppendResult, PgStoreError> {
+        self.tombstone_fenced(stream, expected, None).await
+    }
+
+    /// [`PgStore::tombstone`], fenced as [`PgStore::append_fenced`] is.
+    pub async fn tombstone_fenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        fence: Option<Lease>,
+    ) -> Result<AppendResult, PgStoreError> {
         let event = NewEvent {
             id: uuid::Uuid::new_v4(),
             event_type: annals_core::EventType::new(annals_core::TOMBSTONE_EVENT_TYPE)
@@ -143,7 +168,7 @@ impl PgStore {
             data: bytes::Bytes::new(),
             metadata: bytes::Bytes::new(),
         };
-        self.submit(stream, expected, vec![event], Kind::Tombstone)
+        self.submit(stream, expected, vec![event], Kind::Tombstone, fence)
             .await
     }
 
@@ -154,7 +179,17 @@ impl PgStore {
         stream: &StreamName,
         expected: ExpectedRevision,
     ) -> Result<AppendResult, PgStoreError> {
-        self.submit(stream, expected, Vec::new(), Kind::SoftDelete)
+        self.soft_delete_fenced(stream, expected, None).await
+    }
+
+    /// [`PgStore::soft_delete`], fenced as [`PgStore::append_fenced`] is.
+    pub async fn soft_delete_fenced(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        fence: Option<Lease>,
+    ) -> Result<AppendResult, PgStoreError> {
+        self.submit(stream, expected, Vec::new(), Kind::SoftDelete, fence)
             .await
     }
 
@@ -164,6 +199,7 @@ impl PgStore {
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
         kind: Kind,
+        fence: Option<Lease>,
     ) -> Result<AppendResult, PgStoreError> {
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -173,6 +209,7 @@ impl PgStore {
                 expected,
                 events,
                 kind,
+                fence,
                 reply,
             })
             .await
@@ -208,6 +245,14 @@ impl PgStore {
     /// The last committed position this node knows of.
     pub fn head(&self) -> Position {
         *self.inner.head.borrow()
+    }
+
+    /// The head as the database has it now (one query), which this node then knows of too.
+    pub async fn committed_head(&self) -> Result<Position, PgStoreError> {
+        let client = self.read_client().await?;
+        let head = read_head(&client).await?;
+        self.advance_head(head);
+        Ok(head)
     }
 
     /// A watch of the head: it changes whenever this node learns of a commit (its own, or

@@ -17,6 +17,7 @@ use tokio_postgres::{Client, Config, Statement, Transaction};
 use uuid::Uuid;
 
 use crate::error::PgStoreError;
+use crate::lease::Lease;
 
 /// Most appends one transaction commits.
 pub const PG_GROUP_COMMIT_APPENDS_MAX: usize = 1_024;
@@ -28,6 +29,8 @@ pub(crate) struct AppendRequest {
     /// The events; for a tombstone, its one `$streamDeleted` event; none for a soft delete.
     pub(crate) events: Vec<NewEvent>,
     pub(crate) kind: Kind,
+    /// A job's write: refused unless this lease is held in this term when it commits.
+    pub(crate) fence: Option<Lease>,
     pub(crate) reply: oneshot::Sender<Result<AppendResult, PgStoreError>>,
 }
 
@@ -92,6 +95,7 @@ pub(crate) struct Statements {
     insert_events: Statement,
     set_head: Statement,
     notify: Statement,
+    fences: Statement,
 }
 
 impl Statements {
@@ -111,7 +115,7 @@ impl Statements {
                  ORDER BY s.name, e.revision DESC",
             ),
         )?;
-        let (insert_streams, update_streams, insert_events, set_head, notify) = futures::try_join!(
+        let (insert_streams, update_streams, insert_events, set_head, notify, fences) = futures::try_join!(
             c.prepare(
                 "INSERT INTO annals.streams (id, name, next_revision, tombstoned) \
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[])",
@@ -129,6 +133,10 @@ impl Statements {
             ),
             c.prepare("UPDATE annals.head SET position = $1"),
             c.prepare("SELECT pg_notify('annals_head', $1)"),
+            c.prepare(
+                "SELECT name, holder, token FROM annals.leases \
+                 WHERE name = ANY($1) AND expires_at > now() FOR SHARE",
+            ),
         )?;
         Ok(Self {
             lock_head,
@@ -141,6 +149,7 @@ impl Statements {
             insert_events,
             set_head,
             notify,
+            fences,
         })
     }
 }
@@ -288,16 +297,31 @@ async fn commit(
     meta_names.sort_unstable();
     meta_names.dedup();
     let ids = event_ids(batch);
+    let mut leases: Vec<String> = batch
+        .iter()
+        .filter_map(|r| r.fence.as_ref().map(|f| f.name.clone()))
+        .collect();
+    leases.sort_unstable();
+    leases.dedup();
     // One round trip: the server runs them in order, the head lock first.
     let by_name: [&Param; 1] = [&names];
     let by_id: [&Param; 1] = [&ids];
     let by_meta: [&Param; 1] = [&meta_names];
-    let (head, stream_rows, placed_rows, next_id, meta_rows) = futures::try_join!(
+    let by_lease: [&Param; 1] = [&leases];
+    let fence_rows = async {
+        if leases.is_empty() {
+            Ok(Vec::new())
+        } else {
+            tx.query(&st.fences, &by_lease).await
+        }
+    };
+    let (head, stream_rows, placed_rows, next_id, meta_rows, fence_rows) = futures::try_join!(
         tx.query_one(&st.lock_head, &[]),
         tx.query(&st.streams, &by_name),
         tx.query(&st.placed, &by_id),
         tx.query_one(&st.next_stream_id, &[]),
         tx.query(&st.metadata, &by_meta),
+        fence_rows,
     )?;
     let head: i64 = head.get(0);
     let mut b = Building {
@@ -308,6 +332,14 @@ async fn commit(
         cols: Columns::default(),
         created: annals_core::Timestamp::now().0,
         position: head,
+        held: fence_rows
+            .iter()
+            .map(|row| Lease {
+                name: row.get(0),
+                holder: row.get::<_, Option<String>>(1).unwrap_or_default(),
+                token: row.get(2),
+            })
+            .collect(),
     };
     for row in meta_rows {
         let meta_name: String = row.get(0);
@@ -336,6 +368,9 @@ struct Building {
     cols: Columns,
     created: i64,
     position: i64,
+    /// The leases held now, as the fenced requests' checks see them (their rows are held
+    /// `FOR SHARE` until the transaction ends, so no node can take one meanwhile).
+    held: Vec<Lease>,
 }
 
 impl Building {
@@ -401,6 +436,14 @@ impl Building {
 
     /// Checks one request and adds what it writes; its answer.
     fn request(&mut self, r: &AppendRequest) -> Result<AppendResult, PgStoreError> {
+        if let Some(fence) = &r.fence
+            && !self.held.contains(fence)
+        {
+            return Err(PgStoreError::Fenced {
+                lease: fence.name.clone(),
+                token: fence.token,
+            });
+        }
         let name = r.stream.as_str();
         if r.kind == Kind::Events
             && let Some(result) = idempotent(r, &self.placed)

@@ -334,6 +334,75 @@ async fn a_lapsed_lease_moves_and_fences_the_old_holder() {
     assert_eq!(a.checkpoint("relay-x").await.unwrap(), Some(20));
 }
 
+/// A job's appends are fenced in the commit itself: while its node holds the lease in that term
+/// they commit, alongside unfenced appends in the same batches; once the lease lapsed and
+/// another node took it, the old term's appends are refused alone and write nothing, while the
+/// new term's commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_append_commits_only_in_its_lease_term() {
+    let pg = TempPostgres::start();
+    let a = PgStore::open(&pg.url()).await.unwrap();
+    let b = PgStore::open(&pg.url()).await.unwrap();
+    let ttl = Duration::from_millis(1_500);
+    let (ckpt, orders) = (name("$relay-r-checkpoint"), name("orders-1"));
+    let old = a
+        .acquire_lease("jobs", "node-a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let (fenced, plain) = tokio::join!(
+        a.append_fenced(
+            &ckpt,
+            ExpectedRevision::Any,
+            vec![event(1)],
+            Some(old.clone())
+        ),
+        a.append(&orders, ExpectedRevision::Any, vec![event(2)]),
+    );
+    assert_eq!(fenced.unwrap().position.0 + plain.unwrap().position.0, 3);
+    // The lease lapses (node a paused) and node b takes it.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let new = b
+        .acquire_lease("jobs", "node-b", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new.token > old.token);
+    let (stale, plain, current) = tokio::join!(
+        a.append_fenced(
+            &ckpt,
+            ExpectedRevision::Any,
+            vec![event(3)],
+            Some(old.clone())
+        ),
+        a.append(&orders, ExpectedRevision::Any, vec![event(4)]),
+        b.append_fenced(
+            &ckpt,
+            ExpectedRevision::Any,
+            vec![event(5)],
+            Some(new.clone())
+        ),
+    );
+    assert!(
+        matches!(&stale, Err(PgStoreError::Fenced { lease, token }) if lease == "jobs" && *token == old.token),
+        "{stale:?}"
+    );
+    plain.unwrap();
+    current.unwrap();
+    let soft = a
+        .soft_delete_fenced(&ckpt, ExpectedRevision::Any, Some(old.clone()))
+        .await;
+    assert!(matches!(soft, Err(PgStoreError::Fenced { .. })), "{soft:?}");
+    let tomb = a
+        .tombstone_fenced(&ckpt, ExpectedRevision::Any, Some(old))
+        .await;
+    assert!(matches!(tomb, Err(PgStoreError::Fenced { .. })), "{tomb:?}");
+    // Exactly what was acknowledged is there: two checkpoints, two orders, nothing of the stale term.
+    let checkpoints = a.read_stream(&ckpt, Revision(0), 100).await.unwrap();
+    assert_eq!(checkpoints.len(), 2);
+    assert_eq!(a.read_all(Position(1), 100).await.unwrap().len(), 4);
+}
+
 /// A database at schema version 1 is migrated to the current version when a node opens it,
 /// keeping its events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

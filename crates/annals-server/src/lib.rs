@@ -11,6 +11,7 @@
 //! with ALPN) on each, so KurrentDB clients and HTTP clients share port 2113.
 
 mod auth;
+mod jobs;
 mod limits;
 mod listen;
 mod metrics;
@@ -20,6 +21,7 @@ mod state;
 
 pub use annals_auth::{Auth, AuthError, Principal, UserDetails};
 pub use auth::{authenticate, is_grpc, open_path, refusal};
+pub use jobs::{Held, JobSlot};
 pub use limits::{AppendBudget, Limits};
 pub use listen::{PeerAddr, SHUTDOWN_GRACE, ServeError, TlsFiles, serve};
 pub use metrics::{Api, Metrics};

@@ -7,6 +7,7 @@ use annals_engine::Engine;
 use annals_persistent::Subscriptions;
 use tokio::sync::watch;
 
+use crate::jobs::JobSlot;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 
@@ -16,9 +17,10 @@ pub struct ServerState {
     pub engine: Engine,
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
-    /// The server's persistent-subscription groups, when it runs them (`annals serve` does;
-    /// a state built for a test of another API may not).
-    pub persistent: Option<Arc<Subscriptions>>,
+    /// The server's persistent-subscription groups: here when it runs them (`annals serve`
+    /// does; a state built for a test of another API may not), or on the node holding the jobs
+    /// lease when several nodes serve one store.
+    pub persistent: JobSlot<Subscriptions>,
     /// Users and access control, when the server runs with `--auth`; without, every request
     /// is allowed.
     pub auth: Option<Arc<Auth>>,
@@ -33,7 +35,7 @@ impl ServerState {
             engine,
             limits: Arc::new(limits),
             metrics: Arc::new(Metrics::new()),
-            persistent: None,
+            persistent: JobSlot::default(),
             auth: None,
             metrics_open: false,
             stopping: Arc::new(watch::channel(false).0),
@@ -42,7 +44,13 @@ impl ServerState {
 
     /// The same state, serving `subscriptions`' persistent-subscription groups.
     pub fn with_persistent(mut self, subscriptions: Arc<Subscriptions>) -> Self {
-        self.persistent = Some(subscriptions);
+        self.persistent = JobSlot::here(subscriptions);
+        self
+    }
+
+    /// The same state, with persistent-subscription groups wherever `slot` says.
+    pub fn with_persistent_slot(mut self, slot: JobSlot<Subscriptions>) -> Self {
+        self.persistent = slot;
         self
     }
 

@@ -226,7 +226,7 @@ pub(crate) async fn projection(
             "projections are for $admins and $ops",
         );
     }
-    let Some(catalog) = state.projections.clone() else {
+    let Some(catalog) = state.projections.get() else {
         return problem(
             nav,
             StatusCode::NOT_FOUND,
@@ -326,7 +326,7 @@ pub(crate) async fn subscriptions(State(state): State<HttpState>, req: Request) 
             "this page is for $admins and $ops",
         );
     }
-    let Some(subs) = state.server.persistent.clone() else {
+    let Some(subs) = state.server.persistent.get() else {
         return render(SubscriptionsPage {
             nav,
             enabled: false,
@@ -404,7 +404,7 @@ pub(crate) async fn relays(State(state): State<HttpState>, req: Request) -> Resp
         );
     }
     let mut relays = Vec::new();
-    if let Some(r) = state.relays.clone() {
+    if let Some(r) = state.relays.get() {
         for s in r.list().await {
             relays.push(RelayView {
                 url_name: url_segment(&s.name),

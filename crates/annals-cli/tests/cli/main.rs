@@ -25,6 +25,7 @@ mod grpc_bench;
 mod import;
 mod persistent;
 mod postgres;
+mod postgres_nodes;
 mod projections;
 mod relays;
 mod roundtrip;

@@ -62,10 +62,30 @@ impl PersistentService {
     }
 
     fn subscriptions(&self) -> Result<Arc<Subscriptions>, Status> {
-        self.state
-            .persistent
-            .clone()
-            .ok_or_else(|| Status::unavailable("this server runs no persistent subscriptions"))
+        subscriptions(&self.state)
+    }
+}
+
+/// The groups, where this node runs them; where another node does, the `not-leader` answer
+/// that sends clients there.
+fn subscriptions(state: &ServerState) -> Result<Arc<Subscriptions>, Status> {
+    match state.persistent.held() {
+        annals_server::Held::Here(subs) => Ok(subs),
+        annals_server::Held::Off => Err(Status::unavailable(
+            "this server runs no persistent subscriptions",
+        )),
+        annals_server::Held::Elsewhere(at) => {
+            let leader = at.as_deref().and_then(|a| {
+                let (host, port) = a.rsplit_once(':')?;
+                Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+            });
+            Err(match leader {
+                Some((host, port)) => GrpcError::NotLeader { host, port }.into(),
+                None => Status::unavailable(
+                    "another node runs the persistent subscriptions; which one is not known yet",
+                ),
+            })
+        }
     }
 }
 
@@ -121,10 +141,7 @@ pub(crate) async fn start_read(
     state: ServerState,
     request: Request<Streaming<ReadReq>>,
 ) -> Result<Answers, Status> {
-    let subs = state
-        .persistent
-        .clone()
-        .ok_or_else(|| Status::unavailable("this server runs no persistent subscriptions"))?;
+    let subs = subscriptions(&state)?;
 
     let label = ConnectionLabel {
         from: request

@@ -1,0 +1,484 @@
+//! Several `annals serve` nodes on one store in PostgreSQL under load: 64 writers over three
+//! nodes, a live subscriber per node, the node running the jobs killed mid-load and started
+//! again, and its projection taken over by another node from its checkpoint.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use annals_testkit::postgres::TempPostgres;
+use serde_json::Value;
+
+use crate::support::Server;
+
+/// A view of every `Placed` event of the `order` category, one row per event and no key, so an
+/// event applied twice shows as a second row.
+const VIEW: &str = r#"
+[[projection]]
+name = "placed"
+source = { category = "order" }
+tables = ["placed"]
+setup = ["CREATE TABLE {placed} (position BIGINT NOT NULL, stream TEXT NOT NULL)"]
+
+[[projection.handler]]
+event_type = "Placed"
+sql = "INSERT INTO {placed} (position, stream) VALUES ($1, $2)"
+params = ["position", "stream"]
+"#;
+
+const WRITERS: u64 = 64;
+const APPENDS_PER_WRITER: u64 = 12;
+
+fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Appends one `Placed` event with the id `id` (a retry on another node stays idempotent); its
+/// position, or `None` if the node did not acknowledge it.
+fn append(client: &reqwest::blocking::Client, base: &str, stream: &str, id: &str) -> Option<u64> {
+    let body = serde_json::json!({"events": [{"id": id, "type": "Placed", "data": {}}]});
+    let resp = client
+        .post(format!("{base}/streams/{stream}"))
+        .json(&body)
+        .send()
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json::<Value>().ok()?["position"].as_u64()
+}
+
+/// Every event of `$all` as one node serves it: (position, stream, type).
+fn all_events(client: &reqwest::blocking::Client, base: &str) -> Vec<(u64, String, String)> {
+    let mut out = Vec::new();
+    let mut from = 1u64;
+    loop {
+        let page: Value = client
+            .get(format!("{base}/all?from={from}&count=1000"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let events = page["events"].as_array().unwrap();
+        out.extend(events.iter().map(|e| {
+            (
+                e["position"].as_u64().unwrap(),
+                e["stream"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap().to_owned(),
+            )
+        }));
+        if page["endReached"].as_bool().unwrap_or(true) || events.is_empty() {
+            return out;
+        }
+        from = page["next"].as_u64().unwrap();
+    }
+}
+
+/// The live feed's positions from 1 on, until one at or past `until` (or the feed ends).
+fn live_positions(base: &str, until: Arc<AtomicU64>) -> Vec<u64> {
+    use std::io::{BufRead, BufReader};
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+        .get(format!("{base}/all/live?from=start"))
+        .send()
+        .unwrap();
+    let mut out = Vec::new();
+    let mut checkpoint = false;
+    for line in BufReader::new(resp).lines() {
+        let Ok(line) = line else { break };
+        if line.is_empty() {
+            checkpoint = false;
+        } else if line == "event: checkpoint" {
+            checkpoint = true;
+        } else if let Some(id) = line.strip_prefix("id: ")
+            && !checkpoint
+        {
+            let p: u64 = id.parse().unwrap();
+            out.push(p);
+            if p >= until.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Which node answers for the projections (the holder of the jobs lease), once exactly one
+/// does and every other names it; waits up to `within`.
+fn jobs_holder(client: &reqwest::blocking::Client, bases: &[String], within: Duration) -> usize {
+    jobs_holder_as(client, bases, within, None)
+}
+
+/// [`jobs_holder`], asking as the user `login` with `password` when given.
+fn jobs_holder_as(
+    client: &reqwest::blocking::Client,
+    bases: &[String],
+    within: Duration,
+    user: Option<(&str, &str)>,
+) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let answers: Vec<(u16, Value)> = bases
+            .iter()
+            .map(|b| {
+                let mut req = client.get(format!("{b}/projections"));
+                if let Some((login, password)) = user {
+                    req = req.basic_auth(login, Some(password));
+                }
+                req.send()
+            })
+            .map(|answer| match answer {
+                Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+                Err(_) => (0, Value::Null),
+            })
+            .collect();
+        let serving: Vec<usize> = (0..bases.len()).filter(|&i| answers[i].0 == 200).collect();
+        if let [holder] = serving[..] {
+            let address = bases[holder].trim_start_matches("http://");
+            let others_name_it = answers.iter().enumerate().all(|(i, (status, body))| {
+                i == holder
+                    || *status == 0
+                    || (*status == 503
+                        && body["error"] == "jobs_elsewhere"
+                        && body["message"].as_str().unwrap_or("").contains(address))
+            });
+            if others_name_it {
+                return holder;
+            }
+        }
+        assert!(
+            serving.len() <= 1,
+            "two nodes run the jobs at once: {answers:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no single node runs the jobs: {answers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The projection's rows, read from the store's database (its default target).
+fn view_positions(pg: &TempPostgres) -> Vec<i64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .query("SELECT position FROM placed ORDER BY position", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    })
+}
+
+/// Three nodes, 64 writers spread over them, a live subscriber per node from position 1. The
+/// node running the jobs is killed with SIGKILL a third of the way in and started again: every
+/// acknowledged append is in the store where its answer said, positions are 1..N with none
+/// missing, every surviving subscriber (and one started on the restarted node) saw exactly 1..N
+/// in order, another node took the jobs within 10 s, and the projection it resumed holds every
+/// `Placed` event exactly once.
+#[test]
+fn sixty_four_writers_three_nodes_and_the_jobs_node_killed() {
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let work = tempfile::tempdir().unwrap();
+    let view = work.path().join("view.toml");
+    std::fs::write(&view, VIEW).unwrap();
+    let view_arg = view.to_str().unwrap().to_owned();
+    let args = [
+        "--store",
+        &url,
+        "--durability",
+        "none",
+        "--projections",
+        &view_arg,
+    ];
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Server> = dirs
+        .iter()
+        .map(|d| Server::start(d.path(), &args))
+        .collect();
+    let mut bases: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let client = http_client();
+    let holder = jobs_holder(&client, &bases, Duration::from_secs(20));
+
+    let until = Arc::new(AtomicU64::new(u64::MAX));
+    let subscribers: Vec<_> = bases
+        .iter()
+        .map(|base| {
+            let (base, until) = (base.clone(), Arc::clone(&until));
+            std::thread::spawn(move || live_positions(&base, until))
+        })
+        .collect();
+    let live_bases = Arc::new(parking_lot::RwLock::new(bases.clone()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (live_bases, done) = (Arc::clone(&live_bases), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let client = http_client();
+                let stream = format!("order-{w}");
+                let mut acked = Vec::new();
+                for i in 0..APPENDS_PER_WRITER {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    // A refused or unanswered append goes to the next node, same event id.
+                    for attempt in 0..30u64 {
+                        let base = {
+                            let bases = live_bases.read();
+                            bases[((w + i + attempt) % 3) as usize].clone()
+                        };
+                        if let Some(p) = append(&client, &base, &stream, &id) {
+                            acked.push((p, stream.clone()));
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                acked
+            })
+        })
+        .collect();
+
+    // A third of the way in, the node running the jobs dies.
+    let total = usize::try_from(WRITERS * APPENDS_PER_WRITER).unwrap();
+    while done.load(Ordering::SeqCst) < total / 3 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = nodes[holder].child.kill();
+    let _ = nodes[holder].child.wait();
+    let killed_at = Instant::now();
+    let survivors: Vec<String> = (0..3)
+        .filter(|&i| i != holder)
+        .map(|i| bases[i].clone())
+        .collect();
+    let next = jobs_holder(&client, &survivors, Duration::from_secs(30));
+    let moved_in = killed_at.elapsed();
+    eprintln!("the jobs moved from node {holder} to another {moved_in:?} after it was killed");
+    assert!(
+        moved_in < Duration::from_secs(10),
+        "the jobs moved {moved_in:?} after their node died"
+    );
+    // The killed node comes back on its directory and takes writes again.
+    nodes[holder] = Server::start(dirs[holder].path(), &args);
+    bases[holder] = format!("http://{}", nodes[holder].addr);
+    live_bases.write()[holder] = bases[holder].clone();
+
+    let mut acked: Vec<(u64, String)> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    acked.sort_unstable();
+    assert_eq!(acked.len(), total, "every append was acknowledged at last");
+    // One more event marks the end for the subscribers.
+    let marker = append(
+        &client,
+        &survivors[0],
+        "end-1",
+        &uuid::Uuid::new_v4().to_string(),
+    )
+    .expect("the marker append");
+    until.store(marker, Ordering::SeqCst);
+    append(
+        &client,
+        &survivors[0],
+        "end-2",
+        &uuid::Uuid::new_v4().to_string(),
+    );
+
+    // Every node serves the same dense $all, with each acknowledged append where it said.
+    let all = all_events(&client, &bases[0]);
+    let positions: Vec<u64> = all.iter().map(|e| e.0).collect();
+    assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
+    for base in &bases[1..] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut theirs = all_events(&client, base);
+        while theirs.len() < all.len() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            theirs = all_events(&client, base);
+        }
+        assert_eq!(theirs, all, "{base} serves another $all");
+    }
+    for (p, stream) in &acked {
+        let e = &all[usize::try_from(*p - 1).unwrap()];
+        assert_eq!((&e.0, &e.1), (p, stream), "acknowledged append at {p}");
+    }
+    // Subscribers: each survivor's saw 1..N in order; a new one on the restarted node too.
+    let restarted = {
+        let (base, until) = (bases[holder].clone(), Arc::clone(&until));
+        std::thread::spawn(move || live_positions(&base, until))
+    };
+    for (node, sub) in subscribers.into_iter().enumerate() {
+        let seen = sub.join().unwrap();
+        if node == holder {
+            continue; // its node was killed under it
+        }
+        assert!(
+            seen.len() as u64 >= marker,
+            "node {node}'s subscriber stopped short"
+        );
+        assert_eq!(
+            seen,
+            (1..=seen.len() as u64).collect::<Vec<_>>(),
+            "node {node}"
+        );
+    }
+    let seen = restarted.join().unwrap();
+    assert!(seen.len() as u64 >= marker);
+    assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>());
+
+    // The projection, resumed on the new holder, holds every Placed event exactly once.
+    let placed: Vec<i64> = all
+        .iter()
+        .filter(|e| e.1.starts_with("order-") && e.2 == "Placed")
+        .map(|e| i64::try_from(e.0).unwrap())
+        .collect();
+    let wait = client
+        .get(format!(
+            "{}/projections/placed/wait?position={}&timeoutMs=15000",
+            survivors[next],
+            all.len()
+        ))
+        .send()
+        .unwrap();
+    let status = wait.status();
+    assert!(status.is_success(), "{status}: {}", wait.text().unwrap());
+    let rows = view_positions(&pg);
+    let distinct: BTreeSet<i64> = rows.iter().copied().collect();
+    assert_eq!(distinct.len(), rows.len(), "an event applied twice");
+    assert_eq!(rows, placed, "the view after the jobs moved");
+}
+
+/// Two nodes with users on: a user created through one node signs in on the other at once
+/// (users live in the store, and each node follows their stream); a KurrentDB client connected
+/// to the node without the jobs is told `not-leader` with the other node's address, reconnects
+/// there by itself, and its persistent subscription delivers.
+#[test]
+fn users_and_persistent_subscriptions_across_two_nodes() {
+    use kurrentdb::{
+        AppendToStreamOptions, EventData, PersistentSubscriptionOptions, StreamPosition,
+        SubscribeToPersistentSubscriptionOptions,
+    };
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let args = [
+        "--store",
+        &url,
+        "--durability",
+        "none",
+        "--auth",
+        "--insecure-allow-plaintext-auth",
+        "--admin-password",
+        "changeit",
+    ];
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Server> = dirs
+        .iter()
+        .map(|d| Server::start(d.path(), &args))
+        .collect();
+    let bases: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let client = http_client();
+    let admin = Some(("admin", "changeit"));
+    let holder = jobs_holder_as(&client, &bases, Duration::from_secs(20), admin);
+    let other = 1 - holder;
+
+    // A user created on one node signs in on the other.
+    let created = client
+        .post(format!("{}/users", bases[holder]))
+        .basic_auth("admin", Some("changeit"))
+        .json(
+            &serde_json::json!({"login": "ann", "password": "pw", "fullName": "Ann", "groups": []}),
+        )
+        .send()
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.text().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let me = client
+            .get(format!("{}/users/ann", bases[other]))
+            .basic_auth("ann", Some("pw"))
+            .send()
+            .unwrap();
+        if me.status().is_success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ann cannot sign in on the other node: {}",
+            me.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    crate::support::runtime().block_on(async {
+        let settings = format!("kurrentdb://admin:changeit@{}?tls=false", nodes[other].addr);
+        let c = kurrentdb::Client::new(settings.parse().unwrap()).unwrap();
+        let events: Vec<EventData> = (0..5)
+            .map(|n| EventData::json("Numbered", &serde_json::json!({ "n": n })).unwrap())
+            .collect();
+        c.append_to_stream("ledger-1", &AppendToStreamOptions::default(), events)
+            .await
+            .unwrap();
+        let options = PersistentSubscriptionOptions::default().start_from(StreamPosition::Start);
+        // The node without the jobs names the one with them; the client goes there.
+        let first = c
+            .create_persistent_subscription("ledger-1", "g", &options)
+            .await;
+        match first {
+            Err(kurrentdb::Error::NotLeaderException(leader)) => {
+                assert_eq!(
+                    u32::from(nodes[holder].addr.port()),
+                    leader.port,
+                    "{leader:?}"
+                );
+            }
+            other => panic!("expected not-leader from the node without the jobs: {other:?}"),
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match c
+                .create_persistent_subscription("ledger-1", "g", &options)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the client did not reach the jobs' node: {e:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let mut sub = c
+            .subscribe_to_persistent_subscription(
+                "ledger-1",
+                "g",
+                &SubscribeToPersistentSubscriptionOptions::default(),
+            )
+            .await
+            .unwrap();
+        for n in 0..5u64 {
+            let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await
+                .expect("a delivery within 10 s")
+                .unwrap();
+            assert_eq!(e.get_original_event().revision, n);
+            sub.ack(&e).await.unwrap();
+        }
+    });
+}
