@@ -81,3 +81,10 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The benches' official-client mode (`--features kurrentdb-client`, off in the shipped binary) is
 # built and tested too, so no case is dropped.
 cargo test --workspace --locked --features annals-cli/kurrentdb-client
+
+# One suite, two backends: the gRPC tests through the official KurrentDB client and the HTTP API
+# tests once more, each server's store a replica of a store in PostgreSQL (a database per test
+# on one throwaway server). The engine's model test runs on both stores in the run above.
+cargo run --locked --quiet -p annals-testkit --bin with-postgres -- bash -c '
+  cargo test --locked -p annals-grpc --test grpc kurrentdb_client &&
+  cargo test --locked -p annals-http --test api'

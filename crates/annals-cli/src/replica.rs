@@ -1,123 +1,14 @@
 //! `annals serve --store postgres://…`: the node's store directory becomes a replica of the
 //! store in PostgreSQL. At start it catches up (refusing a directory that holds another store);
-//! then a follower task pages every new commit of any node into it through `Engine::import`,
-//! and the engine's appends go to Postgres (`annals_engine::Upstream`), each answered once this
-//! node has imported it. Reads, subscriptions, projections and relays run on the local copy
+//! then it is the store's replica (`annals_replica`): a follower pages every new commit of any
+//! node into it, and the engine's appends go to Postgres, each answered once this node has
+//! imported it. Reads, subscriptions, projections and relays run on the local copy
 //! unchanged; the directory is a cache, rebuilt from Postgres if wiped.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
-
-use annals_core::{ExpectedRevision, NewEvent, Position, StreamName};
-use annals_engine::{Engine, EngineError, Upstream, UpstreamAppend, WriteFence};
-use annals_pgstore::{Lease, PgStore, PgStoreError};
+use annals_engine::Engine;
+use annals_pgstore::PgStore;
+pub(crate) use annals_replica::Terms;
 use anyhow::Context as _;
-
-/// Events the follower imports per step.
-const REPLICA_PAGE_EVENTS: usize = 4_096;
-/// How long the follower waits before trying again after a failed step, and at most between
-/// two looks at the upstream's head.
-const REPLICA_RETRY: Duration = Duration::from_secs(1);
-
-/// The lease terms this node holds now, by lease name: a fenced write carries its lease's
-/// term, and is refused at once when this node holds none.
-pub(crate) type Terms = Arc<parking_lot::RwLock<HashMap<String, Lease>>>;
-
-/// Appends through a store in Postgres.
-#[derive(Debug)]
-struct PgUpstream {
-    store: PgStore,
-    terms: Terms,
-}
-
-impl PgUpstream {
-    /// The term a fenced write commits under.
-    fn term(&self, fence: &WriteFence) -> Result<Option<Lease>, EngineError> {
-        let Some(name) = fence else {
-            return Ok(None);
-        };
-        match self.terms.read().get(&**name) {
-            Some(lease) => Ok(Some(lease.clone())),
-            None => Err(EngineError::Fenced(format!(
-                "this node does not hold the lease {name}; another node runs its jobs"
-            ))),
-        }
-    }
-}
-
-/// A write refused before it reached the store.
-fn refused(e: EngineError) -> UpstreamAppend {
-    Box::pin(async move { Err(e) })
-}
-
-impl Upstream for PgUpstream {
-    fn append(
-        &self,
-        stream: StreamName,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-        fence: WriteFence,
-    ) -> UpstreamAppend {
-        let term = match self.term(&fence) {
-            Ok(term) => term,
-            Err(e) => return refused(e),
-        };
-        let store = self.store.clone();
-        Box::pin(async move {
-            store
-                .append_fenced(&stream, expected, events, term)
-                .await
-                .map_err(engine_error)
-        })
-    }
-
-    fn soft_delete(
-        &self,
-        stream: StreamName,
-        expected: ExpectedRevision,
-        fence: WriteFence,
-    ) -> UpstreamAppend {
-        let term = match self.term(&fence) {
-            Ok(term) => term,
-            Err(e) => return refused(e),
-        };
-        let store = self.store.clone();
-        Box::pin(async move {
-            store
-                .soft_delete_fenced(&stream, expected, term)
-                .await
-                .map_err(engine_error)
-        })
-    }
-
-    fn tombstone(
-        &self,
-        stream: StreamName,
-        expected: ExpectedRevision,
-        fence: WriteFence,
-    ) -> UpstreamAppend {
-        let term = match self.term(&fence) {
-            Ok(term) => term,
-            Err(e) => return refused(e),
-        };
-        let store = self.store.clone();
-        Box::pin(async move {
-            store
-                .tombstone_fenced(&stream, expected, term)
-                .await
-                .map_err(engine_error)
-        })
-    }
-}
-
-fn engine_error(e: PgStoreError) -> EngineError {
-    match e {
-        PgStoreError::Domain(d) => EngineError::Domain(d),
-        e @ PgStoreError::Fenced { .. } => EngineError::Fenced(e.to_string()),
-        other => EngineError::Stopped(format!("the store in PostgreSQL: {other}")),
-    }
-}
 
 /// Opens the store at `url`, brings `engine` up to its head, and makes `engine` its replica
 /// (appends go there; a follower on this runtime keeps the copy current). The store, and the
@@ -137,67 +28,18 @@ pub(crate) async fn start(url: &str, engine: &Engine) -> anyhow::Result<(PgStore
     // The same check and copy as `annals migrate`: the directory must be this store's.
     let (_, head, _) = crate::migrate::copy(&store, engine).await?;
     tracing::info!(head = head.0, "caught up with the store in PostgreSQL");
-    let terms = Terms::default();
-    engine.replicate_from(Arc::new(PgUpstream {
-        store: store.clone(),
-        terms: Arc::clone(&terms),
-    }));
-    tokio::spawn(follow(store.clone(), engine.clone()));
+    let terms = annals_replica::replicate(&store, engine);
     Ok((store, terms))
-}
-
-/// Imports the next page; returns the new head.
-async fn step(store: &PgStore, engine: &Engine) -> anyhow::Result<Position> {
-    let events = store
-        .read_all(engine.head().next(), REPLICA_PAGE_EVENTS)
-        .await?;
-    if events.is_empty() {
-        return Ok(engine.head());
-    }
-    Ok(engine.import_async(&events).await?)
-}
-
-/// Keeps `engine` current with `store` until the engine closes.
-async fn follow(store: PgStore, engine: Engine) {
-    let mut head = store.head_watch();
-    // The engine's head signal closes with the engine.
-    let closed = |engine: &Engine| engine.head_watch().has_changed().is_err();
-    while !closed(&engine) {
-        let target = *head.borrow_and_update();
-        while engine.head() < target && !closed(&engine) {
-            if let Err(e) = step(&store, &engine).await {
-                tracing::warn!(error = %e, "cannot copy from the store in PostgreSQL; retrying");
-                tokio::time::sleep(REPLICA_RETRY).await;
-                break;
-            }
-        }
-        if let Ok(Err(_)) = tokio::time::timeout(REPLICA_RETRY, head.changed()).await {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use annals_core::{ContentType, Direction, EventType, Revision};
+    use annals_core::{
+        ContentType, Direction, EventType, ExpectedRevision, NewEvent, Revision, StreamName,
+    };
     use annals_engine::{Durability, EngineConfig};
     use annals_testkit::postgres::TempPostgres;
-
-    #[test]
-    fn a_domain_error_stays_one_and_the_rest_says_unavailable() {
-        let d = annals_core::DomainError::StreamNotFound {
-            stream: "s".to_owned(),
-        };
-        assert!(matches!(
-            engine_error(PgStoreError::Domain(d)),
-            EngineError::Domain(_)
-        ));
-        assert!(matches!(
-            engine_error(PgStoreError::Unavailable("down".to_owned())),
-            EngineError::Stopped(_)
-        ));
-    }
 
     fn event(i: u32) -> NewEvent {
         NewEvent {

@@ -109,6 +109,50 @@ impl ExpectedRevision {
         }
     }
 
+    /// KurrentDB's rule for an append that may be a retry (every store applies the same). The
+    /// append's events' ids are looked up with `placed` (the stream, revision and position an
+    /// id was written at, if it was). It is a retry when its first event was written to this
+    /// stream at a place this expected revision allows: then every event must have been written
+    /// there, in order, and the answer is the original one (`Ok(Some)`); if only some were, it is
+    /// neither a retry nor new, and is refused as a wrong expected revision (`current` is the
+    /// stream's last revision now). Anything else is a new append (`Ok(None)`).
+    pub fn retry_of<'a>(
+        self,
+        stream: &str,
+        ids: impl IntoIterator<Item = Option<(&'a str, u64, u64)>>,
+        current: Option<u64>,
+    ) -> Result<Option<AppendResult>, crate::DomainError> {
+        let mut ids = ids.into_iter();
+        let Some(Some((first_stream, first_revision, first_position))) = ids.next() else {
+            return Ok(None);
+        };
+        if first_stream != stream || !self.is_satisfied_by(first_revision.checked_sub(1)) {
+            return Ok(None);
+        }
+        let mut last = (first_revision, first_position);
+        for (i, placed) in ids.enumerate() {
+            match placed {
+                Some((s, revision, position))
+                    if s == stream
+                        && first_revision.checked_add(i as u64 + 1) == Some(revision) =>
+                {
+                    last = (revision, position);
+                }
+                _ => {
+                    return Err(crate::DomainError::WrongExpectedRevision {
+                        stream: stream.to_owned(),
+                        expected: self,
+                        actual: current,
+                    });
+                }
+            }
+        }
+        Ok(Some(AppendResult {
+            next_revision: Revision(last.0),
+            position: Position(last.1),
+        }))
+    }
+
     /// Whether a stream whose last revision is `current` (None: no events) satisfies this.
     pub fn is_satisfied_by(self, current: Option<u64>) -> bool {
         match self {
@@ -150,6 +194,46 @@ pub enum Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A retry is judged by where its ids were written: the whole append where the expected
+    /// revision put it answers as before; part of it is refused; anything else is new.
+    #[test]
+    fn a_retry_is_what_its_first_id_and_expected_revision_say() {
+        use ExpectedRevision::*;
+        // Two events written to "s" at revisions 3 and 4, positions 10 and 11.
+        let at = |r: u64, p: u64| Some(("s", r, p));
+        let whole = [at(3, 10), at(4, 11)];
+        let answer = Exact(2).retry_of("s", whole, Some(4)).unwrap().unwrap();
+        assert_eq!(
+            (answer.next_revision, answer.position),
+            (Revision(4), Position(11))
+        );
+        assert!(Any.retry_of("s", whole, Some(4)).unwrap().is_some());
+        // The expected revision does not fit where the first event went: a new append.
+        assert!(Exact(4).retry_of("s", whole, Some(4)).unwrap().is_none());
+        assert!(NoStream.retry_of("s", whole, Some(4)).unwrap().is_none());
+        // Written to another stream, or never: new.
+        assert!(Any.retry_of("t", whole, Some(4)).unwrap().is_none());
+        assert!(
+            Any.retry_of("s", [None, at(4, 11)], Some(4))
+                .unwrap()
+                .is_none()
+        );
+        // Only part of it, or out of order: neither.
+        for partial in [
+            [at(3, 10), None],
+            [at(3, 10), at(5, 12)],
+            [at(3, 10), Some(("t", 4, 11))],
+        ] {
+            assert!(matches!(
+                Any.retry_of("s", partial, Some(5)),
+                Err(crate::DomainError::WrongExpectedRevision {
+                    actual: Some(5),
+                    ..
+                })
+            ));
+        }
+    }
 
     #[test]
     fn expected_revision_rules() {

@@ -274,6 +274,11 @@ impl Engine {
         self.inner.shutdown();
     }
 
+    /// Whether [`Engine::close`] was called (by any clone): the head signal says nothing more.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.head.is_closed()
+    }
+
     /// Why the store stopped taking writes after a failure (a failed log write or sync, a failed
     /// index update), or `None` while it takes them. Reads go on either way.
     pub fn write_failure(&self) -> Option<String> {

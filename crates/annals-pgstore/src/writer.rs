@@ -445,11 +445,6 @@ impl Building {
             });
         }
         let name = r.stream.as_str();
-        if r.kind == Kind::Events
-            && let Some(result) = idempotent(r, &self.placed)
-        {
-            return Ok(result);
-        }
         let row = self.row(name);
         if row.tombstoned {
             return Err(DomainError::StreamDeleted {
@@ -457,15 +452,21 @@ impl Building {
             }
             .into());
         }
+        let current = u64::try_from(row.next_revision)
+            .ok()
+            .and_then(|n| n.checked_sub(1));
+        // A retry is judged after the tombstone and before everything else, as every store does.
+        if r.kind == Kind::Events
+            && let Some(result) = retry_of(r, &self.placed, current)?
+        {
+            return Ok(result);
+        }
         let soft_deleted = !r.stream.is_metadata_stream()
             && self
                 .meta
                 .get(name)
                 .and_then(|json| StreamMetadata::parse(json).ok())
                 .is_some_and(|m| m.is_soft_deleted());
-        let current = u64::try_from(row.next_revision)
-            .ok()
-            .and_then(|n| n.checked_sub(1));
         r.expected
             .check(name, current, soft_deleted, r.kind == Kind::SoftDelete)?;
         match r.kind {
@@ -593,36 +594,46 @@ pub(crate) fn streams_from(rows: Vec<tokio_postgres::Row>) -> HashMap<String, St
 
 /// The rows of [`PLACED_SQL`] by event id.
 fn placed_from(rows: Vec<tokio_postgres::Row>) -> HashMap<Uuid, Placed> {
-    rows.into_iter()
-        .map(|row| {
-            (
-                row.get(0),
-                Placed {
-                    stream: row.get(1),
-                    revision: row.get(2),
-                    position: row.get(3),
-                },
-            )
-        })
-        .collect()
+    // An id written more than once (a new append reusing it) counts where it was written last,
+    // as in the embedded store.
+    let mut placed: HashMap<Uuid, Placed> = HashMap::new();
+    for row in rows {
+        let at = Placed {
+            stream: row.get(1),
+            revision: row.get(2),
+            position: row.get(3),
+        };
+        match placed.entry(row.get(0)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if e.get().position < at.position {
+                    e.insert(at);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(at);
+            }
+        }
+    }
+    placed
 }
 
-/// The original answer to `r` if all its events are already in its stream at consecutive
-/// revisions (a retry): the append is idempotent and writes nothing.
-fn idempotent(r: &AppendRequest, placed: &HashMap<Uuid, Placed>) -> Option<AppendResult> {
-    let mut last: Option<&Placed> = None;
-    for e in &r.events {
-        let p = placed.get(&e.id)?;
-        if p.stream != r.stream.as_str() || last.is_some_and(|l| l.revision + 1 != p.revision) {
-            return None;
-        }
-        last = Some(p);
-    }
-    let last = last?;
-    Some(AppendResult {
-        next_revision: Revision(u64::try_from(last.revision).ok()?),
-        position: Position(u64::try_from(last.position).ok()?),
-    })
+/// What KurrentDB's retry rule (`ExpectedRevision::retry_of`) says of `r`, given where its
+/// event ids already are and its stream's last revision `current`.
+fn retry_of(
+    r: &AppendRequest,
+    placed: &HashMap<Uuid, Placed>,
+    current: Option<u64>,
+) -> Result<Option<AppendResult>, DomainError> {
+    let at = r.events.iter().map(|e| {
+        placed.get(&e.id).map(|p| {
+            (
+                p.stream.as_str(),
+                u64::try_from(p.revision).unwrap_or(0),
+                u64::try_from(p.position).unwrap_or(0),
+            )
+        })
+    });
+    r.expected.retry_of(r.stream.as_str(), at, current)
 }
 
 /// After a connection died during a commit: on a new connection, takes the head row lock (so
@@ -648,12 +659,12 @@ fn answer_unknown(
     for r in batch.drain(..) {
         let answer = match &outcome {
             // Only an append's event ids tell whether it happened.
-            Some(placed) if r.kind == Kind::Events => match idempotent(&r, placed) {
-                Some(result) => {
+            Some(placed) if r.kind == Kind::Events => match retry_of(&r, placed, None) {
+                Ok(Some(result)) => {
                     head.send_if_modified(|h| advance(h, result.position));
                     Ok(result)
                 }
-                None => Err(PgStoreError::Unavailable(
+                _ => Err(PgStoreError::Unavailable(
                     "the connection was lost during the commit, which did not happen".to_owned(),
                 )),
             },

@@ -33,6 +33,8 @@ pub mod postgres;
 pub mod rabbitmq;
 pub mod random;
 pub mod storage;
+#[cfg(feature = "replica")]
+pub mod store;
 #[cfg(test)]
 mod tidy;
 pub mod verify;

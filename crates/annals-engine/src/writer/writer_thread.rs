@@ -483,38 +483,13 @@ impl Writer {
         expected: ExpectedRevision,
         events: &[NewEvent],
     ) -> Result<Option<AppendResult>, EngineError> {
-        let Some(first) = events.first().and_then(|e| self.recent_ids.get(&e.id)) else {
-            return Ok(None);
-        };
-        if *first.stream != *stream.as_str()
-            || !expected.is_satisfied_by(first.revision.checked_sub(1))
-        {
-            return Ok(None);
-        }
-        let mut last = first;
-        for (i, e) in events.iter().enumerate() {
-            match self.recent_ids.get(&e.id) {
-                Some(p)
-                    if *p.stream == *stream.as_str()
-                        && first.revision.checked_add(i as u64) == Some(p.revision) =>
-                {
-                    last = p;
-                }
-                _ => {
-                    // Part of the append was written before: neither a clean retry nor new.
-                    return Err(DomainError::WrongExpectedRevision {
-                        stream: stream.to_string(),
-                        expected,
-                        actual: self.streams.get(stream.as_str()).and_then(|s| s.current()),
-                    }
-                    .into());
-                }
-            }
-        }
-        Ok(Some(AppendResult {
-            next_revision: Revision(last.revision),
-            position: Position(last.position),
-        }))
+        let placed = events.iter().map(|e| {
+            self.recent_ids
+                .get(&e.id)
+                .map(|p| (&*p.stream, p.revision, p.position))
+        });
+        let current = self.streams.get(stream.as_str()).and_then(|s| s.current());
+        Ok(expected.retry_of(stream.as_str(), placed, current)?)
     }
 
     #[expect(

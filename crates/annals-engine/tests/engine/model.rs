@@ -6,6 +6,10 @@
 //! default config. Every answer must be the model's answer: the same result, the same error, the
 //! same events.
 //!
+//! The same runs go against a replica of a store in PostgreSQL (`annals_replica`: appends,
+//! deletes and tombstones committed by Postgres and imported back; reads from the local copy),
+//! one database per seed on one throwaway server: the two stores answer alike.
+//!
 //! A failure prints its seed; `ANNALS_MODEL_SEED=<seed>` replays just that one and
 //! `ANNALS_MODEL_SEEDS=<n>` runs more. Seeds that once failed stay below as named tests.
 
@@ -34,6 +38,8 @@ const STREAMS: [&str; 4] = ["order-1", "order-2", "cart-1", "user-7"];
 const OPS_PER_SEED: usize = 150;
 /// Seeds run by `engine_matches_model` unless `ANNALS_MODEL_SEEDS` says otherwise.
 const SEEDS_DEFAULT: u64 = 100;
+/// Seeds run by `engine_on_postgres_matches_model` (each a database of its own).
+const SEEDS_POSTGRES: u64 = 20;
 
 fn name(s: &str) -> StreamName {
     StreamName::new(s).unwrap()
@@ -47,7 +53,46 @@ struct Sent {
     events: Vec<NewEvent>,
 }
 
-struct Run {
+/// Where the engines under test keep their events.
+enum Backend {
+    /// Their own log and index.
+    Embedded,
+    /// Each a replica of a store in PostgreSQL, a database of its own on `server`.
+    Postgres {
+        server: annals_testkit::postgres::TempPostgres,
+        runtime: tokio::runtime::Runtime,
+    },
+}
+
+impl Backend {
+    fn postgres() -> Self {
+        Backend::Postgres {
+            server: annals_testkit::postgres::TempPostgres::start(),
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
+/// A run's store in PostgreSQL, when it has one.
+struct Upstream<'b> {
+    store: annals_pgstore::PgStore,
+    runtime: &'b tokio::runtime::Runtime,
+}
+
+impl Upstream<'_> {
+    /// Makes `engine` the replica of this store.
+    fn replicate(&self, engine: &Engine) {
+        let _in = self.runtime.enter();
+        annals_replica::replicate(&self.store, engine);
+    }
+}
+
+struct Run<'b> {
+    upstream: Option<Upstream<'b>>,
     seed: u64,
     config: EngineConfig,
     rng: StdRng,
@@ -59,11 +104,27 @@ struct Run {
     log: Vec<String>,
 }
 
-impl Run {
-    fn new(seed: u64, config: EngineConfig) -> Self {
+impl<'b> Run<'b> {
+    fn new(seed: u64, config: EngineConfig, backend: &'b Backend) -> Self {
         let storage = FaultStorage::new();
         let (engine, _) = Engine::open(Arc::new(storage.clone()), config.clone()).unwrap();
+        let upstream = match backend {
+            Backend::Embedded => None,
+            Backend::Postgres { server, runtime } => {
+                static DATABASES: std::sync::atomic::AtomicU64 =
+                    std::sync::atomic::AtomicU64::new(0);
+                let n = DATABASES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let url = server.create_database(&format!("model_{seed}_{n}"));
+                let store = runtime
+                    .block_on(annals_pgstore::PgStore::open(&url))
+                    .unwrap();
+                let upstream = Upstream { store, runtime };
+                upstream.replicate(&engine);
+                Some(upstream)
+            }
+        };
         Self {
+            upstream,
             seed,
             config,
             rng: random::rng(seed),
@@ -404,6 +465,9 @@ impl Run {
         drop(engine);
         let (engine, report) = Engine::open(Arc::new(self.storage.clone()), self.config.clone())
             .map_err(|e| self.fail(format!("reopen failed: {e}")))?;
+        if let Some(upstream) = &self.upstream {
+            upstream.replicate(&engine);
+        }
         self.engine = Some(engine);
         if report.head != self.model.head() || report.log.truncated.is_some() {
             return Err(self.fail(format!("reopen report {report:?}")));
@@ -433,6 +497,16 @@ impl Run {
     }
 }
 
+impl Drop for Run<'_> {
+    /// Closes the engine: a replica's follower holds a handle of its own and ends only then,
+    /// and with it the run's connections to PostgreSQL.
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.close();
+        }
+    }
+}
+
 /// Names the seed if a run panics instead of returning a difference.
 struct SeedGuard(u64);
 
@@ -448,9 +522,9 @@ impl Drop for SeedGuard {
 }
 
 /// Runs `ops` random operations from `seed`; `Err` describes the first difference.
-fn run_seed(seed: u64, ops: usize, config: &EngineConfig) -> Result<(), String> {
+fn run_seed(seed: u64, ops: usize, config: &EngineConfig, backend: &Backend) -> Result<(), String> {
     let _guard = SeedGuard(seed);
-    let mut run = Run::new(seed, config.clone());
+    let mut run = Run::new(seed, config.clone(), backend);
     for _ in 0..ops {
         run.step()?;
     }
@@ -466,16 +540,16 @@ fn env_u64(key: &str) -> Option<u64> {
 
 /// Runs the seeds the environment asks for, or `0..seeds_default`, and fails naming the first
 /// failing seed.
-fn run_seeds(seeds_default: u64, config: &EngineConfig) {
+fn run_seeds(seeds_default: u64, config: &EngineConfig, backend: &Backend) {
     if let Some(seed) = env_u64("ANNALS_MODEL_SEED") {
-        if let Err(e) = run_seed(seed, OPS_PER_SEED, config) {
+        if let Err(e) = run_seed(seed, OPS_PER_SEED, config, backend) {
             panic!("{e}");
         }
         return;
     }
     let seeds = env_u64("ANNALS_MODEL_SEEDS").unwrap_or(seeds_default);
     let failures: Vec<String> = (0..seeds)
-        .filter_map(|seed| run_seed(seed, OPS_PER_SEED, config).err())
+        .filter_map(|seed| run_seed(seed, OPS_PER_SEED, config, backend).err())
         .collect();
     assert!(
         failures.is_empty(),
@@ -487,7 +561,17 @@ fn run_seeds(seeds_default: u64, config: &EngineConfig) {
 
 #[test]
 fn engine_matches_model() {
-    run_seeds(SEEDS_DEFAULT, &EngineConfig::default());
+    run_seeds(SEEDS_DEFAULT, &EngineConfig::default(), &Backend::Embedded);
+}
+
+/// The same runs on a replica of a store in PostgreSQL.
+#[test]
+fn engine_on_postgres_matches_model() {
+    run_seeds(
+        SEEDS_POSTGRES,
+        &EngineConfig::default(),
+        &Backend::postgres(),
+    );
 }
 
 /// The same with 4 KiB segments, so reads, scans and reopens cross many segment boundaries.
@@ -500,7 +584,7 @@ fn engine_matches_model_with_small_segments() {
         },
         ..EngineConfig::default()
     };
-    run_seeds(SEEDS_DEFAULT / 4, &config);
+    run_seeds(SEEDS_DEFAULT / 4, &config, &Backend::Embedded);
 }
 
 /// The same append sent from several threads at once (a client retrying before its first try

@@ -1,9 +1,9 @@
 //! End-to-end tests: the real `kurrentdb` Rust client against `annals_grpc::router` served by
-//! `annals_server::serve` over an engine in a temporary directory.
+//! `annals_server::serve` over an engine in a temporary directory (with `ANNALS_TEST_STORE`, the
+//! replica of a store in PostgreSQL: the same tests on the other store).
 
 use std::time::Duration;
 
-use annals_engine::{Engine, EngineConfig};
 use annals_server::{Limits, ServerState};
 use kurrentdb::{
     AppendToStreamOptions, Client, DeleteStreamOptions, EventData, ReadAllOptions,
@@ -22,7 +22,7 @@ pub(crate) struct Server {
 
 pub(crate) async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _) = Engine::open_dir(dir.path(), EngineConfig::default()).unwrap();
+    let engine = annals_testkit::store::open_test_store(dir.path()).await;
     let state = ServerState::new(engine, Limits::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -1,9 +1,10 @@
-//! Test harness: a server on a real socket over an engine in a temporary directory, and a small
-//! server-sent-events reader.
+//! Test harness: a server on a real socket over an engine in a temporary directory (with
+//! `ANNALS_TEST_STORE`, the replica of a store in PostgreSQL: the same tests on the other
+//! store), and a small server-sent-events reader.
 
 use std::time::Duration;
 
-use annals_engine::{Engine, EngineConfig};
+use annals_engine::Engine;
 use annals_server::{Limits, ServerState};
 use futures::StreamExt;
 use serde_json::Value;
@@ -31,7 +32,7 @@ impl Server {
 
     pub(crate) async fn start_with(limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (engine, _) = Engine::open_dir(dir.path(), EngineConfig::default()).unwrap();
+        let engine = annals_testkit::store::open_test_store(dir.path()).await;
         Self::start_on(engine, limits, Some(dir)).await
     }
 
