@@ -85,6 +85,7 @@ cargo test --workspace --locked --features annals-cli/kurrentdb-client
 # One suite, two backends: the gRPC tests through the official KurrentDB client and the HTTP API
 # tests once more, each server's store a replica of a store in PostgreSQL (a database per test
 # on one throwaway server). The engine's model test runs on both stores in the run above.
-cargo run --locked --quiet -p annals-testkit --bin with-postgres -- bash -c '
-  cargo test --locked -p annals-grpc --test grpc kurrentdb_client &&
-  cargo test --locked -p annals-http --test api'
+# The same features as the run above, so nothing is built again (`with-postgres` is built by it).
+"${CARGO_TARGET_DIR:-target}/debug/with-postgres" bash -c '
+  cargo test --workspace --locked --features annals-cli/kurrentdb-client --test grpc kurrentdb_client &&
+  cargo test --workspace --locked --features annals-cli/kurrentdb-client --test api'

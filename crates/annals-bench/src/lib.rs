@@ -35,6 +35,7 @@ mod official;
 mod official_absent;
 mod persistent;
 mod pg_append;
+mod pg_replay;
 mod probe;
 mod project;
 mod read_stream;
@@ -57,6 +58,7 @@ pub use grpc_auth::{GrpcAuthConfig, process_cpu_ns, thread_cpu_ns};
 pub use grpc_replay::GrpcReplayConfig;
 pub use persistent::PersistentConfig;
 pub use pg_append::PgAppendConfig;
+pub use pg_replay::PgReplayConfig;
 pub use project::{ProjectConfig, ProjectTarget};
 pub use read_stream::ReadStreamConfig;
 pub use relay::RelayConfig;
@@ -103,6 +105,8 @@ pub enum Bench {
     /// Annals on PostgreSQL against a one-transaction-per-append `bigserial` store on the same
     /// server: appends a second, and the positions a reader following each found late.
     PgAppend(PgAppendConfig),
+    /// A node catching up with a store in PostgreSQL, against reading it only.
+    PgReplay(PgReplayConfig),
 }
 
 /// Runs `bench` and prints its figures on stdout.
@@ -122,6 +126,7 @@ pub fn run(bench: &Bench) -> Result<(), BenchError> {
         Bench::Fanout(c) => fanout::run(c),
         Bench::Connections(c) => connections::run(c),
         Bench::PgAppend(c) => pg_append::run(c),
+        Bench::PgReplay(c) => pg_replay::run(c),
     }
 }
 

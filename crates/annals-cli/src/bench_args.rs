@@ -230,8 +230,13 @@ pub struct BenchAppendArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchReplayArgs {
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "store")]
+    pub data: Option<PathBuf>,
+    /// Instead of the embedded store: a Postgres server (`postgres://USER@HOST:PORT/DB`); a
+    /// node catching up with a store there (filled first, in a database the bench creates and
+    /// drops) against reading the same pages only.
+    #[arg(long, conflicts_with = "data")]
+    pub store: Option<String>,
     /// Events the store should hold; it is filled up to this first.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,

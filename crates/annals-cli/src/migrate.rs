@@ -134,19 +134,20 @@ pub(crate) async fn copy(
     }
     let source_head = source.head();
     let started = Instant::now();
-    let mut next = start.next();
-    while next <= source_head {
-        let events: Vec<_> = source
-            .read(next, MIGRATE_BATCH_EVENTS)
-            .await?
-            .into_iter()
-            .filter(|e| e.position <= source_head)
-            .collect();
-        let Some(last) = events.last().map(|e| e.position) else {
-            break;
-        };
-        target.import(&events).await?;
-        next = last.next();
+    let read = |from: Position| async move {
+        if from > source_head {
+            return Ok(Vec::new());
+        }
+        let mut events = source.read(from, MIGRATE_BATCH_EVENTS).await?;
+        events.retain(|e| e.position <= source_head);
+        anyhow::Ok(events)
+    };
+    // The next page is read while the last one is imported.
+    let mut page = read(start.next()).await?;
+    while let Some(last) = page.last().map(|e| e.position) {
+        let (imported, next) = tokio::join!(target.import(&page), read(last.next()));
+        imported?;
+        page = next?;
         tracing::info!(
             copied = last.0 - start.0,
             of = source_head.0 - start.0,

@@ -59,25 +59,18 @@ impl Engine {
 
 type Reply = oneshot::Receiver<Result<annals_core::AppendResult, EngineError>>;
 
-/// One request per run: consecutive events of one stream, at consecutive revisions, created at
-/// the same time (a record holds one time); a tombstone alone.
+/// Most runs one import request carries; a larger import is sent as several requests.
+pub const IMPORT_RUNS_PER_REQUEST_MAX: usize = 4_096;
+
+/// The import's runs (consecutive events of one stream, at consecutive revisions, created at
+/// the same time, since a record holds one time; a tombstone alone), up to
+/// [`IMPORT_RUNS_PER_REQUEST_MAX`] per request.
 fn requests(events: &[EventRecord], replies: &mut Vec<Reply>) -> Vec<WriteRequest> {
-    let mut out: Vec<WriteRequest> = Vec::new();
-    let mut run: Option<(ImportRun, &EventRecord)> = None;
-    let flush = |run: Option<(ImportRun, &EventRecord)>,
-                 out: &mut Vec<WriteRequest>,
-                 replies: &mut Vec<Reply>| {
-        if let Some((run, first)) = run {
-            let (req, rx) =
-                Engine::request(&first.stream, ExpectedRevision::Any, WriteKind::Import(run));
-            out.push(req);
-            replies.push(rx);
-        }
-    };
+    let mut runs: Vec<ImportRun> = Vec::new();
     for e in events {
-        let goes_on = run.as_ref().is_some_and(|(r, first)| {
+        let goes_on = runs.last().is_some_and(|r| {
             let n = r.events.len() as u64;
-            first.stream == e.stream
+            r.stream == e.stream
                 && r.created == e.created
                 && r.first_revision != Revision::TOMBSTONE
                 && e.revision != Revision::TOMBSTONE
@@ -85,18 +78,15 @@ fn requests(events: &[EventRecord], replies: &mut Vec<Reply>) -> Vec<WriteReques
                 && r.first_position.0.checked_add(n) == Some(e.position.0)
         });
         if !goes_on {
-            flush(run.take(), &mut out, replies);
-            run = Some((
-                ImportRun {
-                    first_position: e.position,
-                    first_revision: e.revision,
-                    created: e.created,
-                    events: Vec::new(),
-                },
-                e,
-            ));
+            runs.push(ImportRun {
+                stream: e.stream.clone(),
+                first_position: e.position,
+                first_revision: e.revision,
+                created: e.created,
+                events: Vec::new(),
+            });
         }
-        if let Some((r, _)) = run.as_mut() {
+        if let Some(r) = runs.last_mut() {
             r.events.push(NewEvent {
                 id: e.id,
                 event_type: e.event_type.clone(),
@@ -106,6 +96,14 @@ fn requests(events: &[EventRecord], replies: &mut Vec<Reply>) -> Vec<WriteReques
             });
         }
     }
-    flush(run, &mut out, replies);
+    let mut out = Vec::new();
+    let mut runs = runs.into_iter().peekable();
+    while let Some(first) = runs.peek() {
+        let stream = first.stream.clone();
+        let page: Vec<ImportRun> = runs.by_ref().take(IMPORT_RUNS_PER_REQUEST_MAX).collect();
+        let (req, rx) = Engine::request(&stream, ExpectedRevision::Any, WriteKind::Import(page));
+        out.push(req);
+        replies.push(rx);
+    }
     out
 }

@@ -143,6 +143,33 @@ pub fn engine_error(e: PgStoreError) -> EngineError {
     }
 }
 
+/// Imports every commit of `store` that `engine` does not hold yet, up to the head the database
+/// has now (what a node on a wiped directory does first); the engine's new head. The next page
+/// is read from Postgres while the last one is imported, so the two overlap.
+pub async fn catch_up(store: &PgStore, engine: &Engine) -> Result<Position, ReplicaError> {
+    let target = store.committed_head().await?;
+    if engine.head() >= target {
+        return Ok(engine.head());
+    }
+    let mut page = store
+        .read_all(engine.head().next(), REPLICA_PAGE_EVENTS)
+        .await?;
+    while let Some(last) = page.last() {
+        let after = last.position.next();
+        let read_next = async {
+            if after > target {
+                Ok(Vec::new())
+            } else {
+                store.read_all(after, REPLICA_PAGE_EVENTS).await
+            }
+        };
+        let (imported, next) = tokio::join!(engine.import_async(&page), read_next);
+        imported?;
+        page = next?;
+    }
+    Ok(engine.head())
+}
+
 /// Imports the next page; returns the new head.
 async fn step(store: &PgStore, engine: &Engine) -> Result<Position, ReplicaError> {
     let events = store

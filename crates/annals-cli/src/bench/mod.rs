@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use annals_bench::{
     AppendConfig, Bench, ConnectionsConfig, FanoutConfig, FanoutVia, FillConfig, GrpcAppendConfig,
     GrpcAppendRpc, GrpcClient, GrpcReplayConfig, GrpcServer, PersistentConfig, PgAppendConfig,
-    ProjectConfig, ProjectTarget, ReadStreamConfig, RelayConfig, ReplayConfig,
+    PgReplayConfig, ProjectConfig, ProjectTarget, ReadStreamConfig, RelayConfig, ReplayConfig,
 };
 
 use crate::args::{
@@ -96,12 +96,21 @@ fn bench(command: BenchCommand) -> anyhow::Result<Bench> {
             }),
             (None, None) => anyhow::bail!("bench append needs --data DIR or --store URL"),
         },
-        BenchCommand::Replay(a) => Bench::Replay(ReplayConfig {
-            data: a.data,
-            events: a.events,
-            rounds: a.rounds,
-            json: a.json,
-        }),
+        BenchCommand::Replay(a) => match (a.store, a.data) {
+            (Some(url), _) => Bench::PgReplay(PgReplayConfig {
+                url,
+                events: a.events,
+                rounds: a.rounds,
+                json: a.json,
+            }),
+            (None, Some(data)) => Bench::Replay(ReplayConfig {
+                data,
+                events: a.events,
+                rounds: a.rounds,
+                json: a.json,
+            }),
+            (None, None) => anyhow::bail!("bench replay needs --data DIR or --store URL"),
+        },
         BenchCommand::ReadStream(a) => Bench::ReadStream(ReadStreamConfig {
             data: a.data,
             streams: a.streams,

@@ -89,8 +89,10 @@ pub(crate) enum WriteKind {
     /// Write `$tb = i64::MAX` to the stream's metadata.
     SoftDelete,
     Tombstone,
-    /// Events of another store, written exactly as they were there (`Engine::import`).
-    Import(ImportRun),
+    /// Events of another store, written exactly as they were there (`Engine::import`): the
+    /// runs of one page, in order, in one request (a page's runs are mostly one event each, of
+    /// streams taking turns, so a request per run would cost a hand-off per event).
+    Import(Vec<ImportRun>),
 }
 
 /// A run of another store's events for one stream, written as one record: at consecutive
@@ -98,6 +100,7 @@ pub(crate) enum WriteKind {
 /// created at `created`.
 #[derive(Debug)]
 pub(crate) struct ImportRun {
+    pub(crate) stream: StreamName,
     pub(crate) first_position: annals_core::Position,
     pub(crate) first_revision: annals_core::Revision,
     pub(crate) created: annals_core::Timestamp,
@@ -118,7 +121,16 @@ impl WriteRequest {
         let name = self.stream.as_str().len() + 2;
         let events = match &self.kind {
             WriteKind::Append(events) => events.iter().map(|e| e.size_bytes() + 28).sum(),
-            WriteKind::Import(run) => run.events.iter().map(|e| e.size_bytes() + 28).sum(),
+            WriteKind::Import(runs) => {
+                return runs
+                    .iter()
+                    .map(|run| {
+                        let events: usize = run.events.iter().map(|e| e.size_bytes() + 28).sum();
+                        16 + 34 + run.stream.as_str().len() + 2 + events
+                    })
+                    .sum::<usize>()
+                    + 4_096;
+            }
             WriteKind::SoftDelete | WriteKind::Tombstone => 4_096,
         };
         // Room for an undelete metadata record written ahead of the events.

@@ -285,11 +285,18 @@ impl Writer {
         job: &mut SyncJob,
         batch_start: u64,
     ) -> Result<AppendResult, EngineError> {
+        if let WriteKind::Import(runs) = &req.kind {
+            // Each run is checked as it comes: one refused is not written, nor anything after
+            // it in the page; the runs before it are.
+            let mut last = Err(EngineError::ImportRefused("an empty import".to_owned()));
+            for run in runs {
+                let state = self.state(&run.stream)?;
+                last = Ok(self.import_run(run, state, buf, job, batch_start)?);
+            }
+            return last;
+        }
         let stream = &req.stream;
         let state = self.state(stream)?;
-        if let WriteKind::Import(run) = &req.kind {
-            return self.import_run(stream, run, state, buf, job, batch_start);
-        }
         if state.tombstoned {
             return Err(DomainError::StreamDeleted {
                 stream: stream.to_string(),
@@ -377,7 +384,9 @@ impl Writer {
                 Ok(result)
             }
             // Taken before the checks above.
-            WriteKind::Import(run) => self.import_run(stream, run, state, buf, job, batch_start),
+            WriteKind::Import(_) => Err(EngineError::ImportRefused(
+                "an import reached the append path".to_owned(),
+            )),
         }
     }
 
@@ -385,13 +394,13 @@ impl Writer {
     /// at this store's next position and its stream's next revision (or is one tombstone).
     fn import_run(
         &mut self,
-        stream: &StreamName,
         run: &ImportRun,
         state: StreamState,
         buf: &mut Vec<u8>,
         job: &mut SyncJob,
         batch_start: u64,
     ) -> Result<AppendResult, EngineError> {
+        let stream = &run.stream;
         let refuse = |why: String| -> EngineError {
             EngineError::ImportRefused(format!("position {}: {why}", run.first_position.0))
         };
