@@ -32,7 +32,7 @@ pub use config::{
 };
 pub use engine::{Engine, OpenReport};
 pub use error::EngineError;
-pub use import::IMPORT_RUNS_PER_REQUEST_MAX;
+pub use import::{IMPORT_REQUEST_BYTES_MAX, IMPORT_RUNS_PER_REQUEST_MAX};
 pub use listing::{LIST_STREAMS_MAX, StreamSummary};
 pub use live_tail::{LIVE_TAIL_EVENTS_MAX, LIVE_TAIL_PAGES_MAX, PageEvents, SharedPage};
 pub use read::{AllPage, READ_SCAN_EVENTS_MAX};

@@ -94,6 +94,36 @@ fn bench_append_on_postgres_prints_its_figures() {
     assert!(figures["baseline_events_per_s"].as_f64().unwrap() > 0.0);
 }
 
+/// `bench replay --store`: the node's catch-up brings every event over (the bench checks the
+/// node's head) and both figures are reported; the bench's database is dropped after.
+#[test]
+fn bench_replay_on_postgres_prints_its_figures() {
+    let pg = TempPostgres::start();
+    let out = annals_ok(&[
+        "bench",
+        "replay",
+        "--store",
+        &pg.url(),
+        "--events",
+        "10000",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    let line = out.lines().last().unwrap();
+    let figures: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(figures["bench"], "replay-postgres");
+    assert_eq!(figures["events"], 10_000);
+    assert!(
+        figures["annals_events_per_s"].as_f64().unwrap() > 0.0,
+        "{line}"
+    );
+    assert!(
+        figures["baseline_events_per_s"].as_f64().unwrap() > 0.0,
+        "{line}"
+    );
+}
+
 /// An embedded store with several streams, a soft delete (a metadata event) and a tombstone is
 /// copied into Postgres unchanged: first part of it (as an interrupted copy would leave it),
 /// then `annals migrate` goes on from there; after more appends to the source, a second run
