@@ -168,7 +168,10 @@ mod tests {
             .collect();
         let mut replies = Vec::new();
         let reqs = requests(&turns, &mut replies);
-        assert_eq!(runs_per_request(&reqs), vec![IMPORT_RUNS_PER_REQUEST_MAX, 5_000 - 4_096]);
+        assert_eq!(
+            runs_per_request(&reqs),
+            vec![IMPORT_RUNS_PER_REQUEST_MAX, 5_000 - 4_096]
+        );
         assert_eq!(replies.len(), reqs.len());
         // Three large events of three streams: each over half the byte bound, so one a request.
         let large = IMPORT_REQUEST_BYTES_MAX / 2 + 1;
