@@ -30,7 +30,7 @@ impl Engine {
     /// full or failing disk): it commits the index store, which the repair has to reopen first.
     pub fn check(&self, mut progress: impl FnMut(u64)) -> Result<CheckReport, EngineError> {
         let shared = &self.inner.shared;
-        if let Some(reason) = self.write_failure() {
+        if let Some(reason) = self.local_write_failure() {
             return Err(EngineError::Stopped(format!(
                 "{reason}; the store is checked once it takes writes again"
             )));

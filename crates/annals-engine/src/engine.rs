@@ -280,8 +280,15 @@ impl Engine {
     }
 
     /// Why the store stopped taking writes after a failure (a failed log write or sync, a failed
-    /// index update), or `None` while it takes them. Reads go on either way.
+    /// index update; on a replica, an upstream that cannot be reached), or `None` while it takes
+    /// them. Reads go on either way.
     pub fn write_failure(&self) -> Option<String> {
+        self.local_write_failure()
+            .or_else(|| self.upstream().and_then(|u| u.unavailable()))
+    }
+
+    /// [`Engine::write_failure`] of this store's own log and index.
+    pub(crate) fn local_write_failure(&self) -> Option<String> {
         let shared = &self.inner.shared;
         // A repaired log takes writes at the next request.
         if !shared

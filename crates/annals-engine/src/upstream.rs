@@ -45,6 +45,12 @@ pub trait Upstream: Send + Sync + Debug {
         fence: WriteFence,
     ) -> UpstreamAppend;
 
+    /// Why the upstream cannot take writes now (it cannot be reached), or `None`. Reported as
+    /// the store's [`Engine::write_failure`].
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
     /// Soft-deletes `stream` (`$tb` in its metadata; a later append restores it).
     fn soft_delete(
         &self,

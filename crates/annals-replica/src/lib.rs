@@ -36,12 +36,40 @@ pub enum ReplicaError {
 /// that first. Returns the terms the node's fenced writes go by.
 pub fn replicate(store: &PgStore, engine: &Engine) -> Terms {
     let terms = Terms::default();
+    let reach = Reach::default();
     engine.replicate_from(Arc::new(PgUpstream {
         store: store.clone(),
         terms: Arc::clone(&terms),
+        reach: reach.clone(),
     }));
-    tokio::spawn(follow(store.clone(), engine.clone()));
+    tokio::spawn(follow(store.clone(), engine.clone(), reach));
     terms
+}
+
+/// Whether the store in PostgreSQL answered this node's last request (an append, a page, the
+/// follower's look at the head every [`REPLICA_RETRY`]): why not, if it did not. The engine
+/// reports it as its write failure, so `/health` says the node cannot take writes, and why.
+#[derive(Clone, Debug, Default)]
+struct Reach(Arc<parking_lot::Mutex<Option<String>>>);
+
+impl Reach {
+    /// Notes how a request to the store ended: any answer of Postgres's (a refused append
+    /// included) means it is reachable.
+    fn note<T>(&self, outcome: &Result<T, PgStoreError>) {
+        match outcome {
+            Ok(_) => *self.0.lock() = None,
+            Err(e) => self.failed(e),
+        }
+    }
+
+    fn failed(&self, e: &PgStoreError) {
+        *self.0.lock() = match e {
+            PgStoreError::Unavailable(_) | PgStoreError::Closed => {
+                Some(format!("the store in PostgreSQL cannot be reached: {e}"))
+            }
+            _ => None,
+        };
+    }
 }
 
 /// The lease terms this node holds now, by lease name: a fenced write carries its lease's
@@ -53,6 +81,7 @@ pub type Terms = Arc<parking_lot::RwLock<HashMap<String, Lease>>>;
 pub struct PgUpstream {
     store: PgStore,
     terms: Terms,
+    reach: Reach,
 }
 
 impl PgUpstream {
@@ -76,6 +105,10 @@ fn refused(e: EngineError) -> UpstreamAppend {
 }
 
 impl Upstream for PgUpstream {
+    fn unavailable(&self) -> Option<String> {
+        self.reach.0.lock().clone()
+    }
+
     fn append(
         &self,
         stream: StreamName,
@@ -87,12 +120,11 @@ impl Upstream for PgUpstream {
             Ok(term) => term,
             Err(e) => return refused(e),
         };
-        let store = self.store.clone();
+        let (store, reach) = (self.store.clone(), self.reach.clone());
         Box::pin(async move {
-            store
-                .append_fenced(&stream, expected, events, term)
-                .await
-                .map_err(engine_error)
+            let done = store.append_fenced(&stream, expected, events, term).await;
+            reach.note(&done);
+            done.map_err(engine_error)
         })
     }
 
@@ -106,12 +138,11 @@ impl Upstream for PgUpstream {
             Ok(term) => term,
             Err(e) => return refused(e),
         };
-        let store = self.store.clone();
+        let (store, reach) = (self.store.clone(), self.reach.clone());
         Box::pin(async move {
-            store
-                .soft_delete_fenced(&stream, expected, term)
-                .await
-                .map_err(engine_error)
+            let done = store.soft_delete_fenced(&stream, expected, term).await;
+            reach.note(&done);
+            done.map_err(engine_error)
         })
     }
 
@@ -125,12 +156,11 @@ impl Upstream for PgUpstream {
             Ok(term) => term,
             Err(e) => return refused(e),
         };
-        let store = self.store.clone();
+        let (store, reach) = (self.store.clone(), self.reach.clone());
         Box::pin(async move {
-            store
-                .tombstone_fenced(&stream, expected, term)
-                .await
-                .map_err(engine_error)
+            let done = store.tombstone_fenced(&stream, expected, term).await;
+            reach.note(&done);
+            done.map_err(engine_error)
         })
     }
 }
@@ -182,12 +212,15 @@ async fn step(store: &PgStore, engine: &Engine) -> Result<Position, ReplicaError
 }
 
 /// Keeps `engine` current with `store` until the engine closes.
-async fn follow(store: PgStore, engine: Engine) {
+async fn follow(store: PgStore, engine: Engine, reach: Reach) {
     let mut head = store.head_watch();
     while !engine.is_closed() {
         let target = *head.borrow_and_update();
         while engine.head() < target && !engine.is_closed() {
             if let Err(e) = step(&store, &engine).await {
+                if let ReplicaError::Store(e) = &e {
+                    reach.failed(e);
+                }
                 tracing::warn!(error = %e, "cannot copy from the store in PostgreSQL; retrying");
                 tokio::time::sleep(REPLICA_RETRY).await;
                 break;
@@ -200,7 +233,9 @@ async fn follow(store: PgStore, engine: Engine) {
         tokio::select! {
             changed = head.changed() => if changed.is_err() { return },
             () = closing => return,
-            () = tokio::time::sleep(REPLICA_RETRY) => {}
+            // Quiet: a look at the head says whether Postgres answers (and catches a lost
+            // notification).
+            () = tokio::time::sleep(REPLICA_RETRY) => reach.note(&store.committed_head().await),
         }
     }
 }

@@ -226,12 +226,22 @@ pub(crate) async fn projection(
             "projections are for $admins and $ops",
         );
     }
-    let Some(catalog) = state.projections.get() else {
-        return problem(
-            nav,
-            StatusCode::NOT_FOUND,
-            "this server runs no projections",
-        );
+    let catalog = match state.projections.held() {
+        annals_server::Held::Here(catalog) => catalog,
+        annals_server::Held::Off => {
+            return problem(
+                nav,
+                StatusCode::NOT_FOUND,
+                "this server runs no projections",
+            );
+        }
+        annals_server::Held::Elsewhere(at) => {
+            let message = match at {
+                Some(at) => format!("projections run on another node now: {at}"),
+                None => "projections run on another node now".to_owned(),
+            };
+            return problem(nav, StatusCode::SERVICE_UNAVAILABLE, message);
+        }
     };
     let wanted = name.clone();
     let found = tokio::task::spawn_blocking(move || {

@@ -482,3 +482,190 @@ fn users_and_persistent_subscriptions_across_two_nodes() {
         }
     });
 }
+
+/// Rows of the `placed` view, waiting until there are `n` of them (or 30 s passed).
+fn view_rows_reaching(pg: &TempPostgres, n: usize) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = view_positions_or_none(pg).unwrap_or_default();
+        if rows.len() >= n || Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The view's rows, or `None` while it does not exist yet.
+fn view_positions_or_none(pg: &TempPostgres) -> Option<Vec<i64>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows = client
+            .query("SELECT position FROM placed ORDER BY position", &[])
+            .await
+            .ok()?;
+        Some(rows.iter().map(|r| r.get(0)).collect())
+    })
+}
+
+fn signal(node: &Server, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The node running the jobs is paused (SIGSTOP: a long GC pause, a frozen VM) past its lease;
+/// the other node takes the jobs over and the projection goes on there. When the paused node
+/// wakes, it still believes for a moment that it runs the projection, with batches in flight:
+/// the fences refuse whatever it tries to write, it stops its jobs and names the new holder,
+/// and the view holds every event exactly once.
+#[test]
+fn a_paused_jobs_node_writes_nothing_when_it_wakes() {
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let work = tempfile::tempdir().unwrap();
+    let view = work.path().join("view.toml");
+    std::fs::write(&view, VIEW).unwrap();
+    let view_arg = view.to_str().unwrap().to_owned();
+    let args = [
+        "--store",
+        &url,
+        "--durability",
+        "none",
+        "--projections",
+        &view_arg,
+    ];
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Server> = dirs
+        .iter()
+        .map(|d| Server::start(d.path(), &args))
+        .collect();
+    let bases: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let client = http_client();
+    let paused = jobs_holder(&client, &bases, Duration::from_secs(20));
+    let other = 1 - paused;
+    let write = |n: usize| {
+        for _ in 0..n {
+            let id = uuid::Uuid::new_v4().to_string();
+            assert!(append(&client, &bases[other], "order-1", &id).is_some());
+        }
+    };
+    write(50);
+    assert_eq!(view_rows_reaching(&pg, 50).len(), 50);
+
+    signal(&nodes[paused], "-STOP");
+    write(50);
+    let next = jobs_holder(&client, &bases[other..=other], Duration::from_secs(20));
+    assert_eq!(next, 0);
+    assert_eq!(view_rows_reaching(&pg, 100).len(), 100);
+
+    signal(&nodes[paused], "-CONT");
+    // Awake, the old holder learns it lost the lease and names the new one.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = client
+            .get(format!("{}/projections", bases[paused]))
+            .send()
+            .unwrap();
+        if answer.status() == 503 {
+            let body: Value = answer.json().unwrap();
+            assert_eq!(body["error"], "jobs_elsewhere");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(bases[other].trim_start_matches("http://")),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the woken node still runs the jobs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    write(20);
+    let rows = view_rows_reaching(&pg, 120);
+    std::thread::sleep(Duration::from_secs(1));
+    let rows_after = view_positions_or_none(&pg).unwrap();
+    assert_eq!(rows, rows_after, "rows written after the view was complete");
+    let distinct: BTreeSet<i64> = rows.iter().copied().collect();
+    assert_eq!(distinct.len(), rows.len(), "an event applied twice");
+    assert_eq!(rows.len(), 120);
+}
+
+/// Postgres goes down under a node: `/health` says the node cannot take writes and why within a
+/// few seconds, an append fails fast with 503 instead of hanging or succeeding, reads go on;
+/// once Postgres is back the node says ok again by itself and takes the append.
+#[test]
+fn a_node_says_when_postgres_is_down_and_comes_back_by_itself() {
+    let mut pg = TempPostgres::start();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Server::start(dir.path(), &["--store", &url, "--durability", "none"]);
+    let base = format!("http://{}", node.addr);
+    let client = http_client();
+    let health = || -> (u16, Value) {
+        let r = client.get(format!("{base}/health")).send().unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    };
+    assert!(append(&client, &base, "order-1", &uuid::Uuid::new_v4().to_string()).is_some());
+    assert_eq!(health().0, 200);
+
+    pg.stop_immediate();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (status, body) = loop {
+        let (status, body) = health();
+        if status == 503 || Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "read_only");
+    assert!(
+        body["reason"].as_str().unwrap().contains("PostgreSQL"),
+        "{body}"
+    );
+    let started = Instant::now();
+    let refused = client
+        .post(format!("{base}/streams/order-1"))
+        .json(&serde_json::json!({"events": [{"type": "Placed", "data": {}}]}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // Reads go on from the node's copy.
+    assert_eq!(all_events(&client, &base).len(), 1);
+
+    pg.start_again();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health().0 != 200 {
+        assert!(Instant::now() < deadline, "still {:?}", health());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if append(&client, &base, "order-1", &uuid::Uuid::new_v4().to_string()) == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node takes no writes after Postgres is back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
