@@ -85,7 +85,8 @@ cargo test --workspace --locked --features annals-cli/kurrentdb-client
 # One suite, two backends: the gRPC tests through the official KurrentDB client and the HTTP API
 # tests once more, each server's store a replica of a store in PostgreSQL (a database per test
 # on one throwaway server). The engine's model test runs on both stores in the run above.
-# The same features as the run above, so nothing is built again (`with-postgres` is built by it).
+# The same features as the run above, so nothing but `with-postgres` is built again.
+cargo build --workspace --locked --features annals-cli/kurrentdb-client --bin with-postgres
 "${CARGO_TARGET_DIR:-target}/debug/with-postgres" bash -c '
   cargo test --workspace --locked --features annals-cli/kurrentdb-client --test grpc kurrentdb_client &&
   cargo test --workspace --locked --features annals-cli/kurrentdb-client --test api'
