@@ -17,8 +17,10 @@ use crate::target::TargetError;
 const INSTALL_LOCK_KEY: i64 = 0x616e_6e61_6c73_696e;
 
 /// The bookkeeping tables (see `target`'s module doc), created if missing. `annals_fences` is
-/// the `fence` module's.
+/// the `fence` module's. The server's notices that a table already exists (every install after
+/// the first) are left out of the logs.
 const INSTALL: &str = "
+SET LOCAL client_min_messages = warning;
 CREATE TABLE IF NOT EXISTS annals_projections (
     projection TEXT NOT NULL,
     generation BIGINT NOT NULL,
