@@ -136,10 +136,10 @@ impl PgStore {
 }
 
 /// How long a lease a [`LeaseKeeper`] holds lasts without renewal: a dead node's jobs move
-/// after at most this plus one [`LEASE_RENEW_INTERVAL`] (8 s).
+/// after at most this plus one [`LEASE_RENEW_INTERVAL`] (7.5 s).
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How often a [`LeaseKeeper`] renews its lease, or tries to take it.
-pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(2);
+pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_millis(1_500);
 
 /// Keeps trying to hold one lease for one holder: renews it while held, takes it when it
 /// lapses. [`LeaseKeeper::watch`] says which term is held now (`None`: another node has it, or

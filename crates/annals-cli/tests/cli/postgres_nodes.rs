@@ -578,14 +578,11 @@ fn a_paused_jobs_node_writes_nothing_when_it_wakes() {
         if answer.status() == 503 {
             let body: Value = answer.json().unwrap();
             assert_eq!(body["error"], "jobs_elsewhere");
-            assert!(
-                body["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains(bases[other].trim_start_matches("http://")),
-                "{body}"
-            );
-            break;
+            // Right after it stops its jobs the node may not have looked the holder up yet.
+            let message = body["message"].as_str().unwrap();
+            if message.contains(bases[other].trim_start_matches("http://")) {
+                break;
+            }
         }
         assert!(
             Instant::now() < deadline,
