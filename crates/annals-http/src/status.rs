@@ -405,6 +405,9 @@ pub struct StoreFigures {
     pub started_unix_ms: u64,
     pub version: &'static str,
     pub read_only: Option<String>,
+    /// With the store in PostgreSQL: the node that runs the projections, relays and persistent
+    /// subscriptions when it is not this one (its address, or "another node" while unknown).
+    pub jobs_elsewhere: Option<String>,
 }
 
 /// The store's figures now (starting the sampler if need be).
@@ -421,6 +424,12 @@ pub fn figures(state: &HttpState) -> StoreFigures {
         started_unix_ms: state.status.started_ms,
         version: env!("CARGO_PKG_VERSION"),
         read_only: engine.write_failure(),
+        jobs_elsewhere: match state.projections.held() {
+            annals_server::Held::Elsewhere(at) => {
+                Some(at.unwrap_or_else(|| "another node".to_owned()))
+            }
+            annals_server::Held::Here(_) | annals_server::Held::Off => None,
+        },
     }
 }
 
@@ -458,6 +467,7 @@ pub async fn snapshot(state: &HttpState, operator: bool) -> Value {
         "startedAt": f.started_unix_ms,
         "version": f.version,
         "readOnly": f.read_only,
+        "jobsElsewhere": f.jobs_elsewhere,
         "consumers": consumers,
     })
 }

@@ -146,6 +146,7 @@ struct Overview {
     started_at: u64,
     version: &'static str,
     read_only: Option<String>,
+    jobs_elsewhere: Option<String>,
     rows: Vec<RowView>,
     /// `[[unix ms, append rate, read rate], …]`: numbers only.
     history_json: String,
@@ -177,6 +178,7 @@ pub(crate) async fn overview(State(state): State<HttpState>, req: Request) -> Re
         started_at: f.started_unix_ms,
         version: f.version,
         read_only: f.read_only,
+        jobs_elsewhere: f.jobs_elsewhere,
         rows,
         history_json,
     })

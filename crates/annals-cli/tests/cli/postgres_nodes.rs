@@ -293,25 +293,31 @@ fn sixty_four_writers_three_nodes_and_the_jobs_node_killed() {
     )
     .expect("the marker append");
     until.store(marker, Ordering::SeqCst);
-    append(
+    let last = append(
         &client,
         &survivors[0],
         "end-2",
         &uuid::Uuid::new_v4().to_string(),
-    );
+    )
+    .expect("the last append");
 
-    // Every node serves the same dense $all, with each acknowledged append where it said.
-    let all = all_events(&client, &bases[0]);
-    let positions: Vec<u64> = all.iter().map(|e| e.0).collect();
-    assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
-    for base in &bases[1..] {
+    // Every node serves the same dense $all, with each acknowledged append where it said (each
+    // read once the node has imported the last append, which another node took).
+    let all_of = |base: &str| {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut theirs = all_events(&client, base);
-        while theirs.len() < all.len() && Instant::now() < deadline {
+        loop {
+            let events = all_events(&client, base);
+            if events.len() as u64 >= last || Instant::now() > deadline {
+                return events;
+            }
             std::thread::sleep(Duration::from_millis(100));
-            theirs = all_events(&client, base);
         }
-        assert_eq!(theirs, all, "{base} serves another $all");
+    };
+    let all = all_of(&bases[0]);
+    let positions: Vec<u64> = all.iter().map(|e| e.0).collect();
+    assert_eq!(positions, (1..=last).collect::<Vec<_>>());
+    for base in &bases[1..] {
+        assert_eq!(all_of(base), all, "{base} serves another $all");
     }
     for (p, stream) in &acked {
         let e = &all[usize::try_from(*p - 1).unwrap()];
@@ -395,6 +401,32 @@ fn users_and_persistent_subscriptions_across_two_nodes() {
     let admin = Some(("admin", "changeit"));
     let holder = jobs_holder_as(&client, &bases, Duration::from_secs(20), admin);
     let other = 1 - holder;
+
+    // `/status` and the overview say where the jobs run.
+    for (node, expected) in [
+        (holder, Value::Null),
+        (other, Value::from(nodes[holder].addr.to_string())),
+    ] {
+        let status: Value = client
+            .get(format!("{}/status", bases[node]))
+            .basic_auth("admin", Some("changeit"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(status["jobsElsewhere"], expected, "node {node}: {status}");
+    }
+    let overview = client
+        .get(format!("{}/", bases[other]))
+        .basic_auth("admin", Some("changeit"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        overview.contains(&format!("run on another node: {}", nodes[holder].addr)),
+        "{overview}"
+    );
 
     // A user created on one node signs in on the other.
     let created = client
