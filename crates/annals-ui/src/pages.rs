@@ -70,6 +70,15 @@ struct Problem {
     message: String,
 }
 
+/// The page of jobs (`what`) that another node runs now: names that node, when known.
+fn elsewhere(nav: Nav, what: &str, at: Option<String>) -> Response {
+    let message = match at {
+        Some(at) => format!("{what} run on another node now: {at}"),
+        None => format!("{what} run on another node now"),
+    };
+    problem(nav, StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
 fn problem(nav: Nav, status: StatusCode, message: impl Into<String>) -> Response {
     let mut response = render(Problem {
         nav,
@@ -237,13 +246,7 @@ pub(crate) async fn projection(
                 "this server runs no projections",
             );
         }
-        annals_server::Held::Elsewhere(at) => {
-            let message = match at {
-                Some(at) => format!("projections run on another node now: {at}"),
-                None => "projections run on another node now".to_owned(),
-            };
-            return problem(nav, StatusCode::SERVICE_UNAVAILABLE, message);
-        }
+        annals_server::Held::Elsewhere(at) => return elsewhere(nav, "projections", at),
     };
     let wanted = name.clone();
     let found = tokio::task::spawn_blocking(move || {
@@ -338,6 +341,9 @@ pub(crate) async fn subscriptions(State(state): State<HttpState>, req: Request) 
             "this page is for $admins and $ops",
         );
     }
+    if let annals_server::Held::Elsewhere(at) = state.server.persistent.held() {
+        return elsewhere(nav, "persistent subscriptions", at);
+    }
     let Some(subs) = state.server.persistent.get() else {
         return render(SubscriptionsPage {
             nav,
@@ -414,6 +420,9 @@ pub(crate) async fn relays(State(state): State<HttpState>, req: Request) -> Resp
             StatusCode::FORBIDDEN,
             "this page is for $admins and $ops",
         );
+    }
+    if let annals_server::Held::Elsewhere(at) = state.relays.held() {
+        return elsewhere(nav, "relays", at);
     }
     let mut relays = Vec::new();
     if let Some(r) = state.relays.get() {

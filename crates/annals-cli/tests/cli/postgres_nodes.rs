@@ -427,6 +427,19 @@ fn users_and_persistent_subscriptions_across_two_nodes() {
         overview.contains(&format!("run on another node: {}", nodes[holder].addr)),
         "{overview}"
     );
+    for page in ["ui/projections/placed", "ui/subscriptions", "ui/relays"] {
+        let answer = client
+            .get(format!("{}/{page}", bases[other]))
+            .basic_auth("admin", Some("changeit"))
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 503, "{page}");
+        let text = answer.text().unwrap();
+        assert!(
+            text.contains(&format!("run on another node now: {}", nodes[holder].addr)),
+            "{page}: {text}"
+        );
+    }
 
     // A user created on one node signs in on the other.
     let created = client
