@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals_core::{ExpectedRevision, NewEvent, Position, StreamName};
+use annals_core::{AppendResult, ExpectedRevision, NewEvent, Position, StreamName};
 use annals_engine::{Engine, EngineError, Upstream, UpstreamAppend, WriteFence};
 use annals_pgstore::{Lease, PgStore, PgStoreError};
 
@@ -85,6 +85,25 @@ pub struct PgUpstream {
 }
 
 impl PgUpstream {
+    /// Runs one write on the store under `fence`'s term (refused at once when this node holds
+    /// none), noting whether Postgres answered.
+    fn write<F, Fut>(&self, fence: &WriteFence, write: F) -> UpstreamAppend
+    where
+        F: FnOnce(PgStore, Option<Lease>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<AppendResult, PgStoreError>> + Send + 'static,
+    {
+        let term = match self.term(fence) {
+            Ok(term) => term,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let (store, reach) = (self.store.clone(), self.reach.clone());
+        Box::pin(async move {
+            let done = write(store, term).await;
+            reach.note(&done);
+            done.map_err(engine_error)
+        })
+    }
+
     /// The term a fenced write commits under.
     fn term(&self, fence: &WriteFence) -> Result<Option<Lease>, EngineError> {
         let Some(name) = fence else {
@@ -99,11 +118,6 @@ impl PgUpstream {
     }
 }
 
-/// A write refused before it reached the store.
-fn refused(e: EngineError) -> UpstreamAppend {
-    Box::pin(async move { Err(e) })
-}
-
 impl Upstream for PgUpstream {
     fn unavailable(&self) -> Option<String> {
         self.reach.0.lock().clone()
@@ -116,15 +130,8 @@ impl Upstream for PgUpstream {
         events: Vec<NewEvent>,
         fence: WriteFence,
     ) -> UpstreamAppend {
-        let term = match self.term(&fence) {
-            Ok(term) => term,
-            Err(e) => return refused(e),
-        };
-        let (store, reach) = (self.store.clone(), self.reach.clone());
-        Box::pin(async move {
-            let done = store.append_fenced(&stream, expected, events, term).await;
-            reach.note(&done);
-            done.map_err(engine_error)
+        self.write(&fence, move |store, term| async move {
+            store.append_fenced(&stream, expected, events, term).await
         })
     }
 
@@ -134,15 +141,8 @@ impl Upstream for PgUpstream {
         expected: ExpectedRevision,
         fence: WriteFence,
     ) -> UpstreamAppend {
-        let term = match self.term(&fence) {
-            Ok(term) => term,
-            Err(e) => return refused(e),
-        };
-        let (store, reach) = (self.store.clone(), self.reach.clone());
-        Box::pin(async move {
-            let done = store.soft_delete_fenced(&stream, expected, term).await;
-            reach.note(&done);
-            done.map_err(engine_error)
+        self.write(&fence, move |store, term| async move {
+            store.soft_delete_fenced(&stream, expected, term).await
         })
     }
 
@@ -152,15 +152,8 @@ impl Upstream for PgUpstream {
         expected: ExpectedRevision,
         fence: WriteFence,
     ) -> UpstreamAppend {
-        let term = match self.term(&fence) {
-            Ok(term) => term,
-            Err(e) => return refused(e),
-        };
-        let (store, reach) = (self.store.clone(), self.reach.clone());
-        Box::pin(async move {
-            let done = store.tombstone_fenced(&stream, expected, term).await;
-            reach.note(&done);
-            done.map_err(engine_error)
+        self.write(&fence, move |store, term| async move {
+            store.tombstone_fenced(&stream, expected, term).await
         })
     }
 }

@@ -300,9 +300,21 @@ fn http_append(
 
 /// The positions a live feed (`GET /all/live`) sends, until `n` of them came (or 30 s passed).
 fn sse_positions(url: &str, n: usize) -> Vec<u64> {
+    sse_positions_while(url, std::time::Duration::from_secs(30), |seen| {
+        seen.len() < n
+    })
+}
+
+/// The positions the live feed at `url` sends (checkpoints left out) while `more` says so of
+/// what came so far, or until `timeout` passed or the feed ended.
+pub(crate) fn sse_positions_while(
+    url: &str,
+    timeout: std::time::Duration,
+    mut more: impl FnMut(&[u64]) -> bool,
+) -> Vec<u64> {
     use std::io::{BufRead, BufReader};
     let resp = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
+        .timeout(timeout)
         .build()
         .unwrap()
         .get(url)
@@ -320,7 +332,7 @@ fn sse_positions(url: &str, n: usize) -> Vec<u64> {
             && !checkpoint
         {
             out.push(id.parse().unwrap());
-            if out.len() >= n {
+            if !more(&out) {
                 break;
             }
         }

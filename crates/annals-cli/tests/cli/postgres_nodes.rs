@@ -80,33 +80,14 @@ fn all_events(client: &reqwest::blocking::Client, base: &str) -> Vec<(u64, Strin
 
 /// The live feed's positions from 1 on, until one at or past `until` (or the feed ends).
 fn live_positions(base: &str, until: Arc<AtomicU64>) -> Vec<u64> {
-    use std::io::{BufRead, BufReader};
-    let resp = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-        .get(format!("{base}/all/live?from=start"))
-        .send()
-        .unwrap();
-    let mut out = Vec::new();
-    let mut checkpoint = false;
-    for line in BufReader::new(resp).lines() {
-        let Ok(line) = line else { break };
-        if line.is_empty() {
-            checkpoint = false;
-        } else if line == "event: checkpoint" {
-            checkpoint = true;
-        } else if let Some(id) = line.strip_prefix("id: ")
-            && !checkpoint
-        {
-            let p: u64 = id.parse().unwrap();
-            out.push(p);
-            if p >= until.load(Ordering::SeqCst) {
-                break;
-            }
-        }
-    }
-    out
+    crate::postgres::sse_positions_while(
+        &format!("{base}/all/live?from=start"),
+        Duration::from_secs(120),
+        |seen| {
+            seen.last()
+                .is_none_or(|p| *p < until.load(Ordering::SeqCst))
+        },
+    )
 }
 
 /// Which node answers for the projections (the holder of the jobs lease), once exactly one
@@ -166,23 +147,65 @@ fn jobs_holder_as(
 
 /// The projection's rows, read from the store's database (its default target).
 fn view_positions(pg: &TempPostgres) -> Vec<i64> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .query("SELECT position FROM placed ORDER BY position", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    })
+    view_positions_or_none(pg).expect("the view exists")
+}
+
+/// Nodes of `annals serve --store` on one throwaway Postgres, each with the `placed`
+/// projection's definition file.
+struct Nodes {
+    pg: TempPostgres,
+    _work: tempfile::TempDir,
+    dirs: Vec<tempfile::TempDir>,
+    args: Vec<String>,
+    nodes: Vec<Server>,
+    bases: Vec<String>,
+}
+
+impl Nodes {
+    fn start(n: usize) -> Nodes {
+        let pg = TempPostgres::start();
+        let work = tempfile::tempdir().unwrap();
+        let view = work.path().join("view.toml");
+        std::fs::write(&view, VIEW).unwrap();
+        let args: Vec<String> = [
+            "--store",
+            &pg.url(),
+            "--durability",
+            "none",
+            "--projections",
+            view.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut nodes = Nodes {
+            pg,
+            _work: work,
+            dirs,
+            args,
+            nodes: Vec::new(),
+            bases: Vec::new(),
+        };
+        for i in 0..n {
+            let node = nodes.serve(i);
+            nodes.bases.push(format!("http://{}", node.addr));
+            nodes.nodes.push(node);
+        }
+        nodes
+    }
+
+    /// Starts node `i` on its directory.
+    fn serve(&self, i: usize) -> Server {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Server::start(self.dirs[i].path(), &args)
+    }
+
+    /// Starts node `i` again (after it was killed); its new base URL.
+    fn restart(&mut self, i: usize) -> String {
+        self.nodes[i] = self.serve(i);
+        self.bases[i] = format!("http://{}", self.nodes[i].addr);
+        self.bases[i].clone()
+    }
 }
 
 /// Three nodes, 64 writers spread over them, a live subscriber per node from position 1. The
@@ -193,26 +216,8 @@ fn view_positions(pg: &TempPostgres) -> Vec<i64> {
 /// `Placed` event exactly once.
 #[test]
 fn sixty_four_writers_three_nodes_and_the_jobs_node_killed() {
-    let pg = TempPostgres::start();
-    let url = pg.url();
-    let work = tempfile::tempdir().unwrap();
-    let view = work.path().join("view.toml");
-    std::fs::write(&view, VIEW).unwrap();
-    let view_arg = view.to_str().unwrap().to_owned();
-    let args = [
-        "--store",
-        &url,
-        "--durability",
-        "none",
-        "--projections",
-        &view_arg,
-    ];
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes: Vec<Server> = dirs
-        .iter()
-        .map(|d| Server::start(d.path(), &args))
-        .collect();
-    let mut bases: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let mut cluster = Nodes::start(3);
+    let mut bases = cluster.bases.clone();
     let client = http_client();
     let holder = jobs_holder(&client, &bases, Duration::from_secs(20));
 
@@ -259,8 +264,8 @@ fn sixty_four_writers_three_nodes_and_the_jobs_node_killed() {
     while done.load(Ordering::SeqCst) < total / 3 {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = nodes[holder].child.kill();
-    let _ = nodes[holder].child.wait();
+    let _ = cluster.nodes[holder].child.kill();
+    let _ = cluster.nodes[holder].child.wait();
     let killed_at = Instant::now();
     let survivors: Vec<String> = (0..3)
         .filter(|&i| i != holder)
@@ -274,8 +279,7 @@ fn sixty_four_writers_three_nodes_and_the_jobs_node_killed() {
         "the jobs moved {moved_in:?} after their node died"
     );
     // The killed node comes back on its directory and takes writes again.
-    nodes[holder] = Server::start(dirs[holder].path(), &args);
-    bases[holder] = format!("http://{}", nodes[holder].addr);
+    bases[holder] = cluster.restart(holder);
     live_bases.write()[holder] = bases[holder].clone();
 
     let mut acked: Vec<(u64, String)> = writers
@@ -363,7 +367,7 @@ fn sixty_four_writers_three_nodes_and_the_jobs_node_killed() {
         .unwrap();
     let status = wait.status();
     assert!(status.is_success(), "{status}: {}", wait.text().unwrap());
-    let rows = view_positions(&pg);
+    let rows = view_positions(&cluster.pg);
     let distinct: BTreeSet<i64> = rows.iter().copied().collect();
     assert_eq!(distinct.len(), rows.len(), "an event applied twice");
     assert_eq!(rows, placed, "the view after the jobs moved");
@@ -574,28 +578,10 @@ fn signal(node: &Server, sig: &str) {
 /// and the view holds every event exactly once.
 #[test]
 fn a_paused_jobs_node_writes_nothing_when_it_wakes() {
-    let pg = TempPostgres::start();
-    let url = pg.url();
-    let work = tempfile::tempdir().unwrap();
-    let view = work.path().join("view.toml");
-    std::fs::write(&view, VIEW).unwrap();
-    let view_arg = view.to_str().unwrap().to_owned();
-    let args = [
-        "--store",
-        &url,
-        "--durability",
-        "none",
-        "--projections",
-        &view_arg,
-    ];
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<Server> = dirs
-        .iter()
-        .map(|d| Server::start(d.path(), &args))
-        .collect();
-    let bases: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let cluster = Nodes::start(2);
+    let (pg, nodes, bases) = (&cluster.pg, &cluster.nodes, &cluster.bases);
     let client = http_client();
-    let paused = jobs_holder(&client, &bases, Duration::from_secs(20));
+    let paused = jobs_holder(&client, bases, Duration::from_secs(20));
     let other = 1 - paused;
     let write = |n: usize| {
         for _ in 0..n {
@@ -604,13 +590,13 @@ fn a_paused_jobs_node_writes_nothing_when_it_wakes() {
         }
     };
     write(50);
-    assert_eq!(view_rows_reaching(&pg, 50).len(), 50);
+    assert_eq!(view_rows_reaching(pg, 50).len(), 50);
 
     signal(&nodes[paused], "-STOP");
     write(50);
     let next = jobs_holder(&client, &bases[other..=other], Duration::from_secs(20));
     assert_eq!(next, 0);
-    assert_eq!(view_rows_reaching(&pg, 100).len(), 100);
+    assert_eq!(view_rows_reaching(pg, 100).len(), 100);
 
     signal(&nodes[paused], "-CONT");
     // Awake, the old holder learns it lost the lease and names the new one.
@@ -636,9 +622,9 @@ fn a_paused_jobs_node_writes_nothing_when_it_wakes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     write(20);
-    let rows = view_rows_reaching(&pg, 120);
+    let rows = view_rows_reaching(pg, 120);
     std::thread::sleep(Duration::from_secs(1));
-    let rows_after = view_positions_or_none(&pg).unwrap();
+    let rows_after = view_positions_or_none(pg).unwrap();
     assert_eq!(rows, rows_after, "rows written after the view was complete");
     let distinct: BTreeSet<i64> = rows.iter().copied().collect();
     assert_eq!(distinct.len(), rows.len(), "an event applied twice");
