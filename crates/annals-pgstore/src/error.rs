@@ -48,7 +48,7 @@ impl PgStoreError {
 
 /// What Postgres said, when it said something (a bare `tokio_postgres::Error` displays only
 /// "db error").
-fn pg_message(e: &tokio_postgres::Error) -> String {
+pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),
