@@ -431,8 +431,8 @@ async fn an_older_schema_is_migrated_in_place() {
 }
 
 /// `check` passes a store written by two nodes and names what is wrong once rows are damaged:
-/// a missing event (a hole in the positions and in its stream's revisions) and a head row that
-/// disagrees.
+/// a missing event (a hole in the positions and in its stream's revisions), a head row that
+/// disagrees, and an event whose stream has no row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn check_passes_a_good_store_and_names_the_damage() {
     let pg = TempPostgres::start();
@@ -454,7 +454,8 @@ async fn check_passes_a_good_store_and_names_the_damage() {
     let client = raw_client(&pg.url()).await;
     client
         .batch_execute(
-            "DELETE FROM annals.events WHERE position = 5; UPDATE annals.head SET position = 25",
+            "DELETE FROM annals.events WHERE position = 5; UPDATE annals.head SET position = 25; \
+             UPDATE annals.events SET stream_id = 999 WHERE position = 7",
         )
         .await
         .unwrap();
@@ -467,6 +468,7 @@ async fn check_passes_a_good_store_and_names_the_damage() {
     );
     assert!(text.contains("19 events up to position 20"), "{text}");
     assert!(text.contains("stream order-"), "{text}");
+    assert!(text.contains("1 events belong to no stream"), "{text}");
 }
 
 /// Three nodes keep trying for one job's lease: exactly one holds it at a time; when the holder
