@@ -5,7 +5,8 @@
 //! own that the bench creates and drops. Writers append single events to streams of their own;
 //! a reader pages each side by position while they write and counts the positions it found
 //! only after a higher one was already visible (what a reader following the log would have
-//! skipped); at the end the bench counts each side's holes.
+//! skipped); at the end the bench counts each side's holes. `--rounds` repeats both sides in
+//! fresh databases, their order alternating, and reports the medians.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -29,22 +30,42 @@ pub struct PgAppendConfig {
     pub url: String,
     pub writers: u32,
     pub events: u64,
+    /// Rounds of the two sides, each in fresh databases, their order alternating: the disk's
+    /// fsync speed drifts within seconds, so one round says little.
+    pub rounds: u32,
     pub json: bool,
 }
 
+/// What the bench prints: the median round's figures, and every round.
 #[derive(Debug, Serialize)]
 struct Figures {
     bench: &'static str,
     writers: u32,
     events: u64,
+    /// Medians over the rounds.
     annals_events_per_s: f64,
     baseline_events_per_s: f64,
-    /// Annals's appends a second over the baseline's (target: at least 3).
+    /// The median of the rounds' ratios of Annals's appends a second to the baseline's (target:
+    /// at least 3).
     ratio: f64,
-    /// Positions a reader following the log found only after a higher one was visible.
+    /// Over all rounds: positions a reader following the log found only after a higher one
+    /// was visible.
     annals_late_positions: u64,
     baseline_late_positions: u64,
-    /// Positions below the highest that no event holds, at the end.
+    /// Over all rounds: positions below the highest that no event holds, at the end.
+    annals_holes: i64,
+    baseline_holes: i64,
+    rounds: Vec<Round>,
+}
+
+/// One round: both sides, each in a fresh database.
+#[derive(Debug, Serialize)]
+struct Round {
+    annals_events_per_s: f64,
+    baseline_events_per_s: f64,
+    ratio: f64,
+    annals_late_positions: u64,
+    baseline_late_positions: u64,
     annals_holes: i64,
     baseline_holes: i64,
 }
@@ -69,27 +90,53 @@ pub(crate) fn run(config: &PgAppendConfig) -> Result<(), BenchError> {
     let base = Config::from_str(&config.url)
         .map_err(|e| BenchError::Check(format!("bad Postgres connection string: {e}")))?;
     let runtime = runtime("the Postgres append bench")?;
-    let figures = runtime.block_on(async {
+    ensure(config.rounds > 0, || {
+        "--rounds must be at least 1".to_owned()
+    })?;
+    let rounds = runtime.block_on(async {
         let stamp = std::process::id();
         let annals_db = format!("annals_bench_{stamp}");
         let baseline_db = format!("annals_baseline_{stamp}");
         let admin = connect(&base).await?;
-        for db in [&annals_db, &baseline_db] {
-            for statement in [
-                format!("DROP DATABASE IF EXISTS {db}"),
-                format!("CREATE DATABASE {db}"),
-            ] {
-                admin.batch_execute(&statement).await.map_err(pg)?;
+        let mut rounds = Vec::new();
+        for round in 0..config.rounds {
+            for db in [&annals_db, &baseline_db] {
+                for statement in [
+                    format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+                    format!("CREATE DATABASE {db}"),
+                ] {
+                    admin.batch_execute(&statement).await.map_err(pg)?;
+                }
             }
+            let ran = both(config, &base, &annals_db, &baseline_db, round % 2 == 1).await;
+            for db in [&annals_db, &baseline_db] {
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .await;
+            }
+            rounds.push(ran?);
         }
-        let ran = both(config, &base, &annals_db, &baseline_db).await;
-        for db in [&annals_db, &baseline_db] {
-            let _ = admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                .await;
-        }
-        ran
+        Ok::<_, BenchError>(rounds)
     })?;
+    let per_writer = config.events.div_ceil(u64::from(config.writers));
+    let median = |f: fn(&Round) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let figures = Figures {
+        bench: "append-postgres",
+        writers: config.writers,
+        events: per_writer * u64::from(config.writers),
+        annals_events_per_s: median(|r| r.annals_events_per_s),
+        baseline_events_per_s: median(|r| r.baseline_events_per_s),
+        ratio: median(|r| r.ratio),
+        annals_late_positions: rounds.iter().map(|r| r.annals_late_positions).sum(),
+        baseline_late_positions: rounds.iter().map(|r| r.baseline_late_positions).sum(),
+        annals_holes: rounds.iter().map(|r| r.annals_holes).sum(),
+        baseline_holes: rounds.iter().map(|r| r.baseline_holes).sum(),
+        rounds,
+    };
     emit(&figures, config.json)
 }
 
@@ -98,19 +145,54 @@ async fn both(
     base: &Config,
     annals_db: &str,
     baseline_db: &str,
-) -> Result<Figures, BenchError> {
+    baseline_first: bool,
+) -> Result<Round, BenchError> {
     let mut annals_config = base.clone();
     annals_config.dbname(annals_db);
     let mut baseline_config = base.clone();
     baseline_config.dbname(baseline_db);
     let per_writer = config.events.div_ceil(u64::from(config.writers));
     let events = per_writer * u64::from(config.writers);
+    let ((annals_late, annals_elapsed), (baseline_late, baseline_elapsed)) = if baseline_first {
+        let baseline = baseline_side(config, &baseline_config, per_writer).await?;
+        (
+            annals_side(config, &annals_config, per_writer).await?,
+            baseline,
+        )
+    } else {
+        let annals = annals_side(config, &annals_config, per_writer).await?;
+        (
+            annals,
+            baseline_side(config, &baseline_config, per_writer).await?,
+        )
+    };
+    let annals_client = connect(&annals_config).await?;
+    let baseline_client = connect(&baseline_config).await?;
+    let annals_holes = holes(&annals_client, "annals.events").await?;
+    let baseline_holes = holes(&baseline_client, "events").await?;
+    let annals_rate = events as f64 / annals_elapsed.as_secs_f64().max(1e-9);
+    let baseline_rate = events as f64 / baseline_elapsed.as_secs_f64().max(1e-9);
+    Ok(Round {
+        annals_events_per_s: round2(annals_rate),
+        baseline_events_per_s: round2(baseline_rate),
+        ratio: ratio(annals_rate, baseline_rate),
+        annals_late_positions: annals_late,
+        baseline_late_positions: baseline_late,
+        annals_holes,
+        baseline_holes,
+    })
+}
 
-    // Annals.
+/// Annals's side: the late positions its reader found, and how long the appends took.
+async fn annals_side(
+    config: &PgAppendConfig,
+    annals_config: &Config,
+    per_writer: u64,
+) -> Result<(u64, std::time::Duration), BenchError> {
     let store = PgStore::open_config(annals_config.clone())
         .await
         .map_err(|e| BenchError::Check(format!("Annals on Postgres: {e}")))?;
-    let (annals_late, annals_elapsed) = {
+    let (late, elapsed) = {
         let reader = follow(annals_config.clone(), "annals.events");
         let started = Instant::now();
         let mut writers = Vec::new();
@@ -137,11 +219,18 @@ async fn both(
         (reader.finish().await?, elapsed)
     };
     drop(store);
+    Ok((late, elapsed))
+}
 
-    // The baseline.
-    let setup = connect(&baseline_config).await?;
+/// The baseline's side: the late positions its reader found, and how long the appends took.
+async fn baseline_side(
+    config: &PgAppendConfig,
+    baseline_config: &Config,
+    per_writer: u64,
+) -> Result<(u64, std::time::Duration), BenchError> {
+    let setup = connect(baseline_config).await?;
     setup.batch_execute(BASELINE_SCHEMA).await.map_err(pg)?;
-    let (baseline_late, baseline_elapsed) = {
+    let (late, elapsed) = {
         let reader = follow(baseline_config.clone(), "events");
         let started = Instant::now();
         let mut writers = Vec::new();
@@ -182,24 +271,7 @@ async fn both(
         let elapsed = started.elapsed();
         (reader.finish().await?, elapsed)
     };
-
-    let annals_client = connect(&annals_config).await?;
-    let annals_holes = holes(&annals_client, "annals.events").await?;
-    let baseline_holes = holes(&setup, "events").await?;
-    let annals_rate = events as f64 / annals_elapsed.as_secs_f64().max(1e-9);
-    let baseline_rate = events as f64 / baseline_elapsed.as_secs_f64().max(1e-9);
-    Ok(Figures {
-        bench: "append-postgres",
-        writers: config.writers,
-        events,
-        annals_events_per_s: round2(annals_rate),
-        baseline_events_per_s: round2(baseline_rate),
-        ratio: ratio(annals_rate, baseline_rate),
-        annals_late_positions: annals_late,
-        baseline_late_positions: baseline_late,
-        annals_holes,
-        baseline_holes,
-    })
+    Ok((late, elapsed))
 }
 
 fn event(i: u64) -> Result<NewEvent, BenchError> {

@@ -220,7 +220,8 @@ pub struct BenchAppendArgs {
     /// Streams to spread the appends over, at random.
     #[arg(long, default_value_t = 10_000)]
     pub streams: u32,
-    /// Engine and baseline alternate this many times, since the disk's fsync speed drifts.
+    /// Engine and baseline alternate this many times, since the disk's fsync speed drifts (with
+    /// `--store`, each round in fresh databases).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
     /// End with one JSON line of the figures.

@@ -83,6 +83,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<Bench> {
                 url,
                 writers: a.writers,
                 events: a.events,
+                rounds: a.rounds,
                 json: a.json,
             }),
             (None, Some(data)) => Bench::Append(AppendConfig {

@@ -82,12 +82,15 @@ fn bench_append_on_postgres_prints_its_figures() {
         "8",
         "--events",
         "400",
+        "--rounds",
+        "2",
         "--json",
     ]);
     let line = out.lines().last().unwrap();
     let figures: Value = serde_json::from_str(line).unwrap();
     assert_eq!(figures["bench"], "append-postgres");
     assert_eq!(figures["events"], 400);
+    assert_eq!(figures["rounds"].as_array().unwrap().len(), 2, "{line}");
     assert_eq!(figures["annals_late_positions"], 0, "{line}");
     assert_eq!(figures["annals_holes"], 0, "{line}");
     assert!(figures["annals_events_per_s"].as_f64().unwrap() > 0.0);
