@@ -333,9 +333,10 @@ async fn commit(
 
 /// [`commit`]'s work: `BEGIN` travels with the first round (the head lock and the reads) and
 /// `COMMIT` with the second (the writes), so a batch costs two round trips and holds the head
-/// lock for one round trip and the flush. The server runs a connection's statements in order
-/// and skips everything after a failed one up to its `Sync`, so a `COMMIT` behind a failed write
-/// commits nothing; the write's own error is what this returns.
+/// lock for one round trip and the flush. The server runs a connection's statements in order,
+/// and after a failed one the transaction is aborted: the statements behind it fail too and a
+/// `COMMIT` behind it rolls back, so nothing of the batch is committed; the first error is what
+/// this returns.
 async fn commit_in_two_round_trips(
     client: &Client,
     st: &Statements,
