@@ -36,25 +36,15 @@ pub struct PgAppendConfig {
     pub json: bool,
 }
 
-/// What the bench prints: the median round's figures, and every round.
+/// What the bench prints: the rounds taken together, and every round.
 #[derive(Debug, Serialize)]
 struct Figures {
     bench: &'static str,
     writers: u32,
     events: u64,
-    /// Medians over the rounds.
-    annals_events_per_s: f64,
-    baseline_events_per_s: f64,
-    /// The median of the rounds' ratios of Annals's appends a second to the baseline's (target:
-    /// at least 3).
-    ratio: f64,
-    /// Over all rounds: positions a reader following the log found only after a higher one
-    /// was visible.
-    annals_late_positions: u64,
-    baseline_late_positions: u64,
-    /// Over all rounds: positions below the highest that no event holds, at the end.
-    annals_holes: i64,
-    baseline_holes: i64,
+    /// Appends a second and the ratio: medians over the rounds; late positions and holes: sums.
+    #[serde(flatten)]
+    overall: Round,
     rounds: Vec<Round>,
 }
 
@@ -63,9 +53,12 @@ struct Figures {
 struct Round {
     annals_events_per_s: f64,
     baseline_events_per_s: f64,
+    /// Annals's appends a second over the baseline's (target: at least 3).
     ratio: f64,
+    /// Positions a reader following the log found only after a higher one was visible.
     annals_late_positions: u64,
     baseline_late_positions: u64,
+    /// Positions below the highest that no event holds, at the end.
     annals_holes: i64,
     baseline_holes: i64,
 }
@@ -124,10 +117,7 @@ pub(crate) fn run(config: &PgAppendConfig) -> Result<(), BenchError> {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let figures = Figures {
-        bench: "append-postgres",
-        writers: config.writers,
-        events: per_writer * u64::from(config.writers),
+    let overall = Round {
         annals_events_per_s: median(|r| r.annals_events_per_s),
         baseline_events_per_s: median(|r| r.baseline_events_per_s),
         ratio: median(|r| r.ratio),
@@ -135,6 +125,12 @@ pub(crate) fn run(config: &PgAppendConfig) -> Result<(), BenchError> {
         baseline_late_positions: rounds.iter().map(|r| r.baseline_late_positions).sum(),
         annals_holes: rounds.iter().map(|r| r.annals_holes).sum(),
         baseline_holes: rounds.iter().map(|r| r.baseline_holes).sum(),
+    };
+    let figures = Figures {
+        bench: "append-postgres",
+        writers: config.writers,
+        events: per_writer * u64::from(config.writers),
+        overall,
         rounds,
     };
     emit(&figures, config.json)

@@ -338,11 +338,10 @@ async fn commit(
 /// `COMMIT` behind it rolls back, so nothing of the batch is committed; the first error is what
 /// this returns.
 async fn commit_in_two_round_trips(
-    client: &Client,
+    tx: &Client,
     st: &Statements,
     batch: &mut [AppendRequest],
 ) -> Result<(Vec<Result<AppendResult, PgStoreError>>, Position), tokio_postgres::Error> {
-    let tx = client;
     // The streams written, with their `$$` metadata streams (a soft delete writes there, and an
     // append to a soft-deleted stream restores it there first).
     let mut names: Vec<String> = Vec::new();

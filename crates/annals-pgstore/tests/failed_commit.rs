@@ -10,7 +10,7 @@
     reason = "test helpers outside #[test] functions fail the test by panicking"
 )]
 
-use annals_core::{EventType, ExpectedRevision, NewEvent, Position};
+use annals_core::{EventType, ExpectedRevision, Position};
 use annals_pgstore::{PgStore, PgStoreError};
 use annals_testkit::postgres::TempPostgres;
 
@@ -60,7 +60,7 @@ async fn a_batch_that_fails_inside_postgres_commits_nothing_and_the_next_one_doe
     );
     assert_eq!(store.committed_head().await.unwrap(), Position(1));
 
-    let next: NewEvent = event(3);
+    let next = event(3);
     let after = store
         .append(&s, ExpectedRevision::Exact(0), vec![next])
         .await
